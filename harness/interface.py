@@ -1,0 +1,145 @@
+"""The one interface every model adapter implements.
+
+An adapter declares what it can do (:class:`Capabilities`) and implements three steps:
+
+* ``load(options)`` builds the model on a device, from a checkpoint file or with random weights;
+* ``encode(image)`` runs the expensive, prompt-independent part once per image (timed on its own:
+  the encoder dominates the cost of the SAM family and is shared by every prompt on that image);
+* ``predict(state, prompts, support)`` decodes a *batch* of prompts and/or a support set into masks.
+
+The harness never special-cases a model: everything model-specific (preprocessing, coordinate
+scaling, thresholds) lives inside the adapter, and everything protocol-specific (which prompts,
+which support sets, which metrics) lives in the harness, identical for every adapter.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from segbench.checkpoints import CheckpointSpec
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter accepts. Protocols that need a missing capability are not run for it."""
+
+    box: bool = False
+    point: bool = False
+    mask: bool = False  # accepts a mask (or its own previous logits) as a prompt
+    iterative: bool = False  # built to refine with its own previous output
+    multimask: bool = False  # can return several candidate masks and pick one
+    support_set: bool = False  # in-context: told the task by labelled examples
+    volume: bool = False  # native 3D or video propagation
+
+    def names(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name)]
+
+
+@dataclass(frozen=True)
+class AdapterMeta:
+    """Static facts about an adapter, shown by ``segbench adapters`` and on the leaderboard."""
+
+    name: str
+    family: str
+    description: str
+    capabilities: Capabilities
+    version: str = "1"
+    license: str = "unknown"
+    input_size: int | None = None
+    checkpoint: CheckpointSpec | None = None
+    preprocessing: str = ""
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the harness asks an adapter to build its model.
+
+    ``checkpoint`` is a verified local file, or ``None`` when ``random_weights`` is set (the real
+    architecture with seeded random weights, for speed and memory only) or when the adapter needs no
+    weights at all (classical baselines).
+    """
+
+    device: str = "cpu"
+    checkpoint: Path | None = None
+    random_weights: bool = False
+    precision: Precision = "fp32"
+    seed: int = 0
+
+
+@dataclass
+class Prompt:
+    """One prompt for one target on one 2D image, in pixel coordinates of the original image.
+
+    ``box`` is ``(x_min, y_min, x_max, y_max)`` with inclusive pixel indices (the tight box of a mask
+    has ``x_max`` = its last column). ``points`` is ``(N, 2)`` as ``(x, y)``; ``point_labels`` is 1 for
+    a positive and 0 for a negative click. ``previous`` is whatever the adapter returned as feedback
+    for this target at the previous step (e.g. SAM's low-resolution logits); the harness passes it
+    back untouched and never looks inside.
+    """
+
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    previous: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready record of the prompt, stored with each result row."""
+        out: dict[str, Any] = {}
+        if self.box is not None:
+            out["box"] = [float(v) for v in self.box]
+        if self.points is not None and len(self.points):
+            out["points"] = [[float(x), float(y)] for x, y in self.points]
+            out["labels"] = [int(v) for v in self.point_labels]  # type: ignore[union-attr]
+        return out
+
+
+@dataclass
+class Support:
+    """A support set of labelled examples for in-context adapters: images (H, W, 3) uint8 and bool masks."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Prediction:
+    """Masks for a batch of prompts: ``masks`` is ``(N, H, W)`` bool in the original image size."""
+
+    masks: np.ndarray
+    scores: np.ndarray | None = None
+    feedback: list[Any] = field(default_factory=list)
+
+
+class Adapter(ABC):
+    """Base class of model adapters. Subclasses set ``meta`` and implement ``load``/``encode``/``predict``."""
+
+    meta: ClassVar[AdapterMeta]
+
+    @abstractmethod
+    def load(self, options: LoadOptions) -> None:
+        """Build the model on ``options.device``; load ``options.checkpoint`` unless random weights."""
+
+    @abstractmethod
+    def encode(self, image: np.ndarray) -> Any:
+        """Run the prompt-independent part on one (H, W, 3) uint8 image and return its state."""
+
+    @abstractmethod
+    def predict(
+        self,
+        state: Any,
+        prompts: Sequence[Prompt] | None = None,
+        support: Support | None = None,
+    ) -> Prediction:
+        """Decode all ``prompts`` of one image in one batch (and/or use ``support``) into masks."""

@@ -1,0 +1,43 @@
+"""Small helpers shared by the adapters that run torch models."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from segbench.checkpoints import apply_state_dict, read_state_dict
+from segbench.interface import LoadOptions
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def inference(options: LoadOptions) -> Iterator[None]:
+    """``torch.inference_mode`` plus autocast to bf16/fp16 on CUDA when the run asks for it
+    (on the CPU, reduced precision is not applied: the figures would not be comparable)."""
+    with torch.inference_mode():
+        if options.precision != "fp32" and options.device.startswith("cuda"):
+            with torch.autocast("cuda", dtype=DTYPES[options.precision]):
+                yield
+        else:
+            yield
+
+
+def prepare(model: torch.nn.Module, options: LoadOptions, strip_prefixes: tuple[str, ...] = ()) -> torch.nn.Module:
+    """Load the checkpoint (or keep the seeded random initialisation) and move the model to the device.
+
+    Build the model inside :func:`seeded` so random weights are the same on every machine."""
+    if not options.random_weights and options.checkpoint is not None:
+        apply_state_dict(model, read_state_dict(Path(options.checkpoint), strip_prefixes), options.checkpoint)
+    return model.to(options.device).eval()
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Fork torch's RNG, seeded, so building a model with random weights is reproducible."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
