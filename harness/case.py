@@ -1,0 +1,41 @@
+"""One case of a task: an image or a volume, its labels and its spacing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segbench.errors import DataError
+
+
+@dataclass
+class Case:
+    """A case as every adapter sees it.
+
+    ``image`` is (H, W, 3) uint8 for 2D tasks and (D, H, W) uint8 for volumes, after the task's
+    intensity policy (CT window, percentile clip, ...). ``labels`` maps each label name to a bool mask
+    of the spatial shape; a label absent from a case is absent from the dict. ``spacing`` is in mm
+    per pixel/voxel, in array axis order ((row, col) or (slice, row, col)).
+    """
+
+    case_id: str
+    image: np.ndarray
+    labels: dict[str, np.ndarray]
+    spacing: tuple[float, ...]
+    sources: tuple[Path, ...] = field(default_factory=tuple)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spacing)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape[: self.ndim])
+
+    def __post_init__(self) -> None:
+        for name, mask in self.labels.items():
+            if mask.shape != self.shape:
+                where = self.sources[0] if self.sources else self.case_id
+                raise DataError(where, f"label '{name}' has shape {mask.shape}, image has {self.shape}")

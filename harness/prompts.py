@@ -1,0 +1,197 @@
+"""Prompt protocols: seeded, derived from the ground truth, identical for every adapter.
+
+A protocol turns a *target* (one label of a case, or one connected component of it) into a prompt:
+
+``box``            the tight bounding box of the target;
+``box_jitter``     each box coordinate moved by a uniform integer in [-px, +px] (clipped to the image);
+``center_point``   one positive click at the maximum of the distance transform inside the target;
+``random_points``  ``k`` positive clicks drawn uniformly from the target's pixels;
+``iterative``      start from a box or a center point, then ``clicks`` correction clicks, each at the
+                   maximum of the distance transform inside the largest error component (8-connected
+                   in 2D, 26-connected in 3D), positive or negative by the ground truth there, as in
+                   the CVPR 2025 interactive segmentation challenge (``CVPR25_iter_eval.py``).
+
+Randomness comes from :func:`target_rng`, keyed by (seed, task, case, label, instance, protocol) and
+never by adapter, so every adapter receives the same prompts. Correction clicks depend on each
+adapter's own errors by design; they are deterministic given its predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from segbench.interface import Prompt
+
+KINDS: dict[str, dict[str, Any]] = {
+    "box": {},
+    "box_jitter": {"px": 5},
+    "center_point": {},
+    "random_points": {"k": 3},
+    "iterative": {"start": "box", "clicks": 5},
+}
+STARTS = ("box", "center_point")
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    kind: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def param(self, key: str) -> Any:
+        return dict(self.params).get(key, KINDS[self.kind].get(key))
+
+    @property
+    def name(self) -> str:
+        """The protocol's name in results: ``box``, ``box_jitter5``, ``points3``, ``iterative_box5``."""
+        if self.kind == "box_jitter":
+            return f"box_jitter{self.param('px')}"
+        if self.kind == "random_points":
+            return f"points{self.param('k')}"
+        if self.kind == "iterative":
+            return f"iterative_{'box' if self.param('start') == 'box' else 'point'}{self.param('clicks')}"
+        return self.kind
+
+    @property
+    def steps(self) -> int:
+        return 1 + int(self.param("clicks")) if self.kind == "iterative" else 1
+
+    @property
+    def requires(self) -> frozenset[str]:
+        """Adapter capabilities this protocol needs."""
+        if self.kind == "box" or self.kind == "box_jitter":
+            return frozenset({"box"})
+        if self.kind == "iterative":
+            return frozenset({"point", "box"} if self.param("start") == "box" else {"point"})
+        return frozenset({"point"})
+
+
+def parse_protocol(value: str | Mapping[str, Any]) -> ProtocolSpec:
+    """``"box"`` or ``{kind = "box_jitter", px = 10}``; raises ValueError naming the problem."""
+    if isinstance(value, str):
+        value = {"kind": value}
+    if not isinstance(value, Mapping) or "kind" not in value:
+        raise ValueError(f"a protocol is a kind name or a table with 'kind', got {value!r}")
+    kind = value["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"unknown protocol kind {kind!r} (known: {', '.join(KINDS)})")
+    params = {k: v for k, v in value.items() if k != "kind"}
+    unknown = set(params) - set(KINDS[kind])
+    if unknown:
+        raise ValueError(f"protocol {kind!r} takes {sorted(KINDS[kind]) or 'no parameters'}, not {sorted(unknown)}")
+    for key, given in params.items():
+        default = KINDS[kind][key]
+        if isinstance(default, int) and (not isinstance(given, int) or isinstance(given, bool) or given < 0):
+            raise ValueError(f"protocol {kind!r}: {key} must be a non-negative integer, got {given!r}")
+    if kind == "iterative" and params.get("start", "box") not in STARTS:
+        raise ValueError(f"protocol 'iterative': start must be one of {STARTS}")
+    return ProtocolSpec(kind, tuple(sorted(params.items())))
+
+
+@dataclass
+class Target:
+    """What one prompt asks for: a label, or one connected component of it (``instance`` >= 0)."""
+
+    label: str
+    instance: int
+    mask: np.ndarray
+
+
+def targets_for(labels: Mapping[str, np.ndarray], mode: str) -> list[Target]:
+    """One target per non-empty label, or one per connected component when ``mode == "components"``."""
+    targets = []
+    for name, mask in labels.items():
+        if not mask.any():
+            continue
+        if mode == "components":
+            components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+            targets.extend(Target(name, i, components == i + 1) for i in range(count))
+        else:
+            targets.append(Target(name, 0, mask))
+    return targets
+
+
+def target_rng(seed: int, *keys: object) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``keys`` (stable across processes and machines)."""
+    digest = hashlib.sha256("\x1f".join(map(str, keys)).encode()).digest()
+    words = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+    return np.random.default_rng(np.random.SeedSequence([seed, *words]))
+
+
+def bounding_box(mask: np.ndarray) -> np.ndarray:
+    """``(x_min, y_min, x_max, y_max)`` of a 2D mask, inclusive pixel indices."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
+def jitter_box(box: np.ndarray, px: int, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    moved = box + rng.integers(-px, px + 1, size=4)
+    height, width = shape
+    x0, x1 = sorted(np.clip(moved[[0, 2]], 0, width - 1))
+    y0, y1 = sorted(np.clip(moved[[1, 3]], 0, height - 1))
+    return np.array([x0, y0, x1, y1], dtype=np.float64)
+
+
+def interior_point(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of the maximum of the distance transform inside ``mask`` (image border counts as outside);
+    ties go to the first index in C order."""
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[(slice(1, -1),) * mask.ndim]
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(distance)), mask.shape))
+
+
+def correction_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], int] | None:
+    """The CVPR 2025 click: at the distance-transform maximum of the largest error component.
+
+    Returns (index, label) with label 1 where the ground truth is foreground (a missed region) and 0
+    where it is background (a false positive), or ``None`` when the prediction is already perfect.
+    """
+    error = gt != pred
+    if not error.any():
+        return None
+    components, count = ndimage.label(error, structure=np.ones((3,) * gt.ndim, bool))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    largest = components == int(np.argmax(sizes))
+    index = interior_point(largest)
+    return index, int(gt[index])
+
+
+def _xy(index: tuple[int, ...]) -> list[float]:
+    row, col = index[-2], index[-1]
+    return [float(col), float(row)]
+
+
+def initial_prompt(spec: ProtocolSpec, target: Target, rng: np.random.Generator) -> Prompt:
+    """The first prompt of ``spec`` for a 2D ``target``."""
+    mask = target.mask
+    kind = spec.kind if spec.kind != "iterative" else spec.param("start")
+    if kind == "box":
+        return Prompt(box=bounding_box(mask))
+    if kind == "box_jitter":
+        return Prompt(box=jitter_box(bounding_box(mask), int(spec.param("px")), mask.shape, rng))
+    if kind == "center_point":
+        return Prompt(points=np.array([_xy(interior_point(mask))]), point_labels=np.array([1]))
+    if kind == "random_points":
+        rows, cols = np.nonzero(mask)
+        chosen = rng.choice(len(rows), size=min(int(spec.param("k")), len(rows)), replace=False)
+        points = np.stack([cols[chosen], rows[chosen]], axis=1).astype(np.float64)
+        return Prompt(points=points, point_labels=np.ones(len(points), dtype=np.int64))
+    raise ValueError(f"no initial prompt for protocol kind {kind!r}")
+
+
+def refine_prompt(prompt: Prompt, target: Target, predicted: np.ndarray, feedback: Any) -> Prompt:
+    """The next iterative prompt: the previous prompt plus one correction click and the adapter's feedback."""
+    click = correction_click(target.mask, predicted)
+    points = prompt.points if prompt.points is not None else np.zeros((0, 2))
+    labels = prompt.point_labels if prompt.point_labels is not None else np.zeros(0, dtype=np.int64)
+    if click is not None:
+        index, label = click
+        points = np.concatenate([points, [_xy(index)]])
+        labels = np.concatenate([labels, [label]])
+    return Prompt(box=prompt.box, points=points, point_labels=labels, previous=feedback)

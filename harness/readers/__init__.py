@@ -1,0 +1,28 @@
+"""Readers turn the files of a task (or nothing at all, for phantoms) into Cases.
+
+They are plugins like adapters: this module registers the built-in ones through the
+``segbench_register_readers`` hook, and a third-party package can add its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from segbench.hookspecs import hookimpl
+from segbench.readers.base import Reader
+from segbench.readers.pairs import ImageMaskPairs
+from segbench.readers.phantom import PhantomCases
+from segbench.readers.samed2d import SamMed2DIndex
+from segbench.readers.volumes import Hdf5Volumes, NiftiVolumes, NpzCases
+
+__all__ = ["Reader"]
+
+
+@hookimpl
+def segbench_register_readers(register: Callable[[str, type], None]) -> None:
+    register("image_mask_pairs", ImageMaskPairs)
+    register("samed2d_index", SamMed2DIndex)
+    register("nifti", NiftiVolumes)
+    register("hdf5", Hdf5Volumes)
+    register("npz", NpzCases)
+    register("phantom", PhantomCases)

@@ -1,0 +1,107 @@
+"""Decoding files into arrays, and the two policies every reader applies: intensity and mask values.
+
+2D images: BMP, PNG, JPEG, GIF through Pillow; TIFF through tifffile (the CVC-ClinicDB frames carry
+tags Pillow cannot read). Every failure is a :class:`DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segbench.errors import DataError
+from segbench.taskspec import IntensitySpec, LabelSpec
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """Pixels of a 2D image file: (H, W) or (H, W, C), in the file's own dtype."""
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        try:
+            array = np.asarray(tifffile.imread(path))
+        except Exception as error:  # tifffile raises many types for corrupt files
+            raise DataError(path, f"cannot decode TIFF image ({error})") from None
+        return array
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            elif image.mode == "1":
+                image = image.convert("L")
+            return np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DataError(path, f"cannot decode image ({error})") from None
+
+
+def _to_uint8(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.clip((array.astype(np.float64) - low) * scale, 0, 255).round().astype(np.uint8)
+
+
+def apply_intensity(array: np.ndarray, spec: IntensitySpec, path: Path | str, channels: bool) -> np.ndarray:
+    """Raw pixels → uint8 following the task's policy. With ``channels`` (2D), the result is (H, W, 3)."""
+    if channels and array.ndim == 3 and array.shape[-1] == 4:
+        array = array[..., :3]
+    if channels and array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if channels and not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
+        raise DataError(path, f"expected a grey or RGB image, got an array of shape {array.shape}")
+    if spec.policy == "rgb8":
+        if array.dtype != np.uint8:
+            raise DataError(path, f"intensity policy 'rgb8' expects 8-bit pixels, got {array.dtype}; "
+                                  "use policy 'minmax', 'window' or 'percentile'")
+        out = array
+    elif spec.policy == "minmax":
+        out = _to_uint8(array, float(array.min()), float(array.max()))
+    elif spec.policy == "window":
+        out = _to_uint8(array, spec.level - spec.width / 2, spec.level + spec.width / 2)
+    else:  # percentile
+        values = array[array != 0] if spec.nonzero and np.any(array != 0) else array.ravel()
+        low, high = np.percentile(values, [spec.low, spec.high])
+        out = _to_uint8(array, float(low), float(high))
+    if channels and out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return np.ascontiguousarray(out)
+
+
+def decode_mask(array: np.ndarray, data: Mapping[str, Any], path: Path | str, planar: bool) -> np.ndarray:
+    """One integer label image from a mask array: first channel of RGB masks, then the task's
+    ``mask_levels`` (snap to the nearest level, for masks with compression noise) or
+    ``mask_threshold`` (values above it become 1). ``planar`` marks 2D masks, whose channels collapse."""
+    if planar and array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., 0]
+    levels = data.get("mask_levels")
+    threshold = data.get("mask_threshold")
+    if levels is not None:
+        levels_arr = np.asarray(sorted(levels))
+        nearest = np.abs(array[..., None].astype(np.int64) - levels_arr).argmin(axis=-1)
+        return levels_arr[nearest]
+    if threshold is not None:
+        return (array > threshold).astype(np.uint8)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise DataError(path, "mask holds non-integer values; set mask_threshold or mask_levels")
+        array = array.astype(np.int64)
+    return array
+
+
+def select_labels(mask: np.ndarray, specs: Sequence[LabelSpec]) -> dict[str, np.ndarray]:
+    """Bool masks for the labels whose values live in ``mask`` ("nonzero" = union of all values)."""
+    out = {}
+    for spec in specs:
+        out[spec.name] = mask != 0 if spec.values is None else np.isin(mask, spec.values)
+    return out
+
+
+def resize_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    image = Image.fromarray(mask.astype(np.uint8) if mask.dtype == bool else mask)
+    return np.asarray(image.resize((shape[1], shape[0]), Image.Resampling.NEAREST)).astype(mask.dtype)
