@@ -1,0 +1,210 @@
+"""The ``segbench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from segbench import __version__
+from segbench.errors import SegbenchError
+
+DEFAULT_OUT = Path("results")
+
+
+def _data_root(value: str | None) -> Path | None:
+    value = value or os.environ.get("SEGBENCH_DATA")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _checkpoint_overrides(values: Sequence[str]) -> dict[str, Path]:
+    overrides = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise SegbenchError(f"--checkpoint expects NAME=PATH, got '{value}'")
+        overrides[name] = Path(path)
+    return overrides
+
+
+def _suite_config(args: argparse.Namespace) -> Any:
+    from segbench.suites import load_config
+
+    return load_config(Path(args.config) if args.config else None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from segbench.execute import execute
+    from segbench.plan import make_plan
+    from segbench.taskspec import discover_tasks
+
+    config = _suite_config(args)
+    suite = config.suite(args.suite)
+    adapters = tuple(a.strip() for a in args.adapters.split(",") if a.strip()) if args.adapters else None
+    plan = make_plan(suite, discover_tasks(config.task_dirs), adapters=adapters, limit=args.limit,
+                     device=args.device, weights=args.weights, precision=args.precision,
+                     checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
+                     data_root=_data_root(args.data_root), run_id=args.run_id)
+    if not plan.units:
+        raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
+    store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
+                    progress=not args.no_progress)
+    manifest = store.read_manifest()
+    print(f"{manifest['rows']} rows, {manifest['units']} cases, {manifest['failed_units']} failed", file=sys.stderr)
+    print(store.dir)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from segbench.report import build_site
+
+    index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title)
+    print(index)
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+def _checkpoint_status(spec: Any) -> dict[str, Any]:
+    from segbench import checkpoints
+
+    if spec is None:
+        return {"status": "not needed", "path": None}
+    try:
+        found = checkpoints.resolve(spec)
+        return {"status": f"present ({found.source})", "path": str(found.path)}
+    except checkpoints.CheckpointMissing:
+        return {"status": "missing", "path": str(checkpoints.cached_path(spec))}
+    except checkpoints.CheckpointError as error:
+        return {"status": f"bad: {error}", "path": str(checkpoints.cached_path(spec))}
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from segbench import plugins
+
+    rows = []
+    for name, cls in plugins.adapters().items():
+        meta = cls.meta
+        status = _checkpoint_status(meta.checkpoint)
+        rows.append({"name": name, "family": meta.family, "version": meta.version,
+                     "capabilities": ",".join(meta.capabilities.names()), "checkpoint": status["status"],
+                     "checkpoint_path": status["path"], "description": meta.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "family", "capabilities", "checkpoint"])
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from segbench.taskspec import discover_tasks
+
+    config = _suite_config(args)
+    rows = [{"name": spec.name, "version": spec.version, "dim": spec.dim, "reader": spec.reader,
+             "dataset": spec.dataset or "(in process)", "labels": ",".join(label.name for label in spec.labels),
+             "protocols": ",".join(p.name for p in spec.protocols), "description": spec.description,
+             "file": str(spec.source)}
+            for spec in discover_tasks(config.task_dirs).values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "dim", "dataset", "labels", "protocols"])
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from segbench import checkpoints, plugins
+
+    specs = {cls.meta.checkpoint.name: cls.meta.checkpoint
+             for cls in plugins.adapters().values() if cls.meta.checkpoint is not None}
+    if args.weights_command == "fetch":
+        if args.name not in specs:
+            raise SegbenchError(f"unknown checkpoint '{args.name}' (known: {', '.join(sorted(specs))})")
+        print(checkpoints.fetch(specs[args.name]))
+        return 0
+    rows = []
+    for name, spec in sorted(specs.items()):
+        status = _checkpoint_status(spec)
+        rows.append({"name": name, "status": status["status"], "size_mb": round(spec.size / 1e6),
+                     "path": status["path"], "url": spec.url, "sha256": spec.sha256})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "status", "size_mb", "path"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"segbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a suite and print the run directory")
+    run.add_argument("--suite", default="quick", help="suite name in the config (default: quick)")
+    run.add_argument("--config", help="suite file (default: the benchmark.toml shipped with segbench)")
+    run.add_argument("--data-root", help="folder holding the datasets (default: $SEGBENCH_DATA)")
+    run.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default: results/)")
+    run.add_argument("--adapters", help="comma-separated adapters, instead of the suite's")
+    run.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (default)")
+    run.add_argument("--limit", type=int, help="at most N cases per task")
+    run.add_argument("--weights", default="pretrained", choices=["pretrained", "random"],
+                     help="random: the real architectures with random weights, for speed and memory only")
+    run.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                     help="use a local checkpoint file for NAME (repeatable)")
+    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                     help="autocast precision on CUDA (default fp32)")
+    run.add_argument("--executor", default="local", help="how to execute the units (default: local)")
+    run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
+    run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
+
+    report = commands.add_parser("report", help="publish runs as a static HTML leaderboard")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", required=True, help="site folder to write (index.html and pages)")
+    report.add_argument("--title", default="segbench leaderboard")
+    report.set_defaults(handler=cmd_report)
+
+    adapters = commands.add_parser("adapters", help="list installed adapters")
+    adapters.add_argument("--json", action="store_true")
+    adapters.set_defaults(handler=cmd_adapters)
+
+    tasks = commands.add_parser("tasks", help="list task definitions")
+    tasks.add_argument("--json", action="store_true")
+    tasks.add_argument("--config", help="suite file whose task_dirs to include")
+    tasks.set_defaults(handler=cmd_tasks)
+
+    weights = commands.add_parser("weights", help="list or fetch model checkpoints")
+    weights_commands = weights.add_subparsers(dest="weights_command", required=True)
+    listing = weights_commands.add_parser("list", help="present/missing, path and size of every checkpoint")
+    listing.add_argument("--json", action="store_true")
+    fetch = weights_commands.add_parser("fetch", help="download a checkpoint into the cache (sha256-checked)")
+    fetch.add_argument("name")
+    weights.set_defaults(handler=cmd_weights)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SegbenchError as error:
+        print(f"segbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("segbench: interrupted; finished cases are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Expanding a suite into a run plan: resolved adapters, task readers and work units with stable ids.
+
+A work unit is one (adapter, task, case): the unit of scheduling, of resume and of failure. All the
+prompt protocols of a case run inside its unit, so the encoder runs once per image and adapter and is
+shared by every label, prompt and iteration. Unit ids hash what defines the unit's result (adapter
+and its version, task and its version, case, protocols, seed), so they are the same on every machine
+and in every executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segbench import checkpoints, plugins
+from segbench.errors import ConfigError
+from segbench.interface import LoadOptions, Precision
+from segbench.prompts import ProtocolSpec
+from segbench.readers import Reader
+from segbench.suites import Suite
+from segbench.taskspec import TaskSpec
+
+WEIGHT_MODES = ("pretrained", "random")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    unit_id: str
+    adapter: str
+    task: str
+    case_id: str
+
+
+@dataclass(frozen=True)
+class AdapterSetup:
+    """How one adapter is built in this run, and what its rows are flagged with."""
+
+    name: str
+    options: LoadOptions
+    weights: str  # "pretrained" | "random" | "none" (needs no weights)
+    checkpoint: dict[str, Any] | None = None
+
+
+@dataclass
+class RunPlan:
+    """Everything a worker needs to execute units; plain data, so it can be sent to other processes."""
+
+    run_id: str
+    suite: str
+    config: dict[str, Any]
+    config_hash: str
+    tasks: dict[str, TaskSpec]
+    protocols: dict[str, tuple[ProtocolSpec, ...]]  # "adapter/task" -> protocols the adapter supports
+    data_root: Path | None
+    seed: int
+    device: str
+    adapters: dict[str, AdapterSetup]
+    units: list[WorkUnit]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def protocols_for(self, adapter: str, task: str) -> tuple[ProtocolSpec, ...]:
+        return self.protocols[f"{adapter}/{task}"]
+
+    def reader(self, task: str) -> Reader:
+        spec = self.tasks[task]
+        return plugins.readers()[spec.reader](spec, self.data_root)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device", f"'{device}' asked for, but torch sees no CUDA device")
+    elif device != "cpu":
+        raise ConfigError("--device", f"must be cpu, cuda[:N] or auto, got '{device}'")
+    return device
+
+
+def setup_adapter(name: str, weights: str, device: str, precision: Precision, seed: int,
+                  overrides: dict[str, Path]) -> AdapterSetup:
+    """Resolve an adapter's checkpoint (raising CheckpointMissing when absent) into load options."""
+    meta = plugins.adapter_class(name).meta
+    spec = meta.checkpoint
+    if spec is None:
+        return AdapterSetup(name, LoadOptions(device, None, False, precision, seed), "none")
+    if weights == "random":
+        return AdapterSetup(name, LoadOptions(device, None, True, precision, seed), "random",
+                            {"name": spec.name, "random": True})
+    found = checkpoints.resolve(spec, overrides.get(spec.name))
+    info = {"name": spec.name, "path": str(found.path), "sha256": found.sha256, "source": found.source,
+            "official": found.official}
+    return AdapterSetup(name, LoadOptions(device, found.path, False, precision, seed), "pretrained", info)
+
+
+def unit_id(adapter: str, adapter_version: str, task: TaskSpec, case_id: str,
+            protocols: tuple[ProtocolSpec, ...], seed: int) -> str:
+    key = "\x1f".join([adapter, adapter_version, task.name, task.version, case_id,
+                       ",".join(p.name for p in protocols), str(seed)])
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, ...] | None = None,
+              limit: int | None = None, device: str = "auto", weights: str = "pretrained",
+              precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
+              data_root: Path | None = None, run_id: str | None = None) -> RunPlan:
+    if weights not in WEIGHT_MODES:
+        raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
+    device = resolve_device(device)
+    adapter_names = adapters or suite.adapters
+    for name in adapter_names:
+        plugins.adapter_class(name)  # fails early, naming the installed adapters
+    missing = [t for t in suite.tasks if t not in tasks]
+    if missing:
+        raise ConfigError(suite.source, f"suite '{suite.name}' names unknown task(s) {missing} "
+                                        f"(known: {', '.join(sorted(tasks))})")
+    limit = limit if limit is not None else suite.limit
+    chosen = {name: tasks[name] for name in suite.tasks}
+    for spec in chosen.values():
+        if spec.dim != 2:
+            raise ConfigError(spec.source, f"task '{spec.name}' is 3D; this version of segbench runs 2D tasks")
+
+    skipped: dict[str, str] = {}
+    setups: dict[str, AdapterSetup] = {}
+    for name in adapter_names:
+        try:
+            setups[name] = setup_adapter(name, weights, device, precision, suite.seed, checkpoint_overrides or {})
+        except checkpoints.CheckpointError as error:
+            skipped[name] = str(error)
+
+    readers = {name: plugins.readers()[spec.reader](spec, data_root) for name, spec in chosen.items()}
+    case_ids = {name: reader.case_ids()[:limit] if limit else reader.case_ids() for name, reader in readers.items()}
+    protocols: dict[str, tuple[ProtocolSpec, ...]] = {}
+    units: list[WorkUnit] = []
+    for name in setups:
+        meta = plugins.adapter_class(name).meta
+        capabilities = set(meta.capabilities.names())
+        for task_name, spec in chosen.items():
+            wanted = suite.protocols or spec.protocols
+            supported = tuple(p for p in wanted if p.requires <= capabilities)
+            if not supported:
+                skipped[f"{name}/{task_name}"] = (f"{name} supports none of {[p.name for p in wanted]} "
+                                                  f"(capabilities: {sorted(capabilities)})")
+                continue
+            protocols[f"{name}/{task_name}"] = supported
+            units += [WorkUnit(unit_id(name, meta.version, spec, case, supported, suite.seed), name, task_name, case)
+                      for case in case_ids[task_name]]
+
+    config = {
+        "suite": suite.name,
+        "adapters": {name: {"version": plugins.adapter_class(name).meta.version, "weights": s.weights,
+                            "checkpoint_sha256": (s.checkpoint or {}).get("sha256")}
+                     for name, s in setups.items()},
+        "tasks": {name: {"version": spec.version, "cases": len(case_ids[name])} for name, spec in chosen.items()},
+        "protocols": {key: [p.name for p in value] for key, value in protocols.items()},
+        "seed": suite.seed,
+        "limit": limit,
+        "device": device,
+        "precision": precision,
+        "weights": weights,
+    }
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return RunPlan(run_id or f"{suite.name}-{config_hash[:10]}", suite.name, config, config_hash, chosen,
+                   protocols, data_root, suite.seed, device, setups, units, skipped)

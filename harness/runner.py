@@ -1,0 +1,141 @@
+"""Executing work units: read the case, encode once, decode every protocol's prompts in batches, score.
+
+:class:`UnitRunner` is what a worker holds: one loaded adapter and the task readers. It turns a
+work unit into result rows and never raises for a bad case: the error is recorded in the unit's rows
+(naming the file where a file is at fault) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from segbench import environment, plugins
+from segbench.case import Case
+from segbench.errors import DataError
+from segbench.interface import Adapter, Prediction, Prompt
+from segbench.measure import peak_memory, timed
+from segbench.metrics import evaluate
+from segbench.plan import RunPlan, WorkUnit
+from segbench.prompts import ProtocolSpec, Target, initial_prompt, refine_prompt, target_rng, targets_for
+from segbench.readers import Reader
+from segbench.taskspec import TaskSpec
+
+NAN = float("nan")
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, DataError):
+        return str(error)
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+class UnitRunner:
+    """Runs the units of one adapter in one process: the adapter is built and loaded once."""
+
+    def __init__(self, plan: RunPlan, adapter_name: str):
+        self.plan = plan
+        self.setup = plan.adapters[adapter_name]
+        self.adapter: Adapter = plugins.adapter_class(adapter_name)()
+        self.adapter.load(self.setup.options)
+        self.readers: dict[str, Reader] = {}
+        self.host = environment.host()
+
+    def _reader(self, task: str) -> Reader:
+        if task not in self.readers:
+            self.readers[task] = self.plan.reader(task)
+        return self.readers[task]
+
+    def _row(self, unit: WorkUnit, **values: Any) -> dict[str, Any]:
+        spec = self.plan.tasks[unit.task]
+        row = {"run_id": self.plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
+               "task": unit.task, "task_version": spec.version, "case_id": unit.case_id,
+               "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
+               "hd95": NAN, "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
+               "peak_rss_mb": NAN, "device": self.setup.options.device, "host": self.host,
+               "weights": self.setup.weights, "status": "ok", "error": None, "prompt_json": None}
+        row.update(values)
+        return row
+
+    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
+        """All rows of one unit; a failure anywhere becomes ``failed`` rows with the error."""
+        try:
+            case = self._reader(unit.task).read(unit.case_id)
+        except Exception as error:  # one bad case must not stop the run
+            return [self._row(unit, status="failed", error=_error_text(error))]
+        device = self.setup.options.device
+        rows: list[dict[str, Any]] = []
+        with peak_memory(device) as peak:
+            try:
+                state, encode_ms = timed(device, self.adapter.encode, case.image)
+            except Exception as error:
+                return [self._row(unit, status="failed", error=_error_text(error))]
+            for protocol in self.plan.protocols_for(unit.adapter, unit.task):
+                rows += self._run_protocol(unit, case, state, protocol, encode_ms)
+        for row in rows:
+            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb)
+        return rows
+
+    def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
+        if any(label.name == "*" for label in spec.labels):
+            return case.labels
+        return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
+
+    def _run_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
+                      encode_ms: float) -> list[dict[str, Any]]:
+        spec = self.plan.tasks[unit.task]
+        device = self.setup.options.device
+        labels = self._labels(spec, case)
+        targets = targets_for(labels, spec.instances)
+        if not targets:
+            return []
+        prompts: list[Prompt] = [
+            initial_prompt(protocol, t, target_rng(self.plan.seed, unit.task, unit.case_id, t.label, t.instance,
+                                                   protocol.name))
+            for t in targets
+        ]
+        steps: list[tuple[float, dict[str, np.ndarray], list[Prompt]]] = []
+        try:
+            for step in range(protocol.steps):
+                prediction, decode_ms = timed(device, self.adapter.predict, state, prompts)
+                _check_prediction(prediction, len(prompts), case)
+                steps.append((decode_ms, _union_by_label(targets, prediction.masks, labels), prompts))
+                if step + 1 < protocol.steps:
+                    feedback = prediction.feedback or [None] * len(prompts)
+                    prompts = [refine_prompt(p, t, m, f)
+                               for p, t, m, f in zip(prompts, targets, prediction.masks, feedback, strict=True)]
+        except Exception as error:
+            return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=_error_text(error))
+                    for label in sorted({t.label for t in targets})]
+        total_ms = encode_ms + sum(decode for decode, _, _ in steps)
+        rows = []
+        for step, (decode_ms, predicted, step_prompts) in enumerate(steps):
+            for label, mask in predicted.items():
+                scores = evaluate(labels[label], mask, case.spacing, spec.nsd_tolerance)
+                described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
+                rows.append(self._row(
+                    unit, label=label, prompt=protocol.name, step=step, instances=len(described),
+                    dice=scores.dice, nsd=scores.nsd, hd95=scores.hd95, encode_ms=encode_ms, decode_ms=decode_ms,
+                    total_ms=total_ms, prompt_json=json.dumps(described, separators=(",", ":"))))
+        return rows
+
+
+def _check_prediction(prediction: Prediction, count: int, case: Case) -> None:
+    masks = prediction.masks
+    if masks.shape != (count, *case.shape):
+        raise ValueError(f"adapter returned masks of shape {masks.shape}, expected {(count, *case.shape)}")
+
+
+def _union_by_label(targets: list[Target], masks: np.ndarray, labels: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+    """The prediction of each label: the union of its instances' masks."""
+    out: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(next(iter(labels.values())).shape, bool))
+    for target, mask in zip(targets, masks, strict=True):
+        out[target.label] = out[target.label] | mask.astype(bool)
+    return dict(out)

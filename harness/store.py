@@ -1,0 +1,128 @@
+"""The results store: ``<out>/<run-id>/run.json`` (the manifest) and ``cases.parquet`` (the rows).
+
+Writes are append-only and atomic: each finished work unit is written to ``parts/<unit>.<status>.parquet``
+through a temporary file and a rename, so a killed run loses at most the unit in flight, and a rerun
+into the same directory skips every unit that has a part. ``cases.parquet`` is the parts merged and
+sorted, rewritten (atomically) at the end of every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segbench.errors import SegbenchError
+
+# One row per (run, adapter, task, case, label, prompt protocol, step).
+CASE_SCHEMA: dict[str, Any] = {
+    "run_id": pl.String,
+    "unit_id": pl.String,
+    "adapter": pl.String,
+    "task": pl.String,
+    "task_version": pl.String,
+    "case_id": pl.String,
+    "label": pl.String,
+    "prompt": pl.String,
+    "step": pl.Int32,
+    "instances": pl.Int32,
+    "dice": pl.Float64,
+    "nsd": pl.Float64,
+    "hd95": pl.Float64,
+    "encode_ms": pl.Float64,
+    "decode_ms": pl.Float64,
+    "total_ms": pl.Float64,
+    "peak_mem_mb": pl.Float64,
+    "peak_rss_mb": pl.Float64,
+    "device": pl.String,
+    "host": pl.String,
+    "weights": pl.String,
+    "status": pl.String,
+    "error": pl.String,
+    "prompt_json": pl.String,
+}
+SORT_KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
+STATUSES = ("ok", "failed")
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame([{k: row.get(k) for k in CASE_SCHEMA} for row in rows], schema=CASE_SCHEMA)
+
+
+class RunStore:
+    """One run directory."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        self.parts = self.dir / "parts"
+        self.manifest_path = self.dir / "run.json"
+        self.cases_path = self.dir / "cases.parquet"
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read_manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            raise SegbenchError(f"{self.dir}: not a segbench run (no run.json)") from None
+        except ValueError as error:
+            raise SegbenchError(f"{self.manifest_path}: not valid JSON ({error})") from None
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
+        _atomic_write_bytes(self.manifest_path, lambda tmp: tmp.write_text(text))
+
+    def done_units(self) -> dict[str, str]:
+        """unit id → status of every unit with a written part."""
+        done = {}
+        if self.parts.is_dir():
+            for path in self.parts.glob("*.parquet"):
+                unit_id, status, _ = path.name.split(".", 2)
+                done[unit_id] = status
+        return done
+
+    def write_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> None:
+        """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part."""
+        status = "failed" if any(row["status"] != "ok" for row in rows) else "ok"
+        frame = rows_frame(rows)
+        _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet)
+        for other in STATUSES:
+            if other != status:
+                (self.parts / f"{unit_id}.{other}.parquet").unlink(missing_ok=True)
+
+    def _read_parts(self) -> pl.DataFrame:
+        files = sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
+        if not files:
+            return rows_frame([])
+        return pl.concat([pl.read_parquet(f) for f in files], how="vertical").sort(SORT_KEY)
+
+    def consolidate(self) -> pl.DataFrame:
+        """Merge the parts into ``cases.parquet`` (atomically) and return the rows."""
+        frame = self._read_parts()
+        _atomic_write_bytes(self.cases_path, frame.write_parquet)
+        return frame
+
+    def read_cases(self) -> pl.DataFrame:
+        """All rows of the run: ``cases.parquet``, or the parts of a run that was interrupted."""
+        if self.cases_path.is_file():
+            newest_part = max((p.stat().st_mtime_ns for p in self.parts.glob("*.parquet")), default=0)
+            if self.cases_path.stat().st_mtime_ns >= newest_part:
+                return pl.read_parquet(self.cases_path)
+        return self._read_parts()
