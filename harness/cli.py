@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -31,6 +32,10 @@ def _checkpoint_overrides(values: Sequence[str]) -> dict[str, Path]:
     return overrides
 
 
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return tuple(name.strip() for name in value.split(",") if name.strip()) if value else None
+
+
 def _suite_config(args: argparse.Namespace) -> Any:
     from segbench.suites import load_config
 
@@ -44,7 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _suite_config(args)
     suite = config.suite(args.suite)
-    adapters = tuple(a.strip() for a in args.adapters.split(",") if a.strip()) if args.adapters else None
+    adapters = _names(args.adapters)
+    tasks = _names(args.tasks)
+    if tasks:
+        suite = dataclasses.replace(suite, tasks=tasks)
     plan = make_plan(suite, discover_tasks(config.task_dirs), adapters=adapters, limit=args.limit,
                      device=args.device, weights=args.weights, precision=args.precision,
                      checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
@@ -154,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the datasets (default: $SEGBENCH_DATA)")
     run.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default: results/)")
     run.add_argument("--adapters", help="comma-separated adapters, instead of the suite's")
+    run.add_argument("--tasks", help="comma-separated tasks, instead of the suite's")
     run.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (default)")
     run.add_argument("--limit", type=int, help="at most N cases per task")
     run.add_argument("--weights", default="pretrained", choices=["pretrained", "random"],

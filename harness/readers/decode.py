@@ -1,7 +1,7 @@
 """Decoding files into arrays, and the two policies every reader applies: intensity and mask values.
 
-2D images: BMP, PNG, JPEG, GIF through Pillow; TIFF through tifffile (the CVC-ClinicDB frames carry
-tags Pillow cannot read). Every failure is a :class:`DataError` naming the file.
+2D images: BMP, PNG, JPEG, GIF and most TIFFs through Pillow; TIFFs Pillow cannot identify (the
+CVC-ClinicDB frames carry such tags) through tifffile. Every failure is a :class:`DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -19,18 +19,22 @@ from segbench.taskspec import IntensitySpec, LabelSpec
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        return np.asarray(tifffile.imread(path))
+    except Exception as error:  # tifffile raises many types for corrupt or unsupported files
+        raise DataError(path, f"cannot decode TIFF image ({error})") from None
+
+
 def read_image_file(path: Path) -> np.ndarray:
-    """Pixels of a 2D image file: (H, W) or (H, W, C), in the file's own dtype."""
+    """Pixels of a 2D image file: (H, W) or (H, W, C), in the file's own dtype.
+
+    Pillow first (it decodes LZW TIFFs such as DRIVE's without extra codecs); TIFFs Pillow cannot
+    identify (CVC-ClinicDB's frames) go to tifffile."""
     if not path.is_file():
         raise DataError(path, "file not found")
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        import tifffile
-
-        try:
-            array = np.asarray(tifffile.imread(path))
-        except Exception as error:  # tifffile raises many types for corrupt files
-            raise DataError(path, f"cannot decode TIFF image ({error})") from None
-        return array
     try:
         with Image.open(path) as image:
             if image.mode == "P":
@@ -39,6 +43,8 @@ def read_image_file(path: Path) -> np.ndarray:
                 image = image.convert("L")
             return np.asarray(image)
     except (UnidentifiedImageError, OSError, ValueError) as error:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            return _read_tiff(path)
         raise DataError(path, f"cannot decode image ({error})") from None
 
 
