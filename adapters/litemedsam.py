@@ -88,11 +88,16 @@ class LiteMedSAM(Adapter):
             self.model = prepare(build_lite_medsam(), options)
 
     def encode(self, image: np.ndarray) -> EncodedImage:
-        padded, resized = preprocess(image)
-        tensor = torch.from_numpy(padded).float().permute(2, 0, 1)[None].to(self.options.device)
+        return self.encode_batch([image])[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        prepared = [preprocess(image) for image in images]
+        batch = np.stack([padded for padded, _ in prepared])
+        tensor = torch.from_numpy(batch).float().permute(0, 3, 1, 2).to(self.options.device)
         with inference(self.options):
-            embedding = self.model.image_encoder(tensor)
-        return EncodedImage(embedding, resized, image.shape[:2])
+            embeddings = self.model.image_encoder(tensor)
+        return [EncodedImage(embeddings[i:i + 1], resized, image.shape[:2])
+                for i, ((_, resized), image) in enumerate(zip(prepared, images, strict=True))]
 
     def predict(self, state: EncodedImage, prompts: Sequence[Prompt] | None = None,
                 support: Support | None = None) -> Prediction:

@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(suite, discover_tasks(config.task_dirs), adapters=adapters, limit=args.limit,
                      device=args.device, weights=args.weights, precision=args.precision,
                      checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
-                     data_root=_data_root(args.data_root), run_id=args.run_id)
+                     data_root=_data_root(args.data_root), run_id=args.run_id, warmup=not args.no_warmup)
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
@@ -72,6 +72,63 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title)
     print(index)
+    return 0
+
+
+def _fraction(value: str) -> float:
+    """``10%`` or ``0.1`` → 0.1."""
+    text = value.strip()
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 10% or 0.1, got {value!r}") from None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from segbench.compare import Thresholds, compare_runs, terminal_table, write_html
+
+    thresholds = Thresholds(speed=args.fail_speed, memory=args.fail_memory, dice=args.fail_dice,
+                            min_delta_ms=args.min_delta_ms)
+    comparison = compare_runs(Path(args.base), Path(args.new), thresholds)
+    for key, (base, new) in comparison.machine_differences.items():
+        print(f"warning: the runs differ in {key}: {base} → {new}; speed and memory are not comparable",
+              file=sys.stderr)
+    if not comparison.groups:
+        raise SegbenchError("the two runs share no (adapter, task, case, label, prompt) rows to compare")
+    print(terminal_table(comparison))
+    html = Path(args.html) if args.html else Path(args.new) / f"compare-{comparison.base['run_id']}.html"
+    print(f"HTML diff: {write_html(comparison, html)}", file=sys.stderr)
+    if comparison.regressed:
+        print("segbench compare: regression", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _integers(value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
+    return numbers
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    from segbench.plan import resolve_device
+    from segbench.throughput import measure
+
+    device = resolve_device(args.device)
+    rows = [row.as_dict() for adapter in _names(args.adapters) or ()
+            for row in measure(adapter, device, args.weights, args.batch_sizes, args.prompts, args.repeats)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            for key in ("encode_ms_per_image", "decode_ms_per_prompt", "images_per_s", "prompts_per_s", "peak_mem_mb"):
+                row[key] = f"{row[key]:.1f}"
+        _print_table(rows, ["adapter", "device", "batch", "prompts", "encode_ms_per_image", "decode_ms_per_prompt",
+                            "images_per_s", "prompts_per_s", "peak_mem_mb"])
     return 0
 
 
@@ -174,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", default="local", help="how to execute the units (default: local)")
     run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
+    run.add_argument("--no-warmup", action="store_true",
+                     help="skip the untimed warm-up encode/decode of each adapter before its first case")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)
 
@@ -182,6 +241,30 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="site folder to write (index.html and pages)")
     report.add_argument("--title", default="segbench leaderboard")
     report.set_defaults(handler=cmd_report)
+
+    compare = commands.add_parser("compare", help="compare two runs; exit 1 on a speed, memory or accuracy regression")
+    compare.add_argument("base", metavar="BASE_RUN")
+    compare.add_argument("new", metavar="NEW_RUN")
+    compare.add_argument("--fail-speed", type=_fraction, default=0.10, metavar="10%",
+                         help="fail when a latency grows by more than this, significantly (default 10%%)")
+    compare.add_argument("--fail-memory", type=_fraction, default=0.10, metavar="10%",
+                         help="fail when peak memory grows by more than this (default 10%%)")
+    compare.add_argument("--fail-dice", type=float, default=0.01,
+                         help="fail when mean Dice drops by more than this, significantly (default 0.01)")
+    compare.add_argument("--min-delta-ms", type=float, default=1.0,
+                         help="ignore latency changes smaller than this per case (default 1 ms)")
+    compare.add_argument("--html", help="where to write the HTML diff (default: NEW_RUN/compare-BASE.html)")
+    compare.set_defaults(handler=cmd_compare)
+
+    throughput = commands.add_parser("throughput", help="images and prompts per second under batching")
+    throughput.add_argument("--adapters", required=True, help="comma-separated adapters")
+    throughput.add_argument("--device", default="auto")
+    throughput.add_argument("--weights", default="pretrained", choices=["pretrained", "random"])
+    throughput.add_argument("--batch-sizes", type=_integers, default=[1, 2, 4], help="images per batch (1,2,4)")
+    throughput.add_argument("--prompts", type=_integers, default=[1, 4, 16], help="prompts per image (1,4,16)")
+    throughput.add_argument("--repeats", type=int, default=3)
+    throughput.add_argument("--json", action="store_true")
+    throughput.set_defaults(handler=cmd_throughput)
 
     adapters = commands.add_parser("adapters", help="list installed adapters")
     adapters.add_argument("--json", action="store_true")

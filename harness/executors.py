@@ -34,6 +34,7 @@ class LocalExecutor:
             for unit in group:
                 store.write_unit(unit.unit_id, runner.run(unit))
                 done(unit)
+            runner.close()
 
 
 @hookimpl

@@ -135,6 +135,11 @@ class Adapter(ABC):
     def encode(self, image: np.ndarray) -> Any:
         """Run the prompt-independent part on one (H, W, 3) uint8 image and return its state."""
 
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """Encode several images at once (for throughput under batching); adapters whose encoder takes
+        batches override this, the default encodes one image at a time."""
+        return [self.encode(image) for image in images]
+
     @abstractmethod
     def predict(
         self,

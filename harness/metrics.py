@@ -126,18 +126,20 @@ def _search_offsets(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]
     return offsets[keep][order], lengths[keep][order]
 
 
-def _directed_distances(sources: np.ndarray, target_grid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+def _directed_distances(sources: np.ndarray, target_grid: np.ndarray, spacing: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Distance (mm) from each surfel ``sources`` (flat indices into ``target_grid``'s shape) to the
     nearest ``True`` of ``target_grid``, which carries a margin of the search reach on every side.
 
     Offsets of a neighbourhood are tried nearest first against the target grid; the first hit is the
-    exact nearest distance. The few surfels with no hit in the neighbourhood go to a k-d tree."""
+    exact nearest distance. The few surfels with no hit in the neighbourhood go to a k-d tree.
+    Also returns each distance's rank: the index of its offset (nearest first), or -1 when found by
+    the k-d tree (then farther than every offset)."""
     offsets, lengths = _search_offsets(tuple(float(s) for s in spacing))
     shape = target_grid.shape
-    strides = np.array([int(np.prod(shape[i + 1:])) for i in range(len(shape))])
-    offsets_linear = offsets @ strides
+    offsets_linear = offsets @ _strides(shape)
     flat = target_grid.ravel()
-    result = np.full(len(sources), np.inf)
+    rank = np.full(len(sources), -1, dtype=np.int64)
     pending = np.arange(len(sources))
     start = 0
     while pending.size and start < len(offsets_linear):
@@ -146,22 +148,31 @@ def _directed_distances(sources: np.ndarray, target_grid: np.ndarray, spacing: n
         stop = min(len(offsets_linear), start + max(1, GATHER_BLOCK // pending.size))
         hits = np.take(flat, offsets_linear[start:stop, None] + sources[pending][None, :], mode="clip")
         found = hits.any(axis=0)
-        result[pending[found]] = lengths[start + hits[:, found].argmax(axis=0)]
+        rank[pending[found]] = start + hits[:, found].argmax(axis=0)
         pending = pending[~found]
         start = stop
+    result = np.where(rank >= 0, lengths[rank], np.inf)
     if pending.size:
         targets = np.stack(np.unravel_index(np.flatnonzero(flat), shape), axis=1)
         far = np.stack(np.unravel_index(sources[pending], shape), axis=1)
         _, nearest = cKDTree(targets * spacing).query(far * spacing, k=1)
         result[pending] = _lattice_distances(targets[nearest] - far, spacing)
-    return result
+    return result, rank
 
 
-def _sorted(distances: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # surface-distance also orders equal distances by area; that cannot change a percentile (the
-    # cumulative weight at the end of each group of equal distances is the same), so skip it.
-    order = np.argsort(distances, kind="stable")
+def _sorted(distances: np.ndarray, rank: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances ascending (with their areas). Sorting by offset rank is a radix sort and gives the
+    distance order; surface-distance also orders equal distances by area, which cannot change a
+    percentile (the cumulative weight at the end of each group of equal distances is the same)."""
+    near = np.flatnonzero(rank >= 0)
+    far = np.flatnonzero(rank < 0)
+    key = rank[near].astype(np.uint16) if len(near) and rank.max() < 2**16 else rank[near]
+    order = np.concatenate([near[np.argsort(key, kind="stable")], far[np.argsort(distances[far], kind="stable")]])
     return distances[order], areas[order]
+
+
+def _strides(shape: tuple[int, ...]) -> np.ndarray:
+    return np.array([int(np.prod(shape[i + 1:])) for i in range(len(shape))])
 
 
 def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...]) -> SurfaceDistances:
@@ -175,24 +186,31 @@ def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ..
     window = tuple(slice(a, b + 1) for a, b in zip(*box, strict=True))
     spacing_key = tuple(float(s) for s in spacing)
     table = _area_table(spacing_key)
-    reach = np.abs(_search_offsets(spacing_key)[0]).max(axis=0)
-    # one zero layer for the surfels on the box faces, plus the search reach so offsets stay inside
-    margin = [(1 + int(r), 1 + int(r)) for r in reach]
     full = 2 ** (2 ** gt.ndim) - 1
-    borders, sources, areas = [], [], []
-    for mask in (gt, pred):
-        codes = neighbour_codes(np.pad(mask[window], margin))
-        border = (codes != 0) & (codes != full)
-        borders.append(border)
-        sources.append(np.flatnonzero(border))
-        areas.append(table[codes[border]])
+    # surfel codes on the box with one zero layer (for the surfels on its faces); the search grids add
+    # the search reach on every side so that no offset leaves them
+    reach = np.abs(_search_offsets(spacing_key)[0]).max(axis=0)
+    codes = [neighbour_codes(np.pad(mask[window], 1)) for mask in (gt, pred)]
+    grid_shape = tuple(int(n + 2 * r) for n, r in zip(codes[0].shape, reach, strict=True))
+    grid_strides = _strides(grid_shape)
+    grids, sources, areas = [], [], []
+    for mask_codes in codes:
+        flat_codes = mask_codes.ravel()
+        surfels = np.flatnonzero((flat_codes != 0) & (flat_codes != full))
+        coordinates = np.unravel_index(surfels, mask_codes.shape)
+        linear = sum((c + int(r)) * int(s) for c, r, s in zip(coordinates, reach, grid_strides, strict=True))
+        grid = np.zeros(grid_shape, dtype=bool)
+        grid.ravel()[linear] = True
+        grids.append(grid)
+        sources.append(np.asarray(linear, dtype=np.int64))
+        areas.append(table[flat_codes[surfels]])
     if sources[0].size == 0 or sources[1].size == 0:
         # one surface is empty: every distance from the other one is infinite
         return SurfaceDistances(np.full(len(sources[0]), np.inf), np.full(len(sources[1]), np.inf),
                                 areas[0], areas[1])
     spacing_arr = np.asarray(spacing, dtype=np.float64)
-    gt_to_pred, areas_gt = _sorted(_directed_distances(sources[0], borders[1], spacing_arr), areas[0])
-    pred_to_gt, areas_pred = _sorted(_directed_distances(sources[1], borders[0], spacing_arr), areas[1])
+    gt_to_pred, areas_gt = _sorted(*_directed_distances(sources[0], grids[1], spacing_arr), areas[0])
+    pred_to_gt, areas_pred = _sorted(*_directed_distances(sources[1], grids[0], spacing_arr), areas[1])
     return SurfaceDistances(gt_to_pred, pred_to_gt, areas_gt, areas_pred)
 
 

@@ -60,6 +60,7 @@ class RunPlan:
     adapters: dict[str, AdapterSetup]
     units: list[WorkUnit]
     skipped: dict[str, str] = field(default_factory=dict)
+    warmup: bool = True  # one untimed encode/decode per adapter before the first case
 
     def protocols_for(self, adapter: str, task: str) -> tuple[ProtocolSpec, ...]:
         return self.protocols[f"{adapter}/{task}"]
@@ -110,7 +111,7 @@ def unit_id(adapter: str, adapter_version: str, task: TaskSpec, case_id: str,
 def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, ...] | None = None,
               limit: int | None = None, device: str = "auto", weights: str = "pretrained",
               precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
-              data_root: Path | None = None, run_id: str | None = None) -> RunPlan:
+              data_root: Path | None = None, run_id: str | None = None, warmup: bool = True) -> RunPlan:
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
     device = resolve_device(device)
@@ -165,7 +166,8 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         "device": device,
         "precision": precision,
         "weights": weights,
+        "warmup": warmup,
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return RunPlan(run_id or f"{suite.name}-{config_hash[:10]}", suite.name, config, config_hash, chosen,
-                   protocols, data_root, suite.seed, device, setups, units, skipped)
+                   protocols, data_root, suite.seed, device, setups, units, skipped, warmup)

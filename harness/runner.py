@@ -17,12 +17,21 @@ import numpy as np
 from segbench import environment, plugins
 from segbench.case import Case
 from segbench.errors import DataError
-from segbench.interface import Adapter, Prediction, Prompt
+from segbench.interface import Adapter, Prediction, Prompt, Support
 from segbench.measure import peak_memory, timed
 from segbench.metrics import evaluate
 from segbench.plan import RunPlan, WorkUnit
-from segbench.prompts import ProtocolSpec, Target, initial_prompt, refine_prompt, target_rng, targets_for
+from segbench.prompts import (
+    ProtocolSpec,
+    Target,
+    initial_prompt,
+    parse_protocol,
+    refine_prompt,
+    target_rng,
+    targets_for,
+)
 from segbench.readers import Reader
+from segbench.readers.phantom import phantom
 from segbench.taskspec import TaskSpec
 
 NAN = float("nan")
@@ -46,6 +55,13 @@ class UnitRunner:
         self.adapter.load(self.setup.options)
         self.readers: dict[str, Reader] = {}
         self.host = environment.host()
+        if plan.warmup:
+            warm_up(self.adapter)
+
+    def close(self) -> None:
+        """Drop the model and return its GPU memory, so the next adapter is measured alone."""
+        del self.adapter
+        release_device_memory(self.setup.options.device)
 
     def _reader(self, task: str) -> Reader:
         if task not in self.readers:
@@ -124,6 +140,31 @@ class UnitRunner:
                     dice=scores.dice, nsd=scores.nsd, hd95=scores.hd95, encode_ms=encode_ms, decode_ms=decode_ms,
                     total_ms=total_ms, prompt_json=json.dumps(described, separators=(",", ":"))))
         return rows
+
+
+def warm_up(adapter: Adapter) -> None:
+    """One untimed encode and decode on a phantom image, so lazy initialisation (kernel selection,
+    allocator growth, first-call caches) is not charged to the first case."""
+    image, masks = phantom(seed=0, index=0)
+    state = adapter.encode(image)
+    capabilities = adapter.meta.capabilities
+    target = Target("warm-up", 0, masks["organ"])
+    if capabilities.box:
+        adapter.predict(state, [initial_prompt(parse_protocol("box"), target, target_rng(0))])
+    elif capabilities.point:
+        adapter.predict(state, [initial_prompt(parse_protocol("center_point"), target, target_rng(0))])
+    elif capabilities.support_set:
+        adapter.predict(state, support=Support([image], [masks["organ"]]))
+
+
+def release_device_memory(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _check_prediction(prediction: Prediction, count: int, case: Case) -> None:

@@ -1,0 +1,185 @@
+"""``segbench compare BASE NEW``: did a change make a model slower, hungrier or less accurate?
+
+Rows of the two runs are matched on (adapter, task, case, label, prompt, step); every comparison is
+paired over the matched cases, per (adapter, task, prompt):
+
+* **accuracy**: mean paired difference of Dice and NSD (new − base, final prompt step) with a 95%
+  Student-t CI; a regression when the drop exceeds ``--fail-dice`` and the CI excludes zero;
+* **speed**: geometric mean of the per-case latency ratios (``total_ms`` new / base) with a 95%
+  Student-t CI on the log ratios; a regression when the slowdown exceeds ``--fail-speed``, the CI lies
+  above 1, and the median per-case difference is at least ``--min-delta-ms`` (sub-millisecond timings
+  are noise);
+* **memory**: ratio of the median per-case peak memory; a regression when it exceeds ``--fail-memory``.
+
+Requiring both the threshold and statistical significance is what asv does: timings of the same code
+on a noisy machine scatter from case to case, and the t interval (honest for the few cases a CI run
+has, unlike a percentile bootstrap) then straddles "no change". A machine that is uniformly slower
+during the whole second run cannot be told from a slower model; the manifests' machines are
+compared and a difference is warned about.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from segbench.aggregate import final_steps
+from segbench.store import RunStore
+
+ROW_KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
+GROUP_KEY = ["adapter", "task", "prompt"]
+MACHINE_FIELDS = ("cpu", "cpu_count", "platform")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    speed: float = 0.10  # relative slowdown
+    memory: float = 0.10  # relative growth of peak memory
+    dice: float = 0.01  # absolute drop of mean Dice
+    min_delta_ms: float = 1.0  # latency differences below this are never a regression
+
+
+@dataclass
+class GroupComparison:
+    adapter: str
+    task: str
+    prompt: str
+    cases: int
+    dice_base: float
+    dice_new: float
+    dice_diff: tuple[float, float, float]  # mean, CI low, CI high
+    nsd_diff: tuple[float, float, float]
+    latency_ratio: tuple[float, float, float]  # geometric mean, CI low, CI high
+    latency_delta_ms: float  # median per-case difference
+    memory_ratio: float
+    regressions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    base: dict[str, Any]
+    new: dict[str, Any]
+    groups: list[GroupComparison]
+    machine_differences: dict[str, tuple[Any, Any]]
+    unmatched_base: int
+    unmatched_new: int
+
+    @property
+    def regressed(self) -> bool:
+        return any(group.regressions for group in self.groups)
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval; a single value has no interval (and so is never significant)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, -math.inf, math.inf
+    half = float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    return mean, mean - half, mean + half
+
+
+def machine_differences(base: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields of the two manifests' machines (and GPUs, torch) that differ."""
+    def facts(manifest: dict[str, Any]) -> dict[str, Any]:
+        machine = manifest.get("machine", {})
+        accelerator = machine.get("accelerator", {})
+        out = {name: machine.get(name) for name in MACHINE_FIELDS}
+        out["gpus"] = [gpu.get("name") for gpu in accelerator.get("gpus", [])]
+        out["torch"] = manifest.get("packages", {}).get("torch")
+        out["device"] = manifest.get("config", {}).get("device")
+        return out
+
+    a, b = facts(base), facts(new)
+    return {key: (a[key], b[key]) for key in a if a[key] != b[key]}
+
+
+def _paired(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    keep = [*ROW_KEY, "dice", "nsd", "total_ms", "peak_mem_mb", "weights"]
+    ok = [final_steps(frame.filter(pl.col("status") == "ok")).select(keep) for frame in (base, new)]
+    return ok[0].join(ok[1], on=ROW_KEY, how="inner", suffix="_new")
+
+
+def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Thresholds) -> GroupComparison:
+    accuracy_known = (rows["weights"] != "random").all() and (rows["weights_new"] != "random").all()
+    dice_diff = _mean_ci((rows["dice_new"] - rows["dice"]).to_numpy()) if accuracy_known else (math.nan,) * 3
+    nsd_diff = _mean_ci((rows["nsd_new"] - rows["nsd"]).to_numpy()) if accuracy_known else (math.nan,) * 3
+    per_case = rows.unique(["case_id"], keep="first")
+    base_ms, new_ms = per_case["total_ms"].to_numpy(), per_case["total_ms_new"].to_numpy()
+    valid = (base_ms > 0) & (new_ms > 0)
+    log_ratio = _mean_ci(np.log(new_ms[valid] / base_ms[valid]))
+    latency_ratio = tuple(math.exp(v) for v in log_ratio)
+    delta_ms = float(np.median(new_ms - base_ms)) if base_ms.size else math.nan
+    memory_ratio = float(per_case["peak_mem_mb_new"].median() / per_case["peak_mem_mb"].median())
+
+    regressions = []
+    drop, _, high = dice_diff
+    if drop < -thresholds.dice and high < 0:
+        regressions.append(f"Dice {drop:+.3f} (95% CI up to {high:+.3f}; limit -{thresholds.dice})")
+    ratio, low, _ = latency_ratio
+    if ratio > 1 + thresholds.speed and low > 1 and delta_ms >= thresholds.min_delta_ms:
+        regressions.append(f"latency x{ratio:.2f} (95% CI from x{low:.2f}; limit x{1 + thresholds.speed:.2f})")
+    if memory_ratio > 1 + thresholds.memory:
+        regressions.append(f"peak memory x{memory_ratio:.2f} (limit x{1 + thresholds.memory:.2f})")
+    return GroupComparison(
+        *key, cases=per_case.height, dice_base=float(rows["dice"].mean()), dice_new=float(rows["dice_new"].mean()),
+        dice_diff=dice_diff, nsd_diff=nsd_diff, latency_ratio=latency_ratio,  # type: ignore[arg-type]
+        latency_delta_ms=delta_ms, memory_ratio=memory_ratio, regressions=regressions)
+
+
+def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:
+    base_store, new_store = RunStore(base_dir), RunStore(new_dir)
+    base_manifest, new_manifest = base_store.read_manifest(), new_store.read_manifest()
+    base, new = base_store.read_cases(), new_store.read_cases()
+    paired = _paired(base, new)
+    groups = [_compare_group(key, rows, thresholds)  # type: ignore[arg-type]
+              for key, rows in paired.sort(GROUP_KEY).group_by(GROUP_KEY, maintain_order=True)]
+    matched = paired.height
+    return Comparison(base_manifest, new_manifest, groups, machine_differences(base_manifest, new_manifest),
+                      unmatched_base=final_steps(base.filter(pl.col("status") == "ok")).height - matched,
+                      unmatched_new=final_steps(new.filter(pl.col("status") == "ok")).height - matched)
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "n/a" if not math.isfinite(value) else format(value, spec)
+
+
+def terminal_table(comparison: Comparison) -> str:
+    header = ["adapter", "task", "prompt", "cases", "Dice base→new", "ΔDice [95% CI]", "latency ratio [95% CI]",
+              "memory ratio", "verdict"]
+    lines = []
+    for g in comparison.groups:
+        mean, low, high = g.dice_diff
+        ratio, r_low, r_high = g.latency_ratio
+        lines.append([
+            g.adapter, g.task, g.prompt, str(g.cases),
+            f"{_fmt(g.dice_base, '.3f')}→{_fmt(g.dice_new, '.3f')}",
+            f"{_fmt(mean, '+.3f')} [{_fmt(low, '+.3f')}, {_fmt(high, '+.3f')}]",
+            f"x{_fmt(ratio, '.2f')} [{_fmt(r_low, '.2f')}, {_fmt(r_high, '.2f')}]",
+            f"x{_fmt(g.memory_ratio, '.2f')}",
+            "REGRESSION: " + "; ".join(g.regressions) if g.regressions else "ok",
+        ])
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     for row in [header, *lines])
+
+
+def write_html(comparison: Comparison, path: Path) -> Path:
+    """A self-contained HTML diff page (inline style, no external files)."""
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("segbench", "templates"),
+                                     autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    environment.filters["fmt"] = _fmt
+    html = environment.get_template("compare.html").render(c=comparison)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path

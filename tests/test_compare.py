@@ -1,0 +1,87 @@
+"""`segbench compare`: real run pairs; a slower, hungrier or less accurate run fails, the same code passes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from .conftest import run_cli
+
+LITEMEDSAM_ROWS = pl.col("adapter") == "litemedsam"
+
+
+def derived_run(source: Path, target: Path, change: pl.Expr | None = None, column: str = "",
+                manifest_change: dict | None = None, rows: pl.Expr = LITEMEDSAM_ROWS) -> Path:
+    """A copy of a real run under another id, with one column changed in some rows (LiteMedSAM's)."""
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "run.json").read_text())
+    manifest["run_id"] = target.name
+    manifest.update(manifest_change or {})
+    (target / "run.json").write_text(json.dumps(manifest))
+    shutil.rmtree(target / "parts")
+    if change is not None:
+        cases = pl.read_parquet(target / "cases.parquet")
+        cases = cases.with_columns(pl.when(rows).then(change).otherwise(pl.col(column)).alias(column))
+        cases.with_columns(pl.lit(target.name).alias("run_id")).write_parquet(target / "cases.parquet")
+    return target
+
+
+def compare(base: Path, new: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return run_cli("compare", str(base), str(new), "--html", str(new.parent / f"{new.name}.html"), *extra,
+                   check=False)
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another run of the same code (the same suite, so the same adapters in the same process order)."""
+    out = tmp_path_factory.mktemp("again")
+    result = run_cli("run", "--out", str(out), "--run-id", "again", "--no-progress")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_two_runs_of_the_same_code_pass(quick_run: Path, second_run: Path) -> None:
+    result = compare(quick_run, second_run)
+    assert result.returncode == 0, result.stdout + result.stderr  # the table says what regressed
+    assert "REGRESSION" not in result.stdout and "litemedsam" in result.stdout
+    html = (second_run.parent / "again.html").read_text()
+    assert "no regression" in html
+
+
+def test_one_and_a_half_times_slower_fails(quick_run: Path, tmp_path: Path) -> None:
+    slower = derived_run(quick_run, tmp_path / "slower", pl.col("total_ms") * 1.5, "total_ms")
+    result = compare(quick_run, slower)
+    assert result.returncode == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("litemedsam")]
+    assert lines and all("REGRESSION: latency x1.50" in line for line in lines)
+    assert not any("REGRESSION" in line for line in result.stdout.splitlines() if line.startswith("otsu"))
+
+
+def test_a_dice_drop_of_five_points_fails(quick_run: Path, tmp_path: Path) -> None:
+    worse = derived_run(quick_run, tmp_path / "worse", (pl.col("dice") - 0.05).clip(0, 1), "dice")
+    result = compare(quick_run, worse, "--fail-dice", "0.01")
+    assert result.returncode == 1 and "REGRESSION: Dice -0.05" in result.stdout
+
+
+def test_more_memory_fails(quick_run: Path, tmp_path: Path) -> None:
+    hungrier = derived_run(quick_run, tmp_path / "hungrier", pl.col("peak_mem_mb") * 1.25, "peak_mem_mb")
+    result = compare(quick_run, hungrier, "--fail-memory", "10%")
+    assert result.returncode == 1 and "peak memory x1.25" in result.stdout
+
+
+def test_other_machine_is_warned_about(quick_run: Path, tmp_path: Path) -> None:
+    manifest = json.loads((quick_run / "run.json").read_text())
+    machine = {**manifest["machine"], "cpu": "Some Other CPU"}
+    elsewhere = derived_run(quick_run, tmp_path / "elsewhere", manifest_change={"machine": machine})
+    result = compare(quick_run, elsewhere)
+    assert result.returncode == 0 and "warning: the runs differ in cpu" in result.stderr
+    assert "different machines" in (tmp_path / "elsewhere.html").read_text()
+
+
+def test_runs_with_nothing_in_common_are_an_error(quick_run: Path, tmp_path: Path) -> None:
+    other = derived_run(quick_run, tmp_path / "other", pl.lit("elsewhere"), "task", rows=pl.lit(True))
+    result = compare(quick_run, other)
+    assert result.returncode == 2 and "share no" in result.stderr
