@@ -95,7 +95,7 @@ class LiteMedSAM(Adapter):
         return EncodedImage(embedding, resized, image.shape[:2])
 
     def predict(self, state: EncodedImage, prompts: Sequence[Prompt] | None = None,
-                support: Support | None = None) -> Prediction:
+                support: Sequence[Support] | None = None) -> Prediction:
         if not prompts:
             raise ValueError("litemedsam needs box prompts")
         boxes = np.stack([scale_box(p.box, state.original) for p in prompts])  # type: ignore[arg-type]
