@@ -169,9 +169,9 @@ def support_request(pool: SupportPool, protocol: ProtocolSpec, seed: int, task: 
     supports = [pool.support(ids, name) for name in asked for ids in sets[name]]
     prompts = None
     companion = protocol.support_prompt
-    if companion is not None:
+    if companion is not None:  # keyed like the prompt protocol itself: the same prompt at every support size
         prompts = [initial_prompt(companion, Target(name, 0, labels[name]),
-                                  target_rng(seed, task, case_id, name, 0, protocol.name))
+                                  target_rng(seed, task, case_id, name, 0, companion.name))
                    for name in asked for _ in range(members)]
     return SupportRequest(asked, {name: sets[name] for name in asked}, supports, prompts, members, k)
 

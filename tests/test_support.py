@@ -19,7 +19,7 @@ from segbench.execute import execute
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
 from segbench.plan import make_plan
-from segbench.prompts import bounding_box, parse_protocols
+from segbench.prompts import Target, bounding_box, initial_prompt, parse_protocols, target_rng
 from segbench.readers.phantom import phantom
 from segbench.report import build_site
 from segbench.runner import UnitRunner
@@ -151,6 +151,14 @@ def test_support_request_pairs_each_set_with_its_label(tmp_path: Path) -> None:
         assert all(np.array_equal(mask, want) for mask, want in zip(support.masks, expected, strict=True))
         assert all(image.shape == (128, 128, 3) for image in support.images)  # the pool is read resized
     assert ask.given("lesion") == [{"support": ids} for ids in ask.sets["lesion"]]
+    # a prompt beside the sets is the one its own protocol draws, at every support size
+    jitter = parse_protocols(["box_jitter"])[0]
+    alone = initial_prompt(jitter, Target("organ", 0, query.labels["organ"]),
+                           target_rng(0, "phantom-ic", query.case_id, "organ", 0, jitter.name))
+    for k in (1, 3):
+        beside = parse_protocols([{"kind": "support", "k": k, "prompt": "box_jitter"}])[0]
+        drawn = support_request(pool, beside, 0, "phantom-ic", query.case_id, query.labels)
+        assert drawn.prompts is not None and drawn.prompts[0].box.tolist() == alone.box.tolist()
 
 
 def test_ensembling_averages_probabilities_and_votes_without_them() -> None:
