@@ -4,8 +4,8 @@ A task with a ``[support]`` table is split, deterministically, into a *support p
 only queries are scored (by every protocol of the task, so prompted and in-context rows cover the same
 cases), and support sets are drawn only from the pool, so no query ever sees its own labels. The split
 is one of ``pool_glob`` (case ids matching any of the globs), ``pool_cases`` (a list of case ids) or
-``pool_fraction`` (that share of the cases, chosen by a hash of ``split_seed`` and the case id, so it
-does not depend on the order or the number of the other cases).
+``pool_fraction`` (that share of the cases, first in the order of a hash of ``split_seed`` and the
+case id: independent of the listing order, and adding cases displaces at most as many pool members).
 
 For a query case and one of its labels, a ``support`` protocol draws ``ensemble`` sets of ``k``
 distinct pool examples among the pool cases where that label is present. The generator is keyed by
