@@ -1,6 +1,6 @@
 """UniverSeg's cost per query as the support set grows (a benchmark: skipped unless enabled).
 
-    python -m pytest tests/benchmarks/test_universeg_speed.py --benchmark-enable   # on CUDA when torch sees it
+    python -m pytest tests/benchmarks/test_universeg_speed.py -o addopts="" --benchmark-enable   # CUDA if seen
 
 One ``predict`` of one 128x128 query with k support examples, random weights (the speed does not
 depend on the weights), through the adapter as the runner calls it (CUDA-synchronised on a GPU).
