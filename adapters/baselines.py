@@ -70,7 +70,7 @@ class _BoxBaseline(Adapter):
         raise NotImplementedError
 
     def predict(self, state: np.ndarray, prompts: Sequence[Prompt] | None = None,
-                support: Support | None = None) -> Prediction:
+                support: Sequence[Support] | None = None) -> Prediction:
         if not prompts or any(p.box is None for p in prompts):
             raise ValueError(f"{self.meta.name} needs box prompts")
         masks = self._masks(state, prompts)

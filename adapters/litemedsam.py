@@ -100,7 +100,7 @@ class LiteMedSAM(Adapter):
                 for i, ((_, resized), image) in enumerate(zip(prepared, images, strict=True))]
 
     def predict(self, state: EncodedImage, prompts: Sequence[Prompt] | None = None,
-                support: Support | None = None) -> Prediction:
+                support: Sequence[Support] | None = None) -> Prediction:
         if not prompts:
             raise ValueError("litemedsam needs box prompts")
         boxes = np.stack([scale_box(p.box, state.original) for p in prompts])  # type: ignore[arg-type]

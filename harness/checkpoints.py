@@ -43,7 +43,11 @@ class CheckpointMissing(CheckpointError):
 
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """The official identity of one checkpoint file."""
+    """The official identity of one checkpoint file.
+
+    ``sha256 = ""`` marks a file whose authors publish no digest (and ``size = 0`` an unknown size):
+    such a file is used without a check, recorded with the sha256 it has, and never marked official.
+    """
 
     name: str
     filename: str
@@ -52,6 +56,10 @@ class CheckpointSpec:
     size: int
     bundled: tuple[str, str] | None = None  # (package, resource) of a package that ships the file
     manual_download: bool = False  # the URL needs a browser (e.g. Google Drive), so no `weights fetch`
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "filename": self.filename, "url": self.url, "sha256": self.sha256,
@@ -125,8 +133,10 @@ def missing_message(spec: CheckpointSpec) -> str:
         if spec.manual_download
         else f"run `segbench weights fetch {spec.name}` or download it from {spec.url}"
     )
+    identity = ", ".join([spec.filename, *([f"{spec.size / 1e6:.0f} MB"] if spec.size else []),
+                          f"sha256 {spec.sha256[:12]}…" if spec.pinned else "no published sha256"])
     return (
-        f"checkpoint '{spec.name}' ({spec.filename}, {spec.size / 1e6:.0f} MB, sha256 {spec.sha256[:12]}…) "
+        f"checkpoint '{spec.name}' ({identity}) "
         f"not found: {how} and put it at {target} "
         f"(or pass --checkpoint {spec.name}=/path/to/{spec.filename}; set SEGBENCH_CACHE to move the cache)"
     )
@@ -136,34 +146,35 @@ def resolve(spec: CheckpointSpec, override: Path | None = None) -> ResolvedCheck
     """Find the file for ``spec`` and check its identity. Raises :class:`CheckpointMissing` if absent.
 
     An override may be a different (e.g. fine-tuned) file: it is accepted and recorded with its own
-    sha256 and ``official=False``. A bundled or cached file must match the pinned sha256.
+    sha256 and ``official=False``. A bundled or cached file must match the pinned sha256 (an unpinned
+    one is accepted, recorded with its own sha256, and not official).
     """
     if override is not None:
         path = Path(override).expanduser()
         if not path.is_file():
             raise CheckpointMissing(f"--checkpoint {spec.name}={override}: no such file")
         digest = _verified_sha256(path)
-        return ResolvedCheckpoint(path.resolve(), digest, "override", digest == spec.sha256)
+        return ResolvedCheckpoint(path.resolve(), digest, "override", spec.pinned and digest == spec.sha256)
     for source, path in (("bundled", _bundled_path(spec)), ("cache", cached_path(spec))):
         if path is None or not path.is_file():
             continue
         digest = _verified_sha256(path)
-        if digest != spec.sha256:
+        if spec.pinned and digest != spec.sha256:
             raise CheckpointError(
                 f"{path}: sha256 {digest} does not match the pinned {spec.sha256} of '{spec.name}'; "
                 "the file is corrupt or not the official one (delete it and fetch again, or pass it "
                 f"explicitly with --checkpoint {spec.name}=PATH)"
             )
-        return ResolvedCheckpoint(path, digest, source, True)
+        return ResolvedCheckpoint(path, digest, source, spec.pinned)
     raise CheckpointMissing(missing_message(spec))
 
 
 def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
-    """Download ``spec`` into the cache: progress bar, sha256 check, atomic move into place."""
+    """Download ``spec`` into the cache: progress bar, sha256 check (when pinned), atomic move into place."""
     from tqdm import tqdm
 
     target = cached_path(spec)
-    if target.is_file() and _verified_sha256(target) == spec.sha256:
+    if target.is_file() and (not spec.pinned or _verified_sha256(target) == spec.sha256):
         return target
     if spec.manual_download:
         raise CheckpointMissing(missing_message(spec))
@@ -174,13 +185,13 @@ def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
     try:
         request = urllib.request.Request(spec.url, headers={"User-Agent": "segbench"})
         with urllib.request.urlopen(request, timeout=60) as response, os.fdopen(fd, "wb") as out:
-            total = int(response.headers.get("Content-Length") or spec.size)
+            total = int(response.headers.get("Content-Length") or spec.size) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     digest.update(block)
                     bar.update(len(block))
-        if digest.hexdigest() != spec.sha256:
+        if spec.pinned and digest.hexdigest() != spec.sha256:
             raise CheckpointError(
                 f"downloaded {spec.url}: sha256 {digest.hexdigest()} != pinned {spec.sha256}; file discarded"
             )

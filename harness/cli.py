@@ -199,7 +199,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     rows = []
     for name, spec in sorted(specs.items()):
         status = _checkpoint_status(spec)
-        rows.append({"name": name, "status": status["status"], "size_mb": round(spec.size / 1e6),
+        size_mb = round(spec.size / 1e6) if spec.size else None  # None: the authors publish no size
+        rows.append({"name": name, "status": status["status"], "size_mb": size_mb,
                      "path": status["path"], "url": spec.url, "sha256": spec.sha256})
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -27,7 +27,11 @@ def dataset_checksums(plan: RunPlan) -> dict[str, Any]:
         reader = plan.reader(task)
         digest = hashlib.sha256()
         count = 0
-        for case_id in sorted({u.case_id for u in plan.units if u.task == task}):
+        case_ids = {u.case_id for u in plan.units if u.task == task}
+        spec = plan.tasks[task]
+        if spec.support is not None:  # support examples shape the results as much as the queries
+            case_ids |= set(spec.support.split(reader.case_ids(), spec.source)[0])
+        for case_id in sorted(case_ids):
             for path in reader.files(case_id):
                 if path.is_file():
                     digest.update(f"{path.relative_to(reader.root).as_posix()}\0".encode())

@@ -5,7 +5,8 @@ An adapter declares what it can do (:class:`Capabilities`) and implements three 
 * ``load(options)`` builds the model on a device, from a checkpoint file or with random weights;
 * ``encode(image)`` runs the expensive, prompt-independent part once per image (timed on its own:
   the encoder dominates the cost of the SAM family and is shared by every prompt on that image);
-* ``predict(state, prompts, support)`` decodes a *batch* of prompts and/or a support set into masks.
+* ``predict(state, prompts, support)`` decodes a *batch* of targets, each told by a prompt, a support
+  set of labelled examples (in-context models), or both, into masks.
 
 The harness never special-cases a model: everything model-specific (preprocessing, coordinate
 scaling, thresholds) lives inside the adapter, and everything protocol-specific (which prompts,
@@ -104,7 +105,10 @@ class Prompt:
 
 @dataclass
 class Support:
-    """A support set of labelled examples for in-context adapters: images (H, W, 3) uint8 and bool masks."""
+    """One support set: labelled examples of one target, images (H, W, 3) uint8 with (H, W) bool masks.
+
+    The examples come from the task's support pool, never from the query's own case; their size may
+    differ from the query's (an adapter resizes as its model needs)."""
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
@@ -115,11 +119,16 @@ class Support:
 
 @dataclass
 class Prediction:
-    """Masks for a batch of prompts: ``masks`` is ``(N, H, W)`` bool in the original image size."""
+    """Masks for a batch of targets: ``masks`` is ``(N, H, W)`` bool in the original image size.
+
+    ``probabilities`` (optional, ``(N, H, W)`` float in [0, 1]) is the soft output behind ``masks``;
+    the harness ensembles in-context predictions over several support sets by averaging it (an
+    adapter without it is ensembled by a majority vote of its masks)."""
 
     masks: np.ndarray
     scores: np.ndarray | None = None
     feedback: list[Any] = field(default_factory=list)
+    probabilities: np.ndarray | None = None
 
 
 class Adapter(ABC):
@@ -145,6 +154,13 @@ class Adapter(ABC):
         self,
         state: Any,
         prompts: Sequence[Prompt] | None = None,
-        support: Support | None = None,
+        support: Sequence[Support] | None = None,
     ) -> Prediction:
-        """Decode all ``prompts`` of one image in one batch (and/or use ``support``) into masks."""
+        """Decode a batch of N targets of one image into ``(N, H, W)`` masks, in one call.
+
+        Prompt protocols pass ``prompts`` (one per target). Support protocols pass ``support``: one
+        support set per target (a target asked with several support sets, for ensembling, appears
+        once per set). A protocol may pass both, aligned: ``prompts[i]`` and ``support[i]`` describe
+        the same target (for models that take a prompt and examples together). An adapter receives
+        only what its :class:`Capabilities` declare.
+        """

@@ -20,7 +20,9 @@ from segbench.errors import ConfigError
 from segbench.interface import LoadOptions, Precision
 from segbench.prompts import ProtocolSpec
 from segbench.readers import Reader
+from segbench.readers.resize import ResizedReader
 from segbench.suites import Suite
+from segbench.support import unfit_reason
 from segbench.taskspec import TaskSpec
 
 WEIGHT_MODES = ("pretrained", "random")
@@ -67,7 +69,8 @@ class RunPlan:
 
     def reader(self, task: str) -> Reader:
         spec = self.tasks[task]
-        return plugins.readers()[spec.reader](spec, self.data_root)
+        reader = plugins.readers()[spec.reader](spec, self.data_root)
+        return ResizedReader(reader, spec.resize) if spec.resize else reader
 
 
 def resolve_device(device: str) -> str:
@@ -137,7 +140,15 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
             skipped[name] = str(error)
 
     readers = {name: plugins.readers()[spec.reader](spec, data_root) for name, spec in chosen.items()}
-    case_ids = {name: reader.case_ids()[:limit] if limit else reader.case_ids() for name, reader in readers.items()}
+    case_ids: dict[str, list[str]] = {}
+    pool_sizes: dict[str, int] = {}  # in-context tasks score only their queries; the pool is never scored
+    for name, reader in readers.items():
+        spec = chosen[name]
+        ids = reader.case_ids()
+        if spec.support is not None:
+            pool, ids = spec.support.split(ids, spec.source)
+            pool_sizes[name] = len(pool)
+        case_ids[name] = ids[:limit] if limit else ids
     protocols: dict[str, tuple[ProtocolSpec, ...]] = {}
     units: list[WorkUnit] = []
     for name in setups:
@@ -146,6 +157,9 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         for task_name, spec in chosen.items():
             wanted = suite.protocols or spec.protocols
             supported = tuple(p for p in wanted if p.requires <= capabilities)
+            unfit = {p.name: unfit_reason(p, task_name, pool_sizes.get(task_name)) for p in supported}
+            skipped.update({f"{task_name}/{p}": reason for p, reason in unfit.items() if reason})
+            supported = tuple(p for p in supported if not unfit[p.name])
             if not supported:
                 skipped[f"{name}/{task_name}"] = (f"{name} supports none of {[p.name for p in wanted]} "
                                                   f"(capabilities: {sorted(capabilities)})")

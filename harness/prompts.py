@@ -9,7 +9,12 @@ A protocol turns a *target* (one label of a case, or one connected component of 
 ``iterative``      start from a box or a center point, then ``clicks`` correction clicks, each at the
                    maximum of the distance transform inside the largest error component (8-connected
                    in 2D, 26-connected in 3D), positive or negative by the ground truth there, as in
-                   the CVPR 2025 interactive segmentation challenge (``CVPR25_iter_eval.py``).
+                   the CVPR 2025 interactive segmentation challenge (``CVPR25_iter_eval.py``);
+``support``        in-context: ``k`` labelled examples of the target's label from the task's support pool,
+                   ``ensemble`` such sets averaged, optionally with a ``prompt`` (one of the one-step
+                   kinds above) passed together with each set. ``k = [1, 2, 4]`` in a protocol list
+                   expands into one protocol per size (the support-size axis). Drawing the sets is
+                   :mod:`segbench.support`'s job.
 
 Randomness comes from :func:`target_rng`, keyed by (seed, task, case, label, instance, protocol) and
 never by adapter, so every adapter receives the same prompts. Correction clicks depend on each
@@ -19,7 +24,7 @@ adapter's own errors by design; they are deterministic given its predictions.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +39,10 @@ KINDS: dict[str, dict[str, Any]] = {
     "center_point": {},
     "random_points": {"k": 3},
     "iterative": {"start": "box", "clicks": 5},
+    "support": {"k": 1, "ensemble": 1, "prompt": "none"},
 }
 STARTS = ("box", "center_point")
+SUPPORT_PROMPTS = ("none", "box", "box_jitter", "center_point", "random_points")
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,18 @@ class ProtocolSpec:
             return f"points{self.param('k')}"
         if self.kind == "iterative":
             return f"iterative_{'box' if self.param('start') == 'box' else 'point'}{self.param('clicks')}"
+        if self.kind == "support":
+            ensemble = int(self.param("ensemble"))
+            prompt = self.support_prompt
+            return (f"support{self.param('k')}" + (f"x{ensemble}" if ensemble != 1 else "")
+                    + (f"+{prompt.name}" if prompt else ""))
         return self.kind
+
+    @property
+    def support_prompt(self) -> ProtocolSpec | None:
+        """The prompt protocol a ``support`` protocol passes together with each support set, if any."""
+        prompt = self.param("prompt") if self.kind == "support" else "none"
+        return None if prompt == "none" else ProtocolSpec(prompt)
 
     @property
     def steps(self) -> int:
@@ -68,6 +86,9 @@ class ProtocolSpec:
             return frozenset({"box"})
         if self.kind == "iterative":
             return frozenset({"point", "box"} if self.param("start") == "box" else {"point"})
+        if self.kind == "support":
+            prompt = self.support_prompt
+            return frozenset({"support_set"}) | (prompt.requires if prompt else frozenset())
         return frozenset({"point"})
 
 
@@ -90,7 +111,26 @@ def parse_protocol(value: str | Mapping[str, Any]) -> ProtocolSpec:
             raise ValueError(f"protocol {kind!r}: {key} must be a non-negative integer, got {given!r}")
     if kind == "iterative" and params.get("start", "box") not in STARTS:
         raise ValueError(f"protocol 'iterative': start must be one of {STARTS}")
+    if kind == "support":
+        if params.get("prompt", "none") not in SUPPORT_PROMPTS:
+            raise ValueError(f"protocol 'support': prompt must be one of {SUPPORT_PROMPTS}")
+        if any(params.get(key, 1) < 1 for key in ("k", "ensemble")):
+            raise ValueError("protocol 'support': k and ensemble must be at least 1")
     return ProtocolSpec(kind, tuple(sorted(params.items())))
+
+
+def parse_protocols(values: Sequence[str | Mapping[str, Any]]) -> tuple[ProtocolSpec, ...]:
+    """A protocol list; a ``support`` protocol with a list ``k = [1, 2, 4]`` becomes one protocol per size."""
+    out: list[ProtocolSpec] = []
+    for value in values:
+        sizes = value.get("k") if isinstance(value, Mapping) and value.get("kind") == "support" else None
+        if isinstance(sizes, list):
+            if not sizes:
+                raise ValueError("protocol 'support': k must be a size or a non-empty list of sizes")
+            out += [parse_protocol({**value, "k": size}) for size in sizes]
+        else:
+            out.append(parse_protocol(value))
+    return tuple(out)
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """Executing work units: read the case, encode once, decode every protocol's prompts in batches, score.
 
+Support (in-context) protocols ask every label of the case at once too: one support set per (label,
+ensemble member), drawn by :mod:`segbench.support`, in one ``predict`` call, with the protocol's
+prompt alongside when it names one; the members' outputs are averaged into one mask per label.
+
 :class:`UnitRunner` is what a worker holds: one loaded adapter and the task readers. It turns a
 work unit into result rows and never raises for a bad case: the error is recorded in the unit's rows
 (naming the file where a file is at fault) and the run goes on.
@@ -32,6 +36,7 @@ from segbench.prompts import (
 )
 from segbench.readers import Reader
 from segbench.readers.phantom import phantom
+from segbench.support import SupportPool, ensemble_masks, support_request
 from segbench.taskspec import TaskSpec
 
 NAN = float("nan")
@@ -54,6 +59,7 @@ class UnitRunner:
         self.adapter: Adapter = plugins.adapter_class(adapter_name)()
         self.adapter.load(self.setup.options)
         self.readers: dict[str, Reader] = {}
+        self.pools: dict[str, SupportPool] = {}
         self.host = environment.host()
         if plan.warmup:
             warm_up(self.adapter)
@@ -68,6 +74,14 @@ class UnitRunner:
             self.readers[task] = self.plan.reader(task)
         return self.readers[task]
 
+    def _pool(self, task: str) -> SupportPool:
+        if task not in self.pools:
+            spec, reader = self.plan.tasks[task], self._reader(task)
+            if spec.support is None:
+                raise DataError(spec.source, "a support protocol needs a [support] table in the task")
+            self.pools[task] = SupportPool(reader, spec.support.split(reader.case_ids(), spec.source)[0])
+        return self.pools[task]
+
     def _row(self, unit: WorkUnit, **values: Any) -> dict[str, Any]:
         spec = self.plan.tasks[unit.task]
         row = {"run_id": self.plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
@@ -75,7 +89,8 @@ class UnitRunner:
                "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
                "hd95": NAN, "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
                "peak_rss_mb": NAN, "device": self.setup.options.device, "host": self.host,
-               "weights": self.setup.weights, "status": "ok", "error": None, "prompt_json": None}
+               "weights": self.setup.weights, "status": "ok", "error": None, "prompt_json": None,
+               "support_size": None}
         row.update(values)
         return row
 
@@ -105,6 +120,8 @@ class UnitRunner:
 
     def _run_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
                       encode_ms: float) -> list[dict[str, Any]]:
+        if protocol.kind == "support":
+            return self._run_support_protocol(unit, case, state, protocol, encode_ms)
         spec = self.plan.tasks[unit.task]
         device = self.setup.options.device
         labels = self._labels(spec, case)
@@ -141,20 +158,45 @@ class UnitRunner:
                     total_ms=total_ms, prompt_json=json.dumps(described, separators=(",", ":"))))
         return rows
 
+    def _run_support_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
+                              encode_ms: float) -> list[dict[str, Any]]:
+        spec = self.plan.tasks[unit.task]
+        labels = self._labels(spec, case)
+        try:
+            ask = support_request(self._pool(unit.task), protocol, self.plan.seed, unit.task, unit.case_id, labels)
+            if not ask.labels:
+                return []
+            prediction, decode_ms = timed(self.setup.options.device, self.adapter.predict, state, ask.prompts,
+                                          ask.supports)
+            _check_prediction(prediction, len(ask.supports), case)
+            masks = ensemble_masks(prediction, ask.members)
+        except Exception as error:
+            return [self._row(unit, label=name, prompt=protocol.name, support_size=protocol.param("k"),
+                              status="failed", error=_error_text(error))
+                    for name in sorted(name for name, mask in labels.items() if mask.any())]
+        rows = []
+        for name, mask in zip(ask.labels, masks, strict=True):
+            scores = evaluate(labels[name], mask, case.spacing, spec.nsd_tolerance)
+            rows.append(self._row(
+                unit, label=name, prompt=protocol.name, instances=1, support_size=ask.size, dice=scores.dice,
+                nsd=scores.nsd, hd95=scores.hd95, encode_ms=encode_ms, decode_ms=decode_ms,
+                total_ms=encode_ms + decode_ms, prompt_json=json.dumps(ask.given(name), separators=(",", ":"))))
+        return rows
+
 
 def warm_up(adapter: Adapter) -> None:
     """One untimed encode and decode on a phantom image, so lazy initialisation (kernel selection,
-    allocator growth, first-call caches) is not charged to the first case."""
+    allocator growth, first-call caches) is not charged to the first case. The decode gets what the
+    adapter takes: a box (or else a point) and, for in-context adapters, a support set."""
     image, masks = phantom(seed=0, index=0)
     state = adapter.encode(image)
     capabilities = adapter.meta.capabilities
     target = Target("warm-up", 0, masks["organ"])
-    if capabilities.box:
-        adapter.predict(state, [initial_prompt(parse_protocol("box"), target, target_rng(0))])
-    elif capabilities.point:
-        adapter.predict(state, [initial_prompt(parse_protocol("center_point"), target, target_rng(0))])
-    elif capabilities.support_set:
-        adapter.predict(state, support=Support([image], [masks["organ"]]))
+    first = "box" if capabilities.box else "center_point" if capabilities.point else None
+    prompts = [initial_prompt(parse_protocol(first), target, target_rng(0))] if first else None
+    support = [Support([image], [masks["organ"]])] if capabilities.support_set else None
+    if prompts or support:
+        adapter.predict(state, prompts, support)
 
 
 def release_device_memory(device: str) -> None:

@@ -45,6 +45,7 @@ CASE_SCHEMA: dict[str, Any] = {
     "status": pl.String,
     "error": pl.String,
     "prompt_json": pl.String,
+    "support_size": pl.Int32,  # examples per support set (in-context protocols); null for prompt protocols
 }
 SORT_KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
 STATUSES = ("ok", "failed")
@@ -63,6 +64,16 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
 
 def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame([{k: row.get(k) for k in CASE_SCHEMA} for row in rows], schema=CASE_SCHEMA)
+
+
+def conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows written by an older segbench, with the columns added since then (as nulls), in schema order."""
+    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in CASE_SCHEMA.items()
+               if name not in frame.columns]
+    if not missing:
+        return frame
+    extra = [name for name in frame.columns if name not in CASE_SCHEMA]
+    return frame.with_columns(missing).select([*CASE_SCHEMA, *extra])
 
 
 class RunStore:
@@ -111,7 +122,7 @@ class RunStore:
         files = sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
         if not files:
             return rows_frame([])
-        return pl.concat([pl.read_parquet(f) for f in files], how="vertical").sort(SORT_KEY)
+        return pl.concat([conform(pl.read_parquet(f)) for f in files], how="vertical").sort(SORT_KEY)
 
     def consolidate(self) -> pl.DataFrame:
         """Merge the parts into ``cases.parquet`` (atomically) and return the rows."""
@@ -124,5 +135,5 @@ class RunStore:
         if self.cases_path.is_file():
             newest_part = max((p.stat().st_mtime_ns for p in self.parts.glob("*.parquet")), default=0)
             if self.cases_path.stat().st_mtime_ns >= newest_part:
-                return pl.read_parquet(self.cases_path)
+                return conform(pl.read_parquet(self.cases_path))
         return self._read_parts()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segbench.errors import ConfigError
-from segbench.prompts import ProtocolSpec, parse_protocol
+from segbench.prompts import ProtocolSpec, parse_protocols
 
 DEFAULT_SUITE = "quick"
 
@@ -63,7 +63,7 @@ def _parse_suite(name: str, table: Mapping[str, Any], path: Path) -> Suite:
     protocols = None
     if "protocols" in table:
         try:
-            protocols = tuple(parse_protocol(p) for p in table["protocols"])
+            protocols = parse_protocols(table["protocols"])
         except (ValueError, TypeError) as error:
             raise ConfigError(path, f"[{where}] protocols: {error}") from None
     seed = table.get("seed", 0)

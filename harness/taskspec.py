@@ -2,7 +2,8 @@
 
 A task file says where the data are (relative to the data root), which reader reads them, how mask
 values become labels (``"nonzero"`` for unions such as "whole cell", or a list of values), the pixel
-spacing, the intensity policy, the prompt protocols and the version. See ``tasks/README.md``.
+spacing, the intensity policy, the prompt protocols and the version; optionally a ``resize`` and a
+``[support]`` split for in-context protocols. See ``tasks/README.md``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from segbench.errors import ConfigError
-from segbench.prompts import ProtocolSpec, parse_protocol
+from segbench.prompts import ProtocolSpec, parse_protocols
+from segbench.support import SupportSplit, parse_support_split
 
 BUILTIN_TASK_DIR = Path(str(importlib.resources.files("segbench.tasks")))
 INSTANCE_MODES = ("label", "components")
@@ -69,6 +71,8 @@ class TaskSpec:
     instances: str = "label"
     nsd_tolerance: float = 2.0
     spacing: tuple[float, ...] | None = None  # used when the files do not store it
+    resize: tuple[int, int] | None = None  # (rows, cols) every 2D case is resized to (readers/resize.py)
+    support: SupportSplit | None = None  # support pool / query split of in-context tasks (support.py)
     modality: str = ""
     license: str = ""
     source: Path = field(default=Path("<memory>"))
@@ -132,7 +136,7 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     if not isinstance(protocols_raw, list) or not protocols_raw:
         raise ConfigError(path, "[prompts] protocols must be a non-empty list")
     try:
-        protocols = tuple(parse_protocol(p) for p in protocols_raw)
+        protocols = parse_protocols(protocols_raw)
     except ValueError as error:
         raise ConfigError(path, f"[prompts] {error}") from None
     instances = prompts.get("instances", "label")
@@ -145,6 +149,10 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     if spacing is not None and (not isinstance(spacing, list) or len(spacing) != dim
                                 or not all(isinstance(v, int | float) and v > 0 for v in spacing)):
         raise ConfigError(path, f"[data] spacing must be {dim} positive numbers, got {spacing!r}")
+    resize = data.get("resize")
+    if resize is not None and (dim != 2 or not isinstance(resize, list) or len(resize) != 2
+                               or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
+        raise ConfigError(path, f"[data] resize must be two positive integers [rows, cols] (2D only), got {resize!r}")
     evaluation = document.get("evaluation", {})
     tolerance = evaluation.get("nsd_tolerance", 2.0)
     if not isinstance(tolerance, int | float) or tolerance < 0:
@@ -163,6 +171,8 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
         instances=instances,
         nsd_tolerance=float(tolerance),
         spacing=tuple(float(v) for v in spacing) if spacing else None,
+        resize=(resize[0], resize[1]) if resize else None,
+        support=parse_support_split(document["support"], path) if "support" in document else None,
         modality=str(task.get("modality", "")),
         license=str(task.get("license", "")),
         source=path,

@@ -56,7 +56,7 @@ class ClickRegionGrowing(Adapter):
         return np.isin(components, list(keep))
 
     def predict(self, state: np.ndarray, prompts: Sequence[Prompt] | None = None,
-                support: Support | None = None) -> Prediction:
+                support: Sequence[Support] | None = None) -> Prediction:
         if not prompts:
             raise ValueError("clicks needs prompts")
         masks = np.stack([self._one(state, p) for p in prompts])
