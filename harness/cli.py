@@ -89,7 +89,8 @@ def _checkpoint_status(spec: Any) -> dict[str, Any]:
         return {"status": "not needed", "path": None}
     try:
         found = checkpoints.resolve(spec)
-        return {"status": f"present ({found.source})", "path": str(found.path)}
+        unverified = "" if found.official else ", unverified: no published checksum"
+        return {"status": f"present ({found.source}{unverified})", "path": str(found.path)}
     except checkpoints.CheckpointMissing:
         return {"status": "missing", "path": str(checkpoints.cached_path(spec))}
     except checkpoints.CheckpointError as error:
@@ -142,7 +143,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
     rows = []
     for name, spec in sorted(specs.items()):
         status = _checkpoint_status(spec)
-        rows.append({"name": name, "status": status["status"], "size_mb": round(spec.size / 1e6),
+        rows.append({"name": name, "status": status["status"], "size_mb": round(spec.size / 1e6) if spec.size else None,
                      "path": status["path"], "url": spec.url, "sha256": spec.sha256})
     if args.json:
         print(json.dumps(rows, indent=2))
