@@ -76,10 +76,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) if rows else len(c) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
-        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+        print("  ".join(cell(row[c]).ljust(widths[c]) for c in columns))
 
 
 def _checkpoint_status(spec: Any) -> dict[str, Any]:
