@@ -48,7 +48,7 @@ class CheckpointSpec:
     name: str
     filename: str
     url: str
-    sha256: str
+    sha256: str  # "" where no trustworthy published value exists: the file is then used unverified
     size: int
     bundled: tuple[str, str] | None = None  # (package, resource) of a package that ships the file
     manual_download: bool = False  # the URL needs a browser (e.g. Google Drive), so no `weights fetch`
@@ -125,8 +125,9 @@ def missing_message(spec: CheckpointSpec) -> str:
         if spec.manual_download
         else f"run `segbench weights fetch {spec.name}` or download it from {spec.url}"
     )
+    identity = f"sha256 {spec.sha256[:12]}…" if spec.sha256 else "no published sha256"
     return (
-        f"checkpoint '{spec.name}' ({spec.filename}, {spec.size / 1e6:.0f} MB, sha256 {spec.sha256[:12]}…) "
+        f"checkpoint '{spec.name}' ({spec.filename}, {spec.size / 1e6:.0f} MB, {identity}) "
         f"not found: {how} and put it at {target} "
         f"(or pass --checkpoint {spec.name}=/path/to/{spec.filename}; set SEGBENCH_CACHE to move the cache)"
     )
@@ -148,6 +149,8 @@ def resolve(spec: CheckpointSpec, override: Path | None = None) -> ResolvedCheck
         if path is None or not path.is_file():
             continue
         digest = _verified_sha256(path)
+        if not spec.sha256:  # nothing to verify against: recorded with its own digest, not as official
+            return ResolvedCheckpoint(path, digest, source, False)
         if digest != spec.sha256:
             raise CheckpointError(
                 f"{path}: sha256 {digest} does not match the pinned {spec.sha256} of '{spec.name}'; "
@@ -163,7 +166,7 @@ def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     target = cached_path(spec)
-    if target.is_file() and _verified_sha256(target) == spec.sha256:
+    if target.is_file() and (not spec.sha256 or _verified_sha256(target) == spec.sha256):
         return target
     if spec.manual_download:
         raise CheckpointMissing(missing_message(spec))
@@ -180,7 +183,7 @@ def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
                     out.write(block)
                     digest.update(block)
                     bar.update(len(block))
-        if digest.hexdigest() != spec.sha256:
+        if spec.sha256 and digest.hexdigest() != spec.sha256:
             raise CheckpointError(
                 f"downloaded {spec.url}: sha256 {digest.hexdigest()} != pinned {spec.sha256}; file discarded"
             )
