@@ -61,9 +61,9 @@ class SliceStrategy:
         depth, height, width = encodings.volume.shape
         self.shape = (depth, height, width)
         self.margin = MARGIN_AT_256 * max(height, width) / 256
-        self.touched: set[int] = set()
+        self.touched: set[int] = set()  # slices decoded
+        self.boxes: list[dict[int, np.ndarray]] = []  # per target: the box each slice was decoded with
         self._masks: np.ndarray | None = None
-        self._boxes: list[dict[int, np.ndarray]] = []
         self._feedback: list[dict[int, Any]] = []
         self._clicks: list[dict[int, int]] = []
 
@@ -71,7 +71,7 @@ class SliceStrategy:
         if self._masks is None:
             count = len(prompts)
             self._masks = np.zeros((count, *self.shape), dtype=bool)
-            self._boxes = [{} for _ in range(count)]
+            self.boxes = [{} for _ in range(count)]
             self._feedback = [{} for _ in range(count)]
             self._clicks = [{} for _ in range(count)]
             if self.propagate:
@@ -100,7 +100,7 @@ class SliceStrategy:
             self._feedback[i][z] = back
             self._clicks[i][z] = _clicks(prompt)
             if prompt.box is not None:
-                self._boxes[i][z] = prompt.box
+                self.boxes[i][z] = prompt.box
 
     def _decode(self, prompts: Sequence[VolumePrompt], which: dict[int, list[int]]) -> None:
         """Decode the given slices of each target, grouped by slice; a slice's own box wins, else the
@@ -109,7 +109,7 @@ class SliceStrategy:
         for i, slices in which.items():
             for z in slices:
                 given = prompts[i].slices[z]
-                box = given.box if given.box is not None else self._boxes[i].get(z)
+                box = given.box if given.box is not None else self.boxes[i].get(z)
                 by_slice[z].append((i, Prompt(box=box, points=given.points, point_labels=given.point_labels,
                                               previous=self._feedback[i].get(z))))
         for z in sorted(by_slice):

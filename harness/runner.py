@@ -110,7 +110,8 @@ class UnitRunner:
         except Exception as error:
             return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=_error_text(error))
                     for label in sorted({t.label for t in targets})]
-        total_ms = encode_ms + sum(decode for decode, _, _ in steps)
+        # volume adapters encode while they propagate: no separate encoder time (NaN) to add
+        total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
         rows = []
         for step, (decode_ms, masks, step_prompts) in enumerate(steps):
             for label, mask in _union_by_label(targets, masks, labels).items():

@@ -101,3 +101,16 @@ def test_override_may_be_another_file_and_is_recorded(tmp_path: Path) -> None:
     spec = CheckpointSpec("tiny", "tiny.pth", "https://example.org/tiny.pth", "b" * 64, 1)
     found = checkpoints.resolve(spec, source)
     assert found.source == "override" and not found.official and found.sha256 == spec_for(source).sha256
+
+
+def test_a_checkpoint_without_a_published_sha256_is_used_but_never_called_official(tmp_path: Path,
+                                                                                    cache: Path) -> None:
+    source = tmp_path / "tiny.pth"
+    torch.save(Tiny().state_dict(), source)
+    unpinned = CheckpointSpec("tiny", "tiny.pth", source.resolve().as_uri(), "", source.stat().st_size)
+    with pytest.raises(CheckpointMissing, match="no published sha256"):
+        checkpoints.resolve(unpinned)
+    fetched = checkpoints.fetch(unpinned, progress=False)
+    found = checkpoints.resolve(unpinned)
+    assert found.path == fetched and not found.official
+    assert found.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
