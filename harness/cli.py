@@ -56,7 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(suite, discover_tasks(config.task_dirs), adapters=adapters, limit=args.limit,
                      device=args.device, weights=args.weights, precision=args.precision,
                      checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
-                     data_root=_data_root(args.data_root), run_id=args.run_id, warmup=not args.no_warmup)
+                     data_root=_data_root(args.data_root), run_id=args.run_id, warmup=not args.no_warmup,
+                     offload=args.offload)
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use a local checkpoint file for NAME (repeatable)")
     run.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                      help="autocast precision on CUDA (default fp32)")
+    run.add_argument("--offload", action="store_true",
+                     help="keep video frames and propagation state in host memory (volume models on a GPU)")
     run.add_argument("--executor", default="local", help="how to execute the units (default: local)")
     run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")

@@ -8,6 +8,16 @@ An adapter declares what it can do (:class:`Capabilities`) and implements three 
 * ``predict(state, prompts, support)`` decodes a *batch* of targets, each told by a prompt, a support
   set of labelled examples (in-context models), or both, into masks.
 
+Volumes (3D tasks). Every 2D adapter runs on volumes for free: the harness applies the standard
+strategies slice by slice (:mod:`segbench.propagation`), calling ``encode``/``predict`` per slice. An
+adapter that propagates through a volume itself (a video model such as SAM2) declares
+``Capabilities(volume=True)`` and implements two more steps:
+
+* ``encode_volume(volume)`` prepares a (D, H, W) uint8 volume once per case (e.g. lazy frames and a
+  feature cache shared by every label and protocol of the case); the default keeps the array;
+* ``predict_volume(state, prompts)`` turns a batch of :class:`VolumePrompt` (2D prompts on some
+  slices, one per target) into (N, D, H, W) masks.
+
 The harness never special-cases a model: everything model-specific (preprocessing, coordinate
 scaling, thresholds) lives inside the adapter, and everything protocol-specific (which prompts,
 which support sets, which metrics) lives in the harness, identical for every adapter.
@@ -74,6 +84,7 @@ class LoadOptions:
     random_weights: bool = False
     precision: Precision = "fp32"
     seed: int = 0
+    offload: bool = False  # keep video frames and propagation state in host memory (SAM2's offload options)
 
 
 @dataclass
@@ -101,6 +112,27 @@ class Prompt:
             out["points"] = [[float(x), float(y)] for x, y in self.points]
             out["labels"] = [int(v) for v in self.point_labels]  # type: ignore[union-attr]
         return out
+
+
+@dataclass
+class VolumePrompt:
+    """The prompts for one target in a volume: 2D prompts on some slices.
+
+    ``slices`` maps a slice index to a :class:`Prompt` in that slice's pixel coordinates (a 3D click at
+    (z, y, x) is a point (x, y) on slice z). ``key_slice`` is where propagation starts (the slice of
+    the first box), and ``z_range`` the inclusive (first, last) slices of the target's extent: with the
+    key slice's box it is the CVPR challenges' 3D box, which a model may use to stop propagating.
+    ``previous`` is the adapter's own feedback from the previous iterative step, passed back untouched.
+    """
+
+    slices: dict[int, Prompt]
+    key_slice: int
+    z_range: tuple[int, int]
+    previous: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"key_slice": self.key_slice, "z_range": list(self.z_range),
+                "slices": {str(z): prompt.describe() for z, prompt in sorted(self.slices.items())}}
 
 
 @dataclass
@@ -164,3 +196,14 @@ class Adapter(ABC):
         the same target (for models that take a prompt and examples together). An adapter receives
         only what its :class:`Capabilities` declare.
         """
+
+    def encode_volume(self, volume: np.ndarray) -> Any:
+        """Prepare a (D, H, W) uint8 volume for :meth:`predict_volume` (adapters with ``volume=True``)."""
+        return volume
+
+    def predict_volume(self, state: Any, prompts: Sequence[VolumePrompt]) -> Prediction:
+        """Masks (N, D, H, W) for the targets of ``prompts``, propagating through the volume.
+
+        Only adapters with ``Capabilities(volume=True)`` implement it; the harness runs every other
+        adapter on volumes slice by slice."""
+        raise NotImplementedError(f"{type(self).__name__} does not propagate through volumes (volume=False)")

@@ -89,19 +89,19 @@ def resolve_device(device: str) -> str:
 
 
 def setup_adapter(name: str, weights: str, device: str, precision: Precision, seed: int,
-                  overrides: dict[str, Path]) -> AdapterSetup:
+                  overrides: dict[str, Path], offload: bool = False) -> AdapterSetup:
     """Resolve an adapter's checkpoint (raising CheckpointMissing when absent) into load options."""
     meta = plugins.adapter_class(name).meta
     spec = meta.checkpoint
     if spec is None:
-        return AdapterSetup(name, LoadOptions(device, None, False, precision, seed), "none")
+        return AdapterSetup(name, LoadOptions(device, None, False, precision, seed, offload), "none")
     if weights == "random":
-        return AdapterSetup(name, LoadOptions(device, None, True, precision, seed), "random",
+        return AdapterSetup(name, LoadOptions(device, None, True, precision, seed, offload), "random",
                             {"name": spec.name, "random": True})
     found = checkpoints.resolve(spec, overrides.get(spec.name))
     info = {"name": spec.name, "path": str(found.path), "sha256": found.sha256, "source": found.source,
             "official": found.official}
-    return AdapterSetup(name, LoadOptions(device, found.path, False, precision, seed), "pretrained", info)
+    return AdapterSetup(name, LoadOptions(device, found.path, False, precision, seed, offload), "pretrained", info)
 
 
 def unit_id(adapter: str, adapter_version: str, task: TaskSpec, case_id: str,
@@ -114,7 +114,8 @@ def unit_id(adapter: str, adapter_version: str, task: TaskSpec, case_id: str,
 def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, ...] | None = None,
               limit: int | None = None, device: str = "auto", weights: str = "pretrained",
               precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
-              data_root: Path | None = None, run_id: str | None = None, warmup: bool = True) -> RunPlan:
+              data_root: Path | None = None, run_id: str | None = None, warmup: bool = True,
+              offload: bool = False) -> RunPlan:
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
     device = resolve_device(device)
@@ -127,15 +128,13 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
                                         f"(known: {', '.join(sorted(tasks))})")
     limit = limit if limit is not None else suite.limit
     chosen = {name: tasks[name] for name in suite.tasks}
-    for spec in chosen.values():
-        if spec.dim != 2:
-            raise ConfigError(spec.source, f"task '{spec.name}' is 3D; this version of segbench runs 2D tasks")
 
     skipped: dict[str, str] = {}
     setups: dict[str, AdapterSetup] = {}
     for name in adapter_names:
         try:
-            setups[name] = setup_adapter(name, weights, device, precision, suite.seed, checkpoint_overrides or {})
+            setups[name] = setup_adapter(name, weights, device, precision, suite.seed, checkpoint_overrides or {},
+                                         offload)
         except checkpoints.CheckpointError as error:
             skipped[name] = str(error)
 
@@ -155,14 +154,15 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         meta = plugins.adapter_class(name).meta
         capabilities = set(meta.capabilities.names())
         for task_name, spec in chosen.items():
-            wanted = suite.protocols or spec.protocols
+            # a suite's protocols apply to the tasks of their dimension (2D kinds to images, 3D to volumes)
+            wanted = tuple(p for p in suite.protocols or spec.protocols if p.dim == spec.dim)
             supported = tuple(p for p in wanted if p.requires <= capabilities)
             unfit = {p.name: unfit_reason(p, task_name, pool_sizes.get(task_name)) for p in supported}
             skipped.update({f"{task_name}/{p}": reason for p, reason in unfit.items() if reason})
             supported = tuple(p for p in supported if not unfit[p.name])
             if not supported:
                 skipped[f"{name}/{task_name}"] = (f"{name} supports none of {[p.name for p in wanted]} "
-                                                  f"(capabilities: {sorted(capabilities)})")
+                                                  f"for this {spec.dim}D task (capabilities: {sorted(capabilities)})")
                 continue
             protocols[f"{name}/{task_name}"] = supported
             units += [WorkUnit(unit_id(name, meta.version, spec, case, supported, suite.seed), name, task_name, case)
@@ -181,6 +181,7 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         "precision": precision,
         "weights": weights,
         "warmup": warmup,
+        **({"offload": True} if offload else {}),  # changes memory, not results
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return RunPlan(run_id or f"{suite.name}-{config_hash[:10]}", suite.name, config, config_hash, chosen,

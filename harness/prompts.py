@@ -16,6 +16,16 @@ A protocol turns a *target* (one label of a case, or one connected component of 
                    expands into one protocol per size (the support-size axis). Drawing the sets is
                    :mod:`segbench.support`'s job.
 
+Volume protocols (3D tasks; their geometry lives in :mod:`segbench.volume_prompts`):
+
+``key_slice_box``  the tight 2D box of the target on one key slice (``slice = "middle"`` of the
+                   target's extent along the slices, or ``"largest"`` area), plus that extent; the
+                   model propagates it through the volume;
+``slice_boxes``    the tight 2D box on every ``every``-th slice of the target's extent (``every = 1``:
+                   the MedSAM paper's slice-by-slice protocol; ``every = 2``: Medical-SAM2's);
+``iterative_3d``   a key-slice box, then ``clicks`` 3D correction clicks (26-connected error
+                   components), as in the CVPR 2025 challenge.
+
 Randomness comes from :func:`target_rng`, keyed by (seed, task, case, label, instance, protocol) and
 never by adapter, so every adapter receives the same prompts. Correction clicks depend on each
 adapter's own errors by design; they are deterministic given its predictions.
@@ -40,9 +50,14 @@ KINDS: dict[str, dict[str, Any]] = {
     "random_points": {"k": 3},
     "iterative": {"start": "box", "clicks": 5},
     "support": {"k": 1, "ensemble": 1, "prompt": "none"},
+    "key_slice_box": {"slice": "middle"},
+    "slice_boxes": {"every": 1},
+    "iterative_3d": {"slice": "middle", "clicks": 5},
 }
+VOLUME_KINDS = frozenset({"key_slice_box", "slice_boxes", "iterative_3d"})
 STARTS = ("box", "center_point")
 SUPPORT_PROMPTS = ("none", "box", "box_jitter", "center_point", "random_points")
+KEY_SLICES = ("middle", "largest")
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,13 @@ class ProtocolSpec:
             prompt = self.support_prompt
             return (f"support{self.param('k')}" + (f"x{ensemble}" if ensemble != 1 else "")
                     + (f"+{prompt.name}" if prompt else ""))
+        if self.kind == "key_slice_box":
+            return f"key_box_{self.param('slice')}"
+        if self.kind == "slice_boxes":
+            every = int(self.param("every"))
+            return "slice_boxes" if every == 1 else f"slice_boxes_every{every}"
+        if self.kind == "iterative_3d":
+            return f"iterative3d_{self.param('slice')}_box{self.param('clicks')}"
         return self.kind
 
     @property
@@ -76,14 +98,29 @@ class ProtocolSpec:
         return None if prompt == "none" else ProtocolSpec(prompt)
 
     @property
+    def dim(self) -> int:
+        """The dimension of the tasks the protocol applies to (2 or 3)."""
+        return 3 if self.kind in VOLUME_KINDS else 2
+
+    @property
     def steps(self) -> int:
-        return 1 + int(self.param("clicks")) if self.kind == "iterative" else 1
+        return 1 + int(self.param("clicks")) if self.kind in ("iterative", "iterative_3d") else 1
+
+    @property
+    def propagates(self) -> bool:
+        """Whether the model must carry the prompt to slices that have none (volume protocols)."""
+        return self.kind in ("key_slice_box", "iterative_3d")
 
     @property
     def requires(self) -> frozenset[str]:
-        """Adapter capabilities this protocol needs."""
-        if self.kind == "box" or self.kind == "box_jitter":
+        """Adapter capabilities this protocol needs. A 2D adapter runs the volume protocols through the
+        harness's slice strategies, except boxes on only some slices, which need a model that propagates."""
+        if self.kind == "box" or self.kind == "box_jitter" or self.kind == "key_slice_box":
             return frozenset({"box"})
+        if self.kind == "slice_boxes":
+            return frozenset({"box"} if int(self.param("every")) == 1 else {"box", "volume"})
+        if self.kind == "iterative_3d":
+            return frozenset({"point", "box"})
         if self.kind == "iterative":
             return frozenset({"point", "box"} if self.param("start") == "box" else {"point"})
         if self.kind == "support":
@@ -116,6 +153,10 @@ def parse_protocol(value: str | Mapping[str, Any]) -> ProtocolSpec:
             raise ValueError(f"protocol 'support': prompt must be one of {SUPPORT_PROMPTS}")
         if any(params.get(key, 1) < 1 for key in ("k", "ensemble")):
             raise ValueError("protocol 'support': k and ensemble must be at least 1")
+    if params.get("slice", "middle") not in KEY_SLICES:
+        raise ValueError(f"protocol {kind!r}: slice must be one of {KEY_SLICES}")
+    if kind == "slice_boxes" and params.get("every", 1) < 1:
+        raise ValueError("protocol 'slice_boxes': every must be at least 1")
     return ProtocolSpec(kind, tuple(sorted(params.items())))
 
 
@@ -181,8 +222,15 @@ def jitter_box(box: np.ndarray, px: int, shape: tuple[int, int], rng: np.random.
 def interior_point(mask: np.ndarray) -> tuple[int, ...]:
     """Index of the maximum of the distance transform inside ``mask`` (image border counts as outside);
     ties go to the first index in C order."""
-    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[(slice(1, -1),) * mask.ndim]
-    return tuple(int(v) for v in np.unravel_index(int(np.argmax(distance)), mask.shape))
+    # on the mask's bounding box padded by one: the same distances (every voxel outside the box is at
+    # least as far as the padding) and the same C-order ties, for a fraction of a volume's cost
+    extents = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+               for axis in range(mask.ndim)]
+    lows = [int(extent[0]) for extent in extents]
+    crop = mask[tuple(slice(extent[0], extent[-1] + 1) for extent in extents)]
+    distance = ndimage.distance_transform_edt(np.pad(crop, 1))[(slice(1, -1),) * mask.ndim]
+    index = np.unravel_index(int(np.argmax(distance)), crop.shape)
+    return tuple(int(v) + lo for v, lo in zip(index, lows, strict=True))
 
 
 def correction_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], int] | None:

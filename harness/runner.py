@@ -4,6 +4,9 @@ Support (in-context) protocols ask every label of the case at once too: one supp
 ensemble member), drawn by :mod:`segbench.support`, in one ``predict`` call, with the protocol's
 prompt alongside when it names one; the members' outputs are averaged into one mask per label.
 
+Volumes (3D cases) go through :class:`~segbench.volume_runner.VolumeSession`, which shares the
+encoder passes of the volume the same way; the rows are the same, one per (label, protocol, step).
+
 :class:`UnitRunner` is what a worker holds: one loaded adapter and the task readers. It turns a
 work unit into result rows and never raises for a bad case: the error is recorded in the unit's rows
 (naming the file where a file is at fault) and the run goes on.
@@ -38,6 +41,7 @@ from segbench.readers import Reader
 from segbench.readers.phantom import phantom
 from segbench.support import SupportPool, ensemble_masks, support_request
 from segbench.taskspec import TaskSpec
+from segbench.volume_runner import VolumeSession
 
 NAN = float("nan")
 
@@ -104,7 +108,10 @@ class UnitRunner:
         rows: list[dict[str, Any]] = []
         with peak_memory(device) as peak:
             try:
-                state, encode_ms = timed(device, self.adapter.encode, case.image)
+                if case.ndim == 3:
+                    state, encode_ms = VolumeSession(self.adapter, case.image, device), NAN
+                else:
+                    state, encode_ms = timed(device, self.adapter.encode, case.image)
             except Exception as error:
                 return [self._row(unit, status="failed", error=_error_text(error))]
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
@@ -123,33 +130,24 @@ class UnitRunner:
         if protocol.kind == "support":
             return self._run_support_protocol(unit, case, state, protocol, encode_ms)
         spec = self.plan.tasks[unit.task]
-        device = self.setup.options.device
         labels = self._labels(spec, case)
         targets = targets_for(labels, spec.instances)
         if not targets:
             return []
-        prompts: list[Prompt] = [
-            initial_prompt(protocol, t, target_rng(self.plan.seed, unit.task, unit.case_id, t.label, t.instance,
-                                                   protocol.name))
-            for t in targets
-        ]
-        steps: list[tuple[float, dict[str, np.ndarray], list[Prompt]]] = []
         try:
-            for step in range(protocol.steps):
-                prediction, decode_ms = timed(device, self.adapter.predict, state, prompts)
-                _check_prediction(prediction, len(prompts), case)
-                steps.append((decode_ms, _union_by_label(targets, prediction.masks, labels), prompts))
-                if step + 1 < protocol.steps:
-                    feedback = prediction.feedback or [None] * len(prompts)
-                    prompts = [refine_prompt(p, t, m, f)
-                               for p, t, m, f in zip(prompts, targets, prediction.masks, feedback, strict=True)]
+            if isinstance(state, VolumeSession):
+                volume_steps, encode_ms = state.run(protocol, targets)
+                steps = [(s.decode_ms, s.masks, s.prompts) for s in volume_steps]
+            else:
+                steps = self._image_steps(unit, case, state, protocol, targets)
         except Exception as error:
             return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=_error_text(error))
                     for label in sorted({t.label for t in targets})]
-        total_ms = encode_ms + sum(decode for decode, _, _ in steps)
+        # volume adapters encode while they propagate: no separate encoder time (NaN) to add
+        total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
         rows = []
-        for step, (decode_ms, predicted, step_prompts) in enumerate(steps):
-            for label, mask in predicted.items():
+        for step, (decode_ms, masks, step_prompts) in enumerate(steps):
+            for label, mask in _union_by_label(targets, masks, labels).items():
                 scores = evaluate(labels[label], mask, case.spacing, spec.nsd_tolerance)
                 described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
                 rows.append(self._row(
@@ -182,6 +180,26 @@ class UnitRunner:
                 nsd=scores.nsd, hd95=scores.hd95, encode_ms=encode_ms, decode_ms=decode_ms,
                 total_ms=encode_ms + decode_ms, prompt_json=json.dumps(ask.given(name), separators=(",", ":"))))
         return rows
+
+    def _image_steps(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec, targets: list[Target]
+                     ) -> list[tuple[float, np.ndarray, list[Prompt]]]:
+        """Every step of a 2D protocol: (decode time, masks of the targets, the prompts)."""
+        device = self.setup.options.device
+        prompts: list[Prompt] = [
+            initial_prompt(protocol, t, target_rng(self.plan.seed, unit.task, unit.case_id, t.label, t.instance,
+                                                   protocol.name))
+            for t in targets
+        ]
+        steps: list[tuple[float, np.ndarray, list[Prompt]]] = []
+        for step in range(protocol.steps):
+            prediction, decode_ms = timed(device, self.adapter.predict, state, prompts)
+            _check_prediction(prediction, len(prompts), case)
+            steps.append((decode_ms, prediction.masks, prompts))
+            if step + 1 < protocol.steps:
+                feedback = prediction.feedback or [None] * len(prompts)
+                prompts = [refine_prompt(p, t, m, f)
+                           for p, t, m, f in zip(prompts, targets, prediction.masks, feedback, strict=True)]
+        return steps
 
 
 def warm_up(adapter: Adapter) -> None:

@@ -131,8 +131,11 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     labels_table = document.get("labels")
     if not isinstance(labels_table, Mapping) or not labels_table:
         raise ConfigError(path, "missing [labels] table (at least one label)")
+    dim = task.get("dim", 2)
+    if dim not in (2, 3):
+        raise ConfigError(path, f"[task] dim must be 2 or 3, got {dim!r}")
     prompts = document.get("prompts", {})
-    protocols_raw = prompts.get("protocols", ["box"])
+    protocols_raw = prompts.get("protocols", ["box"] if dim == 2 else ["slice_boxes", "key_slice_box"])
     if not isinstance(protocols_raw, list) or not protocols_raw:
         raise ConfigError(path, "[prompts] protocols must be a non-empty list")
     try:
@@ -142,9 +145,10 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     instances = prompts.get("instances", "label")
     if instances not in INSTANCE_MODES:
         raise ConfigError(path, f"[prompts] instances must be one of {INSTANCE_MODES}, got {instances!r}")
-    dim = task.get("dim", 2)
-    if dim not in (2, 3):
-        raise ConfigError(path, f"[task] dim must be 2 or 3, got {dim!r}")
+    mismatched = [p.name for p in protocols if p.dim != dim]
+    if mismatched:
+        raise ConfigError(path, f"[prompts] protocol(s) {mismatched} are not for {dim}D tasks "
+                                "(volumes take key_slice_box, slice_boxes, iterative_3d)")
     spacing = data.get("spacing")
     if spacing is not None and (not isinstance(spacing, list) or len(spacing) != dim
                                 or not all(isinstance(v, int | float) and v > 0 for v in spacing)):

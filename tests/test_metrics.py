@@ -102,3 +102,21 @@ def test_neighbour_codes_equal_scipy_correlate() -> None:
     crop[:-1, :-1, :-1] = mask  # surface-distance's crop: one zero layer at the end of each axis
     expected = ndimage.correlate(crop, lookup_tables.ENCODE_NEIGHBOURHOOD_3D_KERNEL, mode="constant", cval=0)
     assert np.array_equal(metrics.neighbour_codes(np.pad(mask, 1)), expected)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("task, label, other", [("brats", "whole_tumour", "tumour_core"),
+                                                ("la-heart", "left_atrium", None)])
+def test_real_volumes_match_surface_distance_with_anisotropic_spacing(data_root, task: str, label: str,
+                                                                      other: str | None) -> None:
+    """Real 3D label maps as ground truth and prediction: BraTS whole tumour against tumour core, and the
+    left atrium against itself moved by two slices and five rows; thick slices, unequal in-plane spacing."""
+    from .volumes import crop_around, read_case
+
+    case = crop_around(read_case(data_root, task), label, slices=48, margin=6)
+    gt = case.labels[label]
+    pred = case.labels[other] if other else np.roll(gt, (2, 5), axis=(0, 1))
+    for spacing in [(2.5, 0.9, 0.7), (5.0, 0.625, 1.25)]:
+        scores = metrics.evaluate(gt, pred, spacing, 2.0)
+        assert np.allclose((scores.dice, scores.nsd, scores.hd95), reference(gt, pred, spacing, 2.0), atol=1e-9)
+        assert 0 < scores.dice < 1 and scores.hd95 > 0
