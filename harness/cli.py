@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(suite, discover_tasks(config.task_dirs), adapters=adapters, limit=args.limit,
                      device=args.device, weights=args.weights, precision=args.precision,
                      checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
-                     data_root=_data_root(args.data_root), run_id=args.run_id)
+                     data_root=_data_root(args.data_root), run_id=args.run_id, save_masks=args.save_masks)
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
@@ -70,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from segbench.report import build_site
 
-    index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title)
+    index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title, base_url=args.base_url,
+                       extra_template_dirs=[Path(d) for d in args.template_dir])
     print(index)
     return 0
 
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="autocast precision on CUDA (default fp32)")
     run.add_argument("--executor", default="local", help="how to execute the units (default: local)")
     run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
+    run.add_argument("--save-masks", type=int, metavar="N",
+                     help="keep the predicted masks of N sampled cases per task for the report's overlays "
+                          "(default: the suite's save_masks, else 8; 0: none)")
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)
@@ -181,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", required=True, help="site folder to write (index.html and pages)")
     report.add_argument("--title", default="segbench leaderboard")
+    report.add_argument("--base-url", help="where the site will be published (canonical links, leaderboard.json)")
+    report.add_argument("--template-dir", action="append", default=[], metavar="DIR",
+                        help="templates that override the built-in ones (repeatable; plugins can add more)")
     report.set_defaults(handler=cmd_report)
 
     adapters = commands.add_parser("adapters", help="list installed adapters")

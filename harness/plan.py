@@ -60,6 +60,7 @@ class RunPlan:
     adapters: dict[str, AdapterSetup]
     units: list[WorkUnit]
     skipped: dict[str, str] = field(default_factory=dict)
+    save_masks: int = 0  # cases per task whose predicted masks are kept (segbench.samples)
 
     def protocols_for(self, adapter: str, task: str) -> tuple[ProtocolSpec, ...]:
         return self.protocols[f"{adapter}/{task}"]
@@ -110,7 +111,7 @@ def unit_id(adapter: str, adapter_version: str, task: TaskSpec, case_id: str,
 def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, ...] | None = None,
               limit: int | None = None, device: str = "auto", weights: str = "pretrained",
               precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
-              data_root: Path | None = None, run_id: str | None = None) -> RunPlan:
+              data_root: Path | None = None, run_id: str | None = None, save_masks: int | None = None) -> RunPlan:
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
     device = resolve_device(device)
@@ -122,6 +123,9 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         raise ConfigError(suite.source, f"suite '{suite.name}' names unknown task(s) {missing} "
                                         f"(known: {', '.join(sorted(tasks))})")
     limit = limit if limit is not None else suite.limit
+    save_masks = save_masks if save_masks is not None else suite.save_masks
+    if save_masks < 0:
+        raise ConfigError("--save-masks", f"must be >= 0, got {save_masks}")
     chosen = {name: tasks[name] for name in suite.tasks}
     for spec in chosen.values():
         if spec.dim != 2:
@@ -165,7 +169,8 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         "device": device,
         "precision": precision,
         "weights": weights,
+        "save_masks": save_masks,
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return RunPlan(run_id or f"{suite.name}-{config_hash[:10]}", suite.name, config, config_hash, chosen,
-                   protocols, data_root, suite.seed, device, setups, units, skipped)
+                   protocols, data_root, suite.seed, device, setups, units, skipped, save_masks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import traceback
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -23,6 +24,7 @@ from segbench.metrics import evaluate
 from segbench.plan import RunPlan, WorkUnit
 from segbench.prompts import ProtocolSpec, Target, initial_prompt, refine_prompt, target_rng, targets_for
 from segbench.readers import Reader
+from segbench.samples import SAMPLE_KEY, MaskSample, sampled_cases
 from segbench.taskspec import TaskSpec
 
 NAN = float("nan")
@@ -46,6 +48,7 @@ class UnitRunner:
         self.adapter.load(self.setup.options)
         self.readers: dict[str, Reader] = {}
         self.host = environment.host()
+        self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed) if plan.save_masks else frozenset()
 
     def _reader(self, task: str) -> Reader:
         if task not in self.readers:
@@ -71,15 +74,21 @@ class UnitRunner:
             return [self._row(unit, status="failed", error=_error_text(error))]
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
+        kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
         with peak_memory(device) as peak:
             try:
                 state, encode_ms = timed(device, self.adapter.encode, case.image)
             except Exception as error:
                 return [self._row(unit, status="failed", error=_error_text(error))]
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
-                rows += self._run_protocol(unit, case, state, protocol, encode_ms)
+                rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
         for row in rows:
             row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb)
+        if kept and rows:
+            try:
+                rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
+            except Exception as error:  # a preview that cannot be made must not cost the case its scores
+                warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({_error_text(error)})", stacklevel=1)
         return rows
 
     def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
@@ -88,7 +97,9 @@ class UnitRunner:
         return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
 
     def _run_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
-                      encode_ms: float) -> list[dict[str, Any]]:
+                      encode_ms: float, kept: dict[str, dict[str, np.ndarray]] | None = None
+                      ) -> list[dict[str, Any]]:
+        """The protocol's rows; its final masks go into ``kept`` (by protocol and label) when given."""
         spec = self.plan.tasks[unit.task]
         device = self.setup.options.device
         labels = self._labels(spec, case)
@@ -114,6 +125,8 @@ class UnitRunner:
             return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=_error_text(error))
                     for label in sorted({t.label for t in targets})]
         total_ms = encode_ms + sum(decode for decode, _, _ in steps)
+        if kept is not None:
+            kept[protocol.name] = steps[-1][1]
         rows = []
         for step, (decode_ms, predicted, step_prompts) in enumerate(steps):
             for label, mask in predicted.items():
