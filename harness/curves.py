@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import integrate
 
 from segbench.aggregate import Estimate
 
@@ -45,7 +44,7 @@ def dice_auc(per_step: np.ndarray) -> np.ndarray:
     clicks = per_step[:, 1:]
     if clicks.shape[1] < 2:
         return np.full(per_step.shape[0], np.nan)
-    return integrate.trapezoid(clicks, dx=1.0, axis=1)
+    return np.trapezoid(clicks, dx=1.0, axis=1)
 
 
 def is_iterative(rows: pl.DataFrame) -> bool:

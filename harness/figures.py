@@ -4,6 +4,9 @@ Each adapter keeps one colour (Okabe–Ito, safe for the common colour-vision de
 marker on every page, so a figure reads without colour too. Every figure comes with alt text that
 states what it shows in numbers, for readers who cannot see it. Text stays text in the SVG (no
 mathtext: a ``$`` in a name is printed as is) and the output is deterministic (no date, fixed ids).
+
+A :class:`Figure` knows its name, alt text and caption at once; drawing it (the expensive part) is a
+picklable call, so a report can draw its figures in worker processes.
 """
 
 from __future__ import annotations
@@ -12,21 +15,21 @@ import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import wraps
-from typing import Any, TypeVar
+from functools import partial
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure as MplFigure
 
-from segbench.aggregate import LeaderboardRow
+from segbench.aggregate import Estimate, LeaderboardRow
 from segbench.curves import StepCurve, SupportCurve
 from segbench.ranking import pareto_front
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-POINTS_SHOWN = 150  # per adapter: above this many cases a box plot shows the distribution alone
+POINTS_SHOWN = 60  # per adapter: above this many cases a box plot shows the distribution alone
 STYLE = {
     "svg.fonttype": "none",
     "svg.hashsalt": "segbench",
@@ -42,8 +45,6 @@ STYLE = {
 }
 WIDTH_IN = 6.4
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 @dataclass(frozen=True)
 class Style:
@@ -54,9 +55,16 @@ class Style:
 @dataclass(frozen=True)
 class Figure:
     name: str  # file stem under figures/
-    svg: str
     alt: str
     caption: str
+    draw: Callable[[], MplFigure]  # a partial of a module-level function, so it can be sent to a worker
+
+    def svg(self) -> str:
+        with matplotlib.rc_context(STYLE):
+            return _svg(self.draw())
+
+    def write(self, folder: Path) -> None:
+        (folder / f"{self.name}.svg").write_text(self.svg(), encoding="utf-8")
 
 
 def styles(adapters: Sequence[str]) -> dict[str, Style]:
@@ -65,41 +73,54 @@ def styles(adapters: Sequence[str]) -> dict[str, Style]:
             for i, name in enumerate(adapters)}
 
 
-def _styled(function: F) -> F:
-    @wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with matplotlib.rc_context(STYLE):
-            return function(*args, **kwargs)
-    return wrapper  # type: ignore[return-value]
-
-
 def _svg(figure: MplFigure) -> str:
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
+
+
+def _margins(figure: MplFigure, left_in: float, bottom_in: float = 0.5, right_in: float = 0.2,
+             top_in: float = 0.15) -> None:
+    """Fixed margins in inches: a tight bounding box would cost a second draw of every figure."""
+    width, height = figure.get_size_inches()
+    figure.subplots_adjust(left=left_in / width, right=1 - right_in / width, bottom=bottom_in / height,
+                           top=1 - top_in / height)
+
+
+def _text_width_in(text: str) -> float:
+    """Rough width of ``text`` at the figures' 9 pt sans-serif (enough to size a margin)."""
+    return 0.075 * len(text)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
 
 
-@_styled
 def dice_distribution(name: str, values: Mapping[str, np.ndarray], palette: Mapping[str, Style],
                       subject: str) -> Figure:
     """Box plots of per-(case, label) Dice, one per adapter in the given order (best first, on top)."""
-    adapters = [a for a in values if np.isfinite(values[a]).any()]
-    data = [values[a][np.isfinite(values[a])] for a in adapters]
+    data = {a: v[np.isfinite(v)] for a, v in values.items() if np.isfinite(v).any()}
+    summary = "; ".join(f"{a}: median {_fmt(float(np.median(d)))}, mean {_fmt(float(d.mean()))}, n = {len(d)}"
+                        for a, d in data.items())
+    return Figure(name, f"Box plots of the Dice of every case and label for {subject}. {summary}.",
+                  f"Dice distribution, {subject}",
+                  partial(_draw_distribution, data, {a: palette[a] for a in data}))
+
+
+def _draw_distribution(data: Mapping[str, np.ndarray], palette: Mapping[str, Style]) -> MplFigure:
+    adapters = list(data)
     figure = MplFigure(figsize=(WIDTH_IN, 0.9 + 0.42 * max(len(adapters), 1)))
+    _margins(figure, 0.2 + max((_text_width_in(a) for a in adapters), default=0.5))
     axes = figure.add_subplot()
     positions = np.arange(len(adapters))[::-1]
     if adapters:
-        boxes = axes.boxplot(data, positions=positions, orientation="horizontal", widths=0.55,
+        boxes = axes.boxplot(list(data.values()), positions=positions, orientation="horizontal", widths=0.55,
                              patch_artist=True, showmeans=True, flierprops={"markersize": 3},
                              meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
                                         "markersize": 4}, medianprops={"color": "black"})
         rng = np.random.default_rng(0)
-        for box, adapter, points, y in zip(boxes["boxes"], adapters, data, positions, strict=True):
-            style = palette[adapter]
+        for box, adapter, y in zip(boxes["boxes"], adapters, positions, strict=True):
+            style, points = palette[adapter], data[adapter]
             box.set(facecolor=style.colour, alpha=0.35, edgecolor=style.colour)
             if len(points) <= POINTS_SHOWN:
                 axes.scatter(points, y + rng.uniform(-0.18, 0.18, len(points)), s=9, color=style.colour,
@@ -107,90 +128,94 @@ def dice_distribution(name: str, values: Mapping[str, np.ndarray], palette: Mapp
     axes.set_yticks(positions, adapters)
     axes.set_xlim(-0.02, 1.02)
     axes.set_xlabel("Dice per case and label (box: quartiles; diamond: mean)")
-    summary = "; ".join(f"{a}: median {_fmt(float(np.median(d)))}, mean {_fmt(float(d.mean()))}, n = {len(d)}"
-                        for a, d in zip(adapters, data, strict=True))
-    return Figure(name, _svg(figure), f"Box plots of the Dice of every case and label for {subject}. {summary}.",
-                  f"Dice distribution, {subject}")
+    return figure
 
 
-@_styled
 def speed_accuracy(name: str, rows: Sequence[LeaderboardRow], palette: Mapping[str, Style], subject: str) -> Figure:
     """Mean Dice (95% CI) against median latency per case, with the Pareto front."""
     shown = [r for r in rows if r.accuracy_known and math.isfinite(r.dice.mean) and r.latency_ms > 0]
     front = [shown[i] for i in pareto_front([(r.latency_ms, r.dice.mean) for r in shown])]
+    points = "; ".join(f"{r.adapter}: Dice {_fmt(r.dice.mean)} at {_fmt(r.latency_ms, 1)} ms" for r in shown)
+    on_front = ", ".join(r.adapter for r in front) or "none"
+    return Figure(name, f"Scatter plot of mean Dice against median latency per case for {subject}. {points}. "
+                        f"On the Pareto front (no adapter both faster and more accurate): {on_front}.",
+                  f"Speed and accuracy, {subject}; Pareto front: {on_front}",
+                  partial(_draw_speed_accuracy, shown, front, {r.adapter: palette[r.adapter] for r in shown}))
+
+
+def _draw_speed_accuracy(shown: Sequence[LeaderboardRow], front: Sequence[LeaderboardRow],
+                         palette: Mapping[str, Style]) -> MplFigure:
     figure = MplFigure(figsize=(WIDTH_IN, 3.6))
+    _margins(figure, 0.75)
     axes = figure.add_subplot()
     if front:
         axes.step([r.latency_ms for r in front], [r.dice.mean for r in front], where="post", color="#5f6368",
                   linestyle="--", linewidth=1, label="Pareto front", zorder=1)
+    middle = math.sqrt(min(r.latency_ms for r in shown) * max(r.latency_ms for r in shown)) if shown else 0
     for row in shown:
         style = palette[row.adapter]
         error = [[row.dice.mean - row.dice.low], [row.dice.high - row.dice.mean]]
         axes.errorbar([row.latency_ms], [row.dice.mean], yerr=error, color=style.colour, marker=style.marker,
                       markersize=7, capsize=3, linestyle="none", label=row.adapter, zorder=3)
-        axes.annotate(row.adapter, (row.latency_ms, row.dice.mean), textcoords="offset points", xytext=(6, 4),
-                      fontsize=8)
+        right = row.latency_ms > middle  # names of the slower half go to the left of their point
+        axes.annotate(row.adapter, (row.latency_ms, row.dice.mean), textcoords="offset points",
+                      xytext=(-6 if right else 6, 4), ha="right" if right else "left", fontsize=8)
     if shown:
         axes.set_xscale("log")
+        axes.margins(x=0.08)
+        axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+        axes.xaxis.set_minor_locator(ticker.NullLocator())
         axes.legend(loc="lower right", fontsize=8, frameon=False)
     axes.set_xlabel("median latency per case (ms, log scale; lower is faster)")
     axes.set_ylabel("mean Dice (95% CI)")
-    points = "; ".join(f"{r.adapter}: Dice {_fmt(r.dice.mean)} at {_fmt(r.latency_ms, 1)} ms" for r in shown)
-    on_front = ", ".join(r.adapter for r in front) or "none"
-    return Figure(name, _svg(figure),
-                  f"Scatter plot of mean Dice against median latency per case for {subject}. {points}. "
-                  f"On the Pareto front (no adapter both faster and more accurate): {on_front}.",
-                  f"Speed and accuracy, {subject}; Pareto front: {on_front}")
+    return figure
 
 
-@_styled
 def step_curves(name: str, curves: Sequence[StepCurve], palette: Mapping[str, Style], subject: str) -> Figure:
     """Mean Dice (95% CI band) per interaction step, one line per adapter."""
-    figure = MplFigure(figsize=(WIDTH_IN, 3.4))
-    axes = figure.add_subplot()
-    for curve in curves:
-        style = palette[curve.adapter]
-        means = [e.mean for e in curve.dice]
-        axes.plot(curve.steps, means, color=style.colour, marker=style.marker, label=curve.adapter)
-        axes.fill_between(curve.steps, [e.low for e in curve.dice], [e.high for e in curve.dice],
-                          color=style.colour, alpha=0.15, linewidth=0)
-    steps = sorted({s for c in curves for s in c.steps})
-    axes.set_xticks(steps)
-    axes.set_xlabel("interaction step (0: initial prompt; then one correction click per step)")
-    axes.set_ylabel("mean Dice (95% CI)")
-    if curves:
-        axes.legend(loc="lower right", fontsize=8, frameon=False)
     summary = "; ".join(
         f"{c.adapter}: {' → '.join(_fmt(e.mean) for e in c.dice)}"
         + (f", DSC AUC {_fmt(c.auc.mean)}" if c.auc else "") for c in curves)
-    return Figure(name, _svg(figure), f"Line chart of mean Dice per interaction step for {subject}. {summary}.",
-                  f"Dice per interaction step, {subject}")
+    lines = [(c.adapter, c.steps, c.dice) for c in curves]
+    return Figure(name, f"Line chart of mean Dice per interaction step for {subject}. {summary}.",
+                  f"Dice per interaction step, {subject}",
+                  partial(_draw_curves, lines, {c.adapter: palette[c.adapter] for c in curves}, log2=False,
+                          xlabel="interaction step (0: initial prompt; then one correction click per step)"))
 
 
-@_styled
 def support_curves(name: str, curves: Sequence[SupportCurve], palette: Mapping[str, Style], subject: str) -> Figure:
     """Mean Dice (95% CI band) per support-set size (log 2 axis), one line per adapter and protocol."""
-    figure = MplFigure(figsize=(WIDTH_IN, 3.4))
-    axes = figure.add_subplot()
     several = len({c.protocol for c in curves}) > 1
-    for curve in curves:
-        style = palette[curve.adapter]
-        label = f"{curve.adapter} ({curve.protocol})" if several else curve.adapter
-        axes.plot(curve.sizes, [e.mean for e in curve.dice], color=style.colour, marker=style.marker, label=label)
-        axes.fill_between(curve.sizes, [e.low for e in curve.dice], [e.high for e in curve.dice],
-                          color=style.colour, alpha=0.15, linewidth=0)
-    sizes = sorted({s for c in curves for s in c.sizes})
-    if sizes:
-        axes.set_xscale("log", base=2)
-        axes.set_xticks(sizes, [str(s) for s in sizes])
-        axes.minorticks_off()
-        axes.legend(loc="lower right", fontsize=8, frameon=False)
-    axes.set_xlabel("support set size (labelled examples)")
-    axes.set_ylabel("mean Dice (95% CI)")
     summary = "; ".join(f"{c.adapter} ({c.protocol}): " + ", ".join(f"k={k} {_fmt(e.mean)}"
                                                                     for k, e in zip(c.sizes, c.dice, strict=True))
                         for c in curves)
-    return Figure(name, _svg(figure), f"Line chart of mean Dice per support set size for {subject}. {summary}.",
-                  f"Dice per support set size, {subject}")
+    lines = [(f"{c.adapter} ({c.protocol})" if several else c.adapter, c.sizes, c.dice) for c in curves]
+    styles_by_line = {line[0]: palette[c.adapter] for line, c in zip(lines, curves, strict=True)}
+    return Figure(name, f"Line chart of mean Dice per support set size for {subject}. {summary}.",
+                  f"Dice per support set size, {subject}",
+                  partial(_draw_curves, lines, styles_by_line, log2=True,
+                          xlabel="support set size (labelled examples)"))
+
+
+def _draw_curves(lines: Sequence[tuple[str, Sequence[int], Sequence[Estimate]]], palette: Mapping[str, Style],
+                 log2: bool, xlabel: str) -> MplFigure:
+    """Mean (95% CI band) against an integer axis, one line per (label, xs, estimates)."""
+    figure = MplFigure(figsize=(WIDTH_IN, 3.4))
+    _margins(figure, 0.75)
+    axes = figure.add_subplot()
+    for label, xs, estimates in lines:
+        style = palette[label]
+        axes.plot(xs, [e.mean for e in estimates], color=style.colour, marker=style.marker, label=label)
+        axes.fill_between(xs, [e.low for e in estimates], [e.high for e in estimates], color=style.colour,
+                          alpha=0.15, linewidth=0)
+    ticks = sorted({x for _, xs, _ in lines for x in xs})
+    if log2 and ticks:
+        axes.set_xscale("log", base=2)
+        axes.minorticks_off()
+    axes.set_xticks(ticks, [str(t) for t in ticks])
+    if lines:
+        axes.legend(loc="lower right", fontsize=8, frameon=False)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("mean Dice (95% CI)")
+    return figure

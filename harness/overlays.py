@@ -33,20 +33,34 @@ PICKS = ("best", "median", "worst")
 class Overlay:
     picks: tuple[str, ...]  # which of best / median / worst this case is (one case can be several)
     adapter: str
+    prompt: str
     case_id: str
     label: str
     dice: float
     nsd: float
     hd95: float
-    slice_index: int | None
+    sample: SavedPrediction
     file: str  # the whole image, relative to the site folder
     zoom: str  # a window around the ground truth and the prediction
+
+    @property
+    def slice_index(self) -> int | None:
+        return self.sample.meta.get("slice")
 
     @property
     def alt(self) -> str:
         where = f", slice {self.slice_index}" if self.slice_index is not None else ""
         return (f"{self.adapter} on case {self.case_id}{where}, label {self.label}: predicted mask filled in orange, "
                 f"ground truth outlined in blue; Dice {self.dice:.3f}.")
+
+    def write(self, out: Path) -> None:
+        """Draw the overlay and its zoomed window as PNG files under the site folder ``out``."""
+        image, truth, prediction = self.sample.load(self.prompt, self.label)
+        drawn = overlay(image, truth, prediction)
+        top, left, bottom, right = crop_box([truth, prediction], drawn.shape[:2])
+        (out / self.file).parent.mkdir(parents=True, exist_ok=True)
+        (out / self.file).write_bytes(png(drawn))
+        (out / self.zoom).write_bytes(png(drawn[top:bottom, left:right]))
 
 
 def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -101,9 +115,10 @@ def pick_cases(rows: pl.DataFrame) -> list[tuple[tuple[str, ...], dict]]:
 
 
 def drilldown(final: pl.DataFrame, saved: dict[tuple[str, str], SavedPrediction], prompt: str,
-              adapters: Sequence[str], out: Path, folder: str = "cases") -> list[Overlay]:
-    """Overlays of ``adapters`` (in that order) from ``final`` (one task and protocol, final step, status
-    ok) among the cases in ``saved`` ((adapter, case id) → its kept masks); PNGs go to ``out/folder``."""
+              adapters: Sequence[str], folder: str = "cases") -> list[Overlay]:
+    """The overlays to draw for ``adapters`` (in that order) from ``final`` (one task and protocol, final
+    step, status ok), among the cases in ``saved`` ((adapter, case id) → its kept masks); their PNGs
+    are named under ``folder`` and drawn by :meth:`Overlay.write`."""
     overlays = []
     for adapter in adapters:
         rows = final.filter(pl.col("adapter") == adapter)
@@ -115,15 +130,9 @@ def drilldown(final: pl.DataFrame, saved: dict[tuple[str, str], SavedPrediction]
             sample = saved[(adapter, row["case_id"])]
             key = "\x1f".join([sample.path.name, prompt, row["label"]])
             name = f"{folder}/{hashlib.sha256(key.encode()).hexdigest()[:20]}"
-            image, truth, prediction = sample.load(prompt, row["label"])
-            drawn = overlay(image, truth, prediction)
-            top, left, bottom, right = crop_box([truth, prediction], drawn.shape[:2])
-            (out / folder).mkdir(parents=True, exist_ok=True)
-            (out / f"{name}.png").write_bytes(png(drawn))
-            (out / f"{name}-zoom.png").write_bytes(png(drawn[top:bottom, left:right]))
-            overlays.append(Overlay(picks, adapter, row["case_id"], row["label"], row["dice"],
-                                    _finite(row["nsd"]), _finite(row["hd95"]), sample.meta.get("slice"),
-                                    f"{name}.png", f"{name}-zoom.png"))
+            overlays.append(Overlay(picks, adapter, prompt, row["case_id"], row["label"], row["dice"],
+                                    _finite(row["nsd"]), _finite(row["hd95"]), sample, f"{name}.png",
+                                    f"{name}-zoom.png"))
     return overlays
 
 

@@ -16,7 +16,15 @@ import polars as pl
 
 from segbench import figures
 from segbench.aggregate import LeaderboardRow, final_steps, leaderboard
-from segbench.curves import StepCurve, SupportCurve, is_iterative, split_support_sizes, step_curves, support_curves
+from segbench.curves import (
+    SUPPORT_COLUMN,
+    StepCurve,
+    SupportCurve,
+    is_iterative,
+    split_support_sizes,
+    step_curves,
+    support_curves,
+)
 from segbench.errors import SegbenchError
 from segbench.figures import Figure, Style
 from segbench.overlays import Overlay, drilldown
@@ -203,11 +211,10 @@ def _measured(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 class SiteBuilder:
-    """Computes every page's content; overlay PNGs and figure names are keyed to ``out``."""
+    """Computes every page's content: data, and the figures and overlays to draw (not drawn yet)."""
 
-    def __init__(self, runs: list[LoadedRun], out: Path):
+    def __init__(self, runs: list[LoadedRun]):
         self.runs = runs
-        self.out = out
         self.frame = combined_cases(runs)
         self.tables_frame = split_support_sizes(self.frame)
         self.final = _measured(final_steps(self.tables_frame.filter(pl.col("status") == "ok")))
@@ -224,7 +231,9 @@ class SiteBuilder:
         return self.final_by_task.get((task,), self.final.clear())
 
     def _section(self, task: str, task_slug: str, prompt: str, rows: list[LeaderboardRow],
-                 label_rows: dict[str, list[LeaderboardRow]]) -> PromptSection:
+                 label_rows: dict[str, list[LeaderboardRow]], swept: bool) -> PromptSection:
+        """One protocol's tables, figures and overlays; a protocol of a support-size sweep (``swept``)
+        leaves its figures to the task's support-size curve."""
         final = self._final(task).filter(pl.col("prompt") == prompt)
         table = RankedTable(prompt, None, rank_rows(rows, final))
         label_tables = [RankedTable(prompt, label, rank_rows(by_label, final.filter(pl.col("label") == label)))
@@ -234,8 +243,8 @@ class SiteBuilder:
         order = [r.row.adapter for r in table.rows if r.rank is not None]
         values = {a: final.filter(pl.col("adapter") == a)["dice"].to_numpy() for a in order}
         shown = [figures.dice_distribution(f"{name}-dice", values, self.palette, subject),
-                 figures.speed_accuracy(f"{name}-speed", rows, self.palette, subject)] if values else []
-        overlays = drilldown(final, self.saved.get(task, {}), prompt, order, self.out, f"cases/{task_slug}")
+                 figures.speed_accuracy(f"{name}-speed", rows, self.palette, subject)] if values and not swept else []
+        overlays = drilldown(final, self.saved.get(task, {}), prompt, order, f"cases/{task_slug}")
         return PromptSection(prompt, table, label_tables, shown, overlays)
 
     def task_page(self, task: str, rows: list[LeaderboardRow]) -> TaskPage:
@@ -243,8 +252,13 @@ class SiteBuilder:
         task_frame = self.tables_frame.filter(pl.col("task") == task)
         labels = sorted(task_frame.filter(pl.col("label") != "*")["label"].unique().to_list())
         per_label = {label: _by_prompt(leaderboard(task_frame, label=label)) for label in labels}
+        task_ok = self.frame.filter((pl.col("task") == task) & (pl.col("status") == "ok"))
+        support = support_curves(_measured(final_steps(task_ok)))
+        swept = (set(self._final(task).filter(pl.col(SUPPORT_COLUMN).is_not_null())["prompt"].unique())
+                 if any(len(curve.sizes) > 1 for curve in support) else set())
         sections = [self._section(task, task_slug, prompt, prompt_rows,
-                                  {label: tables.get(prompt, []) for label, tables in per_label.items()})
+                                  {label: tables.get(prompt, []) for label, tables in per_label.items()},
+                                  prompt in swept)
                     for prompt, prompt_rows in _by_prompt(rows).items()]
         iterative = []
         measured_ok = _measured(task_frame.filter(pl.col("status") == "ok"))
@@ -255,8 +269,6 @@ class SiteBuilder:
                 figure = figures.step_curves(f"{task_slug}-{slug(prompt)}-steps", curves, self.palette,
                                              f"task {task}, prompt {prompt}")
                 iterative.append(IterativeSection(prompt, curves, figure))
-        task_ok = self.frame.filter((pl.col("task") == task) & (pl.col("status") == "ok"))
-        support = support_curves(_measured(final_steps(task_ok)))
         support_figure = (figures.support_curves(f"{task_slug}-support", support, self.palette, f"task {task}")
                           if support else None)
         info = self.info.get(task, _with_fields({}, TASK_FIELDS))

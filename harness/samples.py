@@ -22,6 +22,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -146,13 +147,19 @@ class SavedPrediction:
     def load(self, prompt: str, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image preview, ground truth, prediction) of one protocol and label."""
         shape = tuple(self.meta["shape"])
-        with np.load(self.case_path, allow_pickle=False) as case:
-            case_meta = json.loads(str(case["meta"]))
-            image = case["image"]
-            truth = _unpack(case[f"truth_{case_meta['labels'].index(label)}"], shape)
-        with np.load(self.path, allow_pickle=False) as saved:
-            prediction = _unpack(saved[f"mask_{self.meta['masks'].index([prompt, label])}"], shape)
-        return image, truth, prediction
+        case = _arrays(self.case_path, self.case_path.stat().st_mtime_ns)
+        truth = _unpack(case[f"truth_{json.loads(str(case['meta']))['labels'].index(label)}"], shape)
+        saved = _arrays(self.path, self.path.stat().st_mtime_ns)
+        prediction = _unpack(saved[f"mask_{self.meta['masks'].index([prompt, label])}"], shape)
+        return case["image"], truth, prediction
+
+
+@lru_cache(maxsize=512)
+def _arrays(path: Path, mtime_ns: int) -> dict[str, np.ndarray]:
+    """Every array of a sample file, read once per report (a case is drawn for several adapters and
+    protocols); the modification time in the key keeps a rewritten file from being served stale."""
+    with np.load(path, allow_pickle=False) as saved:
+        return {key: saved[key] for key in saved.files}
 
 
 def saved_predictions(run_dir: Path) -> list[SavedPrediction]:
