@@ -58,7 +58,7 @@ def new_manifest(plan: RunPlan) -> dict[str, Any]:
         "config_hash": plan.config_hash,
         "tasks": {name: {"version": spec.version, "description": spec.description, "reader": spec.reader,
                          "dataset": spec.dataset, "modality": spec.modality, "license": spec.license,
-                         "nsd_tolerance": spec.nsd_tolerance, "dim": spec.dim,
+                         "nsd_tolerance": spec.nsd_tolerance, "dim": spec.dim, "family": spec.family,
                          "labels": [label.name for label in spec.labels]}
                   for name, spec in plan.tasks.items()},
         "adapters": {name: adapter_facts(setup) for name, setup in plan.adapters.items()},

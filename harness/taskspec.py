@@ -71,6 +71,7 @@ class TaskSpec:
     spacing: tuple[float, ...] | None = None  # used when the files do not store it
     modality: str = ""
     license: str = ""
+    family: str = ""  # the task's group on the leaderboard overview ("" → by kind: 2D, 3D, in-context)
     source: Path = field(default=Path("<memory>"))
 
     @property
@@ -165,6 +166,7 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
         spacing=tuple(float(v) for v in spacing) if spacing else None,
         modality=str(task.get("modality", "")),
         license=str(task.get("license", "")),
+        family=str(task.get("family", "")),
         source=path,
     )
 

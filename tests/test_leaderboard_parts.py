@@ -3,6 +3,8 @@ curves, kept masks (selection, 3D slice, round trip) and the overlays drawn from
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -14,12 +16,13 @@ from segbench.curves import dice_auc, split_support_sizes, step_curves, support_
 from segbench.errors import ConfigError
 from segbench.execute import execute
 from segbench.overlays import PREDICTION_RGB, TRUTH_RGB, crop_box, overlay, pick_cases
+from segbench.pages import FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT, family
 from segbench.plan import WorkUnit, make_plan
 from segbench.ranking import holm, pareto_front, rank_rows, wilcoxon_p
 from segbench.samples import MaskSample, preview, representative_slice, sampled_cases, saved_predictions
 from segbench.store import RunStore
 from segbench.suites import load_config
-from segbench.taskspec import discover_tasks
+from segbench.taskspec import discover_tasks, parse_task
 
 
 def final_rows(dice: dict[str, list[float]], weights: str = "none", prompt: str = "box") -> pl.DataFrame:
@@ -174,3 +177,12 @@ def test_save_masks_must_be_a_count(tmp_path) -> None:
     config.write_text('[suites.s]\nadapters = ["box"]\ntasks = ["phantom"]\nsave_masks = -1\n')
     with pytest.raises(ConfigError, match="save_masks must be an integer >= 0"):
         load_config(config)
+
+
+def test_task_families_on_the_overview() -> None:
+    assert family({"family": "Microscopy", "dim": 3}, has_support=True) == "Microscopy"
+    assert family({"dim": 3}, has_support=False) == FAMILY_3D
+    assert family({"dim": 2}, has_support=True) == FAMILY_IN_CONTEXT
+    assert family({"dim": 2, "family": None}, has_support=False) == FAMILY_2D
+    assert parse_task({"task": {"name": "t", "family": "Microscopy"}, "data": {"reader": "phantom"},
+                       "labels": {"x": "nonzero"}}, Path("t.toml")).family == "Microscopy"
