@@ -119,10 +119,11 @@ def _draw_distribution(data: Mapping[str, np.ndarray], palette: Mapping[str, Sty
                              meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
                                         "markersize": 4}, medianprops={"color": "black"})
         rng = np.random.default_rng(0)
-        for box, adapter, y in zip(boxes["boxes"], adapters, positions, strict=True):
+        for box, fliers, adapter, y in zip(boxes["boxes"], boxes["fliers"], adapters, positions, strict=True):
             style, points = palette[adapter], data[adapter]
             box.set(facecolor=style.colour, alpha=0.35, edgecolor=style.colour)
-            if len(points) <= POINTS_SHOWN:
+            if len(points) <= POINTS_SHOWN:  # every point is drawn, outliers included
+                fliers.set_visible(False)
                 axes.scatter(points, y + rng.uniform(-0.18, 0.18, len(points)), s=9, color=style.colour,
                              marker=style.marker, edgecolors="none", alpha=0.8, zorder=3)
     axes.set_yticks(positions, adapters)
@@ -163,7 +164,8 @@ def _draw_speed_accuracy(shown: Sequence[LeaderboardRow], front: Sequence[Leader
     if shown:
         axes.set_xscale("log")
         axes.margins(x=0.08)
-        axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        decades = math.log10(max(r.latency_ms for r in shown) / min(r.latency_ms for r in shown))
+        axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
         axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         axes.xaxis.set_minor_locator(ticker.NullLocator())
         axes.legend(loc="lower right", fontsize=8, frameon=False)

@@ -75,8 +75,8 @@ def _task(task: TaskPage, urls: Urls) -> dict[str, Any]:
 
 
 def _adapter(page: AdapterPage, urls: Urls) -> dict[str, Any]:
-    return {"name": page.name, **urls(f"adapter-{page.slug}.html"), "adapter": page.adapter, "run_id": page.run_id,
-            "facts": page.facts}
+    return {"name": page.name, **urls(f"adapter-{page.slug}.html"), "adapter": page.adapter,
+            "runs": [run_id for _, run_id in page.runs], "facts": page.facts}
 
 
 def document(site: Site, title: str, base_url: str | None, version: str) -> dict[str, Any]:

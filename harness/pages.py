@@ -73,14 +73,30 @@ def load_runs(run_dirs: list[Path]) -> list[LoadedRun]:
     return runs
 
 
+def _identity(run: LoadedRun, adapter: str) -> tuple[Any, ...]:
+    """What must be equal for two runs' results of an adapter to be shown as one adapter's."""
+    facts = run.manifest.get("adapters", {}).get(adapter, {})
+    checkpoint = facts.get("checkpoint") or {}
+    return (facts.get("version"), facts.get("weights"), checkpoint.get("sha256"), facts.get("precision"),
+            run.manifest.get("config", {}).get("device"))
+
+
 def display_names(runs: list[LoadedRun]) -> dict[tuple[str, str], str]:
-    """(run id, adapter) → the adapter's name on the site: ``adapter@run`` when several runs have it."""
-    owners: dict[str, set[str]] = defaultdict(set)
+    """(run id, adapter) → the adapter's name on the site. Runs of the same adapter (same version,
+    weights, checkpoint, precision and device) on different tasks show as one adapter; otherwise
+    each run's is ``adapter@run``."""
+    owners: dict[str, list[LoadedRun]] = defaultdict(list)
     for run in runs:
         for adapter in run.cases["adapter"].unique().to_list():
-            owners[adapter].add(run.run_id)
-    return {(run_id, adapter): adapter if len(ids) == 1 else f"{adapter}@{run_id}"
-            for adapter, ids in owners.items() for run_id in ids}
+            owners[adapter].append(run)
+    names = {}
+    for adapter, owned in owners.items():
+        tasks = [set(run.cases.filter(pl.col("adapter") == adapter)["task"].unique()) for run in owned]
+        disjoint = sum(len(t) for t in tasks) == len(set().union(*tasks))
+        one = disjoint and len({_identity(run, adapter) for run in owned}) == 1
+        for run in owned:
+            names[(run.run_id, adapter)] = adapter if one else f"{adapter}@{run.run_id}"
+    return names
 
 
 def combined_cases(runs: list[LoadedRun]) -> pl.DataFrame:
@@ -161,10 +177,9 @@ class AdapterResult:
 class AdapterPage:
     name: str  # as on the site (``adapter@run`` when several runs have it)
     slug: str
-    adapter: str  # as in its run
-    run_id: str
-    run_index: int  # 1-based position of its run on the provenance page
-    facts: dict[str, Any]  # the run manifest's record of the adapter
+    adapter: str  # as in its runs
+    runs: list[tuple[int, str]]  # (1-based position on the provenance page, run id) of the runs it comes from
+    facts: dict[str, Any]  # the (first) run manifest's record of the adapter
     style: Style
     results: list[AdapterResult] = field(default_factory=list)
 
@@ -277,10 +292,15 @@ class SiteBuilder:
 
     def adapter_pages(self, tasks: list[TaskPage]) -> list[AdapterPage]:
         pages = []
-        for (run_id, adapter), name in sorted(display_names(self.runs).items(), key=lambda item: item[1]):
-            index, run = next((i, r) for i, r in enumerate(self.runs, start=1) if r.run_id == run_id)
-            page = AdapterPage(name, slug(name), adapter, run_id, index,
-                               _with_fields(run.manifest.get("adapters", {}).get(adapter, {}), ADAPTER_FIELDS),
+        owners: dict[str, list[tuple[int, LoadedRun, str]]] = defaultdict(list)
+        for index, run in enumerate(self.runs, start=1):
+            for (run_id, adapter), name in display_names(self.runs).items():
+                if run_id == run.run_id:
+                    owners[name].append((index, run, adapter))
+        for name, owned in sorted(owners.items()):
+            _, first, adapter = owned[0]
+            page = AdapterPage(name, slug(name), adapter, [(index, run.run_id) for index, run, _ in owned],
+                               _with_fields(first.manifest.get("adapters", {}).get(adapter, {}), ADAPTER_FIELDS),
                                self.palette[name])
             for task in tasks:
                 for section in task.sections:
