@@ -18,6 +18,7 @@ from scipy import integrate
 
 from segbench import hookimpl, plugins
 from segbench.aggregate import bootstrap_ci, final_steps, leaderboard
+from segbench.pages import display_names, load_runs
 from segbench.report import build_site
 from segbench.samples import saved_predictions
 
@@ -330,3 +331,16 @@ def test_report_of_nothing_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("report", str(tmp_path), "--out", str(tmp_path / "site"), check=False)
     assert result.returncode == 2 and "not a segbench run" in result.stderr
 
+
+
+def test_an_adapter_of_several_runs_is_one_adapter_unless_its_results_could_mix(tmp_path: Path) -> None:
+    first = write_run(tmp_path / "first", {"m": 0.8, "n": 0.5}, [SyntheticTask("t1", 5)])
+    second = write_run(tmp_path / "second", {"m": 0.8}, [SyntheticTask("t2", 5)])
+    again = write_run(tmp_path / "again", {"m": 0.7}, [SyntheticTask("t1", 5)])
+    assert set(display_names(load_runs([first, second])).values()) == {"m", "n"}
+    names = display_names(load_runs([first, second, again]))  # t1 twice: m's results would mix
+    assert {names[("first", "m")], names[("second", "m")], names[("again", "m")]} == {"m@first", "m@second", "m@again"}
+    build_site([first, second], tmp_path / "site")
+    page = (tmp_path / "site" / "adapter-m.html").read_text()
+    assert 'href="runs.html#run-1">first' in page and 'href="runs.html#run-2">second' in page
+    assert parse(tmp_path / "site" / "adapter-m.html").tables[0].body_rows == 2
