@@ -68,10 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from segbench.report import build_site, usable_cpus
+    from segbench.report import build_site
 
     index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title, base_url=args.base_url,
-                       extra_template_dirs=[Path(d) for d in args.template_dir], workers=args.jobs or usable_cpus())
+                       extra_template_dirs=[Path(d) for d in args.template_dir])
     print(index)
     return 0
 
@@ -188,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--base-url", help="where the site will be published (canonical links, leaderboard.json)")
     report.add_argument("--template-dir", action="append", default=[], metavar="DIR",
                         help="templates that override the built-in ones (repeatable; plugins can add more)")
-    report.add_argument("--jobs", type=int, metavar="N", help="processes that draw figures (default: one per CPU)")
     report.set_defaults(handler=cmd_report)
 
     adapters = commands.add_parser("adapters", help="list installed adapters")

@@ -5,8 +5,8 @@ marker on every page, so a figure reads without colour too. Every figure comes w
 states what it shows in numbers, for readers who cannot see it. Text stays text in the SVG (no
 mathtext: a ``$`` in a name is printed as is) and the output is deterministic (no date, fixed ids).
 
-A :class:`Figure` knows its name, alt text and caption at once; drawing it (the expensive part) is a
-picklable call, so a report can draw its figures in worker processes.
+A :class:`Figure` knows its name, alt text and caption at once; it is drawn (the expensive part) when
+written.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Figure:
     name: str  # file stem under figures/
     alt: str
     caption: str
-    draw: Callable[[], MplFigure]  # a partial of a module-level function, so it can be sent to a worker
+    draw: Callable[[], MplFigure]
 
     def svg(self) -> str:
         with matplotlib.rc_context(STYLE):

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
-import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +27,6 @@ from segbench.pages import LoadedRun, SiteBuilder, combined_cases, load_runs, sl
 from segbench.ranking import ALPHA
 
 STATIC_FILES = ("style.css", "sort.js")
-PARALLEL_FROM = 24  # drawings (figures and overlays): with fewer, starting worker processes costs more than it saves
 
 __all__ = ["LoadedRun", "build_site", "combined_cases", "load_runs", "slug"]
 
@@ -79,33 +73,6 @@ def _normalised_base_url(base_url: str | None) -> str | None:
     return base_url.rstrip("/")
 
 
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextmanager
-def drawing(drawings: Sequence[Callable[[], None]], workers: int) -> Iterator[None]:
-    """Run the drawing calls while the caller writes pages; all are done (or have raised) on exit.
-
-    With ``workers`` > 1 and enough drawings to pay for a pool, they run in worker processes from a
-    fork server (spawned where there is none), never forked from this process, whose polars threads
-    make ``fork`` unsafe; the server imports the drawing modules once for all workers."""
-    if workers < 2 or len(drawings) < PARALLEL_FROM:
-        for draw in drawings:
-            draw()
-        yield
-        return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["segbench.figures", "segbench.overlays"])
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(draw) for draw in drawings]
-        yield
-        for future in futures:
-            future.result()
-
-
 def _copy_static(environment: jinja2.Environment, overrides: Sequence[Path], out: Path) -> None:
     for name in STATIC_FILES:
         source, _, _ = environment.loader.get_source(environment, name)  # type: ignore[union-attr]
@@ -116,12 +83,8 @@ def _copy_static(environment: jinja2.Environment, overrides: Sequence[Path], out
 
 
 def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboard", base_url: str | None = None,
-               extra_template_dirs: Sequence[Path] = (), workers: int = 1) -> Path:
-    """Write the site for ``run_dirs`` into ``out`` and return the path of its ``index.html``.
-
-    With ``workers`` > 1, figures and overlays are drawn in that many processes (``segbench report``
-    uses one per CPU); like any multiprocessing code, a script that does so needs the
-    ``if __name__ == "__main__":`` guard."""
+               extra_template_dirs: Sequence[Path] = ()) -> Path:
+    """Write the site for ``run_dirs`` into ``out`` and return the path of its ``index.html``."""
     base_url = _normalised_base_url(base_url)
     overrides = template_dirs(extra_template_dirs)
     runs = load_runs(run_dirs)
@@ -138,17 +101,19 @@ def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboa
         (out / filename).write_text(page, encoding="utf-8")
 
     (out / "figures").mkdir(exist_ok=True)
-    drawings = [partial(figure.write, out / "figures") for task in site.tasks for figure in task.figures]
-    drawings += [partial(overlay.write, out) for task in site.tasks for s in task.sections for overlay in s.overlays]
-    with drawing(drawings, workers):
-        write("index.html", "index.html", page="index")
-        for task in site.tasks:
-            write(f"task-{task.slug}.html", "task.html", page=f"task-{task.slug}", task=task)
-            write(f"cases-{task.slug}.html", "cases.html", page=f"task-{task.slug}", task=task)
-        for adapter in site.adapters:
-            write(f"adapter-{adapter.slug}.html", "adapter.html", page=f"adapter-{adapter.slug}", adapter=adapter)
-        write("runs.html", "runs.html", page="runs")
-        _copy_static(environment, overrides, out)
-        text = json.dumps(document(site, title, base_url, __version__), indent=1, allow_nan=False, default=str)
-        (out / "leaderboard.json").write_text(text, encoding="utf-8")
+    write("index.html", "index.html", page="index")
+    for task in site.tasks:
+        for figure in task.figures:
+            figure.write(out / "figures")
+        for section in task.sections:
+            for overlay in section.overlays:
+                overlay.write(out)
+        write(f"task-{task.slug}.html", "task.html", page=f"task-{task.slug}", task=task)
+        write(f"cases-{task.slug}.html", "cases.html", page=f"task-{task.slug}", task=task)
+    for adapter in site.adapters:
+        write(f"adapter-{adapter.slug}.html", "adapter.html", page=f"adapter-{adapter.slug}", adapter=adapter)
+    write("runs.html", "runs.html", page="runs")
+    _copy_static(environment, overrides, out)
+    text = json.dumps(document(site, title, base_url, __version__), indent=1, allow_nan=False, default=str)
+    (out / "leaderboard.json").write_text(text, encoding="utf-8")
     return out / "index.html"
