@@ -9,12 +9,22 @@ Rows made with random weights carry no accuracy (n/a): their speed and memory st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
 
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
+
+
+@lru_cache(maxsize=16)
+def _resample_indices(size: int, seed: int, resamples: int) -> np.ndarray:
+    """The bootstrap's resampling indices: they depend on the sample size alone, so the many estimates
+    of a leaderboard with equal case counts share them (read-only)."""
+    indices = np.random.default_rng(seed).integers(0, size, size=(resamples, size))
+    indices.flags.writeable = False
+    return indices
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
@@ -25,8 +35,7 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_R
         return float("nan"), float("nan")
     if values.size == 1:
         return float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
+    means = values[_resample_indices(values.size, seed, resamples)].mean(axis=1)
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
@@ -72,10 +81,13 @@ def final_steps(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _combinations(frame: pl.DataFrame) -> list[tuple[str, str, str]]:
-    """Every (task, prompt, adapter) of the run, also those whose every case failed."""
-    prompts = frame.filter(pl.col("prompt") != "*").select("task", "prompt").unique()
-    pairs = frame.select("task", "adapter").unique()
-    return sorted(pairs.join(prompts, on="task").select("task", "prompt", "adapter").iter_rows())
+    """Every (task, prompt, adapter) the run ran; an adapter whose every case failed before any
+    protocol (prompt ``*``) is listed under every protocol of the task."""
+    ran = frame.filter(pl.col("prompt") != "*").select("task", "prompt", "adapter").unique()
+    prompts = ran.select("task", "prompt").unique()
+    never = frame.select("task", "adapter").unique().join(ran.select("task", "adapter"), on=["task", "adapter"],
+                                                          how="anti")
+    return sorted(pl.concat([ran, never.join(prompts, on="task").select("task", "prompt", "adapter")]).iter_rows())
 
 
 def leaderboard(frame: pl.DataFrame, label: str | None = None) -> list[LeaderboardRow]:

@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                      device=args.device, weights=args.weights, precision=args.precision,
                      checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
                      data_root=_data_root(args.data_root), run_id=args.run_id, warmup=not args.no_warmup,
-                     offload=args.offload)
+                     offload=args.offload, save_masks=args.save_masks)
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
@@ -71,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from segbench.report import build_site
 
-    index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title)
+    index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title, base_url=args.base_url,
+                       extra_template_dirs=[Path(d) for d in args.template_dir])
     print(index)
     return 0
 
@@ -238,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep video frames and propagation state in host memory (volume models on a GPU)")
     run.add_argument("--executor", default="local", help="how to execute the units (default: local)")
     run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
+    run.add_argument("--save-masks", type=int, metavar="N",
+                     help="keep the predicted masks of N sampled cases per task for the report's overlays "
+                          "(default: the suite's save_masks, else 8; 0: none)")
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the untimed warm-up encode/decode of each adapter before its first case")
@@ -248,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", required=True, help="site folder to write (index.html and pages)")
     report.add_argument("--title", default="segbench leaderboard")
+    report.add_argument("--base-url", help="where the site will be published (canonical links, leaderboard.json)")
+    report.add_argument("--template-dir", action="append", default=[], metavar="DIR",
+                        help="templates that override the built-in ones (repeatable; plugins can add more)")
     report.set_defaults(handler=cmd_report)
 
     compare = commands.add_parser("compare", help="compare two runs; exit 1 on a speed, memory or accuracy regression")

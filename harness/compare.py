@@ -6,16 +6,18 @@ paired over the matched cases, per (adapter, task, prompt):
 * **accuracy**: mean paired difference of Dice and NSD (new − base, final prompt step) with a 95%
   Student-t CI; a regression when the drop exceeds ``--fail-dice`` and the CI excludes zero;
 * **speed**: geometric mean of the per-case latency ratios (``total_ms`` new / base) with a 95%
-  Student-t CI on the log ratios; a regression when the slowdown exceeds ``--fail-speed``, the CI lies
-  above 1, and the median per-case difference is at least ``--min-delta-ms`` (sub-millisecond timings
-  are noise);
+  Student-t CI on the log ratios; a regression when the whole CI lies above ``1 + --fail-speed`` and
+  the median per-case difference is at least ``--min-delta-ms`` (sub-millisecond timings are noise);
 * **memory**: ratio of the median per-case peak memory; a regression when it exceeds ``--fail-memory``.
 
-Requiring both the threshold and statistical significance is what asv does: timings of the same code
-on a noisy machine scatter from case to case, and the t interval (honest for the few cases a CI run
-has, unlike a percentile bootstrap) then straddles "no change". A machine that is uniformly slower
-during the whole second run cannot be told from a slower model; the manifests' machines are
-compared and a difference is warned about.
+Speed needs a stricter test than asv's "above the factor and significant" (the interval beyond the
+limit, not merely beyond 1): the timings of one run share its machine's state, and on a shared or
+virtual machine (CPU steal, frequency scaling) a whole run of the same code can come out 10-30%
+slower than the run before it, every case together, which a per-case paired test reads as a
+significant slowdown. Measured on the 2-core VM segbench is developed on: two runs of the `quick`
+suite differed by up to x1.37 in a 4-case group, with 95% intervals starting at x1.02-x1.08, while a
+1.5x slower model has its whole interval at x1.5. The manifests' machines are compared too, and a
+difference is warned about.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Th
     if drop < -thresholds.dice and high < 0:
         regressions.append(f"Dice {drop:+.3f} (95% CI up to {high:+.3f}; limit -{thresholds.dice})")
     ratio, low, _ = latency_ratio
-    if ratio > 1 + thresholds.speed and low > 1 and delta_ms >= thresholds.min_delta_ms:
+    if low > 1 + thresholds.speed and delta_ms >= thresholds.min_delta_ms:
         regressions.append(f"latency x{ratio:.2f} (95% CI from x{low:.2f}; limit x{1 + thresholds.speed:.2f})")
     if memory_ratio > 1 + thresholds.memory:
         regressions.append(f"peak memory x{memory_ratio:.2f} (limit x{1 + thresholds.memory:.2f})")

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from segbench import __version__, environment, plugins
 from segbench.errors import SegbenchError
-from segbench.plan import RunPlan, WorkUnit
+from segbench.plan import AdapterSetup, RunPlan, WorkUnit
 from segbench.store import RunStore
 
 
@@ -41,6 +41,16 @@ def dataset_checksums(plan: RunPlan) -> dict[str, Any]:
     return out
 
 
+def adapter_facts(setup: AdapterSetup) -> dict[str, Any]:
+    """What the report shows about an adapter, so it never needs the adapter installed."""
+    meta = plugins.adapter_class(setup.name).meta
+    return {"family": meta.family, "version": meta.version, "description": meta.description,
+            "license": meta.license, "reference": meta.reference, "input_size": meta.input_size,
+            "preprocessing": meta.preprocessing, "capabilities": meta.capabilities.names(),
+            "weights": setup.weights, "checkpoint": setup.checkpoint, "precision": setup.options.precision,
+            "checkpoint_spec": meta.checkpoint.describe() if meta.checkpoint else None}
+
+
 def new_manifest(plan: RunPlan) -> dict[str, Any]:
     return {
         "run_id": plan.run_id,
@@ -52,14 +62,10 @@ def new_manifest(plan: RunPlan) -> dict[str, Any]:
         "config_hash": plan.config_hash,
         "tasks": {name: {"version": spec.version, "description": spec.description, "reader": spec.reader,
                          "dataset": spec.dataset, "modality": spec.modality, "license": spec.license,
-                         "nsd_tolerance": spec.nsd_tolerance, "dim": spec.dim,
+                         "nsd_tolerance": spec.nsd_tolerance, "dim": spec.dim, "family": spec.family,
                          "labels": [label.name for label in spec.labels]}
                   for name, spec in plan.tasks.items()},
-        "adapters": {name: {"family": plugins.adapter_class(name).meta.family,
-                            "version": plugins.adapter_class(name).meta.version,
-                            "weights": setup.weights, "checkpoint": setup.checkpoint,
-                            "precision": setup.options.precision}
-                     for name, setup in plan.adapters.items()},
+        "adapters": {name: adapter_facts(setup) for name, setup in plan.adapters.items()},
         "skipped": plan.skipped,
         "data_root": str(plan.data_root) if plan.data_root else None,
         "datasets": dataset_checksums(plan),

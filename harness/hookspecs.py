@@ -36,3 +36,15 @@ def segbench_register_readers(register: Callable[[str, type], None]) -> None:
 @hookspec
 def segbench_register_executors(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Call ``register(name, factory)`` for every executor; ``segbench run --executor name`` selects it."""
+
+
+@hookspec
+def segbench_report_template_dirs() -> list[str]:
+    """Return directories of jinja2 templates that override segbench's own leaderboard templates
+    (a lab's branding). A template found there replaces the built-in one of the same name; the
+    built-in ones stay reachable as ``segbench/NAME`` (e.g. ``{% extends "segbench/base.html" %}``).
+    ``style.css`` and ``sort.js`` can be overridden the same way, and the files of a ``static/``
+    folder in such a directory are copied to the site's ``static/`` folder (logos, fonts).
+
+    Report plugins are found through their own entry-point group, ``segbench.report``, so that
+    publishing a leaderboard never imports model code."""

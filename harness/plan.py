@@ -63,6 +63,7 @@ class RunPlan:
     units: list[WorkUnit]
     skipped: dict[str, str] = field(default_factory=dict)
     warmup: bool = True  # one untimed encode/decode per adapter before the first case
+    save_masks: int = 0  # cases per task whose predicted masks are kept (segbench.samples)
 
     def protocols_for(self, adapter: str, task: str) -> tuple[ProtocolSpec, ...]:
         return self.protocols[f"{adapter}/{task}"]
@@ -115,7 +116,7 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
               limit: int | None = None, device: str = "auto", weights: str = "pretrained",
               precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
               data_root: Path | None = None, run_id: str | None = None, warmup: bool = True,
-              offload: bool = False) -> RunPlan:
+              offload: bool = False, save_masks: int | None = None) -> RunPlan:
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
     device = resolve_device(device)
@@ -127,6 +128,9 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         raise ConfigError(suite.source, f"suite '{suite.name}' names unknown task(s) {missing} "
                                         f"(known: {', '.join(sorted(tasks))})")
     limit = limit if limit is not None else suite.limit
+    save_masks = save_masks if save_masks is not None else suite.save_masks
+    if save_masks < 0:
+        raise ConfigError("--save-masks", f"must be >= 0, got {save_masks}")
     chosen = {name: tasks[name] for name in suite.tasks}
 
     skipped: dict[str, str] = {}
@@ -181,8 +185,9 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         "precision": precision,
         "weights": weights,
         "warmup": warmup,
+        "save_masks": save_masks,
         **({"offload": True} if offload else {}),  # changes memory, not results
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return RunPlan(run_id or f"{suite.name}-{config_hash[:10]}", suite.name, config, config_hash, chosen,
-                   protocols, data_root, suite.seed, device, setups, units, skipped, warmup)
+                   protocols, data_root, suite.seed, device, setups, units, skipped, warmup, save_masks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -12,6 +13,7 @@ from segbench import hookspecs
 from segbench.errors import SegbenchError
 
 ENTRY_POINT_GROUPS = ("segbench.adapters", "segbench.plugins")
+REPORT_ENTRY_POINT_GROUP = "segbench.report"
 
 
 @cache
@@ -56,6 +58,22 @@ def readers() -> dict[str, type]:
 @cache
 def executors() -> dict[str, Callable[..., Any]]:
     return _collect("segbench_register_executors", keyed=True)
+
+
+@cache
+def report_plugin_manager() -> pluggy.PluginManager:
+    """The plugins of ``segbench report`` alone (entry-point group ``segbench.report``): publishing a
+    leaderboard never imports model code."""
+    manager = pluggy.PluginManager("segbench")
+    manager.add_hookspecs(hookspecs)
+    manager.load_setuptools_entrypoints(REPORT_ENTRY_POINT_GROUP)
+    return manager
+
+
+def report_template_dirs() -> list[Path]:
+    """Template directories of every report plugin (``segbench_report_template_dirs``)."""
+    found = report_plugin_manager().hook.segbench_report_template_dirs()
+    return [Path(directory) for directories in found for directory in directories]
 
 
 def adapter_class(name: str) -> type:

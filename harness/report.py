@@ -1,62 +1,34 @@
-"""``segbench report``: one or more runs → a static leaderboard site (jinja2, autoescaped, no server,
-no CDN): ``index.html``, one page per task, and the provenance of every run."""
+"""``segbench report``: one or more runs → a static leaderboard site that works from ``file://`` and
+offline (no server, no CDN): ``index.html`` (overview by task family), a page per task, per adapter
+and per task's case drill-down, ``runs.html`` (provenance), SVG figures, overlay PNGs, and
+``leaderboard.json`` for machines.
+
+Templates are jinja2, autoescaped. A lab brands its pages with its own templates: directories given
+with ``--template-dir`` or by plugins (``segbench_report_template_dirs``) come before the built-in
+ones (a jinja2 ChoiceLoader, as datasette does), and the built-in ones stay reachable as
+``segbench/NAME``.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import json
 import math
-import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import polars as pl
 
-from segbench import __version__
-from segbench.aggregate import LeaderboardRow, leaderboard
+from segbench import __version__, plugins
 from segbench.errors import SegbenchError
-from segbench.store import RunStore
+from segbench.leaderboard_json import document
+from segbench.pages import LoadedRun, SiteBuilder, combined_cases, load_runs, slug
+from segbench.ranking import ALPHA
 
 STATIC_FILES = ("style.css", "sort.js")
 
-
-@dataclass
-class LoadedRun:
-    store: RunStore
-    manifest: dict[str, Any]
-    cases: pl.DataFrame
-
-
-def load_runs(run_dirs: list[Path]) -> list[LoadedRun]:
-    runs = []
-    for run_dir in run_dirs:
-        store = RunStore(run_dir)
-        runs.append(LoadedRun(store, store.read_manifest(), store.read_cases()))
-    if not runs:
-        raise SegbenchError("no run directories given")
-    return runs
-
-
-def combined_cases(runs: list[LoadedRun]) -> pl.DataFrame:
-    """All rows; an adapter that appears in several runs is shown as ``adapter@run`` per run."""
-    frame = pl.concat([run.cases for run in runs], how="vertical")
-    runs_per_adapter = frame.group_by("adapter").agg(pl.col("run_id").n_unique().alias("n"))
-    ambiguous = set(runs_per_adapter.filter(pl.col("n") > 1)["adapter"].to_list())
-    if ambiguous:
-        frame = frame.with_columns(
-            pl.when(pl.col("adapter").is_in(list(ambiguous)))
-            .then(pl.col("adapter") + "@" + pl.col("run_id")).otherwise(pl.col("adapter")).alias("adapter"))
-    return frame
-
-
-def slug(name: str) -> str:
-    """A file-name-safe, unique form of a task name."""
-    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "task"
-    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:6]}" if safe != name else safe
+__all__ = ["LoadedRun", "build_site", "combined_cases", "load_runs", "slug"]
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -65,50 +37,83 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _environment() -> jinja2.Environment:
+def _p_value(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def _environment(template_dirs: Sequence[Path] = ()) -> jinja2.Environment:
+    builtin = jinja2.PackageLoader("segbench", "templates")
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("segbench", "templates"),
+        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+                                    jinja2.PrefixLoader({"segbench": builtin}), builtin]),
         autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["num"] = _number
+    environment.filters["p_value"] = _p_value
+    environment.globals["slug"] = slug
     environment.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, default=str)
     return environment
 
 
-def _task_tables(rows: list[LeaderboardRow]) -> dict[str, list[LeaderboardRow]]:
-    tables: dict[str, list[LeaderboardRow]] = {}
-    for row in rows:
-        tables.setdefault(row.prompt, []).append(row)
-    return tables
+def template_dirs(extra: Sequence[Path] = ()) -> list[Path]:
+    """Override directories, highest priority first: ``extra`` (``--template-dir``), then plugins'."""
+    found = [Path(d) for d in extra] + plugins.report_template_dirs()
+    for directory in found:
+        if not directory.is_dir():
+            raise SegbenchError(f"template directory {directory} does not exist")
+    return found
 
 
-def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboard") -> Path:
-    runs = load_runs(run_dirs)
-    frame = combined_cases(runs)
-    rows = leaderboard(frame)
-    tasks = sorted({row.task for row in rows})
-    out.mkdir(parents=True, exist_ok=True)
-    environment = _environment()
-    common = {"title": title, "version": __version__, "tasks": [(t, slug(t)) for t in tasks]}
-    task_info = {}
-    for run in runs:
-        task_info.update(run.manifest.get("tasks", {}))
+def _normalised_base_url(base_url: str | None) -> str | None:
+    if not base_url:
+        return None
+    if not base_url.startswith(("http://", "https://")):
+        raise SegbenchError(f"--base-url must start with http:// or https://, got '{base_url}'")
+    return base_url.rstrip("/")
 
-    by_task: dict[str, list[LeaderboardRow]] = {t: [r for r in rows if r.task == t] for t in tasks}
-    (out / "index.html").write_text(environment.get_template("index.html").render(
-        **common, page="index", by_task=by_task, runs=[r.manifest for r in runs], slug=slug))
-    for task in tasks:
-        labels = sorted(frame.filter((pl.col("task") == task) & (pl.col("label") != "*"))["label"].unique())
-        per_label = {label: _task_tables(leaderboard(frame.filter(pl.col("task") == task), label=label))
-                     for label in labels}
-        (out / f"task-{slug(task)}.html").write_text(environment.get_template("task.html").render(
-            **common, page=task, task=task, info=task_info.get(task, {}), tables=_task_tables(by_task[task]),
-            per_label=per_label))
-    (out / "runs.html").write_text(environment.get_template("runs.html").render(
-        **common, page="runs", runs=[r.manifest for r in runs]))
-    templates = importlib.resources.files("segbench").joinpath("templates")
+
+def _copy_static(environment: jinja2.Environment, overrides: Sequence[Path], out: Path) -> None:
     for name in STATIC_FILES:
-        with importlib.resources.as_file(templates.joinpath(name)) as source:
-            shutil.copyfile(source, out / name)
+        source, _, _ = environment.loader.get_source(environment, name)  # type: ignore[union-attr]
+        (out / name).write_text(source, encoding="utf-8")
+    for directory in reversed(overrides):  # the highest-priority directory's files are copied last
+        if (directory / "static").is_dir():
+            shutil.copytree(directory / "static", out / "static", dirs_exist_ok=True)
+
+
+def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboard", base_url: str | None = None,
+               extra_template_dirs: Sequence[Path] = ()) -> Path:
+    """Write the site for ``run_dirs`` into ``out`` and return the path of its ``index.html``."""
+    base_url = _normalised_base_url(base_url)
+    overrides = template_dirs(extra_template_dirs)
+    runs = load_runs(run_dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    for generated in ("figures", "cases"):
+        shutil.rmtree(out / generated, ignore_errors=True)
+    site = SiteBuilder(runs).build()
+    environment = _environment(overrides)
+    common: dict[str, Any] = {"title": title, "version": __version__, "base_url": base_url, "site": site,
+                              "alpha": ALPHA}
+
+    def write(filename: str, template: str, **context: Any) -> None:
+        page = environment.get_template(template).render(**common, filename=filename, **context)
+        (out / filename).write_text(page, encoding="utf-8")
+
+    (out / "figures").mkdir(exist_ok=True)
+    write("index.html", "index.html", page="index")
+    for task in site.tasks:
+        for figure in task.figures:
+            figure.write(out / "figures")
+        for section in task.sections:
+            for overlay in section.overlays:
+                overlay.write(out)
+        write(f"task-{task.slug}.html", "task.html", page=f"task-{task.slug}", task=task)
+        write(f"cases-{task.slug}.html", "cases.html", page=f"task-{task.slug}", task=task)
+    for adapter in site.adapters:
+        write(f"adapter-{adapter.slug}.html", "adapter.html", page=f"adapter-{adapter.slug}", adapter=adapter)
+    write("runs.html", "runs.html", page="runs")
+    _copy_static(environment, overrides, out)
+    text = json.dumps(document(site, title, base_url, __version__), indent=1, allow_nan=False, default=str)
+    (out / "leaderboard.json").write_text(text, encoding="utf-8")
     return out / "index.html"

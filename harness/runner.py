@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import traceback
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -39,6 +40,7 @@ from segbench.prompts import (
 )
 from segbench.readers import Reader
 from segbench.readers.phantom import phantom
+from segbench.samples import SAMPLE_KEY, MaskSample, sampled_cases
 from segbench.support import SupportPool, ensemble_masks, support_request
 from segbench.taskspec import TaskSpec
 from segbench.volume_runner import VolumeSession
@@ -65,6 +67,7 @@ class UnitRunner:
         self.readers: dict[str, Reader] = {}
         self.pools: dict[str, SupportPool] = {}
         self.host = environment.host()
+        self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed) if plan.save_masks else frozenset()
         if plan.warmup:
             warm_up(self.adapter)
 
@@ -106,6 +109,7 @@ class UnitRunner:
             return [self._row(unit, status="failed", error=_error_text(error))]
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
+        kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
         with peak_memory(device) as peak:
             try:
                 if case.ndim == 3:
@@ -115,9 +119,14 @@ class UnitRunner:
             except Exception as error:
                 return [self._row(unit, status="failed", error=_error_text(error))]
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
-                rows += self._run_protocol(unit, case, state, protocol, encode_ms)
+                rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
         for row in rows:
             row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb)
+        if kept and rows:
+            try:
+                rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
+            except Exception as error:  # a preview that cannot be made must not cost the case its scores
+                warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({_error_text(error)})", stacklevel=1)
         return rows
 
     def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
@@ -126,9 +135,11 @@ class UnitRunner:
         return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
 
     def _run_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
-                      encode_ms: float) -> list[dict[str, Any]]:
+                      encode_ms: float, kept: dict[str, dict[str, np.ndarray]] | None = None
+                      ) -> list[dict[str, Any]]:
+        """The protocol's rows; its final masks go into ``kept`` (by protocol and label) when given."""
         if protocol.kind == "support":
-            return self._run_support_protocol(unit, case, state, protocol, encode_ms)
+            return self._run_support_protocol(unit, case, state, protocol, encode_ms, kept)
         spec = self.plan.tasks[unit.task]
         labels = self._labels(spec, case)
         targets = targets_for(labels, spec.instances)
@@ -145,9 +156,12 @@ class UnitRunner:
                     for label in sorted({t.label for t in targets})]
         # volume adapters encode while they propagate: no separate encoder time (NaN) to add
         total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
+        predicted = [_union_by_label(targets, masks, labels) for _, masks, _ in steps]
+        if kept is not None:
+            kept[protocol.name] = predicted[-1]
         rows = []
-        for step, (decode_ms, masks, step_prompts) in enumerate(steps):
-            for label, mask in _union_by_label(targets, masks, labels).items():
+        for step, ((decode_ms, _, step_prompts), by_label) in enumerate(zip(steps, predicted, strict=True)):
+            for label, mask in by_label.items():
                 scores = evaluate(labels[label], mask, case.spacing, spec.nsd_tolerance)
                 described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
                 rows.append(self._row(
@@ -157,7 +171,8 @@ class UnitRunner:
         return rows
 
     def _run_support_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
-                              encode_ms: float) -> list[dict[str, Any]]:
+                              encode_ms: float, kept: dict[str, dict[str, np.ndarray]] | None = None
+                              ) -> list[dict[str, Any]]:
         spec = self.plan.tasks[unit.task]
         labels = self._labels(spec, case)
         try:
@@ -172,6 +187,8 @@ class UnitRunner:
             return [self._row(unit, label=name, prompt=protocol.name, support_size=protocol.param("k"),
                               status="failed", error=_error_text(error))
                     for name in sorted(name for name, mask in labels.items() if mask.any())]
+        if kept is not None:
+            kept[protocol.name] = dict(zip(ask.labels, masks, strict=True))
         rows = []
         for name, mask in zip(ask.labels, masks, strict=True):
             scores = evaluate(labels[name], mask, case.spacing, spec.nsd_tolerance)

@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from segbench.errors import SegbenchError
+from segbench.samples import SAMPLE_KEY, MaskSample
 
 # One row per (run, adapter, task, case, label, prompt protocol, step).
 CASE_SCHEMA: dict[str, Any] = {
@@ -62,6 +63,11 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _write_with(path: Path, write: Any) -> None:
+    with path.open("wb") as handle:
+        write(handle)
+
+
 def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame([{k: row.get(k) for k in CASE_SCHEMA} for row in rows], schema=CASE_SCHEMA)
 
@@ -84,6 +90,7 @@ class RunStore:
         self.parts = self.dir / "parts"
         self.manifest_path = self.dir / "run.json"
         self.cases_path = self.dir / "cases.parquet"
+        self.samples = self.dir / "samples"
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
@@ -110,13 +117,24 @@ class RunStore:
         return done
 
     def write_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> None:
-        """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part."""
+        """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part.
+        A row may carry the unit's kept masks under ``SAMPLE_KEY``: they are written first."""
+        sample = next((row[SAMPLE_KEY] for row in rows if SAMPLE_KEY in row), None)
+        if sample is not None:
+            self.write_sample(unit_id, sample)
         status = "failed" if any(row["status"] != "ok" for row in rows) else "ok"
         frame = rows_frame(rows)
         _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet)
         for other in STATUSES:
             if other != status:
                 (self.parts / f"{unit_id}.{other}.parquet").unlink(missing_ok=True)
+
+    def write_sample(self, unit_id: str, sample: MaskSample) -> None:
+        """``samples/<unit_id>.npz`` and, once per case, ``samples/case-<key>.npz`` (see segbench.samples)."""
+        case_path = self.samples / sample.case_file
+        if not case_path.is_file():
+            _atomic_write_bytes(case_path, lambda tmp: _write_with(tmp, sample.write_case))
+        _atomic_write_bytes(self.samples / f"{unit_id}.npz", lambda tmp: _write_with(tmp, sample.write_predictions))
 
     def _read_parts(self) -> pl.DataFrame:
         files = sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []

@@ -15,6 +15,7 @@ from typing import Any
 
 from segbench.errors import ConfigError
 from segbench.prompts import ProtocolSpec, parse_protocols
+from segbench.samples import DEFAULT_SAVE_MASKS
 
 DEFAULT_SUITE = "quick"
 
@@ -33,6 +34,7 @@ class Suite:
     seed: int
     limit: int | None
     source: Path
+    save_masks: int = DEFAULT_SAVE_MASKS  # cases per task whose predicted masks are kept (segbench.samples)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def _names(table: Mapping[str, Any], key: str, path: Path, where: str) -> tuple[
 
 def _parse_suite(name: str, table: Mapping[str, Any], path: Path) -> Suite:
     where = f"suites.{name}"
-    known = {"description", "adapters", "tasks", "protocols", "seed", "limit"}
+    known = {"description", "adapters", "tasks", "protocols", "seed", "limit", "save_masks"}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(path, f"[{where}] unknown key(s) {sorted(unknown)} (known: {sorted(known)})")
@@ -70,8 +72,11 @@ def _parse_suite(name: str, table: Mapping[str, Any], path: Path) -> Suite:
     limit = table.get("limit")
     if not isinstance(seed, int) or (limit is not None and (not isinstance(limit, int) or limit < 1)):
         raise ConfigError(path, f"[{where}] seed must be an integer and limit a positive integer")
+    save_masks = table.get("save_masks", DEFAULT_SAVE_MASKS)
+    if not isinstance(save_masks, int) or isinstance(save_masks, bool) or save_masks < 0:
+        raise ConfigError(path, f"[{where}] save_masks must be an integer >= 0, got {save_masks!r}")
     return Suite(name, str(table.get("description", "")), _names(table, "adapters", path, where),
-                 _names(table, "tasks", path, where), protocols, seed, limit, path)
+                 _names(table, "tasks", path, where), protocols, seed, limit, path, save_masks)
 
 
 def load_config(path: Path | None = None) -> SuiteConfig:

@@ -75,6 +75,7 @@ class TaskSpec:
     support: SupportSplit | None = None  # support pool / query split of in-context tasks (support.py)
     modality: str = ""
     license: str = ""
+    family: str = ""  # the task's group on the leaderboard overview ("" → by kind: 2D, 3D, in-context)
     source: Path = field(default=Path("<memory>"))
 
     @property
@@ -179,6 +180,7 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
         support=parse_support_split(document["support"], path) if "support" in document else None,
         modality=str(task.get("modality", "")),
         license=str(task.get("license", "")),
+        family=str(task.get("family", "")),
         source=path,
     )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "segbench-example-adapter"
 
 
 def find_data_root() -> Path | None:
@@ -43,3 +44,14 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("quick")
     result = run_cli("run", "--out", str(out), "--no-progress")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """PYTHONPATH with the example third-party adapter package (``clicks``: box, point, iterative) installed."""
+    target = tmp_path_factory.mktemp("site")
+    build = tmp_path_factory.mktemp("build")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(EXAMPLE)], check=True, cwd=build,
+                   env={**os.environ, "PIP_NO_INDEX": "1"})
+    return os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
-import pytest
 
-from .conftest import REPO, run_cli
-
-EXAMPLE = REPO / "examples" / "segbench-example-adapter"
-
-
-@pytest.fixture(scope="module")
-def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, cwd=build,
-                   env={**os.environ, "PIP_NO_INDEX": "1"})
-    return os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+from .conftest import run_cli
 
 
 def test_external_adapter_is_listed(plugin_path: str) -> None:

@@ -1,0 +1,93 @@
+"""``leaderboard.json``: the site's figures for machines, beside the HTML.
+
+Every number the pages show is here with its uncertainty (``mean``, ``low``, ``high`` of the 95%
+bootstrap CI); what was not measured is ``null``. Pages are named relative to the site folder and,
+with ``--base-url``, also as absolute URLs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from segbench.aggregate import Estimate
+from segbench.pages import AdapterPage, PromptSection, RankedTable, Site, TaskPage
+from segbench.ranking import RankedRow
+
+SCHEMA = "segbench-leaderboard/1"
+
+
+def _number(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _estimate(estimate: Estimate) -> dict[str, float | None]:
+    return {"mean": _number(estimate.mean), "low": _number(estimate.low), "high": _number(estimate.high)}
+
+
+def _row(ranked: RankedRow) -> dict[str, Any]:
+    row = ranked.row
+    comparison = ranked.vs_next
+    return {
+        "rank": ranked.rank, "adapter": row.adapter, "weights": row.weights,
+        "dice": _estimate(row.dice), "nsd": _estimate(row.nsd), "hd95_mm": _estimate(row.hd95),
+        "throughput_cases_per_s": _number(row.throughput), "median_latency_ms": _number(row.latency_ms),
+        "peak_memory_mb": _number(row.peak_mem_mb), "cases": row.cases, "failures": row.failures,
+        "vs_next": None if comparison is None else {
+            "pairs": comparison.pairs, "p_value_holm": comparison.p_value, "significant": comparison.significant},
+    }
+
+
+def _table(table: RankedTable) -> list[dict[str, Any]]:
+    return [_row(ranked) for ranked in table.rows]
+
+
+def _section(section: PromptSection) -> dict[str, Any]:
+    return {
+        "prompt": section.prompt,
+        "rows": _table(section.table),
+        "labels": {table.label: _table(table) for table in section.label_tables},
+        "drilldown": [{"picks": list(o.picks), "adapter": o.adapter, "case_id": o.case_id, "label": o.label,
+                       "dice": _number(o.dice), "slice": o.slice_index, "image": o.file, "zoom": o.zoom}
+                      for o in section.overlays],
+    }
+
+
+class Urls:
+    def __init__(self, base_url: str | None):
+        self.base_url = base_url
+
+    def __call__(self, page: str) -> dict[str, str]:
+        return {"page": page, **({"url": f"{self.base_url}/{page}"} if self.base_url else {})}
+
+
+def _task(task: TaskPage, urls: Urls) -> dict[str, Any]:
+    return {
+        "name": task.name, **urls(f"task-{task.slug}.html"), "family": task.family, "info": task.info,
+        "protocols": [_section(section) for section in task.sections],
+        "iterative": [{"prompt": s.prompt, "curves": [
+            {"adapter": c.adapter, "steps": list(c.steps), "dice": [_estimate(e) for e in c.dice],
+             "dsc_auc": _estimate(c.auc) if c.auc else None, "pairs": c.pairs} for c in s.curves]}
+            for s in task.iterative],
+        "support": [{"adapter": c.adapter, "protocol": c.protocol, "sizes": list(c.sizes),
+                     "dice": [_estimate(e) for e in c.dice]} for c in task.support],
+    }
+
+
+def _adapter(page: AdapterPage, urls: Urls) -> dict[str, Any]:
+    return {"name": page.name, **urls(f"adapter-{page.slug}.html"), "adapter": page.adapter,
+            "runs": [run_id for _, run_id in page.runs], "facts": page.facts}
+
+
+def document(site: Site, title: str, base_url: str | None, version: str) -> dict[str, Any]:
+    urls = Urls(base_url)
+    return {
+        "schema": SCHEMA,
+        "title": title,
+        "generator": f"segbench {version}",
+        **({"base_url": base_url} if base_url else {}),
+        "runs": [{key: run.get(key) for key in ("run_id", "suite", "created", "status", "segbench_version",
+                                                "config_hash", "git")} for run in site.runs],
+        "tasks": [_task(task, urls) for task in site.tasks],
+        "adapters": [_adapter(page, urls) for page in site.adapters],
+    }
