@@ -106,6 +106,61 @@ def reference(quick_run: Path, adapters: set[str]) -> pl.DataFrame:
     return cases.filter(pl.col("adapter").is_in(adapters)).select(SCORES).sort(KEYS)
 
 
+def test_submitit_local_executor_runs_shards(quick_run: Path, tmp_path: Path) -> None:
+    plan = quick_plan("slurm", adapters=("box", "otsu"), device="cpu")
+    store = execute(plan, tmp_path, executor="submitit", progress=False,
+                    executor_options={"cluster": "local", "workers": 2, "poll_s": 0.5})
+    assert store.read_cases().select(SCORES).sort(KEYS).equals(reference(quick_run, {"box", "otsu"}))
+    settings = store.read_manifest()["sessions"][-1]["executor_settings"]
+    assert settings["cluster"] == "local" and settings["arrays"] == 1 and settings["threads"] >= 1
+    logs = list((store.dir / "submitit").glob("*/*_result.pkl"))
+    assert len(logs) == 2  # one result per shard of the job array
+
+
+def test_multigpu_cpu_workers_only_when_asked(quick_run: Path, tmp_path: Path) -> None:
+    plan = quick_plan("processes", adapters=("box", "otsu"), device="cpu")
+    with pytest.raises(SegbenchError, match="ask for CPU worker processes explicitly with --workers N"):
+        execute(plan, tmp_path, executor="multigpu", progress=False)
+    store = execute(plan, tmp_path, executor="multigpu", executor_options={"workers": 2}, progress=False)
+    assert store.read_cases().select(SCORES).sort(KEYS).equals(reference(quick_run, {"box", "otsu"}))
+    assert store.read_manifest()["sessions"][-1]["executor_settings"]["workers"] == 2
+
+
+def test_workers_are_pinned_to_the_visible_gpus() -> None:
+    assert gpu_ids(None, 2) == ["0", "1"]
+    assert gpu_ids("3,5", 2) == ["3", "5"]
+    assert gpu_ids("GPU-8f1e, GPU-77aa,", 2) == ["GPU-8f1e", "GPU-77aa"]
+    assert gpu_ids("3,5,7", 1) == ["3"]  # torch sees fewer than listed: the rest are unusable
+
+
+def test_shards_are_deterministic_grouped_by_adapter_and_balanced() -> None:
+    plan = quick_plan("shards", device="cpu")
+    shards = shard_units(plan, list(reversed(plan.units)), 3)
+    assert shards == shard_units(plan, list(reversed(plan.units)), 3)
+    assert sorted(u.unit_id for shard in shards for u in shard) == sorted(u.unit_id for u in plan.units)
+    for shard in shards:
+        adapters = [u.adapter for u in shard]
+        assert adapters == sorted(adapters, key=list(plan.adapters).index)  # each adapter loaded once
+    for adapter in plan.adapters:
+        counts = [sum(u.adapter == adapter for u in shard) for shard in shards]
+        assert max(counts) - min(counts) <= 1
+
+
+def test_executor_options_reach_the_factory_or_are_refused() -> None:
+    args = build_parser().parse_args(["run", "--executor", "submitit", "--workers", "4", "--slurm-partition", "gpu",
+                                      "--executor-option", "slurm_account=lab", "--executor-option", "poll_s=0.5"])
+    options = _executor_options(args)
+    assert options == {"workers": 4, "slurm_partition": "gpu", "slurm_account": "lab", "poll_s": 0.5}
+    executor = create("submitit", options)
+    assert executor.parameters["slurm_account"] == "lab" and executor.workers == 4
+    with pytest.raises(SegbenchError, match="executor 'local' does not take the option.s. address"):
+        create("local", {"address": "auto"})
+    with pytest.raises(SegbenchError, match="does not take the option.s. gpus"):
+        create("submitit", {"gpus": 2})
+    with pytest.raises(SegbenchError, match="unknown executor 'dask'"):
+        create("dask")
+
+
 def test_quick_suite_on_ray_equals_the_local_run(quick_run: Path, ray_session: None, tmp_path: Path) -> None:
     plan = quick_plan("ray")
     store = execute(plan, tmp_path, executor="ray", executor_options={"workers": workers_for(plan)},
@@ -163,17 +218,6 @@ def test_unit_that_kills_its_worker_is_retried_then_recorded_as_failed(ray_sessi
     assert store.read_manifest()["failed_units"] == 1
 
 
-def test_submitit_local_executor_runs_shards(quick_run: Path, tmp_path: Path) -> None:
-    plan = quick_plan("slurm", adapters=("box", "otsu"), device="cpu")
-    store = execute(plan, tmp_path, executor="submitit", progress=False,
-                    executor_options={"cluster": "local", "workers": 2, "poll_s": 0.5})
-    assert store.read_cases().select(SCORES).sort(KEYS).equals(reference(quick_run, {"box", "otsu"}))
-    settings = store.read_manifest()["sessions"][-1]["executor_settings"]
-    assert settings["cluster"] == "local" and settings["arrays"] == 1 and settings["threads"] >= 1
-    logs = list((store.dir / "submitit").glob("*/*_result.pkl"))
-    assert len(logs) == 2  # one result per shard of the job array
-
-
 def test_run_started_locally_is_finished_by_ray(quick_run: Path, ray_session: None, tmp_path: Path) -> None:
     plan = quick_plan("handover", adapters=("box", "otsu"), device="cpu")
     execute(dataclasses.replace(plan, units=plan.units[:3]), tmp_path, executor="local", progress=False)
@@ -182,47 +226,3 @@ def test_run_started_locally_is_finished_by_ray(quick_run: Path, ray_session: No
     assert (first["executor"], first["pending_units"]) == ("local", 3)
     assert (second["executor"], second["skipped_units"], second["pending_units"]) == ("ray", 3, len(plan.units) - 3)
     assert store.read_cases().select(SCORES).sort(KEYS).equals(reference(quick_run, {"box", "otsu"}))
-
-
-def test_multigpu_cpu_workers_only_when_asked(quick_run: Path, tmp_path: Path) -> None:
-    plan = quick_plan("processes", adapters=("box", "otsu"), device="cpu")
-    with pytest.raises(SegbenchError, match="ask for CPU worker processes explicitly with --workers N"):
-        execute(plan, tmp_path, executor="multigpu", progress=False)
-    store = execute(plan, tmp_path, executor="multigpu", executor_options={"workers": 2}, progress=False)
-    assert store.read_cases().select(SCORES).sort(KEYS).equals(reference(quick_run, {"box", "otsu"}))
-    assert store.read_manifest()["sessions"][-1]["executor_settings"]["workers"] == 2
-
-
-def test_workers_are_pinned_to_the_visible_gpus() -> None:
-    assert gpu_ids(None, 2) == ["0", "1"]
-    assert gpu_ids("3,5", 2) == ["3", "5"]
-    assert gpu_ids("GPU-8f1e, GPU-77aa,", 2) == ["GPU-8f1e", "GPU-77aa"]
-    assert gpu_ids("3,5,7", 1) == ["3"]  # torch sees fewer than listed: the rest are unusable
-
-
-def test_shards_are_deterministic_grouped_by_adapter_and_balanced() -> None:
-    plan = quick_plan("shards", device="cpu")
-    shards = shard_units(plan, list(reversed(plan.units)), 3)
-    assert shards == shard_units(plan, list(reversed(plan.units)), 3)
-    assert sorted(u.unit_id for shard in shards for u in shard) == sorted(u.unit_id for u in plan.units)
-    for shard in shards:
-        adapters = [u.adapter for u in shard]
-        assert adapters == sorted(adapters, key=list(plan.adapters).index)  # each adapter loaded once
-    for adapter in plan.adapters:
-        counts = [sum(u.adapter == adapter for u in shard) for shard in shards]
-        assert max(counts) - min(counts) <= 1
-
-
-def test_executor_options_reach_the_factory_or_are_refused() -> None:
-    args = build_parser().parse_args(["run", "--executor", "submitit", "--workers", "4", "--slurm-partition", "gpu",
-                                      "--executor-option", "slurm_account=lab", "--executor-option", "poll_s=0.5"])
-    options = _executor_options(args)
-    assert options == {"workers": 4, "slurm_partition": "gpu", "slurm_account": "lab", "poll_s": 0.5}
-    executor = create("submitit", options)
-    assert executor.parameters["slurm_account"] == "lab" and executor.workers == 4
-    with pytest.raises(SegbenchError, match="executor 'local' does not take the option.s. address"):
-        create("local", {"address": "auto"})
-    with pytest.raises(SegbenchError, match="does not take the option.s. gpus"):
-        create("submitit", {"gpus": 2})
-    with pytest.raises(SegbenchError, match="unknown executor 'dask'"):
-        create("dask")
