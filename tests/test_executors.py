@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import sys
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +26,6 @@ from segbench.plan import RunPlan, make_plan
 from segbench.store import RunStore
 from segbench.suites import load_config
 from segbench.taskspec import discover_tasks
-
-ray = pytest.importorskip("ray")
 
 KEYS = ["adapter", "case_id", "label", "prompt", "step"]
 SCORES = ["unit_id", *KEYS, "dice", "nsd", "hd95", "status"]
@@ -70,8 +68,8 @@ def _clear_plugin_caches() -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One local Ray instance for the module, its workers seeing the crash-box plugin."""
+def crash_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The crash-box adapter installed for this module: here and in every worker process started meanwhile."""
     site = tmp_path_factory.mktemp("plugin-site")
     (site / "segbench_crash_test.py").write_text(CRASH_PLUGIN)
     info = site / "segbench_crash_test-0.0.dist-info"
@@ -79,16 +77,23 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: segbench-crash-test\nVersion: 0.0\n")
     (info / "entry_points.txt").write_text("[segbench.adapters]\ncrash = segbench_crash_test\n")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", ":".join(filter(None, [str(site), *sys.path])))  # Ray's workers inherit it
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
         patch.syspath_prepend(str(site))
         importlib.invalidate_caches()
         _clear_plugin_caches()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
+        yield
     _clear_plugin_caches()
+
+
+@pytest.fixture(scope="module")
+def ray_session(crash_plugin: None) -> Iterator[None]:
+    """One local Ray instance for the module (its workers inherit PYTHONPATH, so they see crash-box)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def quick_plan(run_id: str, adapters: tuple[str, ...] | None = None, device: str = "auto") -> RunPlan:
@@ -107,6 +112,7 @@ def reference(quick_run: Path, adapters: set[str]) -> pl.DataFrame:
 
 
 def test_submitit_local_executor_runs_shards(quick_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
     plan = quick_plan("slurm", adapters=("box", "otsu"), device="cpu")
     store = execute(plan, tmp_path, executor="submitit", progress=False,
                     executor_options={"cluster": "local", "workers": 2, "poll_s": 0.5})
@@ -115,6 +121,21 @@ def test_submitit_local_executor_runs_shards(quick_run: Path, tmp_path: Path) ->
     assert settings["cluster"] == "local" and settings["arrays"] == 1 and settings["threads"] >= 1
     logs = list((store.dir / "submitit").glob("*/*_result.pkl"))
     assert len(logs) == 2  # one result per shard of the job array
+
+
+def test_submitit_job_that_dies_loses_only_its_unit_in_flight(crash_plugin: None, tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    plan = quick_plan("slurm-crash", adapters=("crash-box",), device="cpu")
+    store = execute(plan, tmp_path, executor="submitit", progress=False,
+                    executor_options={"cluster": "local", "workers": 1, "max_retries": 0, "poll_s": 0.5})
+    cases = store.read_cases()
+    assert sorted(set(cases["unit_id"])) == sorted(u.unit_id for u in plan.units)
+    failed = cases.filter(pl.col("status") == "failed")
+    assert failed["case_id"].to_list() == ["phantom-001"]
+    assert failed["error"][0].startswith("its worker died in 1 attempt(s) at this unit; last: UncompletedJobError")
+    assert (cases.filter(pl.col("case_id") != "phantom-001")["status"] == "ok").all()
+    # the shard's units after the one in flight ran in a second array
+    assert store.read_manifest()["sessions"][-1]["executor_settings"]["arrays"] == 2
 
 
 def test_multigpu_cpu_workers_only_when_asked(quick_run: Path, tmp_path: Path) -> None:
@@ -176,12 +197,18 @@ def test_quick_suite_on_ray_equals_the_local_run(quick_run: Path, ray_session: N
 
 def _kill_busy_ray_workers() -> list[int]:
     """SIGKILL the Ray actor processes of this test that are running a unit (or, if none is, all of them)."""
-    actors = [p for p in psutil.Process().children(recursive=True) if p.cmdline()[:1] in (["ray::Worker"],
-                                                                                           ["ray::Worker.run"])]
-    busy = [p for p in actors if p.cmdline()[0] == "ray::Worker.run"] or actors
-    for process in busy:
-        process.kill()
-    return [p.pid for p in busy]
+    actors: dict[int, str] = {}
+    for process in psutil.Process().children(recursive=True):  # Ray's processes descend from this one
+        try:
+            title = process.cmdline()[:1]
+        except psutil.Error:  # gone meanwhile
+            continue
+        if title and title[0] in ("ray::Worker", "ray::Worker.run"):
+            actors[process.pid] = title[0]
+    busy = [pid for pid, title in actors.items() if title == "ray::Worker.run"] or list(actors)
+    for pid in busy:
+        psutil.Process(pid).kill()
+    return busy
 
 
 def test_killed_ray_worker_loses_and_duplicates_nothing(quick_run: Path, ray_session: None, tmp_path: Path,
@@ -212,7 +239,7 @@ def test_unit_that_kills_its_worker_is_retried_then_recorded_as_failed(ray_sessi
     assert sorted(set(cases["unit_id"])) == sorted(u.unit_id for u in plan.units)
     failed = cases.filter(pl.col("status") == "failed")
     assert failed["case_id"].to_list() == ["phantom-001"]  # one row for the unit, no scores
-    assert failed["error"][0].startswith("the worker died 2 times while running this unit; last: ActorDiedError")
+    assert failed["error"][0].startswith("its worker died in 2 attempt(s) at this unit; last: Actor")
     ok = cases.filter(pl.col("case_id") != "phantom-001")
     assert (ok["status"] == "ok").all() and ok.height == 3 * 2 * 2  # 3 cases x 2 box protocols x 2 labels
     assert store.read_manifest()["failed_units"] == 1

@@ -59,7 +59,7 @@ class Retries:
         if tried <= self.max_retries:
             return None
         return [unit_row(self.plan, unit, host, gpu, status="failed",
-                         error=f"the worker died {tried} times while running this unit; last: {error}")]
+                         error=f"its worker died in {tried} attempt(s) at this unit; last: {error}")]
 
 
 def describe(error: BaseException) -> str:
