@@ -42,7 +42,25 @@ def _suite_config(args: argparse.Namespace) -> Any:
     return load_config(Path(args.config) if args.config else None)
 
 
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor options given on the command line, as keyword arguments of its factory."""
+    named = {"workers": args.workers, "threads": args.threads, "address": args.address,
+             "max_retries": args.max_retries, "slurm_partition": args.slurm_partition,
+             "timeout_min": args.slurm_time}
+    options = {key: value for key, value in named.items() if value is not None}
+    for item in args.executor_option:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SegbenchError(f"--executor-option expects KEY=VALUE, got '{item}'")
+        try:
+            options[key] = json.loads(text)  # numbers, true/false, lists
+        except ValueError:
+            options[key] = text
+    return options
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from segbench import executors
     from segbench.execute import execute
     from segbench.plan import make_plan
     from segbench.taskspec import discover_tasks
@@ -53,15 +71,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     tasks = _names(args.tasks)
     if tasks:
         suite = dataclasses.replace(suite, tasks=tasks)
+    remote = getattr(executors.factory_of(args.executor), "remote", False)  # the driver may have no GPU
     plan = make_plan(suite, discover_tasks(config.task_dirs), adapters=adapters, limit=args.limit,
                      device=args.device, weights=args.weights, precision=args.precision,
                      checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
                      data_root=_data_root(args.data_root), run_id=args.run_id, warmup=not args.no_warmup,
-                     offload=args.offload, save_masks=args.save_masks)
+                     offload=args.offload, save_masks=args.save_masks, check_device=not remote)
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, executor_options=_executor_options(args))
     manifest = store.read_manifest()
     print(f"{manifest['rows']} rows, {manifest['units']} cases, {manifest['failed_units']} failed", file=sys.stderr)
     print(store.dir)
@@ -237,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="autocast precision on CUDA (default fp32)")
     run.add_argument("--offload", action="store_true",
                      help="keep video frames and propagation state in host memory (volume models on a GPU)")
-    run.add_argument("--executor", default="local", help="how to execute the units (default: local)")
     run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
     run.add_argument("--save-masks", type=int, metavar="N",
                      help="keep the predicted masks of N sampled cases per task for the report's overlays "
@@ -246,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the untimed warm-up encode/decode of each adapter before its first case")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scale = run.add_argument_group("executors", "where the units run (README: running a suite on a cluster)")
+    scale.add_argument("--executor", default="local",
+                       help="local (default, this process), multigpu (a process per GPU), ray, submitit (Slurm)")
+    scale.add_argument("--workers", type=int, help="workers (default: one per GPU; ray on CPU: one per node)")
+    scale.add_argument("--threads", type=int, help="torch threads (and CPUs reserved) per worker (default: "
+                                                   "the CPUs / workers)")
+    scale.add_argument("--address", help="ray: address of an existing cluster (default: $RAY_ADDRESS or a new "
+                                         "local instance)")
+    scale.add_argument("--max-retries", type=int, help="times a unit whose worker died is run again before it is "
+                                                       "recorded as failed (default 2)")
+    scale.add_argument("--slurm-partition", help="submitit: the Slurm partition")
+    scale.add_argument("--slurm-time", type=int, metavar="MINUTES", help="submitit: time limit of each job "
+                                                                          "(default 240; jobs requeue themselves)")
+    scale.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other option of the executor, e.g. slurm_account=lab or cluster=local (repeatable)")
     run.set_defaults(handler=cmd_run)
 
     report = commands.add_parser("report", help="publish runs as a static HTML leaderboard")

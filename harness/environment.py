@@ -92,3 +92,12 @@ def _torch_threads() -> int:
 
 def host() -> str:
     return socket.gethostname()
+
+
+def gpu_name(device: str) -> str:
+    """The name of the GPU behind a torch device, "" for the CPU."""
+    if not device.startswith("cuda"):
+        return ""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from segbench import __version__, environment, plugins
+from segbench import __version__, environment, executors, plugins
 from segbench.errors import SegbenchError
 from segbench.plan import AdapterSetup, RunPlan, WorkUnit
 from segbench.store import RunStore
@@ -77,8 +78,9 @@ def new_manifest(plan: RunPlan) -> dict[str, Any]:
 
 
 def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: bool = False,
-            progress: bool = True) -> RunStore:
-    """Run every pending unit of ``plan`` into ``out/<run_id>``; resumes a run already there."""
+            progress: bool = True, executor_options: Mapping[str, Any] | None = None) -> RunStore:
+    """Run every pending unit of ``plan`` into ``out/<run_id>`` with the executor ``executor`` built from
+    ``executor_options``; resumes a run already there, whichever executor made it."""
     store = RunStore(Path(out) / plan.run_id)
     if store.exists():
         manifest = store.read_manifest()
@@ -87,13 +89,12 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
                                 "or --run-id")
     else:
         manifest = new_manifest(plan)
-    factories = plugins.executors()
-    if executor not in factories:
-        raise SegbenchError(f"unknown executor '{executor}' (installed: {', '.join(factories)})")
+    chosen = executors.create(executor, executor_options)
     done = store.done_units()
     pending: list[WorkUnit] = [u for u in plan.units
                                if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")]
-    session = {"started": _now(), "executor": executor, "pending_units": len(pending),
+    session = {"started": _now(), "executor": executor, "executor_options": dict(executor_options or {}),
+               "pending_units": len(pending),
                "skipped_units": len(plan.units) - len(pending), "git": environment.git_commit(),
                "host": environment.host(), "segbench_version": __version__}
     manifest["sessions"].append(session)
@@ -103,7 +104,7 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
         print(f"skipped: {reason}", file=sys.stderr)
     bar = tqdm(total=len(pending), desc=plan.run_id, unit="case", disable=not progress, file=sys.stderr)
     try:
-        factories[executor]().run(plan, pending, store, lambda unit: bar.update(1))
+        settings = chosen.run(plan, pending, store, lambda unit: bar.update(1)) if pending else None
     except BaseException:
         manifest["status"] = "interrupted"
         session["ended"] = _now()
@@ -115,6 +116,6 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
     failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()
     manifest.update(status="complete", rows=frame.height, units=frame["unit_id"].n_unique(),
                     failed_units=failed_units)
-    session["ended"] = _now()
+    session.update(ended=_now(), executor_settings=dict(settings or {}))
     store.write_manifest(manifest)
     return store

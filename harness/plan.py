@@ -74,7 +74,9 @@ class RunPlan:
         return ResizedReader(reader, spec.resize) if spec.resize else reader
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, check: bool = True) -> str:
+    """``auto`` → cuda or cpu, as torch sees it here; ``check=False`` accepts cuda where the driver has no
+    GPU (its workers run elsewhere)."""
     if device == "auto":
         import torch
 
@@ -82,7 +84,7 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_available():
+        if check and not torch.cuda.is_available():
             raise ConfigError("--device", f"'{device}' asked for, but torch sees no CUDA device")
     elif device != "cpu":
         raise ConfigError("--device", f"must be cpu, cuda[:N] or auto, got '{device}'")
@@ -116,10 +118,10 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
               limit: int | None = None, device: str = "auto", weights: str = "pretrained",
               precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
               data_root: Path | None = None, run_id: str | None = None, warmup: bool = True,
-              offload: bool = False, save_masks: int | None = None) -> RunPlan:
+              offload: bool = False, save_masks: int | None = None, check_device: bool = True) -> RunPlan:
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
-    device = resolve_device(device)
+    device = resolve_device(device, check_device)
     adapter_names = adapters or suite.adapters
     for name in adapter_names:
         plugins.adapter_class(name)  # fails early, naming the installed adapters

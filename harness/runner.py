@@ -56,6 +56,20 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}{where}"
 
 
+def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, **values: Any) -> dict[str, Any]:
+    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``.
+    Executors use it to record a unit whose worker died as ``failed``."""
+    setup = plan.adapters[unit.adapter]
+    row = {"run_id": plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
+           "task": unit.task, "task_version": plan.tasks[unit.task].version, "case_id": unit.case_id,
+           "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
+           "hd95": NAN, "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
+           "peak_rss_mb": NAN, "device": setup.options.device, "host": host, "gpu": gpu,
+           "weights": setup.weights, "status": "ok", "error": None, "prompt_json": None, "support_size": None}
+    row.update(values)
+    return row
+
+
 class UnitRunner:
     """Runs the units of one adapter in one process: the adapter is built and loaded once."""
 
@@ -68,6 +82,7 @@ class UnitRunner:
         self.pools: dict[str, SupportPool] = {}
         self.host = environment.host()
         self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed) if plan.save_masks else frozenset()
+        self.gpu = environment.gpu_name(self.setup.options.device)
         if plan.warmup:
             warm_up(self.adapter)
 
@@ -90,16 +105,7 @@ class UnitRunner:
         return self.pools[task]
 
     def _row(self, unit: WorkUnit, **values: Any) -> dict[str, Any]:
-        spec = self.plan.tasks[unit.task]
-        row = {"run_id": self.plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
-               "task": unit.task, "task_version": spec.version, "case_id": unit.case_id,
-               "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
-               "hd95": NAN, "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
-               "peak_rss_mb": NAN, "device": self.setup.options.device, "host": self.host,
-               "weights": self.setup.weights, "status": "ok", "error": None, "prompt_json": None,
-               "support_size": None}
-        row.update(values)
-        return row
+        return unit_row(self.plan, unit, self.host, self.gpu, **values)
 
     def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
         """All rows of one unit; a failure anywhere becomes ``failed`` rows with the error."""

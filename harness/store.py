@@ -42,6 +42,7 @@ CASE_SCHEMA: dict[str, Any] = {
     "peak_rss_mb": pl.Float64,
     "device": pl.String,
     "host": pl.String,
+    "gpu": pl.String,  # the GPU's name, "" on a CPU
     "weights": pl.String,
     "status": pl.String,
     "error": pl.String,
@@ -115,6 +116,19 @@ class RunStore:
                 unit_id, status, _ = path.name.split(".", 2)
                 done[unit_id] = status
         return done
+
+    def part_stamps(self) -> dict[str, tuple[int, int]]:
+        """unit id → (mtime, inode) of its part; a unit written again since a snapshot has another stamp
+        (parts are replaced by a rename, never rewritten in place)."""
+        stamps: dict[str, tuple[int, int]] = {}
+        for path in self.parts.glob("*.parquet") if self.parts.is_dir() else ():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # a failed part being replaced by its retry
+                continue
+            unit_id = path.name.split(".", 1)[0]
+            stamps[unit_id] = max(stamps.get(unit_id, (0, 0)), (stat.st_mtime_ns, stat.st_ino))
+        return stamps
 
     def write_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> None:
         """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part.
