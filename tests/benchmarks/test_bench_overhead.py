@@ -44,7 +44,7 @@ def bare_case(model: torch.nn.Module, image_path: Path, mask_path: Path) -> np.n
         boxes.append(scale_box(np.array([cols.min(), rows.min(), cols.max(), rows.max()]), image.shape[:2]))
     padded, (height, width) = preprocess(image)
     with torch.inference_mode():
-        embedding = model.image_encoder(torch.from_numpy(padded).float().permute(2, 0, 1)[None])
+        embedding = model.image_encoder(torch.from_numpy(np.stack([padded])).float().permute(0, 3, 1, 2))
         box_tensor = torch.as_tensor(np.stack(boxes)[:, None, :], dtype=torch.float32)
         sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
         logits, _ = model.mask_decoder(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
@@ -55,9 +55,10 @@ def bare_case(model: torch.nn.Module, image_path: Path, mask_path: Path) -> np.n
         return (torch.sigmoid(upscaled) > 0.5).numpy()
 
 
-def interleaved(runner: UnitRunner, units: list[WorkUnit]) -> tuple[float, float]:
+def interleaved(runner: UnitRunner, units: list[WorkUnit]) -> tuple[list[float], list[float], list[float]]:
+    """Per case: bare seconds, segbench seconds, and segbench seconds outside its timed model calls."""
     reader = runner.plan.reader("wbc")
-    bare_s = harness_s = 0.0
+    bare, harness, outside = [], [], []
     for index, unit in enumerate(units):
         image_path, mask_path = reader.files(unit.case_id)
         order = ("bare", "harness") if index % 2 == 0 else ("harness", "bare")
@@ -65,20 +66,25 @@ def interleaved(runner: UnitRunner, units: list[WorkUnit]) -> tuple[float, float
             start = time.perf_counter()
             if which == "bare":
                 bare_case(runner.adapter.model, image_path, mask_path)  # type: ignore[attr-defined]
-                bare_s += time.perf_counter() - start
+                bare.append(time.perf_counter() - start)
             else:
                 rows = runner.run(unit)
-                harness_s += time.perf_counter() - start
+                harness.append(time.perf_counter() - start)
                 assert all(row["status"] == "ok" for row in rows)
-    return bare_s, harness_s
+                outside.append(harness[-1] - rows[0]["total_ms"] / 1000)
+    return bare, harness, outside
 
 
 def test_overhead_litemedsam_cpu(benchmark, data_root: Path) -> None:  # type: ignore[no-untyped-def]
+    """The overhead is the median over cases of segbench / bare time, minus 1: the median of paired
+    ratios, because one case's encoder pass can take 30% longer than the next on a shared machine
+    (a sum lets a few such cases decide the figure)."""
     plan = wbc_plan(data_root)
     runner = UnitRunner(plan, "litemedsam")
-    bare_s, harness_s = benchmark.pedantic(interleaved, args=(runner, plan.units), rounds=1, iterations=1)
-    overhead = harness_s / bare_s - 1
-    benchmark.extra_info.update(bare_s=bare_s, harness_s=harness_s, overhead=overhead)
-    print(f"\nLiteMedSAM on CPU, {len(plan.units)} WBC cases: bare {bare_s:.2f} s, segbench {harness_s:.2f} s, "
-          f"overhead {overhead:+.1%} (limit {LIMIT_CPU:.0%})")
+    bare, harness, outside = benchmark.pedantic(interleaved, args=(runner, plan.units), rounds=1, iterations=1)
+    overhead = float(np.median(np.array(harness) / np.array(bare))) - 1
+    benchmark.extra_info.update(bare_s=sum(bare), harness_s=sum(harness), overhead=overhead)
+    print(f"\nLiteMedSAM on CPU, {len(plan.units)} WBC cases: bare {sum(bare):.2f} s, segbench {sum(harness):.2f} s; "
+          f"overhead (median of paired ratios) {overhead:+.1%} (limit {LIMIT_CPU:.0%}); segbench's own time "
+          f"outside the timed model calls: median {1000 * float(np.median(outside)):.0f} ms per case")
     assert overhead <= LIMIT_CPU
