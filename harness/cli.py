@@ -109,7 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from segbench.compare import Thresholds, compare_runs, terminal_table, write_html
 
     thresholds = Thresholds(speed=args.fail_speed, memory=args.fail_memory, dice=args.fail_dice,
-                            min_delta_ms=args.min_delta_ms)
+                            min_delta_ms=args.min_delta_ms, min_delta_mb=args.min_delta_mb)
     comparison = compare_runs(Path(args.base), Path(args.new), thresholds)
     for key, (base, new) in comparison.machine_differences.items():
         print(f"warning: the runs differ in {key}: {base} → {new}; speed and memory are not comparable",
@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fail when mean Dice drops by more than this, significantly (default 0.01)")
     compare.add_argument("--min-delta-ms", type=float, default=1.0,
                          help="ignore latency changes smaller than this per case (default 1 ms)")
+    compare.add_argument("--min-delta-mb", type=float, default=None,
+                         help="ignore peak-memory changes smaller than this (default 256 MB of host RSS on a CPU, "
+                              "16 MB on CUDA)")
     compare.add_argument("--html", help="where to write the HTML diff (default: NEW_RUN/compare-BASE.html)")
     compare.set_defaults(handler=cmd_compare)
 

@@ -72,6 +72,15 @@ def test_more_memory_fails(quick_run: Path, tmp_path: Path) -> None:
     assert result.returncode == 1 and "peak memory x1.25" in result.stdout
 
 
+def test_host_rss_drift_of_a_process_is_not_a_regression(quick_run: Path, tmp_path: Path) -> None:
+    """+120 MB on every row: what two runs of the same code on a CPU showed for the baselines (x1.13 of
+    their ~1 GB process RSS); a regression only when asked to count changes that small."""
+    drift = derived_run(quick_run, tmp_path / "drift", pl.col("peak_mem_mb") + 120, "peak_mem_mb", rows=pl.lit(True))
+    assert compare(quick_run, drift).returncode == 0
+    result = compare(quick_run, drift, "--min-delta-mb", "0")
+    assert result.returncode == 1 and "REGRESSION: peak memory" in result.stdout
+
+
 def test_other_machine_is_warned_about(quick_run: Path, tmp_path: Path) -> None:
     manifest = json.loads((quick_run / "run.json").read_text())
     machine = {**manifest["machine"], "cpu": "Some Other CPU"}
