@@ -134,7 +134,8 @@ def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Th
     log_ratio = _mean_ci(np.log(new_ms[valid] / base_ms[valid]))
     latency_ratio = tuple(math.exp(v) for v in log_ratio)
     delta_ms = float(np.median(new_ms - base_ms)) if base_ms.size else math.nan
-    memory_ratio = float(per_case["peak_mem_mb_new"].median() / per_case["peak_mem_mb"].median())
+    base_mb, new_mb = float(per_case["peak_mem_mb"].median()), float(per_case["peak_mem_mb_new"].median())
+    memory_ratio = new_mb / base_mb
 
     regressions = []
     drop, _, high = dice_diff
@@ -143,8 +144,7 @@ def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Th
     ratio, low, _ = latency_ratio
     if low > 1 + thresholds.speed and delta_ms >= thresholds.min_delta_ms:
         regressions.append(f"latency x{ratio:.2f} (95% CI from x{low:.2f}; limit x{1 + thresholds.speed:.2f})")
-    memory_delta_mb = float(per_case["peak_mem_mb_new"].median() - per_case["peak_mem_mb"].median())
-    if memory_ratio > 1 + thresholds.memory and memory_delta_mb >= thresholds.memory_floor_mb(rows["device_new"][0]):
+    if memory_ratio > 1 + thresholds.memory and new_mb - base_mb >= thresholds.memory_floor_mb(rows["device_new"][0]):
         regressions.append(f"peak memory x{memory_ratio:.2f} (limit x{1 + thresholds.memory:.2f})")
     return GroupComparison(
         *key, cases=per_case.height, dice_base=float(rows["dice"].mean()), dice_new=float(rows["dice_new"].mean()),
