@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -97,8 +98,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _fraction(value: str) -> float:
-    """``10%`` or ``0.1`` → 0.1."""
+    """``10%`` or ``0.1`` → 0.1; ``off`` → infinity (no growth is a regression)."""
     text = value.strip()
+    if text.lower() == "off":
+        return math.inf
     try:
         return float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
@@ -117,6 +120,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not comparison.groups:
         raise SegbenchError("the two runs share no (adapter, task, case, label, prompt) rows to compare")
     print(terminal_table(comparison))
+    for gate, limit in (("speed", thresholds.speed), ("memory", thresholds.memory)):
+        if math.isinf(limit):
+            print(f"{gate} is reported, not gated (--fail-{gate} off)", file=sys.stderr)
     html = Path(args.html) if args.html else Path(args.new) / f"compare-{comparison.base['run_id']}.html"
     print(f"HTML diff: {write_html(comparison, html)}", file=sys.stderr)
     if comparison.regressed:
@@ -294,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("base", metavar="BASE_RUN")
     compare.add_argument("new", metavar="NEW_RUN")
     compare.add_argument("--fail-speed", type=_fraction, default=0.10, metavar="10%",
-                         help="fail when a latency grows by more than this, significantly (default 10%%)")
+                         help="fail when a latency grows by more than this, significantly (default 10%%); "
+                              "'off' reports speed without gating it (shared CI runners)")
     compare.add_argument("--fail-memory", type=_fraction, default=0.10, metavar="10%",
-                         help="fail when peak memory grows by more than this (default 10%%)")
+                         help="fail when peak memory grows by more than this (default 10%%); 'off' to report only")
     compare.add_argument("--fail-dice", type=float, default=0.01,
                          help="fail when mean Dice drops by more than this, significantly (default 0.01)")
     compare.add_argument("--min-delta-ms", type=float, default=1.0,

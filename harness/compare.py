@@ -20,8 +20,11 @@ virtual machine (CPU steal, frequency scaling) a whole run of the same code can 
 slower than the run before it, every case together, which a per-case paired test reads as a
 significant slowdown. Measured on the 2-core VM segbench is developed on: two runs of the `quick`
 suite differed by up to x1.37 in a 4-case group, with 95% intervals starting at x1.02-x1.08, while a
-1.5x slower model has its whole interval at x1.5. The manifests' machines are compared too, and a
-difference is warned about.
+1.5x slower model has its whole interval at x1.5. On the project's CI runner (2 shared cores) a
+second `quick` run of the same code was x1.22 [1.19, 1.25] slower for LiteMedSAM alone: drift
+that no interval can tell from a 22% slowdown. So speed is gated only on a machine that holds
+still (a dedicated runner or GPU); elsewhere ``--fail-speed off`` reports it and gates accuracy
+and memory. The manifests' machines are compared too, and a difference is warned about.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ MIN_DELTA_MB_CUDA = 16.0  # CUDA allocator peak
 
 @dataclass(frozen=True)
 class Thresholds:
-    speed: float = 0.10  # relative slowdown
-    memory: float = 0.10  # relative growth of peak memory
+    speed: float = 0.10  # relative slowdown (math.inf: reported, never a regression)
+    memory: float = 0.10  # relative growth of peak memory (math.inf: likewise)
     dice: float = 0.01  # absolute drop of mean Dice
     min_delta_ms: float = 1.0  # latency differences below this are never a regression
     min_delta_mb: float | None = None  # memory differences below this are never one (None: by device)

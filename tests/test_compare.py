@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -43,12 +44,26 @@ def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def test_two_runs_of_the_same_code_pass(quick_run: Path, second_run: Path) -> None:
-    result = compare(quick_run, second_run)
+def test_two_runs_of_the_same_code_pass_the_accuracy_and_memory_gates(quick_run: Path, second_run: Path) -> None:
+    """Same code, same cases: Dice is identical, so no accuracy regression. Whether the speed gate holds
+    depends on the machine holding still (a shared CI runner drifted x1.22 between two runs), which is a
+    benchmark's question, not a unit test's: speed is reported here, not gated."""
+    result = compare(quick_run, second_run, "--fail-speed", "off")
     assert result.returncode == 0, result.stdout + result.stderr  # the table says what regressed
-    assert "REGRESSION" not in result.stdout and "litemedsam" in result.stdout
+    rows = [line for line in result.stdout.splitlines()[1:] if line.strip()]
+    assert {line.split()[0] for line in rows} == {"box", "litemedsam", "otsu"}
+    no_change = re.compile(r"[+-]0\.000 \[[+-]0\.000, [+-]0\.000\]")  # ΔDice [95% CI], to 3 decimals
+    assert all(no_change.search(line) for line in rows)
+    assert "speed is reported, not gated" in result.stderr
     html = (second_run.parent / "again.html").read_text()
     assert "no regression" in html
+
+
+def test_speed_off_reports_a_slowdown_without_failing(quick_run: Path, tmp_path: Path) -> None:
+    slower = derived_run(quick_run, tmp_path / "slower", pl.col("total_ms") * 1.5, "total_ms")
+    result = compare(quick_run, slower, "--fail-speed", "off")
+    assert result.returncode == 0 and "REGRESSION" not in result.stdout
+    assert any(line.startswith("litemedsam") and "x1.50" in line for line in result.stdout.splitlines())
 
 
 def test_one_and_a_half_times_slower_fails(quick_run: Path, tmp_path: Path) -> None:
@@ -68,7 +83,7 @@ def test_a_dice_drop_of_five_points_fails(quick_run: Path, tmp_path: Path) -> No
 
 def test_more_memory_fails(quick_run: Path, tmp_path: Path) -> None:
     hungrier = derived_run(quick_run, tmp_path / "hungrier", pl.col("peak_mem_mb") * 1.25, "peak_mem_mb")
-    result = compare(quick_run, hungrier, "--fail-memory", "10%")
+    result = compare(quick_run, hungrier, "--fail-memory", "10%", "--min-delta-mb", "64")  # the floor: next test
     assert result.returncode == 1 and "peak memory x1.25" in result.stdout
 
 
