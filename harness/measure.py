@@ -2,6 +2,9 @@
 
 * Time: ``time.perf_counter`` around the call; on CUDA the device is synchronised before and after,
   so asynchronous kernels are counted in the call that launched them.
+* Machine speed: before each case a fixed reference workload (a float32 matrix product) is timed on
+  the case's device (``probe_ms``), so a comparison of two runs can tell a slower machine (CPU steal,
+  frequency scaling, a busy neighbour) from slower code.
 * Memory: on CUDA the allocator's peak (``max_memory_allocated``), reset before each case; on every
   device the process's peak resident set size, reset before each case through
   ``/proc/self/clear_refs`` on Linux (elsewhere the larger of RSS before and after the case).
@@ -9,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -37,6 +41,34 @@ def timed(device: str, function: Callable[..., T], *args: Any, **kwargs: Any) ->
     result = function(*args, **kwargs)
     _synchronize(device)
     return result, (time.perf_counter() - start) * 1000.0
+
+
+# Matrix side: ~14 ms on the 2-core x86 dev VM, a few ms on an H100. Long enough to span scheduler
+# time slices as a model's calls do: under a competing busy process, a 3 ms product came out 4.4x
+# slower while LiteMedSAM was 2.1x slower, and a 14 ms one 1.7-2.2x.
+PROBE_SIDE = {"cpu": 1024, "cuda": 4096}
+
+
+@functools.cache
+def _probe_operand(device: str) -> Any:
+    import torch
+
+    side = PROBE_SIDE["cuda" if device.startswith("cuda") else "cpu"]
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(side, side, generator=generator).to(device)
+
+
+def machine_probe_ms(device: str) -> float:
+    """Wall time (ms) of a fixed matrix product on ``device``: the machine's speed at this moment.
+
+    The same work every time (with torch's threads, as the models use them), so between two runs of
+    the same code its ratio is the machine's drift alone; `segbench compare` divides a latency ratio
+    by it (see ``segbench.compare``)."""
+    import torch
+
+    operand = _probe_operand(device)
+    with torch.inference_mode():
+        return timed(device, torch.mm, operand, operand)[1]
 
 
 def _status_kib(field: str) -> int | None:

@@ -26,7 +26,7 @@ from segbench import environment, plugins
 from segbench.case import Case
 from segbench.errors import DataError
 from segbench.interface import Adapter, Prediction, Prompt, Support
-from segbench.measure import peak_memory, timed
+from segbench.measure import machine_probe_ms, peak_memory, timed
 from segbench.metrics import evaluate
 from segbench.plan import RunPlan, WorkUnit
 from segbench.prompts import (
@@ -64,7 +64,7 @@ def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, **values: Any) 
            "task": unit.task, "task_version": plan.tasks[unit.task].version, "case_id": unit.case_id,
            "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
            "hd95": NAN, "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
-           "peak_rss_mb": NAN, "device": setup.options.device, "host": host, "gpu": gpu,
+           "peak_rss_mb": NAN, "probe_ms": NAN, "device": setup.options.device, "host": host, "gpu": gpu,
            "weights": setup.weights, "status": "ok", "error": None, "prompt_json": None, "support_size": None}
     row.update(values)
     return row
@@ -83,6 +83,7 @@ class UnitRunner:
         self.host = environment.host()
         self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed) if plan.save_masks else frozenset()
         self.gpu = environment.gpu_name(self.setup.options.device)
+        machine_probe_ms(self.setup.options.device)  # its first call pays for allocation and thread start-up
         if plan.warmup:
             warm_up(self.adapter)
 
@@ -116,6 +117,7 @@ class UnitRunner:
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
+        probe_ms = machine_probe_ms(device)
         with peak_memory(device) as peak:
             try:
                 if case.ndim == 3:
@@ -127,7 +129,7 @@ class UnitRunner:
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
                 rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
         for row in rows:
-            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb)
+            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms)
         if kept and rows:
             try:
                 rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
