@@ -121,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SegbenchError("the two runs share no (adapter, task, case, label, prompt) rows to compare")
     print(terminal_table(comparison))
     if comparison.unjudged:
-        print(f"warning: the machine slowed by more than the speed tolerance during {comparison.unjudged} "
+        print(f"warning: the machine's speed moved by more than the speed tolerance in {comparison.unjudged} "
               "group(s) (their reference workload, probe_ms); their speed is reported, not judged: rerun on a "
               "quieter machine", file=sys.stderr)
     for gate, limit in (("speed", thresholds.speed), ("memory", thresholds.memory)):

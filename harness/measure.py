@@ -2,9 +2,9 @@
 
 * Time: ``time.perf_counter`` around the call; on CUDA the device is synchronised before and after,
   so asynchronous kernels are counted in the call that launched them.
-* Machine speed: before each case a fixed reference workload (a float32 matrix product) is timed on
-  the case's device (``probe_ms``), so a comparison of two runs can tell a slower machine (CPU steal,
-  frequency scaling, a busy neighbour) from slower code.
+* Machine speed: a fixed reference workload (a float32 matrix product) timed on the case's device
+  every half minute of a run (``probe_ms``), so a comparison of two runs can tell a slower machine
+  (CPU steal, frequency scaling, a busy neighbour) from slower code.
 * Memory: on CUDA the allocator's peak (``max_memory_allocated``), reset before each case; on every
   device the process's peak resident set size, reset before each case through
   ``/proc/self/clear_refs`` on Linux (elsewhere the larger of RSS before and after the case).
@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import functools
+import math
 import os
 import sys
 import time
@@ -47,28 +47,46 @@ def timed(device: str, function: Callable[..., T], *args: Any, **kwargs: Any) ->
 # time slices as a model's calls do: under a competing busy process, a 3 ms product came out 4.4x
 # slower while LiteMedSAM was 2.1x slower, and a 14 ms one 1.7-2.2x.
 PROBE_SIDE = {"cpu": 1024, "cuda": 4096}
+PROBE_REPEATS = 3
+PROBE_INTERVAL_S = 5.0  # ~56 ms of products every 5 s: about 1% of a run on a 2-core CPU
 
 
-@functools.cache
-def _probe_operand(device: str) -> Any:
-    import torch
+class MachineProbe:
+    """The machine's speed: the median wall time (ms) of a fixed matrix product on one device.
 
-    side = PROBE_SIDE["cuda" if device.startswith("cuda") else "cpu"]
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(side, side, generator=generator).to(device)
+    The same work every time, with torch's threads as the models use them, so between two runs of the
+    same code its ratio is the machine's drift alone (`segbench compare` uses it, see
+    ``segbench.compare``). One untimed product first wakes the thread pool, whose sleeping threads
+    would otherwise be timed; then the median of three. Re-measured when the last figure is older
+    than ``interval_s``, so a transient at one moment is outvoted by the others in a comparison's
+    median, while the cheap baselines' thousand-a-second cases do not each pay for a product.
+    Measured on the dev VM, nine fresh processes, the probe after LiteMedSAM's warm-up against its
+    median encode: 12.3-26.2 ms against 1177-2565 ms, the encode 96-116 probes long in each."""
 
+    def __init__(self, device: str, interval_s: float = PROBE_INTERVAL_S):
+        self.device = device
+        self.interval_s = interval_s
+        self._ms = float("nan")
+        self._at = -math.inf
 
-def machine_probe_ms(device: str) -> float:
-    """Wall time (ms) of a fixed matrix product on ``device``: the machine's speed at this moment.
+    def _measure(self) -> float:
+        """Made and dropped each time, so no case's peak memory holds the operand."""
+        import torch
 
-    The same work every time (with torch's threads, as the models use them), so between two runs of
-    the same code its ratio is the machine's drift alone; `segbench compare` divides a latency ratio
-    by it (see ``segbench.compare``)."""
-    import torch
+        side = PROBE_SIDE["cuda" if self.device.startswith("cuda") else "cpu"]
+        generator = torch.Generator(self.device).manual_seed(0)
+        with torch.inference_mode():
+            operand = torch.rand(side, side, device=self.device, generator=generator)
+            timed(self.device, torch.mm, operand, operand)
+            times = sorted(timed(self.device, torch.mm, operand, operand)[1] for _ in range(PROBE_REPEATS))
+        return times[len(times) // 2]
 
-    operand = _probe_operand(device)
-    with torch.inference_mode():
-        return timed(device, torch.mm, operand, operand)[1]
+    def ms(self) -> float:
+        """The latest figure, measured now if it is older than ``interval_s``."""
+        if time.monotonic() - self._at > self.interval_s:
+            self._ms = self._measure()
+            self._at = time.monotonic()
+        return self._ms
 
 
 def _status_kib(field: str) -> int | None:

@@ -26,7 +26,7 @@ from segbench import environment, plugins
 from segbench.case import Case
 from segbench.errors import DataError
 from segbench.interface import Adapter, Prediction, Prompt, Support
-from segbench.measure import machine_probe_ms, peak_memory, timed
+from segbench.measure import MachineProbe, peak_memory, timed
 from segbench.metrics import evaluate
 from segbench.plan import RunPlan, WorkUnit
 from segbench.prompts import (
@@ -83,9 +83,9 @@ class UnitRunner:
         self.host = environment.host()
         self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed) if plan.save_masks else frozenset()
         self.gpu = environment.gpu_name(self.setup.options.device)
-        machine_probe_ms(self.setup.options.device)  # its first call pays for allocation and thread start-up
         if plan.warmup:
             warm_up(self.adapter)
+        self.probe = MachineProbe(self.setup.options.device)
 
     def close(self) -> None:
         """Drop the model and return its GPU memory, so the next adapter is measured alone."""
@@ -117,7 +117,7 @@ class UnitRunner:
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
-        probe_ms = machine_probe_ms(device)
+        probe_ms = self.probe.ms()
         with peak_memory(device) as peak:
             try:
                 if case.ndim == 3:

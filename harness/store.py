@@ -40,7 +40,7 @@ CASE_SCHEMA: dict[str, Any] = {
     "total_ms": pl.Float64,
     "peak_mem_mb": pl.Float64,
     "peak_rss_mb": pl.Float64,
-    "probe_ms": pl.Float64,  # the machine's speed just before the case (segbench.measure.machine_probe_ms)
+    "probe_ms": pl.Float64,  # the machine's speed around the case (segbench.measure.MachineProbe)
     "device": pl.String,
     "host": pl.String,
     "gpu": pl.String,  # the GPU's name, "" on a CPU
