@@ -31,9 +31,10 @@ the ratio of the two runs' median probe times:
   above 1 (never multiplied when below: the probe may excuse a slowdown, never make one);
 * beyond it, either way: the machine itself moved by more than the tolerance, and how much of that
   a model feels depends on its threads and kernels (a busy neighbour on one of two cores made the
-  probe x2.22 slower and LiteMedSAM's cases x3.03, and left the single-threaded otsu baseline
-  as fast as before), so the group's speed is reported and not judged, and the command says so:
-  a slower machine would excuse a slowdown, a faster one would hide it.
+  probe x3.10 slower and LiteMedSAM's cases x2.14, another time x2.81 and x2.64, and left the
+  single-threaded otsu baseline as fast as before), so the group's speed is reported and not
+  judged, and the command says so: a slower machine would excuse a slowdown, a faster one would
+  hide it.
 
 A 1.5x slower model on a steady machine has its whole interval at x1.5. The manifests' machines
 are compared too, and a difference is warned about; ``--fail-speed off`` reports speed without

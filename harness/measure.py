@@ -48,7 +48,7 @@ def timed(device: str, function: Callable[..., T], *args: Any, **kwargs: Any) ->
 # slower while LiteMedSAM was 2.1x slower, and a 14 ms one 1.7-2.2x.
 PROBE_SIDE = {"cpu": 1024, "cuda": 4096}
 PROBE_REPEATS = 3
-PROBE_INTERVAL_S = 5.0  # ~56 ms of products every 5 s: about 1% of a run on a 2-core CPU
+PROBE_INTERVAL_S = 10.0  # ~56 ms of products every 10 s: about 0.6% of a run on a 2-core CPU
 
 
 class MachineProbe:
