@@ -3,7 +3,7 @@
 * Time: ``time.perf_counter`` around the call; on CUDA the device is synchronised before and after,
   so asynchronous kernels are counted in the call that launched them.
 * Machine speed: a fixed reference workload (a float32 matrix product) timed on the case's device
-  every half minute of a run (``probe_ms``), so a comparison of two runs can tell a slower machine
+  every 10 s of a run (``probe_ms``), so a comparison of two runs can tell a slower machine
   (CPU steal, frequency scaling, a busy neighbour) from slower code.
 * Memory: on CUDA the allocator's peak (``max_memory_allocated``), reset before each case; on every
   device the process's peak resident set size, reset before each case through
