@@ -120,8 +120,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not comparison.groups:
         raise SegbenchError("the two runs share no (adapter, task, case, label, prompt) rows to compare")
     print(terminal_table(comparison))
-    if comparison.unjudged:
-        print(f"warning: the machine's speed moved by more than the speed tolerance in {comparison.unjudged} "
+    if comparison.unjudged_groups:
+        print(f"warning: the machine's speed moved by more than the speed tolerance in {comparison.unjudged_groups} "
               "group(s) (their reference workload, probe_ms); their speed is reported, not judged: rerun on a "
               "quieter machine", file=sys.stderr)
     for gate, limit in (("speed", thresholds.speed), ("memory", thresholds.memory)):

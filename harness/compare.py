@@ -115,7 +115,7 @@ class Comparison:
         return any(group.regressions for group in self.groups)
 
     @property
-    def unjudged(self) -> int:
+    def unjudged_groups(self) -> int:
         """Groups whose speed was not judged because the machine's speed moved too much."""
         return sum(group.unjudged is not None for group in self.groups)
 
