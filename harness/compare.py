@@ -337,8 +337,7 @@ def terminal_table(comparison: Comparison) -> str:
     """One line per group: ``cases`` are those ok in both runs (the paired statistics' cases); ``failed``
     counts each run's failed cases, ``unmatched`` the cases only the base / only the new run has."""
     header = ["adapter", "task", "prompt", "cases", "failed base→new", "unmatched base/new", "Dice base→new",
-              "ΔDice [95% CI]", "machine",
-              "latency ratio [95% CI]", "memory ratio", "verdict"]
+              "ΔDice [95% CI]", "machine", "latency ratio [95% CI]", "memory ratio", "verdict"]
     lines = []
     for g in comparison.groups:
         mean, low, high = g.dice_diff
