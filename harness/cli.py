@@ -117,9 +117,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for key, (base, new) in comparison.machine_differences.items():
         print(f"warning: the runs differ in {key}: {base} → {new}; speed and memory are not comparable",
               file=sys.stderr)
-    if not comparison.groups:
+    if not comparison.shared:
         raise SegbenchError("the two runs share no (adapter, task, case, label, prompt) rows to compare")
     print(terminal_table(comparison))
+    totals = comparison.totals
+    print(f"cases (per adapter, task, prompt) failed: {totals.failed_base} in base, {totals.failed_new} in new "
+          f"({totals.failed_both} in both); "
+          f"unmatched: {totals.missing_new} only in base, {totals.missing_base} only in new; "
+          f"lost (ok in base, failed or missing in new): {totals.lost}", file=sys.stderr)
     if comparison.unjudged_groups:
         print(f"warning: the machine's speed moved by more than the speed tolerance in {comparison.unjudged_groups} "
               "group(s) (their reference workload, probe_ms); their speed is reported, not judged: rerun on a "
