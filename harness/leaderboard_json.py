@@ -31,9 +31,7 @@ def schema() -> dict[str, Any]:
 
 
 def _number(value: float | None) -> float | None:
-    """A finite number to 12 significant digits (more than any figure here means; the last bits of a float
-    sum, which follow the summation order, stay out of the file), else ``None``."""
-    return float(f"{value:.12g}") if value is not None and math.isfinite(value) else None
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _estimate(estimate: Estimate) -> dict[str, float | None]:
