@@ -6,6 +6,7 @@ page and ``leaderboard.json`` show the manifest only through :func:`publishable`
 dropped and every absolute path (``/…``, ``~/…``, ``file://…``, ``C:\\…``) becomes its last
 component, wherever it stands (a whole value, ``--opt=/path`` in the command line, a path inside an
 error text). Checkpoints and data stay identified by name and sha256, which the manifest records.
+The rows go through :func:`publishable_cases`: error texts lose their paths, the ``host`` column its values.
 
 A run is *incomplete* (:func:`completeness`) when its status is not ``complete``, when a session
 never recorded its end (killed), or when units the plan held (``planned``) have no result; every page
@@ -50,6 +51,17 @@ def publishable(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
     return value
+
+
+def publishable_cases(cases: pl.DataFrame) -> pl.DataFrame:
+    """A run's rows as they may be published: error texts without machine paths, no host column values."""
+    if "error" in cases.columns:
+        errors = cases["error"].drop_nulls().unique().to_list()
+        cases = cases.with_columns(pl.col("error").replace_strict(
+            {error: scrub_text(error) for error in errors}, default=pl.col("error"), return_dtype=pl.String))
+    if "host" in cases.columns:
+        cases = cases.with_columns(pl.lit(None, dtype=cases.schema["host"]).alias("host"))
+    return cases
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from segbench import __version__, plugins
 from segbench.errors import SegbenchError
 from segbench.leaderboard_json import document
 from segbench.pages import LoadedRun, SiteBuilder, combined_cases, load_runs, slug
-from segbench.publishing import Completeness, completeness, publishable
+from segbench.publishing import Completeness, completeness, publishable, publishable_cases, scrub_text
 from segbench.ranking import ALPHA
 
 STATIC_FILES = ("style.css", "sort.js")
@@ -65,6 +65,7 @@ def _environment(template_dirs: Sequence[Path] = ()) -> jinja2.Environment:
     )
     environment.filters["num"] = _number
     environment.filters["p_value"] = _p_value
+    environment.filters["scrub"] = scrub_text  # any free text a page shows that may hold a machine path
     environment.globals["slug"] = slug
     environment.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, default=str)
     return environment
@@ -145,9 +146,10 @@ def _move_into_place(stage: Path, out: Path, before: list[str]) -> list[str]:
 
 
 def publishable_runs(runs: list[LoadedRun]) -> tuple[list[LoadedRun], list[Completeness]]:
-    """The runs with their manifests in publishable form, and how complete each run is."""
+    """The runs with their manifests and rows in publishable form, and how complete each run is."""
     states = [completeness(run.run_id, index, run.manifest, run.cases) for index, run in enumerate(runs, start=1)]
-    return [dataclasses.replace(run, manifest=publishable(run.manifest)) for run in runs], states
+    return [dataclasses.replace(run, manifest=publishable(run.manifest), cases=publishable_cases(run.cases))
+            for run in runs], states
 
 
 def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboard", base_url: str | None = None,

@@ -20,8 +20,9 @@ import pytest
 from segbench.curves import natural_key
 from segbench.errors import SegbenchError
 from segbench.leaderboard_json import SCHEMA, schema
+from segbench.pages import load_runs
 from segbench.publishing import publishable, scrub_text
-from segbench.report import SITE_MANIFEST, build_site
+from segbench.report import SITE_MANIFEST, build_site, publishable_runs
 
 from .conftest import REPO, run_cli
 from .synthetic import SyntheticTask, write_run
@@ -34,10 +35,11 @@ PHONE_CONTENT_PX = 390 - 2 * 12  # a 390 px phone less main's side padding (.75r
 @pytest.fixture(scope="module")
 def made_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(run dir, the tmp folder it was made in): a real `segbench run` of box and otsu on PNG files under a
-    data root in tmp, keeping two cases' masks. Its manifest then gets what a checkpointed adapter and a
-    cluster executor would add: a checkpoint path, the command line, executor paths under tmp and ~."""
+    data root in tmp (one of them corrupt), keeping two cases' masks. Its manifest then gets what a checkpointed
+    adapter and a cluster executor would add: a checkpoint path, the command line, executor paths under tmp and ~."""
     folder = tmp_path_factory.mktemp("publish-run")
-    config = write_config(folder, ["box", "otsu"], 3)
+    config = write_config(folder, ["box", "otsu"], 4)
+    (folder / "data" / "pngs" / "images" / "003.png").write_bytes(b"not an image")  # a failed case, its error text
     result = run_cli("run", "--config", str(config), "--suite", "files", "--data-root", str(folder / "data"),
                      "--out", str(folder / "out"), "--save-masks", "2", "--no-progress")
     run_dir = Path(result.stdout.strip().splitlines()[-1])
@@ -68,6 +70,7 @@ def test_no_machine_path_or_host_name_is_published(made_run: tuple[Path, Path], 
     paths = {str(folder), str(folder / "data"), str(REPO), str(Path.home()) + "/", "~/jobs"}
     # the manifest does hold them: what the site must leave out
     assert all(path in raw for path in paths - {str(Path.home()) + "/"}) and all(host in raw for host in hosts)
+    assert pl.read_parquet(run_dir / "cases.parquet")["status"].to_list().count("failed") >= 2
     site = tmp_path / "site"
     build_site([run_dir], site)
     texts = text_files(site)
@@ -85,6 +88,10 @@ def test_no_machine_path_or_host_name_is_published(made_run: tuple[Path, Path], 
     # the facts stay, by name: the checkpoint's file name and sha256, the data root's folder name
     runs = texts["runs.html"]
     assert "model-v1.pth" in runs and "ab" * 32 in runs and "<code>data</code>" in runs
+    published = publishable_runs(load_runs([run_dir]))[0][0].cases  # what every page is built from
+    assert published["host"].null_count() == published.height
+    errors = published.filter(pl.col("status") == "failed")["error"].to_list()
+    assert errors and all(error.startswith("003.png: ") and str(folder) not in error for error in errors)
     document = json.loads(texts["leaderboard.json"])
     box = next(a for a in document["adapters"] if a["name"] == "box")
     assert box["facts"]["checkpoint"]["path"] == "model-v1.pth"
