@@ -111,8 +111,8 @@ def completeness(run_id: str, index: int, manifest: dict[str, Any], cases: pl.Da
     else:
         done = cases["unit_id"].n_unique() if cases.height else 0
         last = sessions[-1] if sessions else {}
-        sizes = [last.get("pending_units"), last.get("skipped_units")]
-        total = sum(sizes) if all(isinstance(n, int) for n in sizes) else None  # type: ignore[misc]
+        pending, skipped = last.get("pending_units"), last.get("skipped_units")
+        total = pending + skipped if isinstance(pending, int) and isinstance(skipped, int) else None
         if total is None and manifest.get("status") == "complete":
             total = done
     reasons = []

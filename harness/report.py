@@ -126,7 +126,7 @@ def _written_before(out: Path) -> list[str]:
     return safe
 
 
-def _move_into_place(stage: Path, out: Path, before: list[str]) -> list[str]:
+def _move_into_place(stage: Path, out: Path, before: list[str]) -> None:
     """Move every file of ``stage`` into ``out``, delete what ``before`` lists and this build did not
     write, and record the new list. A file the builds did not write is never deleted."""
     written = sorted(path.relative_to(stage).as_posix() for path in stage.rglob("*") if path.is_file())
@@ -142,7 +142,6 @@ def _move_into_place(stage: Path, out: Path, before: list[str]) -> list[str]:
             folder.rmdir()
     listing = {"generator": "segbench report", "files": written}
     (out / SITE_MANIFEST).write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
-    return written
 
 
 def publishable_runs(runs: list[LoadedRun]) -> tuple[list[LoadedRun], list[Completeness]]:
