@@ -100,7 +100,7 @@ def leaderboard(frame: pl.DataFrame, label: str | None = None) -> list[Leaderboa
     for task, prompt, adapter in _combinations(frame):
         group = ok.filter((pl.col("task") == task) & (pl.col("prompt") == prompt) & (pl.col("adapter") == adapter))
         weights = str(frame.filter(pl.col("adapter") == adapter)["weights"][0])
-        per_case = group.unique(["case_id"], keep="first")
+        per_case = group.unique(["case_id"], keep="first", maintain_order=True)  # a sum in a fixed order
         total_s = float(per_case["total_ms"].sum()) / 1000
         measured = weights != "random"
 
