@@ -120,7 +120,7 @@ def draw_prompts(pixels: np.ndarray, prompts: Sequence[dict[str, Any]], shape: t
             draw.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], outline=EDGE_RGB, width=thickness + 2)
             draw.rectangle(box, outline=PROMPT_RGB, width=thickness)
         for (x, y), sign in zip(prompt.get("points", []), prompt.get("labels", []), strict=False):
-            cx, cy = at(x, y)
+            cx, cy = (round(v) for v in at(x, y))
             if sign:
                 draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=PROMPT_RGB, outline=EDGE_RGB,
                              width=max(1, thickness // 2 + 1))
