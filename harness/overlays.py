@@ -198,6 +198,14 @@ class Overlay:
     def slice_index(self) -> int | None:
         return self.sample.meta.get("slice")
 
+    @property
+    def elsewhere(self) -> str | None:
+        """Where a volume's prompts were given when none lies on the shown slice ("slice 77")."""
+        slices = sorted({int(z) for entry in self.given for z, given in entry.get("slices", {}).items() if given})
+        if not slices or self.slice_index in slices:
+            return None
+        return f"slice {slices[0]}" if len(slices) == 1 else f"{len(slices)} slices, {slices[0]}–{slices[-1]}"
+
     @cached_property
     def _drawn(self) -> tuple[bytes, bytes]:
         image, truth, prediction = self.sample.load(self.protocol_key, self.label)

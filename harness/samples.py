@@ -12,8 +12,8 @@ prediction of every protocol and label and hands it to the store with the unit's
 * ``samples/<unit_id>.npz``: one adapter's predictions and a JSON record naming adapter, task, case,
   labels and protocols.
 
-Masks are kept at the case's full resolution, bit-packed and compressed: on the smoke data a unit
-file is 0.3-3 kB per (protocol, label) and a case file 20-250 kB (the preview dominates; docs/
+Masks are kept at the case's full resolution, bit-packed and compressed, the preview as WebP: on the
+smoke data a unit file is 0.8-1.5 kB a case (0.4-1.5 kB a mask) and a case file 7-35 kB (docs/
 leaderboard.md has the measured figures). A volume is cut to one representative slice: the one with
 the largest ground-truth area over all labels. Scores always come from the full case; the sample is
 for looking at.
