@@ -189,3 +189,18 @@ def test_failures_are_listed_and_shown_in_the_other_adapters_columns(tmp_path: P
     assert strong_worst["case_id"] == "case-0001" and strong_worst["cells"][1]["status"] == "failed"
     page = (tmp_path / "site" / "cases-flat.html").read_text()
     assert "2 failed (case, label)s for weak" in page and "Traceback" not in page
+
+
+def test_support_protocols_list_the_support_set_with_thumbnails_where_kept(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", {"strong": 0.9}, [SyntheticTask("in-context", 4, support_sizes=(2,))], samples=4)
+    cases = pl.read_parquet(run / "cases.parquet")
+    given = json.dumps([{"support": ["case-0003", "pool-9"]}, {"support": ["pool-9"]}])  # two ensemble members
+    cases.with_columns(pl.lit(given).alias("prompt_json")).write_parquet(run / "cases.parquet")
+    build_site([run], tmp_path / "site")
+    (task,) = json.loads((tmp_path / "site" / "leaderboard.json").read_text())["tasks"]
+    cells = [c for p in task["protocols"][0]["drilldown"]["picks"] for c in p["cells"]]
+    assert cells and all(c["support"] == ["case-0003", "pool-9"] for c in cells)
+    page = (tmp_path / "site" / "cases-in-context.html").read_text()
+    (thumbnail,) = set(re.findall(r'<img class="thumb" src="([^"]+)" alt="support case case-0003', page))
+    assert (tmp_path / "site" / thumbnail).read_bytes()[8:12] == b"WEBP"  # a pool case the run kept: its preview
+    assert "pool-9" in page and 'alt="support case pool-9' not in page  # not kept: its id only
