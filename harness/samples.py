@@ -78,10 +78,11 @@ def preview(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS))
 
 
-def webp(pixels: np.ndarray, quality: int) -> bytes:
-    """(h, w, 3) uint8 pixels as lossy WebP of ``quality`` (deterministic for a given libwebp)."""
+def webp(pixels: np.ndarray, quality: int, method: int = 4) -> bytes:
+    """(h, w, 3) uint8 pixels as lossy WebP of ``quality`` and effort ``method`` (0-6), deterministic
+    for a given libwebp."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="WEBP", quality=quality, method=4)
+    Image.fromarray(pixels).save(buffer, format="WEBP", quality=quality, method=method)
     return buffer.getvalue()
 
 
