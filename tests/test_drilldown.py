@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from segbench.cli import build_parser
 from segbench.execute import execute
 from segbench.overlays import EDGE_RGB, FILL_OPACITY, FN_RGB, FP_RGB, PROMPT_RGB, TP_RGB, draw_prompts, given_on_slice
 from segbench.overlays import overlay as draw_overlay
@@ -204,3 +205,21 @@ def test_support_protocols_list_the_support_set_with_thumbnails_where_kept(tmp_p
     (thumbnail,) = set(re.findall(r'<img class="thumb" src="([^"]+)" alt="support case case-0003', page))
     assert (tmp_path / "site" / thumbnail).read_bytes()[8:12] == b"WEBP"  # a pool case the run kept: its preview
     assert "pool-9" in page and 'alt="support case pool-9' not in page  # not kept: its id only
+
+
+def test_save_masks_takes_all_or_a_count(tmp_path: Path) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run", "--save-masks", "all"]).save_masks == "all"
+    assert parser.parse_args(["run", "--save-masks", "3"]).save_masks == 3
+    assert parser.parse_args(["run"]).save_masks is None  # the suite's, which defaults to every case
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--save-masks", "-1"])
+    config = tmp_path / "bench.toml"
+    config.write_text('[suites.s]\nadapters = ["box"]\ntasks = ["phantom"]\nsave_masks = 2\n'
+                      '[suites.every]\nadapters = ["box"]\ntasks = ["phantom"]\nsave_masks = "all"\n')
+    suites = load_config(config)
+    assert suites.suite("every").save_masks is None and suites.suite("s").save_masks == 2
+    tasks = discover_tasks()
+    assert make_plan(suites.suite("s"), tasks, device="cpu").save_masks == 2
+    assert make_plan(suites.suite("s"), tasks, device="cpu", save_masks="all").save_masks is None
+    assert make_plan(suites.suite("every"), tasks, device="cpu", save_masks=0).save_masks == 0
