@@ -111,7 +111,7 @@ def draw_prompts(pixels: np.ndarray, prompts: Sequence[dict[str, Any]], shape: t
         return (x + 0.5) * scale_x - 0.5, (y + 0.5) * scale_y - 0.5
 
     thickness = max(1, round(max(height, width) / 256))
-    radius = 2 + 2 * thickness
+    radius = max(4, round(max(height, width) / 50))  # a click stays visible on a zoomed-out card
     picture = Image.fromarray(pixels)
     draw = ImageDraw.Draw(picture)
     for prompt in prompts:
