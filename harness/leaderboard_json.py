@@ -60,9 +60,7 @@ def _section(section: PromptSection) -> dict[str, Any]:
         "prompt": section.prompt,
         "rows": _table(section.table),
         "labels": {table.label: _table(table) for table in section.label_tables},
-        "drilldown": [{"picks": list(o.picks), "adapter": o.adapter, "case_id": o.case_id, "label": o.label,
-                       "dice": _number(o.dice), "slice": o.slice_index, "image": o.file, "zoom": o.zoom}
-                      for o in section.overlays],
+        "drilldown": section.overlays.record(),
     }
 
 
