@@ -34,14 +34,19 @@ CASE_SCHEMA: dict[str, Any] = {
     "instances": pl.Int32,
     "dice": pl.Float64,
     "nsd": pl.Float64,
-    "hd95": pl.Float64,
+    "hd95": pl.Float64,  # in ``unit``, as is the NSD tolerance
+    "unit": pl.String,  # "mm": the case's spacing came from the file or the task; "px": assumed 1.0 a pixel
+    "diagonal": pl.Float64,  # the image extent's diagonal in ``unit``: HD95 of an empty mask, the failure penalty
+    "truth_area": pl.Int64,  # foreground pixels/voxels of the ground truth (label, step); null on failed rows
+    "pred_area": pl.Int64,  # ... and of the prediction (0: an empty prediction)
     "encode_ms": pl.Float64,
     "decode_ms": pl.Float64,
     "total_ms": pl.Float64,
-    "peak_mem_mb": pl.Float64,
-    "peak_rss_mb": pl.Float64,
+    "peak_mem_mb": pl.Float64,  # the model's: CUDA allocator peak; on CPU peak RSS less the RSS before load
+    "peak_rss_mb": pl.Float64,  # the whole process's peak resident set
     "probe_ms": pl.Float64,  # the machine's speed around the case (segbench.measure.MachineProbe)
-    "device": pl.String,
+    "device": pl.String,  # the device the case ran on ("cpu", "cuda:0")
+    "threads": pl.Int32,  # torch.get_num_threads() in the worker that ran the case
     "host": pl.String,
     "gpu": pl.String,  # the GPU's name, "" on a CPU
     "weights": pl.String,
