@@ -25,7 +25,7 @@ import numpy as np
 from segbench import environment, plugins
 from segbench.case import Case
 from segbench.errors import DataError
-from segbench.interface import Adapter, Prediction, Prompt, Support
+from segbench.interface import Adapter, MaskError, Prediction, Prompt, Support, check_masks
 from segbench.measure import MachineProbe, current_rss_mb, peak_memory, timed
 from segbench.metrics import evaluate, image_diagonal_mm
 from segbench.plan import RunPlan, WorkUnit
@@ -49,15 +49,16 @@ NAN = float("nan")
 
 
 def _error_text(error: BaseException) -> str:
-    if isinstance(error, DataError):
+    if isinstance(error, DataError | MaskError):  # they say what is wrong; the harness line would mislead
         return str(error)
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
     return f"{type(error).__name__}: {error}{where}"
 
 
-def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, **values: Any) -> dict[str, Any]:
-    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``.
+def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: Any) -> dict[str, Any]:
+    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``
+    (positional-only parameters: ``unit`` is also a column, the unit of distances).
     Executors use it to record a unit whose worker died as ``failed`` (its case unread: no unit, no diagonal)."""
     setup = plan.adapters[unit.adapter]
     row = {"run_id": plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
@@ -131,7 +132,7 @@ class UnitRunner:
             self.pools[task] = SupportPool(reader, spec.support.split(reader.case_ids(), spec.source)[0])
         return self.pools[task]
 
-    def _row(self, unit: WorkUnit, **values: Any) -> dict[str, Any]:
+    def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
         return unit_row(self.plan, unit, self.host, self.gpu, device=self.device, threads=self.threads, **values)
 
     def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
@@ -281,9 +282,7 @@ def release_device_memory(device: str) -> None:
 
 
 def _check_prediction(prediction: Prediction, count: int, case: Case) -> None:
-    masks = prediction.masks
-    if masks.shape != (count, *case.shape):
-        raise ValueError(f"adapter returned masks of shape {masks.shape}, expected {(count, *case.shape)}")
+    check_masks(prediction.masks, (count, *case.shape))
 
 
 def _areas(truth: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
