@@ -114,7 +114,7 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
     ``executor_options``; resumes a run already there, whichever executor made it, unless ``fresh``
     (which first removes what an earlier run wrote there). ``command`` is recorded as the command line."""
     store = RunStore(Path(out) / plan.run_id)
-    if fresh and store.exists():
+    if fresh:
         store.clear()
     resumed = store.exists()
     if resumed:
