@@ -5,15 +5,22 @@ every case (or, with --fail-on-error, any failure) from a clean run."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from segbench import executors
+from segbench.execute import execute
 from segbench.interface import MaskError, check_masks
+from segbench.plan import RunPlan, WorkUnit, make_plan
 from segbench.readers.phantom import phantom
+from segbench.runner import UnitRunner
 from segbench.store import RunStore
+from segbench.suites import load_config
+from segbench.taskspec import discover_tasks
 
 from .conftest import run_cli
 from .plugin_site import install_plugin
@@ -113,3 +120,20 @@ def test_one_failed_case_exits_zero_unless_fail_on_error(plugin_env: dict[str, s
     strict = run_cli(*args, "--fail-on-error", env=plugin_env, check=False)
     assert strict.returncode == 3 and "resumed: 8 units reused, 0 to run" in strict.stderr
     assert strict.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
+
+
+def test_a_run_whose_executor_left_units_unwritten_is_incomplete(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(None)
+    plan = make_plan(config.suite("quick"), discover_tasks(config.task_dirs), adapters=("box",), device="cpu")
+
+    class FirstUnitOnly:
+        def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]) -> None:
+            store.write_unit(units[0].unit_id, UnitRunner(plan, "box").run(units[0]))
+            done(units[0])
+
+    monkeypatch.setattr(executors, "create", lambda name, options=None: FirstUnitOnly())
+    manifest = execute(plan, tmp_path, progress=False, command=["segbench", "run"]).read_manifest()
+    assert manifest["status"] == "incomplete" and manifest["missing_units"] == CASES - 1
+    assert manifest["planned"] == {"box/phantom": [unit.case_id for unit in plan.units]}
+    assert manifest["command"] == ["segbench", "run"] and "ended" in manifest["sessions"][-1]
