@@ -9,6 +9,8 @@ import numpy as np
 
 from segbench.errors import DataError
 
+UNITS = ("mm", "px")
+
 
 @dataclass
 class Case:
@@ -16,8 +18,10 @@ class Case:
 
     ``image`` is (H, W, 3) uint8 for 2D tasks and (D, H, W) uint8 for volumes, after the task's
     intensity policy (CT window, percentile clip, ...). ``labels`` maps each label name to a bool mask
-    of the spatial shape; a label absent from a case is absent from the dict. ``spacing`` is in mm
-    per pixel/voxel, in array axis order ((row, col) or (slice, row, col)).
+    of the spatial shape; a label absent from a case is absent from the dict. ``spacing`` is the size
+    of a pixel/voxel in array axis order ((row, col) or (slice, row, col)), in ``unit``: ``"mm"`` when
+    the file or the task gave it, ``"px"`` when the reader assumed 1.0 per pixel (then every distance,
+    HD95 and the NSD tolerance included, is in pixels, and pages must say so).
     """
 
     case_id: str
@@ -25,6 +29,7 @@ class Case:
     labels: dict[str, np.ndarray]
     spacing: tuple[float, ...]
     sources: tuple[Path, ...] = field(default_factory=tuple)
+    unit: str = "mm"
 
     @property
     def ndim(self) -> int:
@@ -35,6 +40,8 @@ class Case:
         return tuple(self.image.shape[: self.ndim])
 
     def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"a case's unit is one of {UNITS}, got {self.unit!r}")
         for name, mask in self.labels.items():
             if mask.shape != self.shape:
                 where = self.sources[0] if self.sources else self.case_id

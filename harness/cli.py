@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -10,12 +11,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segbench import __version__
 from segbench.errors import SegbenchError
 
+if TYPE_CHECKING:
+    from segbench.execute import RunSummary
+
 DEFAULT_OUT = Path("results")
+FAILED_EXIT = 3  # `segbench run`: an adapter failed every case (or, with --fail-on-error, any case failed)
 
 
 def _data_root(value: str | None) -> Path | None:
@@ -75,7 +80,7 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from segbench import executors
-    from segbench.execute import execute
+    from segbench.execute import execute, summarize
     from segbench.plan import make_plan
     from segbench.taskspec import discover_tasks
 
@@ -94,10 +99,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, executor_options=_executor_options(args))
+                    progress=not args.no_progress, executor_options=_executor_options(args),
+                    command=getattr(args, "command_line", None), fresh=args.fresh)
     manifest = store.read_manifest()
     print(f"{manifest['rows']} rows, {manifest['units']} cases, {manifest['failed_units']} failed", file=sys.stderr)
+    status = _print_summary(summarize(store.read_cases()), args.fail_on_error)
     print(store.dir)
+    return status
+
+
+def _score(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def _print_summary(summary: RunSummary, fail_on_error: bool) -> int:
+    """The run's table and each failing adapter's first error, on stderr; the exit status: 3 when an
+    adapter failed every one of its cases (or, with ``fail_on_error``, when any case failed), else 0."""
+    from segbench.execute import SUMMARY_RULE
+
+    rows = [{"adapter": p.adapter, "task": p.task, "cases": p.cases, "dice": _score(p.dice), "nsd": _score(p.nsd),
+             "failed": p.failed} for p in summary.pairs]
+    with contextlib.redirect_stdout(sys.stderr):
+        _print_table(rows, ["adapter", "task", "cases", "dice", "nsd", "failed"])
+    print(SUMMARY_RULE, file=sys.stderr)
+    for adapter, error in summary.first_errors.items():
+        print(f"first error of {adapter}: {error}", file=sys.stderr)
+    for adapter in summary.all_failed:
+        print(f"segbench run: {adapter} failed every one of its cases", file=sys.stderr)
+    if summary.all_failed or (fail_on_error and summary.first_errors):
+        return FAILED_EXIT
     return 0
 
 
@@ -289,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the predicted masks of every case ('all') or of N sampled cases per task, for "
                           "the report's drill-down (default: the suite's save_masks, else all; 0: none)")
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
+    run.add_argument("--fresh", action="store_true",
+                     help="start over in the same run directory: remove its earlier parts, masks and results first")
+    run.add_argument("--fail-on-error", action="store_true",
+                     help=f"exit {FAILED_EXIT} when any case failed (default: only when an adapter failed every case)")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the untimed warm-up encode/decode of each adapter before its first case")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -367,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = ["segbench", *(sys.argv[1:] if argv is None else argv)]
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

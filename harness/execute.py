@@ -1,14 +1,25 @@
-"""Running a plan into a run directory: manifest, resume, executor, consolidation."""
+"""Running a plan into a run directory: manifest, resume, executor, consolidation, and the summary a
+run ends with.
+
+Resuming: a run directory is keyed by the run id (the suite's configuration, ``config_hash``); the
+units inside by what produced them (``segbench.plan``). A rerun of the same command reuses every unit
+that has a part and whose id is still in the plan, and moves the parts of units the plan no longer
+holds (an adapter whose code, weights or options changed) to ``parts/superseded/``, so they are never
+consolidated. It says so: ``resumed: N units reused, M to run`` on stderr.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import sys
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from tqdm import tqdm
 
 from segbench import __version__, environment, executors, plugins
@@ -49,10 +60,12 @@ def adapter_facts(setup: AdapterSetup) -> dict[str, Any]:
             "license": meta.license, "reference": meta.reference, "input_size": meta.input_size,
             "preprocessing": meta.preprocessing, "capabilities": meta.capabilities.names(),
             "weights": setup.weights, "checkpoint": setup.checkpoint, "precision": setup.options.precision,
-            "checkpoint_spec": meta.checkpoint.describe() if meta.checkpoint else None}
+            "checkpoint_spec": meta.checkpoint.describe() if meta.checkpoint else None,
+            "distribution": setup.code.get("distribution"), "fingerprint": setup.fingerprint,
+            "code": {name: module["sha256"] for name, module in setup.code.get("modules", {}).items()}}
 
 
-def new_manifest(plan: RunPlan) -> dict[str, Any]:
+def new_manifest(plan: RunPlan, command: Sequence[str] | None = None) -> dict[str, Any]:
     return {
         "run_id": plan.run_id,
         "suite": plan.suite,
@@ -67,6 +80,9 @@ def new_manifest(plan: RunPlan) -> dict[str, Any]:
                          "labels": [label.name for label in spec.labels]}
                   for name, spec in plan.tasks.items()},
         "adapters": {name: adapter_facts(setup) for name, setup in plan.adapters.items()},
+        "fingerprints": plan.fingerprints,
+        "planned": plan.planned(),
+        "command": list(command) if command is not None else None,
         "skipped": plan.skipped,
         "data_root": str(plan.data_root) if plan.data_root else None,
         "datasets": dataset_checksums(plan),
@@ -77,26 +93,52 @@ def new_manifest(plan: RunPlan) -> dict[str, Any]:
     }
 
 
+def _supersede(plan: RunPlan, store: RunStore) -> int:
+    """Move aside the parts of units this plan does not hold; how many there were."""
+    planned = {unit.unit_id for unit in plan.units}
+    stale = [unit_id for unit_id in store.done_units() if unit_id not in planned]
+    if not stale:
+        return 0
+    owners = Counter(store.part_adapters(stale).values())
+    store.supersede(stale)
+    for adapter, count in sorted(owners.items()):
+        print(f"superseded: {count} unit(s) of {adapter} made by other code, weights or options than this plan's; "
+              f"moved to {store.parts.name}/superseded/ and left out of the results", file=sys.stderr)
+    return len(stale)
+
+
 def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: bool = False,
-            progress: bool = True, executor_options: Mapping[str, Any] | None = None) -> RunStore:
+            progress: bool = True, executor_options: Mapping[str, Any] | None = None,
+            command: Sequence[str] | None = None, fresh: bool = False) -> RunStore:
     """Run every pending unit of ``plan`` into ``out/<run_id>`` with the executor ``executor`` built from
-    ``executor_options``; resumes a run already there, whichever executor made it."""
+    ``executor_options``; resumes a run already there, whichever executor made it, unless ``fresh``
+    (which first removes what an earlier run wrote there). ``command`` is recorded as the command line."""
     store = RunStore(Path(out) / plan.run_id)
-    if store.exists():
+    if fresh:
+        store.clear()
+    resumed = store.exists()
+    if resumed:
         manifest = store.read_manifest()
         if manifest.get("config_hash") != plan.config_hash:
-            raise SegbenchError(f"{store.dir} holds a run of another configuration; choose another --out "
-                                "or --run-id")
+            raise SegbenchError(f"{store.dir} holds a run of another configuration; choose another --out, "
+                                "--run-id or --fresh")
+        manifest.update(adapters={name: adapter_facts(setup) for name, setup in plan.adapters.items()},
+                        fingerprints=plan.fingerprints, planned=plan.planned(),
+                        command=list(command) if command is not None else manifest.get("command"))
     else:
-        manifest = new_manifest(plan)
+        manifest = new_manifest(plan, command)
     chosen = executors.create(executor, executor_options)
+    superseded = _supersede(plan, store) if resumed else 0
     done = store.done_units()
     pending: list[WorkUnit] = [u for u in plan.units
                                if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")]
+    if resumed:
+        print(f"resumed: {len(plan.units) - len(pending)} units reused, {len(pending)} to run", file=sys.stderr)
     session = {"started": _now(), "executor": executor, "executor_options": dict(executor_options or {}),
                "pending_units": len(pending),
-               "skipped_units": len(plan.units) - len(pending), "git": environment.git_commit(),
-               "host": environment.host(), "segbench_version": __version__}
+               "skipped_units": len(plan.units) - len(pending), "superseded_units": superseded,
+               "command": list(command) if command is not None else None, "fingerprints": plan.fingerprints,
+               "git": environment.git_commit(), "host": environment.host(), "segbench_version": __version__}
     manifest["sessions"].append(session)
     manifest["status"] = "running"
     store.write_manifest(manifest)
@@ -114,8 +156,57 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
         bar.close()
     frame = store.consolidate()
     failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()
-    manifest.update(status="complete", rows=frame.height, units=frame["unit_id"].n_unique(),
-                    failed_units=failed_units)
+    written = store.done_units()
+    missing = sum(unit.unit_id not in written for unit in plan.units)
+    manifest.update(status="complete" if not missing else "incomplete", rows=frame.height,
+                    units=frame["unit_id"].n_unique(), failed_units=failed_units, missing_units=missing)
     session.update(ended=_now(), executor_settings=dict(settings or {}))
     store.write_manifest(manifest)
     return store
+
+
+SUMMARY_RULE = ("dice, nsd: means pooled over the ok (case, label, protocol) rows at each protocol's final step, "
+                "failed cases left out: a quick summary, not the report's ranking")
+
+
+@dataclass
+class PairSummary:
+    adapter: str
+    task: str
+    cases: int
+    dice: float  # NaN when no row is ok
+    nsd: float
+    failed: int  # cases with a failed row
+
+
+@dataclass
+class RunSummary:
+    """The quick look ``segbench run`` ends with, computed from the rows."""
+
+    pairs: list[PairSummary]
+    first_errors: dict[str, str]  # adapter -> the first error of its failed rows (in row order)
+    all_failed: list[str]  # adapters every one of whose cases failed
+
+
+def summarize(frame: pl.DataFrame) -> RunSummary:
+    """Per (adapter, task): cases, mean Dice and NSD at each protocol's final step, failed cases; each
+    failing adapter's first error; the adapters that failed every case."""
+    if frame.is_empty():
+        return RunSummary([], {}, [])
+    final = frame.filter(pl.col("step") == pl.col("step").max().over("adapter", "task", "prompt"))
+    ok = final.filter(pl.col("status") == "ok")
+    means = {(a, t): (d, n) for a, t, d, n in
+             ok.group_by("adapter", "task").agg(pl.col("dice").mean(), pl.col("nsd").mean()).iter_rows()}
+    counts = frame.group_by("adapter", "task").agg(
+        pl.col("case_id").n_unique().alias("cases"),
+        pl.col("case_id").filter(pl.col("status") != "ok").n_unique().alias("failed")).sort("adapter", "task")
+    nan = float("nan")
+    pairs = [PairSummary(a, t, cases, *means.get((a, t), (nan, nan)), failed)
+             for a, t, cases, failed in counts.iter_rows()]
+    failed_rows = frame.filter(pl.col("status") != "ok")
+    first_errors = {a: e or "(no error text)" for a, e in
+                    failed_rows.group_by("adapter", maintain_order=True).agg(pl.col("error").first()).iter_rows()}
+    per_unit = frame.group_by("adapter", "unit_id").agg((pl.col("status") != "ok").any().alias("failed"))
+    all_failed = sorted(a for a, every in per_unit.group_by("adapter").agg(pl.col("failed").all()).iter_rows()
+                        if every)
+    return RunSummary(pairs, first_errors, all_failed)

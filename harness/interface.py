@@ -151,7 +151,8 @@ class Support:
 
 @dataclass
 class Prediction:
-    """Masks for a batch of targets: ``masks`` is ``(N, H, W)`` bool in the original image size.
+    """Masks for a batch of targets: ``masks`` is ``(N, H, W)`` bool in the original image size (a numpy
+    array of dtype bool: anything else fails the case, see :func:`check_masks`).
 
     ``probabilities`` (optional, ``(N, H, W)`` float in [0, 1]) is the soft output behind ``masks``;
     the harness ensembles in-context predictions over several support sets by averaging it (an
@@ -161,6 +162,26 @@ class Prediction:
     scores: np.ndarray | None = None
     feedback: list[Any] = field(default_factory=list)
     probabilities: np.ndarray | None = None
+
+
+class MaskError(ValueError):
+    """An adapter returned masks that are not a numpy bool array of the expected shape."""
+
+
+def check_masks(masks: Any, shape: tuple[int, ...], where: str = "") -> np.ndarray:
+    """``masks`` when it is what an adapter must return, a numpy bool array of ``shape`` (N targets first);
+    else :class:`MaskError` saying what came back. The harness never guesses: float probabilities,
+    uint8 or a tensor are a bug in the adapter (threshold inside it), not foreground wherever nonzero."""
+    if not isinstance(masks, np.ndarray):
+        kind = type(masks)
+        described = ", ".join(f"{key} {getattr(masks, key)}" for key in ("dtype", "shape") if hasattr(masks, key))
+        raise MaskError(f"adapter returned masks as {kind.__module__}.{kind.__qualname__}"
+                        f"{f' ({described})' if described else ''}{where}, expected a numpy bool array of shape "
+                        f"{shape}")
+    if masks.dtype != np.bool_ or masks.shape != shape:
+        raise MaskError(f"adapter returned masks of dtype {masks.dtype} and shape {masks.shape}{where}, "
+                        f"expected bool of shape {shape}")
+    return masks
 
 
 class Adapter(ABC):

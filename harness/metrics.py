@@ -36,6 +36,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 from surface_distance import lookup_tables
 
+# Part of every work unit's id (segbench.plan): bump it when a metric's definition or the empty-mask
+# policy changes, so resumed runs score their cases again instead of mixing two definitions.
+METRICS_VERSION = "1"
+
 # Size of the neighbourhood searched directly before falling back to a k-d tree.
 NEIGHBOURHOOD_OFFSETS = 3000
 GATHER_BLOCK = 1 << 18

@@ -2,22 +2,38 @@
 
 A work unit is one (adapter, task, case): the unit of scheduling, of resume and of failure. All the
 prompt protocols of a case run inside its unit, so the encoder runs once per image and adapter and is
-shared by every label, prompt and iteration. Unit ids hash what defines the unit's result (adapter
-and its version, task and its version, case, protocols, seed), so they are the same on every machine
-and in every executor.
+shared by every label, prompt and iteration. Unit ids hash what defines the unit's result, so they are
+the same on every machine and in every executor, and a resumed run reuses a unit only when nothing that
+made it has changed:
+
+* the adapter's fingerprint (:func:`adapter_fingerprint`): the source of every module of the adapter
+  class's MRO (the harness interface aside) and the distribution each comes from, its declared version,
+  the checkpoint's sha256, the load options that change results (precision, offload, random weights,
+  seed), the metrics' version and segbench's version;
+* the task: its name, version and the sha256 of its task file;
+* the case, the protocols (kind and parameters) and the seed.
+
+The run id (``config_hash``) does not hash the fingerprints: rerunning the same command into the same
+folder after editing an adapter resumes the run and reruns exactly that adapter's units.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.metadata
+import inspect
 import json
+import sys
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from segbench import checkpoints, plugins
+from segbench import __version__, checkpoints, plugins
 from segbench.errors import ConfigError
-from segbench.interface import LoadOptions, Precision
+from segbench.interface import Adapter, LoadOptions, Precision
+from segbench.metrics import METRICS_VERSION
 from segbench.prompts import ProtocolSpec
 from segbench.readers import Reader
 from segbench.readers.resize import ResizedReader
@@ -44,6 +60,8 @@ class AdapterSetup:
     options: LoadOptions
     weights: str  # "pretrained" | "random" | "none" (needs no weights)
     checkpoint: dict[str, Any] | None = None
+    fingerprint: str = ""  # sha256 of what produced the adapter's units (adapter_fingerprint)
+    code: dict[str, Any] = field(default_factory=dict)  # module sha256s and distribution behind the fingerprint
 
 
 @dataclass
@@ -64,6 +82,17 @@ class RunPlan:
     skipped: dict[str, str] = field(default_factory=dict)
     warmup: bool = True  # one untimed encode/decode per adapter before the first case
     save_masks: int | None = 0  # cases per task whose predicted masks are kept, None: all (segbench.samples)
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {name: setup.fingerprint for name, setup in self.adapters.items()}
+
+    def planned(self) -> dict[str, list[str]]:
+        """``"adapter/task"`` → the case ids of its units, in plan order."""
+        out: dict[str, list[str]] = {}
+        for unit in self.units:
+            out.setdefault(f"{unit.adapter}/{unit.task}", []).append(unit.case_id)
+        return out
 
     def protocols_for(self, adapter: str, task: str) -> tuple[ProtocolSpec, ...]:
         return self.protocols[f"{adapter}/{task}"]
@@ -107,10 +136,71 @@ def setup_adapter(name: str, weights: str, device: str, precision: Precision, se
     return AdapterSetup(name, LoadOptions(device, found.path, False, precision, seed, offload), "pretrained", info)
 
 
-def unit_id(adapter: str, adapter_version: str, task: TaskSpec, case_id: str,
-            protocols: tuple[ProtocolSpec, ...], seed: int) -> str:
-    key = "\x1f".join([adapter, adapter_version, task.name, task.version, case_id,
-                       ",".join(p.name for p in protocols), str(seed)])
+@cache
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def distribution_of(module: str) -> dict[str, str] | None:
+    """The installed distribution a module belongs to (name and version), or None (a module on the path)."""
+    names = _distributions().get(module.split(".", 1)[0])
+    if not names:
+        return None
+    try:
+        return {"name": names[0], "version": importlib.metadata.version(names[0])}
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _source_sha256(module: Any) -> str | None:
+    try:
+        path = inspect.getsourcefile(module)
+    except TypeError:  # a built-in or extension module
+        return None
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def adapter_code(cls: type) -> dict[str, Any]:
+    """What the adapter's code is: the sha256 of each module of its class's MRO that defines an adapter
+    class (the harness interface aside) and, per module, its distribution when it is installed; plus
+    the distribution of the adapter's own module (recorded in run.json)."""
+    modules: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if klass is Adapter or not (isinstance(klass, type) and issubclass(klass, Adapter)):
+            continue
+        name = klass.__module__
+        if name not in modules:
+            module = sys.modules.get(name)
+            modules[name] = {"sha256": _source_sha256(module) if module else None,
+                             "distribution": distribution_of(name)}
+    return {"modules": modules, "distribution": distribution_of(cls.__module__)}
+
+
+def adapter_fingerprint(setup: AdapterSetup) -> AdapterSetup:
+    """``setup`` with its fingerprint: the sha256 of everything that makes its results (module docstring)."""
+    cls = plugins.adapter_class(setup.name)
+    code = adapter_code(cls)
+    options = setup.options
+    made_of = {"adapter": setup.name, "version": cls.meta.version, "code": code,
+               "checkpoint_sha256": (setup.checkpoint or {}).get("sha256"), "weights": setup.weights,
+               "precision": options.precision, "offload": options.offload, "random_weights": options.random_weights,
+               "seed": options.seed, "metrics": METRICS_VERSION, "segbench": __version__}
+    digest = hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
+    return dataclasses.replace(setup, fingerprint=digest, code=code)
+
+
+def task_file_sha256(task: TaskSpec) -> str | None:
+    """The sha256 of the task's file (None for a task defined in memory)."""
+    path = Path(task.source)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def unit_id(adapter: str, fingerprint: str, task: TaskSpec, case_id: str,
+            protocols: tuple[ProtocolSpec, ...], seed: int, task_sha256: str | None = None) -> str:
+    key = "\x1f".join([adapter, fingerprint, task.name, task.version, task_sha256 or "", case_id,
+                       ",".join(f"{p.name}{p.kind}{sorted(p.params)!r}" for p in protocols), str(seed)])
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -140,8 +230,8 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
     setups: dict[str, AdapterSetup] = {}
     for name in adapter_names:
         try:
-            setups[name] = setup_adapter(name, weights, device, precision, suite.seed, checkpoint_overrides or {},
-                                         offload)
+            setups[name] = adapter_fingerprint(setup_adapter(name, weights, device, precision, suite.seed,
+                                                             checkpoint_overrides or {}, offload))
         except checkpoints.CheckpointError as error:
             skipped[name] = str(error)
 
@@ -157,6 +247,7 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         case_ids[name] = ids[:limit] if limit else ids
     protocols: dict[str, tuple[ProtocolSpec, ...]] = {}
     units: list[WorkUnit] = []
+    task_hashes = {name: task_file_sha256(spec) for name, spec in chosen.items()}
     for name in setups:
         meta = plugins.adapter_class(name).meta
         capabilities = set(meta.capabilities.names())
@@ -172,7 +263,8 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
                                                   f"for this {spec.dim}D task (capabilities: {sorted(capabilities)})")
                 continue
             protocols[f"{name}/{task_name}"] = supported
-            units += [WorkUnit(unit_id(name, meta.version, spec, case, supported, suite.seed), name, task_name, case)
+            units += [WorkUnit(unit_id(name, setups[name].fingerprint, spec, case, supported, suite.seed,
+                                       task_hashes[task_name]), name, task_name, case)
                       for case in case_ids[task_name]]
 
     config = {

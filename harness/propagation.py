@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from segbench.interface import Adapter, Prediction, Prompt, VolumePrompt
+from segbench.interface import Adapter, Prediction, Prompt, VolumePrompt, check_masks
 from segbench.prompts import bounding_box
 from segbench.slice_cache import SliceEncodings
 
@@ -90,10 +90,7 @@ class SliceStrategy:
         assert self._masks is not None
         self.touched.add(z)
         prediction = self.adapter.predict(self.encodings.get(z), [prompt for _, prompt in batch])
-        masks = np.asarray(prediction.masks, dtype=bool)
-        if masks.shape != (len(batch), *self.shape[1:]):
-            raise ValueError(f"adapter returned masks of shape {masks.shape} for slice {z}, "
-                             f"expected {(len(batch), *self.shape[1:])}")
+        masks = check_masks(prediction.masks, (len(batch), *self.shape[1:]), f" for slice {z}")
         feedback = prediction.feedback or [None] * len(batch)
         for (i, prompt), mask, back in zip(batch, masks, feedback, strict=True):
             self._masks[i, z] = mask

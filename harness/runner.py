@@ -25,9 +25,9 @@ import numpy as np
 from segbench import environment, plugins
 from segbench.case import Case
 from segbench.errors import DataError
-from segbench.interface import Adapter, Prediction, Prompt, Support
-from segbench.measure import MachineProbe, peak_memory, timed
-from segbench.metrics import evaluate
+from segbench.interface import Adapter, MaskError, Prediction, Prompt, Support, check_masks
+from segbench.measure import MachineProbe, current_rss_mb, peak_memory, timed
+from segbench.metrics import evaluate, image_diagonal_mm
 from segbench.plan import RunPlan, WorkUnit
 from segbench.prompts import (
     ProtocolSpec,
@@ -49,35 +49,62 @@ NAN = float("nan")
 
 
 def _error_text(error: BaseException) -> str:
-    if isinstance(error, DataError):
+    if isinstance(error, DataError | MaskError):  # they say what is wrong; the harness line would mislead
         return str(error)
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
     return f"{type(error).__name__}: {error}{where}"
 
 
-def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, **values: Any) -> dict[str, Any]:
-    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``.
-    Executors use it to record a unit whose worker died as ``failed``."""
+def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: Any) -> dict[str, Any]:
+    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``
+    (positional-only parameters: ``unit`` is also a column, the unit of distances).
+    Executors use it to record a unit whose worker died as ``failed`` (its case unread: no unit, no diagonal)."""
     setup = plan.adapters[unit.adapter]
     row = {"run_id": plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
            "task": unit.task, "task_version": plan.tasks[unit.task].version, "case_id": unit.case_id,
            "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
-           "hd95": NAN, "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
-           "peak_rss_mb": NAN, "probe_ms": NAN, "device": setup.options.device, "host": host, "gpu": gpu,
-           "weights": setup.weights, "status": "ok", "error": None, "prompt_json": None, "support_size": None}
+           "hd95": NAN, "unit": None, "diagonal": NAN, "truth_area": None, "pred_area": None,
+           "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
+           "peak_rss_mb": NAN, "probe_ms": NAN, "device": setup.options.device, "threads": None, "host": host,
+           "gpu": gpu, "weights": setup.weights, "status": "ok", "error": None, "prompt_json": None,
+           "support_size": None}
     row.update(values)
     return row
 
 
+def case_facts(case: Case) -> dict[str, Any]:
+    """The columns every row of a case that was read carries, failed rows included: the unit of its
+    distances and its image diagonal in that unit (the HD95 penalty)."""
+    return {"unit": case.unit, "diagonal": image_diagonal_mm(case.shape, case.spacing)}
+
+
+def actual_device(device: str) -> str:
+    """The device as it runs: ``cuda`` becomes ``cuda:N`` (within this process's visible GPUs)."""
+    if device == "cuda":
+        import torch
+
+        return f"cuda:{torch.cuda.current_device()}"
+    return device
+
+
 class UnitRunner:
-    """Runs the units of one adapter in one process: the adapter is built and loaded once."""
+    """Runs the units of one adapter in one process: the adapter is built and loaded once.
+
+    The process's RSS just before ``load`` is the CPU memory baseline: a case's ``peak_mem_mb`` on the
+    CPU is its peak RSS less that baseline (torch is imported before it is taken, so the library's own
+    footprint is never charged to an adapter that does not use it)."""
 
     def __init__(self, plan: RunPlan, adapter_name: str):
+        import torch
+
         self.plan = plan
         self.setup = plan.adapters[adapter_name]
         self.adapter: Adapter = plugins.adapter_class(adapter_name)()
+        self.rss_before_load = current_rss_mb()
         self.adapter.load(self.setup.options)
+        self.device = actual_device(self.setup.options.device)
+        self.threads = torch.get_num_threads()
         self.readers: dict[str, Reader] = {}
         self.pools: dict[str, SupportPool] = {}
         self.host = environment.host()
@@ -105,8 +132,8 @@ class UnitRunner:
             self.pools[task] = SupportPool(reader, spec.support.split(reader.case_ids(), spec.source)[0])
         return self.pools[task]
 
-    def _row(self, unit: WorkUnit, **values: Any) -> dict[str, Any]:
-        return unit_row(self.plan, unit, self.host, self.gpu, **values)
+    def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
+        return unit_row(self.plan, unit, self.host, self.gpu, device=self.device, threads=self.threads, **values)
 
     def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
         """All rows of one unit; a failure anywhere becomes ``failed`` rows with the error."""
@@ -118,18 +145,18 @@ class UnitRunner:
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
         probe_ms = self.probe.ms()
-        with peak_memory(device) as peak:
+        with peak_memory(device, self.rss_before_load) as peak:
             try:
                 if case.ndim == 3:
                     state, encode_ms = VolumeSession(self.adapter, case.image, device), NAN
                 else:
                     state, encode_ms = timed(device, self.adapter.encode, case.image)
             except Exception as error:
-                return [self._row(unit, status="failed", error=_error_text(error))]
+                return [self._row(unit, status="failed", error=_error_text(error), **case_facts(case))]
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
                 rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
         for row in rows:
-            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms)
+            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **case_facts(case))
         if kept and rows:
             try:
                 rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
@@ -174,8 +201,9 @@ class UnitRunner:
                 described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
                 rows.append(self._row(
                     unit, label=label, prompt=protocol.name, step=step, instances=len(described),
-                    dice=scores.dice, nsd=scores.nsd, hd95=scores.hd95, encode_ms=encode_ms, decode_ms=decode_ms,
-                    total_ms=total_ms, prompt_json=json.dumps(described, separators=(",", ":"))))
+                    dice=scores.dice, nsd=scores.nsd, hd95=scores.hd95, **_areas(labels[label], mask),
+                    encode_ms=encode_ms, decode_ms=decode_ms, total_ms=total_ms,
+                    prompt_json=json.dumps(described, separators=(",", ":"))))
         return rows
 
     def _run_support_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
@@ -202,8 +230,9 @@ class UnitRunner:
             scores = evaluate(labels[name], mask, case.spacing, spec.nsd_tolerance)
             rows.append(self._row(
                 unit, label=name, prompt=protocol.name, instances=1, support_size=ask.size, dice=scores.dice,
-                nsd=scores.nsd, hd95=scores.hd95, encode_ms=encode_ms, decode_ms=decode_ms,
-                total_ms=encode_ms + decode_ms, prompt_json=json.dumps(ask.given(name), separators=(",", ":"))))
+                nsd=scores.nsd, hd95=scores.hd95, **_areas(labels[name], mask), encode_ms=encode_ms,
+                decode_ms=decode_ms, total_ms=encode_ms + decode_ms,
+                prompt_json=json.dumps(ask.given(name), separators=(",", ":"))))
         return rows
 
     def _image_steps(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec, targets: list[Target]
@@ -253,9 +282,11 @@ def release_device_memory(device: str) -> None:
 
 
 def _check_prediction(prediction: Prediction, count: int, case: Case) -> None:
-    masks = prediction.masks
-    if masks.shape != (count, *case.shape):
-        raise ValueError(f"adapter returned masks of shape {masks.shape}, expected {(count, *case.shape)}")
+    check_masks(prediction.masks, (count, *case.shape))
+
+
+def _areas(truth: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
+    return {"truth_area": int(np.count_nonzero(truth)), "pred_area": int(np.count_nonzero(predicted))}
 
 
 def _union_by_label(targets: list[Target], masks: np.ndarray, labels: dict[str, np.ndarray]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,14 +35,19 @@ CASE_SCHEMA: dict[str, Any] = {
     "instances": pl.Int32,
     "dice": pl.Float64,
     "nsd": pl.Float64,
-    "hd95": pl.Float64,
+    "hd95": pl.Float64,  # in ``unit``, as is the NSD tolerance
+    "unit": pl.String,  # "mm": the case's spacing came from the file or the task; "px": assumed 1.0 a pixel
+    "diagonal": pl.Float64,  # the image extent's diagonal in ``unit``: HD95 of an empty mask, the failure penalty
+    "truth_area": pl.Int64,  # foreground pixels/voxels of the ground truth (label, step); null on failed rows
+    "pred_area": pl.Int64,  # ... and of the prediction (0: an empty prediction)
     "encode_ms": pl.Float64,
     "decode_ms": pl.Float64,
     "total_ms": pl.Float64,
-    "peak_mem_mb": pl.Float64,
-    "peak_rss_mb": pl.Float64,
+    "peak_mem_mb": pl.Float64,  # the model's: CUDA allocator peak; on CPU peak RSS less the RSS before load
+    "peak_rss_mb": pl.Float64,  # the whole process's peak resident set
     "probe_ms": pl.Float64,  # the machine's speed around the case (segbench.measure.MachineProbe)
-    "device": pl.String,
+    "device": pl.String,  # the device the case ran on ("cpu", "cuda:0")
+    "threads": pl.Int32,  # torch.get_num_threads() in the worker that ran the case
     "host": pl.String,
     "gpu": pl.String,  # the GPU's name, "" on a CPU
     "weights": pl.String,
@@ -130,6 +136,32 @@ class RunStore:
             unit_id = path.name.split(".", 1)[0]
             stamps[unit_id] = max(stamps.get(unit_id, (0, 0)), (stat.st_mtime_ns, stat.st_ino))
         return stamps
+
+    def part_adapters(self, unit_ids: Iterable[str]) -> dict[str, str]:
+        """unit id → the adapter its part's rows belong to."""
+        out: dict[str, str] = {}
+        for unit_id in unit_ids:
+            for path in self.parts.glob(f"{unit_id}.*.parquet"):
+                adapters = pl.read_parquet(path, columns=["adapter"])["adapter"]
+                out[unit_id] = adapters[0] if len(adapters) else "?"
+        return out
+
+    def supersede(self, unit_ids: Iterable[str]) -> None:
+        """Move the parts (and kept masks) of units a plan no longer holds to ``parts/superseded/`` (and
+        ``samples/superseded/``): nothing consolidates them, and nothing is deleted."""
+        for unit_id in unit_ids:
+            moves = [(path, self.parts / "superseded") for path in self.parts.glob(f"{unit_id}.*.parquet")]
+            moves += [(path, self.samples / "superseded") for path in self.samples.glob(f"{unit_id}.npz")]
+            for path, folder in moves:
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(path, folder / path.name)
+
+    def clear(self) -> None:
+        """Remove everything a run wrote here (manifest, parts, kept masks, rows): ``segbench run --fresh``."""
+        for folder in (self.parts, self.samples):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.cases_path.unlink(missing_ok=True)
+        self.manifest_path.unlink(missing_ok=True)
 
     def write_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> None:
         """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part.

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from segbench.interface import Adapter, VolumePrompt
+from segbench.interface import Adapter, VolumePrompt, check_masks
 from segbench.measure import timed
 from segbench.prompts import ProtocolSpec, Target
 from segbench.propagation import SliceStrategy
@@ -66,10 +66,7 @@ class VolumeSession:
         for step in range(protocol.steps):
             spent = self.encodings.encode_ms_spent if self.encodings else 0.0
             prediction, elapsed = timed(self.device, predict, prompts)
-            masks = np.asarray(prediction.masks, dtype=bool)
-            if masks.shape != (len(prompts), *self.volume.shape):
-                raise ValueError(f"adapter returned masks of shape {masks.shape}, "
-                                 f"expected {(len(prompts), *self.volume.shape)}")
+            masks = check_masks(prediction.masks, (len(prompts), *self.volume.shape))
             encoder = (self.encodings.encode_ms_spent - spent) if self.encodings else 0.0
             steps.append(VolumeStep(elapsed - encoder, masks, prompts))
             if step + 1 < protocol.steps:

@@ -14,8 +14,11 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from segbench import plugins
 from segbench.readers.phantom import phantom
+from segbench.readers.resize import resize_case
 from segbench.store import CASE_SCHEMA, RunStore
+from segbench.taskspec import discover_tasks, load_task
 
 from .conftest import run_cli
 
@@ -26,10 +29,16 @@ def test_default_run_needs_no_files_and_reports(quick_run: Path, tmp_path: Path)
     assert manifest["adapters"]["litemedsam"]["checkpoint"]["sha256"].startswith("79d8c9dc")
     for key in ("machine", "packages", "git", "config_hash", "datasets"):
         assert key in manifest
+    assert set(manifest["fingerprints"]) == set(manifest["adapters"]) == {"litemedsam", "box", "otsu"}
+    assert manifest["planned"]["box/phantom"] == [f"phantom-{i:03d}" for i in range(4)]
+    assert manifest["command"][:2] == ["segbench", "run"] and all("ended" in s for s in manifest["sessions"])
     cases = pl.read_parquet(quick_run / "cases.parquet")
     assert set(CASE_SCHEMA) <= set(cases.columns)
     assert set(cases["adapter"]) == {"litemedsam", "box", "otsu"}
     assert (cases["status"] == "ok").all()
+    assert set(cases["unit"]) == {"px"} and (cases["threads"] >= 1).all()  # phantoms have no spacing
+    assert (cases["truth_area"] > 0).all() and cases["pred_area"].is_not_null().all()
+    assert cases.select((pl.col("hd95") <= pl.col("diagonal")).all()).item()
     assert cases.select(pl.col("dice").is_between(0, 1).all()).item()
     # LiteMedSAM decodes every label of an image from one encoder pass
     lite = cases.filter(pl.col("adapter") == "litemedsam")
@@ -125,3 +134,17 @@ def test_litemedsam_beats_the_box_on_wbc_whole_cells(data_root: Path, tmp_path: 
     whole = cases.filter((pl.col("task") == "wbc") & (pl.col("label") == "whole_cell"))
     dice = dict(whole.group_by("adapter").agg(pl.col("dice").mean()).iter_rows())
     assert dice["litemedsam"] >= 0.85 and dice["litemedsam"] > dice["box"]
+
+
+def test_cases_say_mm_only_when_a_spacing_is_given(tmp_path: Path) -> None:
+    write_phantom_dataset(tmp_path / "data" / "pngs", 1)
+    head = ('[task]\nname = "pngs"\n[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\n'
+            'images = "images/*.png"\nmask = "masks/{name}"\n')
+    for extra, unit, spacing in [("", "px", (1.0, 1.0)), ("spacing = [0.5, 0.25]\n", "mm", (0.5, 0.25))]:
+        path = tmp_path / f"task-{unit}.toml"
+        path.write_text(head + extra + '[labels]\norgan = "nonzero"\n')
+        case = plugins.readers()["image_mask_pairs"](load_task(path), tmp_path / "data").read("images/000")
+        assert (case.unit, case.spacing) == (unit, spacing)
+        assert resize_case(case, (64, 64)).unit == unit  # resized spacing stays in the original unit
+    phantoms = discover_tasks()["phantom"]  # generated scans have no physical size
+    assert plugins.readers()["phantom"](phantoms, None).read("phantom-000").unit == "px"

@@ -71,5 +71,5 @@ class ImageMaskPairs(Reader):
             if label.file is not None:
                 path = self.cases.resolve(label.file, case_id)
                 labels.update(select_labels(self._mask(path, shape), [label]))
-        spacing = self.task.spacing or (1.0, 1.0)
-        return Case(case_id, image, labels, spacing, tuple(self.files(case_id)))
+        spacing, unit = (self.task.spacing, "mm") if self.task.spacing else ((1.0, 1.0), "px")
+        return Case(case_id, image, labels, spacing, tuple(self.files(case_id)), unit)

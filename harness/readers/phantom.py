@@ -62,4 +62,6 @@ class PhantomCases(Reader):
     def read(self, case_id: str) -> Case:
         image, masks = phantom(self.seed, int(case_id.rsplit("-", 1)[1]))
         labels = {spec.name: masks[spec.name] for spec in self.task.labels if spec.name in masks}
-        return Case(case_id, image, labels, self.task.spacing or (1.0, 1.0))
+        if self.task.spacing:  # a phantom has no physical size unless its task gives one
+            return Case(case_id, image, labels, self.task.spacing, unit="mm")
+        return Case(case_id, image, labels, (1.0, 1.0), unit="px")

@@ -32,7 +32,7 @@ def resize_case(case: Case, shape: tuple[int, int]) -> Case:
     height, width = case.shape
     spacing = (case.spacing[0] * height / shape[0], case.spacing[1] * width / shape[1])
     labels = {name: resize_nearest(mask, shape) for name, mask in case.labels.items()}
-    return Case(case.case_id, resize_image(case.image, shape), labels, spacing, case.sources)
+    return Case(case.case_id, resize_image(case.image, shape), labels, spacing, case.sources, case.unit)
 
 
 class ResizedReader(Reader):

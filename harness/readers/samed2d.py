@@ -68,5 +68,5 @@ class SamMed2DIndex(Reader):
                 raise DataError(mask_path, f"mask shape {mask.shape} differs from image {image.shape[:2]}")
             selected = select_labels(mask, [LabelSpec(structure, None)])[structure]
             labels[structure] = labels[structure] | selected if structure in labels else selected
-        spacing = self.task.spacing or (1.0, 1.0)
-        return Case(case_id, image, labels, spacing, tuple(self.files(case_id)))
+        spacing, unit = (self.task.spacing, "mm") if self.task.spacing else ((1.0, 1.0), "px")
+        return Case(case_id, image, labels, spacing, tuple(self.files(case_id)), unit)

@@ -51,11 +51,11 @@ class _VolumeReader(Reader):
         return self.task.spacing
 
     def _case(self, case_id: str, image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...],
-              path: Path) -> Case:
+              path: Path, unit: str = "mm") -> Case:
         planar = self.task.dim == 2
         pixels = apply_intensity(image, self.task.intensity, path, channels=planar)
         labels = select_labels(decode_mask(mask, self.task.data, path, planar=planar), self.task.labels)
-        return Case(case_id, pixels, labels, spacing, tuple(self.files(case_id)))
+        return Case(case_id, pixels, labels, spacing, tuple(self.files(case_id)), unit)
 
 
 class NiftiVolumes(_VolumeReader):
@@ -142,7 +142,9 @@ class NpzCases(_VolumeReader):
         if stored is not None and order == "xyz":
             stored = tuple(reversed(stored))
         if self.task.dim == 2:
-            spacing = (stored[-2:] if stored else None) or self.task.spacing or (1.0, 1.0)
+            spacing = (stored[-2:] if stored else None) or self.task.spacing
+            if spacing is None:
+                return self._case(case_id, image, mask, (1.0, 1.0), path, unit="px")
             return self._case(case_id, image, mask, tuple(spacing), path)
         if image.ndim != 3:
             raise DataError(path, f"expected a (D, H, W) volume, got {image.shape}")
