@@ -50,8 +50,9 @@ def made_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                                                  "sha256": "ab" * 32, "source": "override", "official": False}
     manifest["adapters"]["box"]["checkpoint_spec"] = {"name": "box-weights", "filename": "model-v1.pth", "url": None,
                                                       "sha256": None, "size": None}
-    manifest.setdefault("command", [str(REPO / ".venv" / "bin" / "segbench"), "run", "--config", str(config),
-                                    "--data-root", str(folder / "data"), f"--checkpoint=box={checkpoint}"])
+    # the runner records argv[0] as "segbench"; a hand-made or older manifest may hold the full path
+    manifest["command"] = [str(REPO / ".venv" / "bin" / "segbench"), "run", "--config", str(config),
+                           "--data-root", str(folder / "data"), f"--checkpoint=box={checkpoint}"]
     manifest["sessions"][-1]["executor_options"] = {"folder": str(folder / "slurm-logs"), "log": "~/jobs/x.log",
                                                     "note": f"wrote {folder}/out/log.txt"}
     manifest_path.write_text(json.dumps(manifest, indent=1))
