@@ -175,8 +175,9 @@ def _means(matrix: np.ndarray, seed: int = 0) -> tuple[Estimate, Estimate]:
     bootstrap CI over cases."""
     point = _weighted_sums(matrix, np.ones((1, matrix.shape[0])))
     resampled = _weighted_sums(matrix, _case_weights(matrix.shape[0], seed))
-    return tuple(Estimate(float(statistic(*point)[0]), *_percentiles(statistic(*resampled)))  # type: ignore[return-value]
-                 for statistic in (_macro_from, _pooled_from))
+    macro, pooled = (Estimate(float(statistic(*point)[0]), *_percentiles(statistic(*resampled)))
+                     for statistic in (_macro_from, _pooled_from))
+    return macro, pooled
 
 
 def _pooled_median(sample: np.ndarray) -> np.ndarray:
@@ -189,16 +190,13 @@ def _pooled_median(sample: np.ndarray) -> np.ndarray:
     return np.where(count > 0, (lower + upper) / 2, np.nan)
 
 
-def _bootstrap(matrix: np.ndarray, statistic: object, seed: int = 0,
-               resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """CI of ``statistic`` of a (1, cases, labels) matrix over resamples of its cases (rows)."""
-    cases = matrix.shape[1]
-    if cases == 0:
-        return float("nan"), float("nan")
-    if cases == 1:
-        value = float(statistic(matrix[0]))  # type: ignore[operator]
-        return value, value
-    return _percentiles(statistic(matrix[0][_resample_indices(cases, seed, resamples)]))  # type: ignore[operator]
+def _median(matrix: np.ndarray, seed: int = 0) -> Estimate:
+    """Median over the (case, label) pairs of a (cases, labels) matrix, with its bootstrap CI over cases."""
+    point = float(_pooled_median(matrix))
+    if matrix.shape[0] < 2:
+        return Estimate(point, point, point)
+    return Estimate(point, *_percentiles(_pooled_median(matrix[_resample_indices(matrix.shape[0], seed,
+                                                                                   BOOTSTRAP_RESAMPLES)])))
 
 
 @dataclass(frozen=True)
@@ -317,6 +315,7 @@ class _TaskPrompt:
     def __init__(self, task_frame: pl.DataFrame, task: str, prompt: str, adapters: list[str],
                  planned: Mapping[tuple[str, str], Collection[str]], task_labels: list[str]):
         self.task, self.prompt, self.adapters = task, prompt, adapters
+        self.unit = unit_of(task_frame)  # one unit for every table of the task
         rows = task_frame.filter(pl.col("prompt").is_in([prompt, "*"]) & pl.col("adapter").is_in(adapters))
         self.ok = final_steps(rows.filter((pl.col("status") == "ok") & (pl.col("prompt") == prompt))).unique(
             ["adapter", *PAIR_KEY], keep="first", maintain_order=True)
@@ -397,10 +396,9 @@ class _TaskPrompt:
         pooled: Estimate | None = nan
         empty: int | None = None
         if weights != "random" and scores.cases:
-            matrices = scores.dice[adapter][None], scores.nsd[adapter][None], scores.hd95[adapter][None]
-            dice, pooled = _means(matrices[0][0])
-            nsd, _ = _means(matrices[1][0])
-            hd95 = Estimate(float(_pooled_median(matrices[2][0])), *_bootstrap(matrices[2], _pooled_median))
+            dice, pooled = _means(scores.dice[adapter])
+            nsd, _ = _means(scores.nsd[adapter])
+            hd95 = _median(scores.hd95[adapter])
             areas = own["pred_area"].drop_nulls()
             empty = int((areas == 0).sum()) if areas.len() else None
         return LeaderboardRow(
@@ -409,7 +407,7 @@ class _TaskPrompt:
             latency_ms=float(per_case["total_ms"].median()) if per_case.height else float("nan"),
             peak_mem_mb=float(own["peak_mem_mb"].max()) if own.height else float("nan"),
             cases=per_case.height, failed=failed, missing=missing, label=label, pooled=pooled, hd95_empty=empty,
-            unit=unit_of(own) if own.height else unit_of(self.ok), pairs=int(scores.in_set.sum()),
+            unit=self.unit, pairs=int(scores.in_set.sum()),
             baseline=baseline)
 
 
