@@ -388,7 +388,7 @@ class _TaskPrompt:
 
     def _row(self, adapter: str, label: str | None, weights: str, baseline: bool, scores: TableScores,
              own: pl.DataFrame, keep: np.ndarray, columns: list[int]) -> LeaderboardRow:
-        per_case = own.unique(["case_id"], keep="first")
+        per_case = own.unique(["case_id"], keep="first", maintain_order=True).sort("case_id")  # sums in a fixed order
         total_s = float(per_case["total_ms"].sum()) / 1000
         failed, missing = (int(mask[keep][:, columns].sum()) for mask in self.penalties[adapter])
         nan = Estimate(float("nan"), float("nan"), float("nan"))

@@ -33,6 +33,19 @@ def _checkpoint_overrides(values: Sequence[str]) -> dict[str, Path]:
     return overrides
 
 
+def _mask_count(value: str) -> int | str:
+    """``--save-masks``: a count of cases >= 0, or "all"."""
+    if value == "all":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected 'all' or an integer >= 0, got {value!r}")
+    return count
+
+
 def _names(value: str | None) -> tuple[str, ...] | None:
     return tuple(name.strip() for name in value.split(",") if name.strip()) if value else None
 
@@ -117,9 +130,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for key, (base, new) in comparison.machine_differences.items():
         print(f"warning: the runs differ in {key}: {base} → {new}; speed and memory are not comparable",
               file=sys.stderr)
-    if not comparison.groups:
+    if not comparison.shared:
         raise SegbenchError("the two runs share no (adapter, task, case, label, prompt) rows to compare")
     print(terminal_table(comparison))
+    totals = comparison.totals
+    print(f"cases (per adapter, task, prompt) failed: {totals.failed_base} in base, {totals.failed_new} in new "
+          f"({totals.failed_both} in both); "
+          f"unmatched: {totals.missing_new} only in base, {totals.missing_base} only in new; "
+          f"lost (ok in base, failed or missing in new): {totals.lost}", file=sys.stderr)
     if comparison.unjudged_groups:
         print(f"warning: the machine's speed moved by more than the speed tolerance in {comparison.unjudged_groups} "
               "group(s) (their reference workload, probe_ms); their speed is reported, not judged: rerun on a "
@@ -267,9 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--offload", action="store_true",
                      help="keep video frames and propagation state in host memory (volume models on a GPU)")
     run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
-    run.add_argument("--save-masks", type=int, metavar="N",
-                     help="keep the predicted masks of N sampled cases per task for the report's overlays "
-                          "(default: the suite's save_masks, else 8; 0: none)")
+    run.add_argument("--save-masks", type=_mask_count, metavar="N|all",
+                     help="keep the predicted masks of every case ('all') or of N sampled cases per task, for "
+                          "the report's drill-down (default: the suite's save_masks, else all; 0: none)")
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the untimed warm-up encode/decode of each adapter before its first case")

@@ -38,7 +38,17 @@ the ratio of the two runs' median probe times:
 
 A 1.5x slower model on a steady machine has its whole interval at x1.5. The manifests' machines
 are compared too, and a difference is warned about; ``--fail-speed off`` reports speed without
-gating it.
+gating it. A group whose latency or peak memory is 0 or missing in either run (a classical baseline
+on CUDA allocates nothing there) has that measure reported as not judged: there is no ratio to form.
+
+**Failed and missing cases.** The statistics above pair the cases that are ``ok`` in both runs, so
+on their own they cannot see a case that stopped working. Every group of either run is therefore
+also counted case by case: a case (adapter, task, prompt, case) is *failed* in a run when any of its
+rows is not ``ok`` (a unit whose case could not be read has prompt ``*`` and is failed under every
+prompt of its adapter and task), and *unmatched* when only one run has it. A case that is ok in the
+base and failed or missing in the new run is *lost*, and any lost case is a regression: a model must
+not pass the gate by failing, and a group the new run lacks altogether loses all its cases. A case
+failing in both runs, or one only the new run has, is counted and reported, never a regression.
 """
 
 from __future__ import annotations
@@ -78,6 +88,34 @@ class Thresholds:
         return MIN_DELTA_MB_CUDA if device.startswith("cuda") else MIN_DELTA_MB_HOST
 
 
+@dataclass(frozen=True)
+class CaseCounts:
+    """Cases of one (adapter, task, prompt) by how they went in each run."""
+
+    base: int = 0  # cases the base run has
+    new: int = 0  # cases the new run has
+    failed_base: int = 0
+    failed_new: int = 0
+    failed_both: int = 0  # reported, not a regression
+    missing_new: int = 0  # in the base, not in the new run
+    missing_base: int = 0  # in the new run, not in the base
+    lost_failed: int = 0  # ok in the base, failed in the new run
+    lost_missing: int = 0  # ok in the base, missing from the new run
+
+    @property
+    def lost(self) -> int:
+        return self.lost_failed + self.lost_missing
+
+    def regressions(self) -> list[str]:
+        out = []
+        if self.lost_failed:
+            out.append(f"{self.lost_failed} of {self.base} cases failed (ok in base)")
+        if self.lost_missing:
+            whole = " (the group is gone)" if self.new == 0 else ""
+            out.append(f"{self.lost_missing} of {self.base} cases missing from new{whole}")
+        return out
+
+
 @dataclass
 class GroupComparison:
     adapter: str
@@ -94,11 +132,14 @@ class GroupComparison:
     memory_ratio: float
     regressions: list[str] = field(default_factory=list)
     unjudged: str | None = None  # why speed was not judged (the machine moved by more than the tolerance)
+    counts: CaseCounts = field(default_factory=CaseCounts)
+    not_judged: list[str] = field(default_factory=list)  # measures with nothing to judge (0 or no values)
 
     @property
     def verdict(self) -> str:
         verdict = "REGRESSION: " + "; ".join(self.regressions) if self.regressions else "ok"
-        return f"{verdict} ({self.unjudged})" if self.unjudged else verdict
+        notes = [note for note in (self.unjudged, *self.not_judged) if note]
+        return f"{verdict} ({'; '.join(notes)})" if notes else verdict
 
 
 @dataclass
@@ -113,6 +154,17 @@ class Comparison:
     @property
     def regressed(self) -> bool:
         return any(group.regressions for group in self.groups)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the runs have any case in common (ok or not); without one there is nothing to compare."""
+        return any(g.counts.base - g.counts.missing_new for g in self.groups)
+
+    @property
+    def totals(self) -> CaseCounts:
+        """The case counts of every group added up."""
+        names = CaseCounts.__dataclass_fields__
+        return CaseCounts(**{name: sum(getattr(g.counts, name) for g in self.groups) for name in names})
 
     @property
     def unjudged_groups(self) -> int:
@@ -175,16 +227,23 @@ def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Th
     dice_diff = _mean_bootstrap((rows["dice_new"] - rows["dice"]).to_numpy()) if accuracy_known else unknown
     nsd_diff = _mean_bootstrap((rows["nsd_new"] - rows["nsd"]).to_numpy()) if accuracy_known else unknown
     per_case = rows.unique(["case_id"], keep="first")
-    base_ms, new_ms = per_case["total_ms"].to_numpy(), per_case["total_ms_new"].to_numpy()
-    valid = (base_ms > 0) & (new_ms > 0)
+    base_ms = per_case["total_ms"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+    new_ms = per_case["total_ms_new"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+    valid = (base_ms > 0) & (new_ms > 0)  # NaN compares False: 0 or no latency is not judged
     machine = _machine_ratio(per_case["probe_ms"].to_numpy(), per_case["probe_ms_new"].to_numpy())
     excused = math.log(machine) if machine > 1 else 0.0  # NaN > 1 is False: no probes, no excuse
     steady = not abs(math.log(machine)) > math.log1p(thresholds.speed)  # NaN (no probes): steady
     log_ratio = _mean_ci(np.log(new_ms[valid] / base_ms[valid]) - excused)
     latency_ratio = tuple(math.exp(v) for v in log_ratio)
-    delta_ms = float(np.median(new_ms - base_ms)) if base_ms.size else math.nan
-    base_mb, new_mb = float(per_case["peak_mem_mb"].median()), float(per_case["peak_mem_mb_new"].median())
-    memory_ratio = new_mb / base_mb
+    delta_ms = float(np.median(new_ms[valid] - base_ms[valid])) if valid.any() else math.nan
+    base_mb, new_mb = _median_mb(per_case["peak_mem_mb"]), _median_mb(per_case["peak_mem_mb_new"])
+    memory_known = base_mb > 0 and new_mb > 0  # NaN (no values) compares False
+    memory_ratio = new_mb / base_mb if memory_known else math.nan
+    not_judged = []
+    if not valid.any():
+        not_judged.append("speed not judged: latency 0 or not recorded")
+    if not memory_known:
+        not_judged.append("memory not judged: peak memory 0 or not recorded")
 
     regressions = []
     drop, _, high = dice_diff
@@ -193,13 +252,61 @@ def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Th
     ratio, low, _ = latency_ratio
     if steady and low > 1 + thresholds.speed and delta_ms >= thresholds.min_delta_ms:
         regressions.append(f"latency x{ratio:.2f} (95% CI from x{low:.2f}; limit x{1 + thresholds.speed:.2f})")
-    if memory_ratio > 1 + thresholds.memory and new_mb - base_mb >= thresholds.memory_floor_mb(rows["device_new"][0]):
+    floor_mb = thresholds.memory_floor_mb(rows["device_new"][0])
+    if memory_known and memory_ratio > 1 + thresholds.memory and new_mb - base_mb >= floor_mb:
         regressions.append(f"peak memory x{memory_ratio:.2f} (limit x{1 + thresholds.memory:.2f})")
     return GroupComparison(
         *key, cases=per_case.height, dice_base=float(rows["dice"].mean()), dice_new=float(rows["dice_new"].mean()),
         dice_diff=dice_diff, nsd_diff=nsd_diff, machine_ratio=machine, latency_ratio=latency_ratio,  # type: ignore[arg-type]
         latency_delta_ms=delta_ms, memory_ratio=memory_ratio, regressions=regressions,
-        unjudged=None if steady else f"speed not judged: the machine's speed moved x{machine:.2f}")
+        unjudged=None if steady else f"speed not judged: the machine's speed moved x{machine:.2f}",
+        not_judged=not_judged)
+
+
+def _median_mb(values: pl.Series) -> float:
+    """The median of the recorded values (null and NaN left out); NaN when there are none."""
+    values = values.cast(pl.Float64).drop_nulls().drop_nans()
+    return float(values.median()) if values.len() else math.nan  # type: ignore[arg-type]
+
+
+def _unpaired_group(key: tuple[str, str, str]) -> GroupComparison:
+    """A group without a case ok in both runs: only its counts can be reported."""
+    unknown = (math.nan,) * 3
+    return GroupComparison(*key, cases=0, dice_base=math.nan, dice_new=math.nan, dice_diff=unknown,
+                           nsd_diff=unknown, machine_ratio=math.nan, latency_ratio=unknown,
+                           latency_delta_ms=math.nan, memory_ratio=math.nan,
+                           not_judged=["nothing to compare: no case is ok in both runs"])
+
+
+def _case_status(frame: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+    """One row per (adapter, task, prompt, case) the run has, with ``failed``: any of its rows not ok. A
+    ``*`` row (the case could not be read, or failed before any protocol) belongs to every prompt of its
+    adapter and task in ``prompts``; with none there, it stays under ``*``."""
+    rows = frame.select(*GROUP_KEY, "case_id", (pl.col("status") != "ok").alias("failed"))
+    star = rows.filter(pl.col("prompt") == "*").drop("prompt")
+    spread = star.join(prompts, on=["adapter", "task"], how="left").with_columns(pl.col("prompt").fill_null("*"))
+    return (pl.concat([rows.filter(pl.col("prompt") != "*"), spread.select(rows.columns)])
+            .group_by(*GROUP_KEY, "case_id").agg(pl.col("failed").any()))
+
+
+def case_counts(base: pl.DataFrame, new: pl.DataFrame) -> dict[tuple[str, str, str], CaseCounts]:
+    """:class:`CaseCounts` of every (adapter, task, prompt) that either run has."""
+    prompts = (pl.concat([frame.select(*GROUP_KEY) for frame in (base, new)])
+               .filter(pl.col("prompt") != "*").unique().select("adapter", "task", "prompt"))
+    cases = _case_status(base, prompts).join(_case_status(new, prompts), on=[*GROUP_KEY, "case_id"], how="full",
+                                             coalesce=True, suffix="_new")
+    in_base, in_new = pl.col("failed").is_not_null(), pl.col("failed_new").is_not_null()
+    ok_base = in_base & ~pl.col("failed")
+    summary = cases.group_by(GROUP_KEY).agg(
+        in_base.sum().alias("base"), in_new.sum().alias("new"),
+        pl.col("failed").fill_null(False).sum().alias("failed_base"),
+        pl.col("failed_new").fill_null(False).sum().alias("failed_new"),
+        (pl.col("failed") & pl.col("failed_new")).fill_null(False).sum().alias("failed_both"),
+        (in_base & ~in_new).sum().alias("missing_new"), (in_new & ~in_base).sum().alias("missing_base"),
+        (ok_base & pl.col("failed_new").fill_null(False)).sum().alias("lost_failed"),
+        (ok_base & ~in_new).sum().alias("lost_missing"))
+    return {(row.pop("adapter"), row.pop("task"), row.pop("prompt")): CaseCounts(**row)
+            for row in summary.iter_rows(named=True)}
 
 
 def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:
@@ -207,8 +314,15 @@ def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresho
     base_manifest, new_manifest = base_store.read_manifest(), new_store.read_manifest()
     base, new = base_store.read_cases(), new_store.read_cases()
     paired = _paired(base, new)
-    groups = [_compare_group(key, rows, thresholds)  # type: ignore[arg-type]
-              for key, rows in paired.sort(GROUP_KEY).group_by(GROUP_KEY, maintain_order=True)]
+    compared = {key: _compare_group(key, rows, thresholds)  # type: ignore[arg-type]
+                for key, rows in paired.group_by(GROUP_KEY)}
+    counts = case_counts(base, new)
+    groups = []
+    for key in sorted(counts.keys() | compared.keys()):
+        group = compared.get(key) or _unpaired_group(key)
+        group.counts = counts.get(key, CaseCounts())
+        group.regressions = [*group.counts.regressions(), *group.regressions]
+        groups.append(group)
     matched = paired.height
     return Comparison(base_manifest, new_manifest, groups, machine_differences(base_manifest, new_manifest),
                       unmatched_base=final_steps(base.filter(pl.col("status") == "ok")).height - matched,
@@ -220,14 +334,17 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def terminal_table(comparison: Comparison) -> str:
-    header = ["adapter", "task", "prompt", "cases", "Dice base→new", "ΔDice [95% CI]", "machine",
-              "latency ratio [95% CI]", "memory ratio", "verdict"]
+    """One line per group: ``cases`` are those ok in both runs (the paired statistics' cases); ``failed``
+    counts each run's failed cases, ``unmatched`` the cases only the base / only the new run has."""
+    header = ["adapter", "task", "prompt", "cases", "failed base→new", "unmatched base/new", "Dice base→new",
+              "ΔDice [95% CI]", "machine", "latency ratio [95% CI]", "memory ratio", "verdict"]
     lines = []
     for g in comparison.groups:
         mean, low, high = g.dice_diff
         ratio, r_low, r_high = g.latency_ratio
         lines.append([
-            g.adapter, g.task, g.prompt, str(g.cases),
+            g.adapter, g.task, g.prompt, str(g.cases), f"{g.counts.failed_base}→{g.counts.failed_new}",
+            f"{g.counts.missing_new}/{g.counts.missing_base}",
             f"{_fmt(g.dice_base, '.3f')}→{_fmt(g.dice_new, '.3f')}",
             f"{_fmt(mean, '+.3f')} [{_fmt(low, '+.3f')}, {_fmt(high, '+.3f')}]",
             f"x{_fmt(g.machine_ratio, '.2f')}",

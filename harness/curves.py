@@ -6,6 +6,9 @@ DSC AUC, as in ``CVPR25_iter_eval.py`` (``cumulative_trapezoid(dscs[-n_clicks:],
 per (case, label), the trapezoid integral with unit spacing over the Dice of the click steps only
 (steps 1..N; the initial prompt's step 0 is left out because the challenge treats the box as
 optional). Its range is 0..N-1; it needs at least two click steps.
+
+Names that carry a number (``support2``, ``support16``, ``iterative_box10``) are ordered by
+:func:`natural_key`, so sizes read in numeric order, never 16 before 2.
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ class SupportCurve:
     protocol: str  # the protocol's name without the support size it may end with
     sizes: tuple[int, ...]
     dice: tuple[Estimate, ...]
+
+
+def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """Sort key for names with numbers in them: ``support`` < ``support2`` < ``support16`` < ``supportx``;
+    digit runs compare as numbers, the rest case-insensitively (then exactly, so the order is total)."""
+    pieces = [piece for piece in re.split(r"(\d+)", name) if piece]
+    parts = tuple((0, int(piece)) if piece.isdigit() else (1, piece.casefold()) for piece in pieces)
+    return parts, name
 
 
 def dice_auc(per_step: np.ndarray) -> np.ndarray:
@@ -99,7 +110,9 @@ def support_curves(final: pl.DataFrame) -> list[SupportCurve]:
     rows = rows.with_columns(pl.struct("prompt", SUPPORT_COLUMN).map_elements(
         lambda value: _series(value["prompt"], value[SUPPORT_COLUMN]), return_dtype=pl.String).alias("series"))
     curves = []
-    for (adapter, series), group in sorted(rows.group_by("adapter", "series"), key=lambda item: item[0]):
+    groups = sorted(rows.group_by("adapter", "series"), key=lambda item: (natural_key(str(item[0][0])),
+                                                                       natural_key(str(item[0][1]))))
+    for (adapter, series), group in groups:
         sizes = sorted(int(size) for size in group[SUPPORT_COLUMN].unique())
         at = [group.filter(pl.col(SUPPORT_COLUMN) == size) for size in sizes]
         dice = tuple(Estimate.of(sized["dice"].to_numpy(), sized["case_id"].to_numpy()) for sized in at)

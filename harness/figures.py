@@ -5,6 +5,11 @@ marker on every page, so a figure reads without colour too. Every figure comes w
 states what it shows in numbers, for readers who cannot see it. Text stays text in the SVG (no
 mathtext: a ``$`` in a name is printed as is) and the output is deterministic (no date, fixed ids).
 
+Figures are drawn :data:`WIDTH_IN` (5 in, 480 CSS px) wide with no text under :data:`MIN_FONT_PT`:
+the pages scale an SVG to the width it has, so on a 390 px phone (366 px of content) the smallest
+text stays at 10 px, and on a desktop the figure is shown at its natural size. Long axis labels
+break onto a second line rather than run off the figure.
+
 A :class:`Figure` knows its name, alt text and caption at once; it is drawn (the expensive part) when
 written.
 """
@@ -35,7 +40,9 @@ STYLE = {
     "svg.hashsalt": "segbench",
     "text.parse_math": False,
     "font.family": "sans-serif",
-    "font.size": 9,
+    "font.size": 10,
+    "axes.labelsize": 11,
+    "legend.fontsize": 10,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
@@ -43,7 +50,8 @@ STYLE = {
     "grid.linewidth": 0.6,
     "axes.axisbelow": True,
 }
-WIDTH_IN = 6.4
+WIDTH_IN = 5.0
+MIN_FONT_PT = 10  # the smallest text of any figure, in points of the figure's 72 pt/in
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,8 @@ def _margins(figure: MplFigure, left_in: float, bottom_in: float = 0.5, right_in
 
 
 def _text_width_in(text: str) -> float:
-    """Rough width of ``text`` at the figures' 9 pt sans-serif (enough to size a margin)."""
-    return 0.075 * len(text)
+    """Rough width of ``text`` at the figures' 10 pt sans-serif (enough to size a margin)."""
+    return 0.085 * len(text)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -109,8 +117,9 @@ def dice_distribution(name: str, values: Mapping[str, np.ndarray], palette: Mapp
 
 def _draw_distribution(data: Mapping[str, np.ndarray], palette: Mapping[str, Style]) -> MplFigure:
     adapters = list(data)
-    figure = MplFigure(figsize=(WIDTH_IN, 0.9 + 0.42 * max(len(adapters), 1)))
-    _margins(figure, 0.2 + max((_text_width_in(a) for a in adapters), default=0.5))
+    figure = MplFigure(figsize=(WIDTH_IN, 1.1 + 0.45 * max(len(adapters), 1)))
+    _margins(figure, 0.2 + min(max((_text_width_in(a) for a in adapters), default=0.5), WIDTH_IN / 2),
+             bottom_in=0.75)
     axes = figure.add_subplot()
     positions = np.arange(len(adapters))[::-1]
     if adapters:
@@ -128,7 +137,7 @@ def _draw_distribution(data: Mapping[str, np.ndarray], palette: Mapping[str, Sty
                              marker=style.marker, edgecolors="none", alpha=0.8, zorder=3)
     axes.set_yticks(positions, adapters)
     axes.set_xlim(-0.02, 1.02)
-    axes.set_xlabel("Dice per case and label (box: quartiles; diamond: mean)")
+    axes.set_xlabel("Dice per case and label\n(box: quartiles; diamond: mean)")
     return figure
 
 
@@ -146,8 +155,8 @@ def speed_accuracy(name: str, rows: Sequence[LeaderboardRow], palette: Mapping[s
 
 def _draw_speed_accuracy(shown: Sequence[LeaderboardRow], front: Sequence[LeaderboardRow],
                          palette: Mapping[str, Style]) -> MplFigure:
-    figure = MplFigure(figsize=(WIDTH_IN, 3.6))
-    _margins(figure, 0.75)
+    figure = MplFigure(figsize=(WIDTH_IN, 3.8))
+    _margins(figure, 0.85, bottom_in=0.75)
     axes = figure.add_subplot()
     if front:
         axes.step([r.latency_ms for r in front], [r.dice.mean for r in front], where="post", color="#5f6368",
@@ -160,7 +169,7 @@ def _draw_speed_accuracy(shown: Sequence[LeaderboardRow], front: Sequence[Leader
                       markersize=7, capsize=3, linestyle="none", label=row.adapter, zorder=3)
         right = row.latency_ms > middle  # names of the slower half go to the left of their point
         axes.annotate(row.adapter, (row.latency_ms, row.dice.mean), textcoords="offset points",
-                      xytext=(-6 if right else 6, 4), ha="right" if right else "left", fontsize=8)
+                      xytext=(-6 if right else 6, 4), ha="right" if right else "left", fontsize=MIN_FONT_PT)
     if shown:
         axes.set_xscale("log")
         axes.margins(x=0.08)
@@ -168,8 +177,8 @@ def _draw_speed_accuracy(shown: Sequence[LeaderboardRow], front: Sequence[Leader
         axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
         axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         axes.xaxis.set_minor_locator(ticker.NullLocator())
-        axes.legend(loc="lower right", fontsize=8, frameon=False)
-    axes.set_xlabel("median latency per case (ms, log scale; lower is faster)")
+        axes.legend(loc="lower right", frameon=False)
+    axes.set_xlabel("median latency per case\n(ms, log scale; lower is faster)")
     axes.set_ylabel("mean Dice (95% CI)")
     return figure
 
@@ -183,7 +192,7 @@ def step_curves(name: str, curves: Sequence[StepCurve], palette: Mapping[str, St
     return Figure(name, f"Line chart of mean Dice per interaction step for {subject}. {summary}.",
                   f"Dice per interaction step, {subject}",
                   partial(_draw_curves, lines, {c.adapter: palette[c.adapter] for c in curves}, log2=False,
-                          xlabel="interaction step (0: initial prompt; then one correction click per step)"))
+                          xlabel="interaction step\n(0: initial prompt; then 1 click per step)"))
 
 
 def support_curves(name: str, curves: Sequence[SupportCurve], palette: Mapping[str, Style], subject: str) -> Figure:
@@ -203,8 +212,8 @@ def support_curves(name: str, curves: Sequence[SupportCurve], palette: Mapping[s
 def _draw_curves(lines: Sequence[tuple[str, Sequence[int], Sequence[Estimate]]], palette: Mapping[str, Style],
                  log2: bool, xlabel: str) -> MplFigure:
     """Mean (95% CI band) against an integer axis, one line per (label, xs, estimates)."""
-    figure = MplFigure(figsize=(WIDTH_IN, 3.4))
-    _margins(figure, 0.75)
+    figure = MplFigure(figsize=(WIDTH_IN, 3.6))
+    _margins(figure, 0.85, bottom_in=0.75)
     axes = figure.add_subplot()
     for label, xs, estimates in lines:
         style = palette[label]
@@ -217,7 +226,7 @@ def _draw_curves(lines: Sequence[tuple[str, Sequence[int], Sequence[Estimate]]],
         axes.minorticks_off()
     axes.set_xticks(ticks, [str(t) for t in ticks])
     if lines:
-        axes.legend(loc="lower right", fontsize=8, frameon=False)
+        axes.legend(loc="lower right", frameon=False)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("mean Dice (95% CI)")
     return figure

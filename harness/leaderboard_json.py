@@ -2,19 +2,32 @@
 
 Every number the pages show is here with its uncertainty (``mean``, ``low``, ``high`` of the 95%
 bootstrap CI); what was not measured is ``null``. Pages are named relative to the site folder and,
-with ``--base-url``, also as absolute URLs.
+with ``--base-url``, also as absolute URLs. Each run says whether it is complete (``complete``,
+``units_done`` of ``units_planned``); ``complete`` at the top is false when any run is not.
+
+The document's shape is ``segbench/schemas/leaderboard.schema.json`` (JSON Schema 2020-12), shipped
+with the package and checked against a real build in the tests; :data:`SCHEMA` names its version.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from importlib import resources
 from typing import Any
 
 from segbench.aggregate import Estimate
 from segbench.pages import AdapterPage, PromptSection, RankedTable, Site, TaskPage
+from segbench.publishing import Completeness
 from segbench.ranking import RankedRow
 
-SCHEMA = "segbench-leaderboard/1"
+SCHEMA = "segbench-leaderboard/2"
+RUN_FIELDS = ("run_id", "suite", "created", "status", "segbench_version", "config_hash", "git")
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of ``leaderboard.json`` that this version writes."""
+    return json.loads((resources.files("segbench") / "schemas" / "leaderboard.schema.json").read_text("utf-8"))
 
 
 def _number(value: float | None) -> float | None:
@@ -73,9 +86,7 @@ def _section(section: PromptSection) -> dict[str, Any]:
         "prompt": section.prompt,
         "rows": _table(section.table),  # the headline: macro mean over labels
         "labels": {table.label: _table(table) for table in section.label_tables},
-        "drilldown": [{"picks": list(o.picks), "adapter": o.adapter, "case_id": o.case_id, "label": o.label,
-                       "dice": _number(o.dice), "slice": o.slice_index, "image": o.file, "zoom": o.zoom}
-                      for o in section.overlays],
+        "drilldown": section.overlays.record(),
     }
 
 
@@ -105,15 +116,22 @@ def _adapter(page: AdapterPage, urls: Urls) -> dict[str, Any]:
             "runs": [run_id for _, run_id in page.runs], "facts": page.facts}
 
 
-def document(site: Site, title: str, base_url: str | None, version: str) -> dict[str, Any]:
+def _run(manifest: dict[str, Any], state: Completeness) -> dict[str, Any]:
+    """A run's record: its identity (from the publishable manifest) and how complete it is."""
+    return {**{key: manifest.get(key) for key in RUN_FIELDS}, **state.record()}
+
+
+def document(site: Site, title: str, base_url: str | None, version: str,
+             states: list[Completeness]) -> dict[str, Any]:
+    """The whole ``leaderboard.json``; ``states`` says per run, in the order of ``site.runs``, how complete it is."""
     urls = Urls(base_url)
     return {
         "schema": SCHEMA,
         "title": title,
         "generator": f"segbench {version}",
         **({"base_url": base_url} if base_url else {}),
-        "runs": [{key: run.get(key) for key in ("run_id", "suite", "created", "status", "segbench_version",
-                                                "config_hash", "git")} for run in site.runs],
+        "complete": all(state.complete for state in states),
+        "runs": [_run(run, state) for run, state in zip(site.runs, states, strict=True)],
         "tasks": [_task(task, urls) for task in site.tasks],
         "adapters": [_adapter(page, urls) for page in site.adapters],
         "overview": _overview(site),

@@ -33,7 +33,7 @@ from segbench.curves import (
 )
 from segbench.errors import SegbenchError
 from segbench.figures import Figure, Style
-from segbench.overlays import Overlay, drilldown
+from segbench.overlays import Drilldown, drilldown
 from segbench.ranking import RankedRow, rank_table
 from segbench.samples import SavedPrediction, saved_predictions
 from segbench.store import RunStore
@@ -133,14 +133,7 @@ class PromptSection:
     table: RankedTable
     label_tables: list[RankedTable]
     figures: list[Figure]
-    overlays: list[Overlay]
-
-    @property
-    def overlays_by_adapter(self) -> list[tuple[str, list[Overlay]]]:
-        grouped: dict[str, list[Overlay]] = {}
-        for overlay in self.overlays:
-            grouped.setdefault(overlay.adapter, []).append(overlay)
-        return list(grouped.items())
+    overlays: Drilldown  # iterates over the overlay images to write
 
 
 @dataclass(frozen=True)
@@ -345,7 +338,10 @@ class SiteBuilder:
         values = {a: headline.scores.pair_dice(a) for a in order}
         shown = [figures.dice_distribution(f"{name}-dice", values, self.palette, subject),
                  figures.speed_accuracy(f"{name}-speed", rows, self.palette, subject)] if values and not swept else []
-        overlays = drilldown(final, self.saved.get(task, {}), prompt, order, f"cases/{task_slug}")
+        failed = _measured(self.tables_frame.filter((pl.col("task") == task) & (pl.col("status") != "ok")
+                                                    & pl.col("prompt").is_in([prompt, "*"])))
+        overlays = drilldown(final, failed, self.saved.get(task, {}), prompt, [r.row.adapter for r in table.rows],
+                             f"cases/{task_slug}")
         return PromptSection(prompt, table, label_tables, shown, overlays)
 
     def task_page(self, task: str, task_tables: list[Table]) -> TaskPage:

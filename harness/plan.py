@@ -63,7 +63,7 @@ class RunPlan:
     units: list[WorkUnit]
     skipped: dict[str, str] = field(default_factory=dict)
     warmup: bool = True  # one untimed encode/decode per adapter before the first case
-    save_masks: int = 0  # cases per task whose predicted masks are kept (segbench.samples)
+    save_masks: int | None = 0  # cases per task whose predicted masks are kept, None: all (segbench.samples)
 
     def protocols_for(self, adapter: str, task: str) -> tuple[ProtocolSpec, ...]:
         return self.protocols[f"{adapter}/{task}"]
@@ -118,7 +118,7 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
               limit: int | None = None, device: str = "auto", weights: str = "pretrained",
               precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
               data_root: Path | None = None, run_id: str | None = None, warmup: bool = True,
-              offload: bool = False, save_masks: int | None = None, check_device: bool = True) -> RunPlan:
+              offload: bool = False, save_masks: int | str | None = None, check_device: bool = True) -> RunPlan:
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
     device = resolve_device(device, check_device)
@@ -130,8 +130,9 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         raise ConfigError(suite.source, f"suite '{suite.name}' names unknown task(s) {missing} "
                                         f"(known: {', '.join(sorted(tasks))})")
     limit = limit if limit is not None else suite.limit
-    save_masks = save_masks if save_masks is not None else suite.save_masks
-    if save_masks < 0:
+    # None: the suite's; "all" (--save-masks all): every case, stored as None like a suite's default
+    save_masks = suite.save_masks if save_masks is None else None if save_masks == "all" else save_masks
+    if save_masks is not None and (not isinstance(save_masks, int) or save_masks < 0):
         raise ConfigError("--save-masks", f"must be >= 0, got {save_masks}")
     chosen = {name: tasks[name] for name in suite.tasks}
 

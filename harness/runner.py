@@ -81,7 +81,7 @@ class UnitRunner:
         self.readers: dict[str, Reader] = {}
         self.pools: dict[str, SupportPool] = {}
         self.host = environment.host()
-        self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed) if plan.save_masks else frozenset()
+        self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed)
         self.gpu = environment.gpu_name(self.setup.options.device)
         if plan.warmup:
             warm_up(self.adapter)

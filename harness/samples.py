@@ -1,23 +1,28 @@
-"""Predicted masks a run keeps for a sample of its cases, so a leaderboard can show overlays.
+"""Predicted masks a run keeps, so a leaderboard can show overlays of any case it picks.
 
-``save_masks`` cases per task are sampled: the same cases for every adapter, chosen by a hash of
-(seed, task, case id), so a rerun or another executor picks the same ones. For each sampled unit the
-runner keeps the final-step prediction of every protocol and label and hands it to the store with the
-unit's rows (under :data:`SAMPLE_KEY`, so it travels through any executor); the store writes:
+By default every case is kept (``save_masks`` None), so the drill-down's best, median and worst are
+chosen from every scored case of the run. ``save_masks`` N keeps a sample of N cases per task: the
+same cases for every adapter, chosen by a hash of (seed, task, case id), so a rerun or another
+executor picks the same ones; 0 keeps none. For each kept unit the runner keeps the final-step
+prediction of every protocol and label and hands it to the store with the unit's rows (under
+:data:`SAMPLE_KEY`, so it travels through any executor); the store writes:
 
 * ``samples/case-<key>.npz``: the image preview (RGB uint8, long side at most :data:`PREVIEW_SIZE`
   pixels) and the ground truth of every label, written once per case by the first unit to get there;
 * ``samples/<unit_id>.npz``: one adapter's predictions and a JSON record naming adapter, task, case,
   labels and protocols.
 
-Masks are kept at the case's full resolution, bit-packed and compressed (a few kB each). A volume is
-cut to one representative slice: the one with the largest ground-truth area over all labels. Scores
-always come from the full case; the sample is for looking at.
+Masks are kept at the case's full resolution, bit-packed and compressed, the preview as WebP: on the
+smoke data a unit file is 0.8-1.5 kB a case (0.4-1.5 kB a mask) and a case file 7-35 kB (docs/
+leaderboard.md has the measured figures). A volume is cut to one representative slice: the one with
+the largest ground-truth area over all labels. Scores always come from the full case; the sample is
+for looking at.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -36,11 +41,12 @@ if TYPE_CHECKING:
 
 SAMPLE_KEY = "_mask_sample"  # the key of a result row that carries its unit's MaskSample
 PREVIEW_SIZE = 512
-DEFAULT_SAVE_MASKS = 8
+PREVIEW_QUALITY = 90  # WebP quality of a kept preview: for looking at, never scored
+DEFAULT_SAVE_MASKS: int | None = None  # every case
 
 
-def sampled_cases(units: Iterable[WorkUnit], count: int, seed: int) -> frozenset[tuple[str, str]]:
-    """(task, case id) of the ``count`` sampled cases of every task among ``units``."""
+def sampled_cases(units: Iterable[WorkUnit], count: int | None, seed: int) -> frozenset[tuple[str, str]]:
+    """(task, case id) of the ``count`` sampled cases of every task among ``units`` (None: every case)."""
     cases: dict[str, set[str]] = defaultdict(set)
     for unit in units:
         cases[unit.task].add(unit.case_id)
@@ -70,6 +76,14 @@ def preview(image: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(rgb, dtype=np.uint8)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS))
+
+
+def webp(pixels: np.ndarray, quality: int, method: int = 4) -> bytes:
+    """(h, w, 3) uint8 pixels as lossy WebP of ``quality`` and effort ``method`` (0-6), deterministic
+    for a given libwebp."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="WEBP", quality=quality, method=method)
+    return buffer.getvalue()
 
 
 def _pack(mask: np.ndarray) -> np.ndarray:
@@ -119,7 +133,8 @@ class MaskSample:
         labels = sorted(self.truth)
         meta = {"task": self.task, "case_id": self.case_id, "shape": list(self.shape), "labels": labels,
                 "slice": self.slice_index}
-        np.savez_compressed(handle, meta=np.array(json.dumps(meta)), image=self.image,
+        preview_bytes = np.frombuffer(webp(self.image, PREVIEW_QUALITY), dtype=np.uint8)
+        np.savez_compressed(handle, meta=np.array(json.dumps(meta)), image_webp=preview_bytes,
                             **{f"truth_{i}": _pack(self.truth[label]) for i, label in enumerate(labels)})
 
     def write_predictions(self, handle: BinaryIO) -> None:
@@ -146,20 +161,30 @@ class SavedPrediction:
 
     def load(self, prompt: str, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image preview, ground truth, prediction) of one protocol and label."""
-        shape = tuple(self.meta["shape"])
-        case = _arrays(self.case_path, self.case_path.stat().st_mtime_ns)
-        truth = _unpack(case[f"truth_{json.loads(str(case['meta']))['labels'].index(label)}"], shape)
+        image, truth = read_case(self.case_path)
         saved = _arrays(self.path, self.path.stat().st_mtime_ns)
-        prediction = _unpack(saved[f"mask_{self.meta['masks'].index([prompt, label])}"], shape)
-        return case["image"], truth, prediction
+        prediction = _unpack(saved[f"mask_{self.meta['masks'].index([prompt, label])}"], tuple(self.meta["shape"]))
+        return image, truth[label], prediction
+
+
+def read_case(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(image preview, label → ground truth) of a ``case-<key>.npz`` file."""
+    case = _arrays(path, path.stat().st_mtime_ns)
+    meta = json.loads(str(case["meta"]))
+    truth = {label: _unpack(case[f"truth_{i}"], tuple(meta["shape"])) for i, label in enumerate(meta["labels"])}
+    return case["image"], truth
 
 
 @lru_cache(maxsize=512)
 def _arrays(path: Path, mtime_ns: int) -> dict[str, np.ndarray]:
     """Every array of a sample file, read once per report (a case is drawn for several adapters and
-    protocols); the modification time in the key keeps a rewritten file from being served stale."""
+    protocols), the preview decoded (older runs kept it as a raw array); the modification
+    time in the key keeps a rewritten file from being served stale."""
     with np.load(path, allow_pickle=False) as saved:
-        return {key: saved[key] for key in saved.files}
+        arrays = {key: saved[key] for key in saved.files}
+    if "image_webp" in arrays:
+        arrays["image"] = np.asarray(Image.open(io.BytesIO(arrays.pop("image_webp").tobytes())).convert("RGB"))
+    return arrays
 
 
 def saved_predictions(run_dir: Path) -> list[SavedPrediction]:

@@ -34,7 +34,7 @@ class Suite:
     seed: int
     limit: int | None
     source: Path
-    save_masks: int = DEFAULT_SAVE_MASKS  # cases per task whose predicted masks are kept (segbench.samples)
+    save_masks: int | None = DEFAULT_SAVE_MASKS  # cases per task whose masks are kept, None: all (segbench.samples)
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,10 @@ def _parse_suite(name: str, table: Mapping[str, Any], path: Path) -> Suite:
     if not isinstance(seed, int) or (limit is not None and (not isinstance(limit, int) or limit < 1)):
         raise ConfigError(path, f"[{where}] seed must be an integer and limit a positive integer")
     save_masks = table.get("save_masks", DEFAULT_SAVE_MASKS)
-    if not isinstance(save_masks, int) or isinstance(save_masks, bool) or save_masks < 0:
-        raise ConfigError(path, f"[{where}] save_masks must be an integer >= 0, got {save_masks!r}")
+    if save_masks == "all":
+        save_masks = None
+    elif save_masks is not None and (not isinstance(save_masks, int) or isinstance(save_masks, bool) or save_masks < 0):
+        raise ConfigError(path, f"[{where}] save_masks must be an integer >= 0 or \"all\", got {save_masks!r}")
     return Suite(name, str(table.get("description", "")), _names(table, "adapters", path, where),
                  _names(table, "tasks", path, where), protocols, seed, limit, path, save_masks)
 

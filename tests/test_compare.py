@@ -142,3 +142,124 @@ def test_runs_with_nothing_in_common_are_an_error(quick_run: Path, tmp_path: Pat
     other = derived_run(quick_run, tmp_path / "other", pl.lit("elsewhere"), "task", rows=pl.lit(True))
     result = compare(quick_run, other)
     assert result.returncode == 2 and "share no" in result.stderr
+
+
+# Failed and missing cases: a model must not pass the gate by failing, and a vanished group must not pass silently.
+
+OTSU_ROWS = pl.col("adapter") == "otsu"
+
+
+def rewritten_run(source: Path, target: Path, rewrite) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of a real run under another id, its rows replaced by ``rewrite(rows)``."""
+    run = derived_run(source, target)
+    cases = rewrite(pl.read_parquet(run / "cases.parquet"))
+    cases.with_columns(pl.lit(target.name).alias("run_id")).write_parquet(run / "cases.parquet")
+    return run
+
+
+def otsu_cases(run: Path) -> tuple[list[str], list[str]]:
+    """Otsu's case ids (sorted) and its prompt protocols in ``run``."""
+    otsu = pl.read_parquet(run / "cases.parquet").filter(OTSU_ROWS)
+    return sorted(otsu["case_id"].unique()), sorted(otsu["prompt"].unique())
+
+
+def failing(cases: list[str], unread: bool):  # type: ignore[no-untyped-def]
+    """Otsu fails ``cases``: as failed rows with NaN scores (the model raised), or, ``unread``, as the one
+    ``*`` row the runner writes for a case it could not read (which stands for every prompt)."""
+    hit = OTSU_ROWS & pl.col("case_id").is_in(cases)
+    failed = {"status": pl.lit("failed"), "error": pl.lit("RuntimeError: boom"),
+              **{name: pl.lit(float("nan")) for name in ("dice", "nsd", "hd95")}}
+
+    def rewrite(rows: pl.DataFrame) -> pl.DataFrame:
+        if not unread:
+            return rows.with_columns(pl.when(hit).then(value).otherwise(pl.col(name)).alias(name)
+                                     for name, value in failed.items())
+        star = (rows.filter(hit).unique(["adapter", "task", "case_id"])
+                .with_columns(label=pl.lit("*"), prompt=pl.lit("*"), step=pl.lit(0, pl.Int32), **failed))
+        return pl.concat([rows.filter(~hit), star])
+    return rewrite
+
+
+def table_lines(stdout: str, adapter: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(adapter + " ")]
+
+
+@pytest.mark.parametrize("unread", [False, True], ids=["failed-rows", "unread-cases"])
+def test_a_run_where_otsu_fails_half_its_cases_fails_the_gate(quick_run: Path, tmp_path: Path, unread: bool) -> None:
+    cases, prompts = otsu_cases(quick_run)
+    half = cases[: len(cases) // 2]
+    new = rewritten_run(quick_run, tmp_path / "half", failing(half, unread))
+    result = compare(quick_run, new)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = table_lines(result.stdout, "otsu")
+    assert len(lines) == len(prompts)  # every prompt of otsu, also when the failure is a "*" row
+    assert all(f"0→{len(half)} " in line for line in lines)  # failed base→new
+    assert all(f"REGRESSION: {len(half)} of {len(cases)} cases failed (ok in base)" in line for line in lines)
+    assert not any("REGRESSION" in line for name in ("box", "litemedsam") for line in table_lines(result.stdout, name))
+    assert f"{len(half) * len(prompts)} in new" in result.stderr
+    assert f"lost (ok in base, failed or missing in new): {len(half) * len(prompts)}" in result.stderr
+    html = (tmp_path / "half.html").read_text()
+    assert f"<td>0 → {len(half)}</td>" in html and f"{len(half)} of {len(cases)} cases failed" in html
+
+
+def test_a_group_missing_from_the_new_run_loses_all_its_cases(quick_run: Path, tmp_path: Path) -> None:
+    cases, prompts = otsu_cases(quick_run)
+    without = rewritten_run(quick_run, tmp_path / "without", lambda rows: rows.filter(~OTSU_ROWS))
+    result = compare(quick_run, without)
+    assert result.returncode == 1
+    lines = table_lines(result.stdout, "otsu")
+    assert len(lines) == len(prompts)
+    assert all(f" {len(cases)}/0 " in line for line in lines)  # unmatched base/new
+    assert all(f"{len(cases)} of {len(cases)} cases missing from new (the group is gone)" in line for line in lines)
+    # the reverse: cases only the new run has are reported, and lose nothing
+    result = compare(without, quick_run)
+    assert result.returncode == 0, result.stdout
+    assert all(f" 0/{len(cases)} " in line and "nothing to compare" in line
+               for line in table_lines(result.stdout, "otsu"))
+
+
+def test_cases_failing_in_both_runs_are_reported_not_a_regression(quick_run: Path, tmp_path: Path) -> None:
+    assert compare(quick_run, quick_run).returncode == 0  # a run against itself
+    cases, prompts = otsu_cases(quick_run)
+    broken = rewritten_run(quick_run, tmp_path / "broken", failing(cases[:1], unread=False))
+    again = rewritten_run(quick_run, tmp_path / "again", failing(cases[:1], unread=True))
+    result = compare(broken, again)
+    assert result.returncode == 0, result.stdout
+    assert all(" 1→1 " in line for line in table_lines(result.stdout, "otsu"))
+    assert f"({len(prompts)} in both)" in result.stderr
+
+
+def test_zero_or_missing_memory_and_latency_are_not_judged(quick_run: Path, tmp_path: Path) -> None:
+    """A classical baseline on CUDA allocates nothing there (peak memory 0); rows may lack a value (null).
+    In the base run, where a ratio would divide by them."""
+    def unmeasured(rows: pl.DataFrame) -> pl.DataFrame:
+        box = pl.col("adapter") == "box"
+        return rows.with_columns(
+            pl.when(OTSU_ROWS).then(0.0).when(box).then(None).otherwise(pl.col("peak_mem_mb")).alias("peak_mem_mb"),
+            pl.when(box).then(None).otherwise(pl.col("total_ms")).alias("total_ms"))
+    base, html = rewritten_run(quick_run, tmp_path / "unmeasured", unmeasured), tmp_path / "diff.html"
+    result = run_cli("compare", str(base), str(quick_run), "--html", str(html), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for adapter in ("otsu", "box"):
+        lines = table_lines(result.stdout, adapter)
+        assert lines and all("memory not judged" in line for line in lines)
+        assert all(("speed not judged: latency 0 or not recorded" in line) == (adapter == "box") for line in lines)
+    assert not any("not judged" in line for line in table_lines(result.stdout, "litemedsam"))
+    assert "memory not judged" in html.read_text()
+
+
+def test_case_counts_spread_an_unread_case_over_every_prompt() -> None:
+    from segbench.compare import CaseCounts, case_counts
+
+    def frame(rows: list[tuple[str, str, str, str]]) -> pl.DataFrame:
+        return pl.DataFrame(rows, schema=["adapter", "case_id", "prompt", "status"], orient="row").with_columns(
+            task=pl.lit("t"))
+
+    base = frame([("a", c, p, "ok") for c in ("c1", "c2") for p in ("p", "q")])
+    new = frame([("a", "c1", "p", "ok"), ("a", "c1", "q", "ok"), ("a", "c2", "*", "failed"),
+                 ("b", "c1", "*", "failed")])
+    counts = case_counts(base, new)
+    lost = CaseCounts(base=2, new=2, failed_new=1, lost_failed=1)
+    assert counts == {("a", "t", "p"): lost, ("a", "t", "q"): lost,
+                      ("b", "t", "*"): CaseCounts(new=1, failed_new=1, missing_base=1)}
+    assert counts[("b", "t", "*")].regressions() == [] and lost.regressions() == ["1 of 2 cases failed (ok in base)"]

@@ -15,7 +15,7 @@ from segbench.case import Case
 from segbench.curves import dice_auc, split_support_sizes, step_curves, support_curves
 from segbench.errors import ConfigError
 from segbench.execute import execute
-from segbench.overlays import PREDICTION_RGB, TRUTH_RGB, crop_box, overlay, pick_cases
+from segbench.overlays import crop_box, pick_cases
 from segbench.pages import FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT, family
 from segbench.plan import WorkUnit, make_plan
 from segbench.ranking import RankedRow, holm, pareto_front, rank_table, wilcoxon_p
@@ -131,7 +131,7 @@ def test_volumes_keep_the_slice_with_the_largest_ground_truth() -> None:
 
 
 def test_a_kept_sample_round_trips_through_the_store(tmp_path) -> None:
-    image = np.random.default_rng(0).integers(0, 255, (7, 600, 300), dtype=np.uint8)
+    image = np.broadcast_to(np.linspace(0, 255, 300).astype(np.uint8), (7, 600, 300))  # smooth: WebP keeps it
     truth = np.zeros((7, 600, 300), bool)
     truth[4, 100:300, 50:150] = True
     predicted = np.roll(truth, 10, axis=1)
@@ -143,19 +143,15 @@ def test_a_kept_sample_round_trips_through_the_store(tmp_path) -> None:
     assert saved.meta["adapter"] == "model" and saved.has("box", "tumour") and not saved.has("box", "edema")
     loaded_image, loaded_truth, loaded_prediction = saved.load("box", "tumour")
     assert (loaded_truth == truth[4]).all() and (loaded_prediction == predicted[4]).all()
-    assert (loaded_image == preview(image[4])).all()
+    expected = preview(image[4])  # kept as lossy WebP, for looking at only
+    assert loaded_image.shape == expected.shape and np.abs(loaded_image.astype(int) - expected).mean() < 2
 
 
-def test_overlay_fills_the_prediction_and_outlines_the_truth_outside() -> None:
-    image = np.full((64, 64, 3), 100, np.uint8)
+def test_overlay_zoom_window() -> None:  # the colours: tests/test_drilldown.py
     truth = np.zeros((64, 64), bool)
     truth[20:40, 20:40] = True
     prediction = np.zeros((64, 64), bool)
     prediction[25:35, 25:35] = True
-    drawn = overlay(image, truth, prediction)
-    assert (drawn[30, 30] == np.round(0.6 * 100 + 0.4 * PREDICTION_RGB)).all()  # filled inside
-    assert (drawn[25, 30] == PREDICTION_RGB).all()  # its edge
-    assert (drawn[19, 30] == TRUTH_RGB).all() and (drawn[21, 30] == 100).all()  # the truth's edge lies outside
     assert crop_box([truth, prediction], (64, 64)) == (0, 0, 64, 64)  # small image: the window is all of it
     big = np.zeros((512, 512), bool)
     big[200:220, 300:310] = True
@@ -165,10 +161,10 @@ def test_overlay_fills_the_prediction_and_outlines_the_truth_outside() -> None:
 
 def test_best_median_and_worst_picks() -> None:
     rows = final_rows({"a": [0.3, 0.9, 0.5, 0.7]})
-    picks = {names: row["case_id"] for names, row in pick_cases(rows)}
-    assert picks == {("best",): "c01", ("median",): "c02", ("worst",): "c00"}
+    picks = {names: (position, row["case_id"]) for names, position, row in pick_cases(rows)}
+    assert picks == {("best",): (4, "c01"), ("median",): (2, "c02"), ("worst",): (1, "c00")}
     (only,) = pick_cases(final_rows({"a": [0.4]}))
-    assert only[0] == ("best", "median", "worst")
+    assert only[:2] == (("best", "median", "worst"), 1)
 
 
 @pytest.mark.parametrize("count", [0, 2])

@@ -176,23 +176,31 @@ def test_hostile_task_name_is_escaped_everywhere(site: Path) -> None:
     assert [t["name"] for t in json.loads((site / "leaderboard.json").read_text())["tasks"]] == [HOSTILE, "phantom"]
 
 
-def test_drilldown_shows_best_median_and_worst_of_the_saved_cases(site: Path, site_run: Path) -> None:
+def test_drilldown_shows_best_median_and_worst_of_all_scored_cases(site: Path, site_run: Path) -> None:
+    """Picks come from every scored case, not only those whose masks were kept (the suite keeps two)."""
     document = json.loads((site / "leaderboard.json").read_text())
     cases = final_steps(pl.read_parquet(site_run / "cases.parquet").filter(pl.col("status") == "ok"))
     saved = {sample.meta["case_id"] for sample in saved_predictions(site_run)}
     assert len(saved) == 4  # two per task, the same cases for every adapter
     for task in document["tasks"]:
         for protocol in task["protocols"]:
-            for adapter in {row["adapter"] for row in protocol["rows"]}:
-                shown = [o for o in protocol["drilldown"] if o["adapter"] == adapter]
+            drill = protocol["drilldown"]
+            assert set(drill["adapters"]) == {row["adapter"] for row in protocol["rows"]}
+            for adapter in drill["adapters"]:
+                shown = [p for p in drill["picks"] if p["adapter"] == adapter]
                 scores = cases.filter((pl.col("task") == task["name"]) & (pl.col("prompt") == protocol["prompt"])
-                                      & (pl.col("adapter") == adapter) & pl.col("case_id").is_in(list(saved)))
-                best = next(o for o in shown if "best" in o["picks"])
-                worst = next(o for o in shown if "worst" in o["picks"])
-                assert best["dice"] == scores["dice"].max() and worst["dice"] == scores["dice"].min()
-                assert {p for o in shown for p in o["picks"]} == {"best", "median", "worst"}
-                for overlay in shown:
-                    assert (site / overlay["image"]).is_file()
+                                      & (pl.col("adapter") == adapter))
+                best = next(p for p in shown if "best" in p["picks"])
+                worst = next(p for p in shown if "worst" in p["picks"])
+                own = {p["picks"][0]: next(c for c in p["cells"] if c["adapter"] == adapter)["dice"] for p in shown}
+                assert own[best["picks"][0]] == scores["dice"].max() and own[worst["picks"][0]] == scores["dice"].min()
+                assert best["n"] == best["of"] == scores.height and worst["n"] == 1
+                assert {name for p in shown for name in p["picks"]} == {"best", "median", "worst"}
+            for pick in drill["picks"]:
+                assert [cell["adapter"] for cell in pick["cells"]] == drill["adapters"]
+                for cell in pick["cells"]:
+                    assert (cell["image"] is not None) == (pick["case_id"] in saved and cell["status"] == "ok")
+                    assert cell["image"] is None or (site / cell["image"]).is_file()
 
 
 def test_iterative_auc_is_the_cvpr25_cumulative_trapezoid(site: Path, site_run: Path) -> None:
@@ -287,7 +295,8 @@ def test_3d_in_context_and_random_weight_rows_from_other_producers(tmp_path: Pat
     rows = volumes["protocols"][0]["rows"]
     assert [r["adapter"] for r in rows if r["rank"]] == ["strong", "weak"]
     assert next(r for r in rows if r["adapter"] == "untrained")["dice"]["mean"] is None
-    assert {o["slice"] for o in volumes["protocols"][0]["drilldown"]} == {peak_slice((9, 48, 48))}
+    shown = [c for p in volumes["protocols"][0]["drilldown"]["picks"] for c in p["cells"] if c["image"]]
+    assert shown and {c["slice"] for c in shown} == {peak_slice((9, 48, 48))}
     curves = next(t for t in document["tasks"] if t["name"] == "in-context")["support"]
     assert {(c["adapter"], c["protocol"], tuple(c["sizes"])) for c in curves} == {
         ("strong", "support", (1, 2, 4, 8)), ("weak", "support", (1, 2, 4, 8))}
@@ -296,7 +305,7 @@ def test_3d_in_context_and_random_weight_rows_from_other_producers(tmp_path: Pat
 def test_runs_keep_the_masks_of_the_sampled_cases(quick_run: Path) -> None:
     samples = quick_run / "samples"
     cases = pl.read_parquet(quick_run / "cases.parquet")
-    units = cases["unit_id"].n_unique()  # the quick suite's 4 phantoms are fewer than the default sample of 8
+    units = cases["unit_id"].n_unique()  # by default every case's masks are kept
     assert len(list(samples.glob("case-*.npz"))) == 4 and len(saved_predictions(quick_run)) == units
 
 

@@ -22,3 +22,13 @@ document.querySelectorAll("table.sortable").forEach((table) => {
     header.addEventListener("keydown", (event) => { if (event.key === "Enter") sort(); });
   });
 });
+
+// The header's disclosure menus (they work without this): one open at a time; Escape or a click elsewhere closes them.
+const menus = [...document.querySelectorAll("details.menu")];
+const closeMenus = (except) => menus.forEach((menu) => { if (menu !== except) menu.open = false; });
+menus.forEach((menu) => menu.addEventListener("toggle", () => { if (menu.open) closeMenus(menu); }));
+document.addEventListener("click", (event) => { if (!event.target.closest("details.menu")) closeMenus(null); });
+document.addEventListener("keydown", (event) => {
+  const open = menus.find((menu) => menu.open);
+  if (event.key === "Escape" && open) { open.open = false; open.querySelector("summary").focus(); }
+});
