@@ -70,10 +70,12 @@ def step_curves(rows: pl.DataFrame) -> list[StepCurve]:
                 .pivot(on="step", index=PAIR_KEY, values="dice", aggregate_function="first"))
         steps = sorted(int(column) for column in wide.columns if column not in PAIR_KEY)
         matrix = wide.select([str(step) for step in steps]).to_numpy().astype(np.float64)
-        complete = matrix[np.isfinite(matrix).all(axis=1)]
-        auc = Estimate.of(dice_auc(complete)) if len(steps) >= 3 and len(complete) else None
-        curves.append(StepCurve(adapter, tuple(steps), tuple(Estimate.of(matrix[:, k]) for k in range(len(steps))),
-                                auc, len(complete)))
+        cases = wide["case_id"].to_numpy()  # the bootstrap resamples cases, all labels of a case together
+        whole = np.isfinite(matrix).all(axis=1)
+        complete = matrix[whole]
+        auc = Estimate.of(dice_auc(complete), cases[whole]) if len(steps) >= 3 and len(complete) else None
+        curves.append(StepCurve(adapter, tuple(steps), tuple(Estimate.of(matrix[:, k], cases)
+                                                             for k in range(len(steps))), auc, len(complete)))
     return curves
 
 
@@ -112,6 +114,7 @@ def support_curves(final: pl.DataFrame) -> list[SupportCurve]:
                                                                        natural_key(str(item[0][1]))))
     for (adapter, series), group in groups:
         sizes = sorted(int(size) for size in group[SUPPORT_COLUMN].unique())
-        dice = tuple(Estimate.of(group.filter(pl.col(SUPPORT_COLUMN) == size)["dice"].to_numpy()) for size in sizes)
+        at = [group.filter(pl.col(SUPPORT_COLUMN) == size) for size in sizes]
+        dice = tuple(Estimate.of(sized["dice"].to_numpy(), sized["case_id"].to_numpy()) for sized in at)
         curves.append(SupportCurve(str(adapter), str(series), tuple(sizes), dice))
     return curves

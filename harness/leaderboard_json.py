@@ -39,13 +39,22 @@ def _estimate(estimate: Estimate) -> dict[str, float | None]:
 
 
 def _row(ranked: RankedRow) -> dict[str, Any]:
+    """One adapter's row of a table: the figures by the aggregation rule (``aggregation_rule`` of the
+    document), its rank (shared where the paired test cannot separate it from the one above), rank
+    interval, and the penalised pairs (failed, missing) beside the mean."""
     row = ranked.row
     comparison = ranked.vs_next
     return {
-        "rank": ranked.rank, "adapter": row.adapter, "weights": row.weights,
-        "dice": _estimate(row.dice), "nsd": _estimate(row.nsd), "hd95_mm": _estimate(row.hd95),
+        "rank": ranked.rank, "shared_rank": ranked.shared,
+        "rank_interval": None if ranked.rank_low is None else [ranked.rank_low, ranked.rank_high],
+        "baseline": row.baseline, "adapter": row.adapter, "weights": row.weights,
+        "dice": _estimate(row.dice), "pooled_dice": None if row.pooled is None else _estimate(row.pooled),
+        "nsd": _estimate(row.nsd),
+        "hd95": {"median": _number(row.hd95.mean), "low": _number(row.hd95.low), "high": _number(row.hd95.high)},
+        "hd95_empty_predictions": row.hd95_empty, "unit": row.unit,
         "throughput_cases_per_s": _number(row.throughput), "median_latency_ms": _number(row.latency_ms),
-        "peak_memory_mb": _number(row.peak_mem_mb), "cases": row.cases, "failures": row.failures,
+        "peak_memory_mb": _number(row.peak_mem_mb), "cases": row.cases, "pairs": row.pairs,
+        "failures": row.failures, "failed": row.failed, "missing": row.missing,
         "vs_next": None if comparison is None else {
             "pairs": comparison.pairs, "p_value_holm": comparison.p_value, "significant": comparison.significant},
     }
@@ -55,10 +64,27 @@ def _table(table: RankedTable) -> list[dict[str, Any]]:
     return [_row(ranked) for ranked in table.rows]
 
 
+def _overview(site: Site) -> dict[str, Any] | None:
+    """The overview matrix: columns (task, protocol, label; label null for the task's headline), and per
+    adapter one cell per column and its mean rank over the headline columns it is ranked in."""
+    if site.overview is None:
+        return None
+    return {
+        "aggregation_rule": site.rule,
+        "columns": [{"task": c.task.name, "prompt": c.prompt, "label": c.label} for c in site.overview.columns],
+        "rows": [{"adapter": r.adapter, "baseline": r.baseline, "mean_rank": _number(r.mean_rank),
+                  "mean_rank_over": r.ranked_in,
+                  "cells": [None if cell is None else {
+                      "rank": cell.rank, "shared_rank": cell.shared, "dice": _estimate(cell.row.dice),
+                      "failures": cell.row.failures} for cell in r.cells]}
+                 for r in site.overview.rows],
+    }
+
+
 def _section(section: PromptSection) -> dict[str, Any]:
     return {
         "prompt": section.prompt,
-        "rows": _table(section.table),
+        "rows": _table(section.table),  # the headline: macro mean over labels
         "labels": {table.label: _table(table) for table in section.label_tables},
         "drilldown": section.overlays.record(),
     }
@@ -108,4 +134,5 @@ def document(site: Site, title: str, base_url: str | None, version: str,
         "runs": [_run(run, state) for run, state in zip(site.runs, states, strict=True)],
         "tasks": [_task(task, urls) for task in site.tasks],
         "adapters": [_adapter(page, urls) for page in site.adapters],
+        "overview": _overview(site),
     }

@@ -1,6 +1,12 @@
-"""What the leaderboard shows, computed from runs: ranked tables with paired tests, figures, step and
-support curves, case drill-downs per task, and every adapter's results across tasks. Plain data,
-rendered by the templates (``segbench.report``) and written to ``leaderboard.json``.
+"""What the leaderboard shows, computed from runs: ranked tables with paired tests (per task, protocol
+and label, and the task's headline over its labels, by ``segbench.aggregate.AGGREGATION_RULE``), the
+overview matrix (adapter x task and label, with a mean rank), figures, step and support curves, case
+drill-downs per task, and every adapter's results across tasks. Plain data, rendered by the templates
+(``segbench.report``) and written to ``leaderboard.json``.
+
+What a table needs from the run manifests: ``planned`` (the cases each adapter was to run, so a unit
+that never ran counts as missing) and each adapter's ``family`` (``baseline``: an unranked reference
+row). Runs made before either was recorded read as nothing planned and no baselines.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from segbench import figures
-from segbench.aggregate import LeaderboardRow, final_steps, leaderboard
+from segbench.aggregate import AGGREGATION_RULE, Table, final_steps, tables, unit_of, with_contract_columns
 from segbench.curves import (
     SUPPORT_COLUMN,
     StepCurve,
@@ -28,7 +34,7 @@ from segbench.curves import (
 from segbench.errors import SegbenchError
 from segbench.figures import Figure, Style
 from segbench.overlays import Drilldown, drilldown
-from segbench.ranking import RankedRow, rank_rows
+from segbench.ranking import RankedRow, rank_table
 from segbench.samples import SavedPrediction, saved_predictions
 from segbench.store import RunStore
 
@@ -147,6 +153,7 @@ class TaskPage:
     iterative: list[IterativeSection]
     support: list[SupportCurve]
     support_figure: Figure | None
+    unit: str = "mm"  # of HD95 and the NSD tolerance: "px" where the images have no spacing
 
     @property
     def figures(self) -> list[Figure]:
@@ -177,6 +184,69 @@ class AdapterPage:
     results: list[AdapterResult] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class OverviewColumn:
+    """One column of the overview matrix: a task's headline for one protocol, or one of its labels."""
+
+    task: TaskPage
+    prompt: str
+    label: str | None  # None: the task's headline (macro mean over labels)
+    rows: list[RankedRow]
+    several_prompts: bool  # the task has more than one protocol, so the header names it
+    several_labels: bool  # the task has more than one label: the headline column is their macro mean
+
+    @property
+    def title(self) -> str:
+        return self.task.name + (f" ({self.prompt})" if self.several_prompts else "")
+
+    def cell(self, adapter: str) -> RankedRow | None:
+        return next((r for r in self.rows if r.row.adapter == adapter), None)
+
+
+@dataclass(frozen=True)
+class OverviewRow:
+    adapter: str
+    baseline: bool
+    cells: list[RankedRow | None]  # one per column
+    mean_rank: float | None  # over the headline columns in which the adapter is ranked
+    ranked_in: list[str]  # those columns' titles
+
+
+@dataclass(frozen=True)
+class Overview:
+    columns: list[OverviewColumn]
+    rows: list[OverviewRow]
+
+    @property
+    def headline_columns(self) -> list[OverviewColumn]:
+        return [column for column in self.columns if column.label is None]
+
+
+def overview(tasks: list[TaskPage]) -> Overview:
+    """Adapter x (task, protocol) headline, plus a column per label where a task has several; adapters
+    ordered by their mean rank over the headline columns they are ranked in (baselines after them)."""
+    columns = []
+    for task in tasks:
+        several = len(task.sections) > 1
+        for section in task.sections:
+            labelled = len(section.label_tables) > 1
+            columns.append(OverviewColumn(task, section.prompt, None, section.table.rows, several, labelled))
+            if labelled:
+                columns += [OverviewColumn(task, section.prompt, table.label, table.rows, several, labelled)
+                            for table in section.label_tables]
+    adapters = sorted({r.row.adapter for column in columns for r in column.rows})
+    rows = []
+    for adapter in adapters:
+        cells = [column.cell(adapter) for column in columns]
+        ranked = [(column.title, cell.rank) for column, cell in zip(columns, cells, strict=True)
+                  if column.label is None and cell is not None and cell.rank is not None]
+        baseline = any(cell is not None and cell.row.baseline for cell in cells)
+        mean_rank = sum(rank for _, rank in ranked) / len(ranked) if ranked else None
+        rows.append(OverviewRow(adapter, baseline, cells, mean_rank, [title for title, _ in ranked]))
+    rows.sort(key=lambda r: (r.mean_rank is None, r.mean_rank or 0.0, r.adapter))
+    return Overview(columns, rows)
+
+
 @dataclass
 class Site:
     runs: list[dict[str, Any]]
@@ -184,6 +254,8 @@ class Site:
     adapters: list[AdapterPage]
     families: dict[str, list[TaskPage]]
     palette: dict[str, Style]
+    overview: Overview | None = None
+    rule: str = AGGREGATION_RULE
 
 
 def family(info: dict[str, Any], has_support: bool) -> str:
@@ -206,11 +278,24 @@ def _saved_by_task(runs: list[LoadedRun]) -> dict[str, dict[tuple[str, str], Sav
     return saved
 
 
-def _by_prompt(rows: list[LeaderboardRow]) -> dict[str, list[LeaderboardRow]]:
-    tables: dict[str, list[LeaderboardRow]] = {}
-    for row in rows:
-        tables.setdefault(row.prompt, []).append(row)
-    return tables
+def planned_cases(runs: list[LoadedRun]) -> dict[tuple[str, str], set[str]]:
+    """(site name of the adapter, task) → the case ids the runs' manifests planned for it (``planned``:
+    ``{"<adapter>/<task>": [case_id, ...]}``; runs made before it was recorded plan nothing)."""
+    names = display_names(runs)
+    planned: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for run in runs:
+        for key, cases in (run.manifest.get("planned") or {}).items():
+            adapter, _, task = str(key).partition("/")
+            planned[(names.get((run.run_id, adapter), adapter), task)].update(str(case) for case in cases)
+    return dict(planned)
+
+
+def baseline_adapters(runs: list[LoadedRun]) -> set[str]:
+    """Site names of the adapters whose manifest family is ``baseline``."""
+    names = display_names(runs)
+    return {names.get((run.run_id, adapter), adapter) for run in runs
+            for adapter, facts in (run.manifest.get("adapters") or {}).items()
+            if isinstance(facts, dict) and facts.get("family") == "baseline"}
 
 
 def _measured(frame: pl.DataFrame) -> pl.DataFrame:
@@ -238,18 +323,19 @@ class SiteBuilder:
     def _final(self, task: str) -> pl.DataFrame:
         return self.final_by_task.get((task,), self.final.clear())
 
-    def _section(self, task: str, task_slug: str, prompt: str, rows: list[LeaderboardRow],
-                 label_rows: dict[str, list[LeaderboardRow]], swept: bool) -> PromptSection:
+    def _section(self, task: str, task_slug: str, prompt: str, headline: Table, by_label: list[Table],
+                 swept: bool) -> PromptSection:
         """One protocol's tables, figures and overlays; a protocol of a support-size sweep (``swept``)
         leaves its figures to the task's support-size curve."""
         final = self._final(task).filter(pl.col("prompt") == prompt)
-        table = RankedTable(prompt, None, rank_rows(rows, final))
-        label_tables = [RankedTable(prompt, label, rank_rows(by_label, final.filter(pl.col("label") == label)))
-                        for label, by_label in label_rows.items()]
+        rows = headline.rows
+        table = RankedTable(prompt, None, rank_table(headline))
+        label_tables = [RankedTable(prompt, t.label, rank_table(t)) for t in by_label]
         subject = f"task {task}, prompt {prompt}"
         name = f"{task_slug}-{slug(prompt)}"
-        order = [r.row.adapter for r in table.rows if r.rank is not None]
-        values = {a: final.filter(pl.col("adapter") == a)["dice"].to_numpy() for a in order}
+        # every adapter with a Dice, baselines included, in table order; the penalties are in the values
+        order = [r.row.adapter for r in table.rows if r.row.adapter in headline.scores.dice]
+        values = {a: headline.scores.pair_dice(a) for a in order}
         shown = [figures.dice_distribution(f"{name}-dice", values, self.palette, subject),
                  figures.speed_accuracy(f"{name}-speed", rows, self.palette, subject)] if values and not swept else []
         failed = _measured(self.tables_frame.filter((pl.col("task") == task) & (pl.col("status") != "ok")
@@ -258,22 +344,21 @@ class SiteBuilder:
                              f"cases/{task_slug}")
         return PromptSection(prompt, table, label_tables, shown, overlays)
 
-    def task_page(self, task: str, rows: list[LeaderboardRow]) -> TaskPage:
+    def task_page(self, task: str, task_tables: list[Table]) -> TaskPage:
         task_slug = slug(task)
         task_frame = self.tables_frame.filter(pl.col("task") == task)
-        labels = sorted(task_frame.filter(pl.col("label") != "*")["label"].unique().to_list())
-        per_label = {label: _by_prompt(leaderboard(task_frame, label=label)) for label in labels}
+        headlines = {t.prompt: t for t in task_tables if t.label is None}
         task_ok = self.frame.filter((pl.col("task") == task) & (pl.col("status") == "ok"))
         support = support_curves(_measured(final_steps(task_ok)))
         swept = (set(self._final(task).filter(pl.col(SUPPORT_COLUMN).is_not_null())["prompt"].unique())
                  if any(len(curve.sizes) > 1 for curve in support) else set())
-        sections = [self._section(task, task_slug, prompt, prompt_rows,
-                                  {label: tables.get(prompt, []) for label, tables in per_label.items()},
+        sections = [self._section(task, task_slug, prompt, headline,
+                                  [t for t in task_tables if t.prompt == prompt and t.label is not None],
                                   prompt in swept)
-                    for prompt, prompt_rows in _by_prompt(rows).items()]
+                    for prompt, headline in headlines.items()]
         iterative = []
         measured_ok = _measured(task_frame.filter(pl.col("status") == "ok"))
-        for prompt in _by_prompt(rows):
+        for prompt in headlines:
             steps = measured_ok.filter(pl.col("prompt") == prompt)
             if is_iterative(steps):
                 curves = step_curves(steps)
@@ -284,7 +369,7 @@ class SiteBuilder:
                           if support else None)
         info = self.info.get(task, _with_fields({}, TASK_FIELDS))
         return TaskPage(task, task_slug, info, family(info, bool(support)), sections, iterative, support,
-                        support_figure)
+                        support_figure, unit_of(with_contract_columns(task_frame)))
 
     def adapter_pages(self, tasks: list[TaskPage]) -> list[AdapterPage]:
         pages = []
@@ -307,14 +392,13 @@ class SiteBuilder:
         return pages
 
     def build(self) -> Site:
-        rows = leaderboard(self.tables_frame)
-        by_task: dict[str, list[LeaderboardRow]] = defaultdict(list)
-        for row in rows:
-            by_task[row.task].append(row)
-        tasks = [self.task_page(task, task_rows) for task, task_rows in sorted(by_task.items())]
+        by_task: dict[str, list[Table]] = defaultdict(list)
+        for table in tables(self.tables_frame, planned_cases(self.runs), baseline_adapters(self.runs)):
+            by_task[table.task].append(table)
+        tasks = [self.task_page(task, task_tables) for task, task_tables in sorted(by_task.items())]
         families: dict[str, list[TaskPage]] = defaultdict(list)
         for task in tasks:
             families[task.family].append(task)
         order = sorted(families, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f))
         return Site([run.manifest for run in self.runs], tasks, self.adapter_pages(tasks),
-                    {f: families[f] for f in order}, self.palette)
+                    {f: families[f] for f in order}, self.palette, overview(tasks))

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from segbench.aggregate import leaderboard
+from segbench.aggregate import tables
 from segbench.case import Case
 from segbench.curves import dice_auc, split_support_sizes, step_curves, support_curves
 from segbench.errors import ConfigError
@@ -18,7 +18,7 @@ from segbench.execute import execute
 from segbench.overlays import crop_box, pick_cases
 from segbench.pages import FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT, family
 from segbench.plan import WorkUnit, make_plan
-from segbench.ranking import holm, pareto_front, rank_rows, wilcoxon_p
+from segbench.ranking import RankedRow, holm, pareto_front, rank_table, wilcoxon_p
 from segbench.samples import MaskSample, preview, representative_slice, sampled_cases, saved_predictions
 from segbench.store import RunStore
 from segbench.suites import load_config
@@ -33,13 +33,20 @@ def final_rows(dice: dict[str, list[float]], weights: str = "none", prompt: str 
     return pl.DataFrame(rows)
 
 
+def ranked_table(frame: pl.DataFrame) -> list[RankedRow]:
+    """The ranked headline table of a one-task, one-protocol frame."""
+    (table,) = [t for t in tables(frame) if t.label is None]
+    return rank_table(table)
+
+
 def test_adjacent_ranks_are_tested_pairwise_and_holm_adjusted() -> None:
     rng = np.random.default_rng(1)
     strong = rng.uniform(0.85, 0.95, 30)
     frame = final_rows({"strong": list(strong), "weak": list(strong - 0.2),
                         "weak-twin": list(strong - 0.2 + rng.normal(0, 0.01, 30))})
-    ranked = rank_rows(leaderboard(frame), frame)
-    assert [r.row.adapter for r in ranked][0] == "strong" and [r.rank for r in ranked] == [1, 2, 3]
+    ranked = ranked_table(frame)
+    # issue 13: the twins the test cannot separate share their rank ("2=")
+    assert [r.row.adapter for r in ranked][0] == "strong" and [r.rank_text for r in ranked] == ["1", "2=", "2="]
     first, second, last = ranked
     assert first.vs_next.significant and first.vs_next.pairs == 30
     assert not second.vs_next.significant  # the twins differ by noise
@@ -50,15 +57,17 @@ def test_adjacent_ranks_are_tested_pairwise_and_holm_adjusted() -> None:
     assert last.vs_next is None
 
 
-def test_only_cases_both_adapters_scored_are_paired() -> None:
+def test_cases_an_adapter_lacks_are_penalised_and_paired() -> None:
+    # issue 13 changed this on purpose: b never ran a's 5 extra cases, so they enter b's mean as Dice 0
     frame = final_rows({"a": [0.9] * 10 + [0.1] * 5, "b": [0.8] * 10})
-    first, _ = rank_rows(leaderboard(frame), frame)
-    assert first.row.adapter == "b" and first.vs_next.pairs == 10  # a's mean is lower: its 5 extra cases fail
+    first, second = ranked_table(frame)
+    assert first.row.adapter == "a" and first.vs_next.pairs == 15
+    assert second.row.dice.mean == pytest.approx(0.8 * 10 / 15) and (second.row.missing, second.row.failed) == (5, 0)
 
 
 def test_random_weights_are_never_ranked() -> None:
     frame = pl.concat([final_rows({"real": [0.8, 0.9]}), final_rows({"untrained": [0.99, 0.99]}, weights="random")])
-    ranked = rank_rows(leaderboard(frame), frame)
+    ranked = ranked_table(frame)
     assert [(r.row.adapter, r.rank) for r in ranked] == [("real", 1), ("untrained", None)]
 
 
