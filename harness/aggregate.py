@@ -27,11 +27,15 @@ The rule (``AGGREGATION_RULE`` is the same text, shown on the pages):
   the same rule, never ranked (``segbench.ranking``).
 
 Speed is per case and protocol over the ok rows: ``total_ms`` is one encoder pass plus every decode of
-the protocol, so throughput = cases / total seconds and latency is its median.
+the protocol, so throughput = cases / total seconds and latency is its median. A case counts as run on a
+slowed machine when the run's machine probe (``probe_ms``, a fixed matrix product timed every few seconds)
+read more than ``SLOW_MACHINE`` times its median over the run and device; such cases are counted beside
+the latency, so a figure measured on a busy machine says so.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +48,7 @@ CONFIDENCE = 0.95
 ALPHA = 0.05  # the paired tests' significance level (segbench.ranking)
 PENALTY_DICE = 0.0
 PENALTY_NSD = 0.0
+SLOW_MACHINE = 1.5  # a probe this many times slower than the run's median flags the case
 DEFAULT_UNIT = "mm"  # what rows without a ``unit`` (older runs) are read as
 PAIR_KEY = ["case_id", "label"]
 # Columns of the row contract that older runs lack; read as nulls.
@@ -65,6 +70,15 @@ AGGREGATION_RULE = (
     f"included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank (\"1=\"). "
     "Baselines are unranked reference rows placed by their score; rows made with random weights carry no accuracy."
 )
+
+
+def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """Sort key for names with numbers in them: ``support`` < ``support2`` < ``support16`` < ``supportx``;
+    digit runs compare as numbers, the rest case-insensitively (then exactly, so the order is total)."""
+    pieces = [piece for piece in re.split(r"(\d+)", name) if piece]
+    parts = tuple((0, int(piece)) if piece.isdigit() else (1, piece.casefold()) for piece in pieces)
+    return parts, name
+
 
 
 @lru_cache(maxsize=16)
@@ -243,6 +257,7 @@ class LeaderboardRow:
     unit: str = DEFAULT_UNIT  # of HD95 and the NSD tolerance: "px" or "mm"
     pairs: int = 0  # (case, label) pairs in the table's case set
     baseline: bool = False  # a reference row, never ranked
+    slow_cases: int = 0  # scored cases run while the machine probe read > SLOW_MACHINE x the run's median
 
     @property
     def accuracy_known(self) -> bool:
@@ -276,6 +291,16 @@ def with_contract_columns(frame: pl.DataFrame) -> pl.DataFrame:
     missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in CONTRACT_COLUMNS.items()
                if name not in frame.columns]
     return frame.with_columns(missing) if missing else frame
+
+
+def with_slow_machine(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with ``slow_machine``: the row's probe read more than ``SLOW_MACHINE`` times the median probe
+    of its run and device (False where either is unknown)."""
+    if "probe_ms" not in frame.columns:
+        return frame.with_columns(pl.lit(False).alias("slow_machine"))
+    probe = pl.when(pl.col("probe_ms").is_finite()).then(pl.col("probe_ms"))
+    median = probe.median().over("run_id", "device")
+    return frame.with_columns((probe > SLOW_MACHINE * median).fill_null(False).alias("slow_machine"))
 
 
 def unit_of(rows: pl.DataFrame) -> str:
@@ -408,7 +433,7 @@ class _TaskPrompt:
             peak_mem_mb=float(own["peak_mem_mb"].max()) if own.height else float("nan"),
             cases=per_case.height, failed=failed, missing=missing, label=label, pooled=pooled, hd95_empty=empty,
             unit=self.unit, pairs=int(scores.in_set.sum()),
-            baseline=baseline)
+            baseline=baseline, slow_cases=int(per_case["slow_machine"].sum()) if per_case.height else 0)
 
 
 def tables(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str]] | None = None,
@@ -419,7 +444,7 @@ def tables(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str
     ``planned`` maps (adapter, task) to the case ids the runs planned for it (absent in older runs);
     ``baselines`` names the adapters shown as unranked reference rows.
     """
-    frame = with_contract_columns(frame)
+    frame = with_slow_machine(with_contract_columns(frame))
     planned = planned or {}
     weights = {adapter: str(group["weights"][0])
                for (adapter,), group in frame.group_by("adapter")} if frame.height else {}
@@ -429,7 +454,7 @@ def tables(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str
         by_prompt.setdefault((task, prompt), []).append(adapter)
     out = []
     task_frames = frame.partition_by("task", as_dict=True) if frame.height else {}
-    for (task, prompt), adapters in sorted(by_prompt.items()):
+    for (task, prompt), adapters in sorted(by_prompt.items(), key=lambda item: (item[0][0], natural_key(item[0][1]))):
         task_frame = task_frames[(task,)]
         task_labels = sorted(task_frame.filter((pl.col("status") == "ok") & (pl.col("label") != "*"))["label"]
                              .unique().to_list())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from segbench.aggregate import Estimate
+from segbench.aggregate import Estimate, natural_key
 
 SUPPORT_COLUMN = "support_size"  # Int32, null for prompt protocols (in-context protocols fill it)
 PAIR_KEY = ["case_id", "label"]
@@ -40,14 +40,6 @@ class SupportCurve:
     protocol: str  # the protocol's name without the support size it may end with
     sizes: tuple[int, ...]
     dice: tuple[Estimate, ...]
-
-
-def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
-    """Sort key for names with numbers in them: ``support`` < ``support2`` < ``support16`` < ``supportx``;
-    digit runs compare as numbers, the rest case-insensitively (then exactly, so the order is total)."""
-    pieces = [piece for piece in re.split(r"(\d+)", name) if piece]
-    parts = tuple((0, int(piece)) if piece.isdigit() else (1, piece.casefold()) for piece in pieces)
-    return parts, name
 
 
 def dice_auc(per_step: np.ndarray) -> np.ndarray:

@@ -53,7 +53,8 @@ def _row(ranked: RankedRow) -> dict[str, Any]:
         "hd95": {"median": _number(row.hd95.mean), "low": _number(row.hd95.low), "high": _number(row.hd95.high)},
         "hd95_empty_predictions": row.hd95_empty, "unit": row.unit,
         "throughput_cases_per_s": _number(row.throughput), "median_latency_ms": _number(row.latency_ms),
-        "peak_memory_mb": _number(row.peak_mem_mb), "cases": row.cases, "pairs": row.pairs,
+        "peak_memory_mb": _number(row.peak_mem_mb), "slow_machine_cases": row.slow_cases, "cases": row.cases,
+        "pairs": row.pairs,
         "failures": row.failures, "failed": row.failed, "missing": row.missing,
         "vs_next": None if comparison is None else {
             "pairs": comparison.pairs, "p_value_holm": comparison.p_value, "significant": comparison.significant},

@@ -51,6 +51,27 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _significant(value: float | None, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant figures, in plain notation: 12345.6 -> "12300", 9.996 -> "10.0"."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    rounded = float(f"{value:.{digits}g}")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:.{decimals}f}"
+
+
+def _duration(milliseconds: float | None) -> str:
+    """A time given in ms, as s from 1 s up and as ms below, to three significant figures:
+    1530.2 -> "1.53 s", 168.4 -> "168 ms", 999.7 -> "1.00 s"."""
+    if milliseconds is None or not math.isfinite(milliseconds):
+        return "n/a"
+    if abs(float(f"{milliseconds:.3g}")) >= 1000:
+        return f"{_significant(milliseconds / 1000)} s"
+    return f"{_significant(milliseconds)} ms"
+
+
 def _p_value(value: float) -> str:
     return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
@@ -65,6 +86,8 @@ def _environment(template_dirs: Sequence[Path] = ()) -> jinja2.Environment:
     )
     environment.filters["num"] = _number
     environment.filters["p_value"] = _p_value
+    environment.filters["sig"] = _significant
+    environment.filters["duration"] = _duration
     environment.filters["scrub"] = scrub_text  # any free text a page shows that may hold a machine path
     environment.globals["slug"] = slug
     environment.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, default=str)

@@ -278,3 +278,25 @@ def test_wbc_is_ranked_per_label_and_by_the_macro_mean(data_root: Path, tmp_path
     assert document["overview"]["aggregation_rule"] == AGGREGATION_RULE
     columns = [(c["task"], c["label"]) for c in document["overview"]["columns"]]
     assert columns == [("wbc", None), ("wbc", "nucleus"), ("wbc", "whole_cell")]
+
+
+# speed you can read ------------------------------------------------------------------------------------
+
+def test_cases_run_on_a_slowed_machine_are_counted_beside_the_latency() -> None:
+    frame = rows({"a": [0.8] * 10, "b": [0.7] * 10}).with_columns(run_id=pl.lit("r"), device=pl.lit("cpu"))
+    probe = np.full(frame.height, 14.0)
+    slowed = (frame["adapter"] == "a").to_numpy() & frame["case_id"].is_in(["c01", "c05", "c07"]).to_numpy()
+    probe[slowed] = 14.0 * 1.6  # above 1.5x the run's median
+    probe[(frame["adapter"] == "b").to_numpy() & (frame["case_id"] == "c02").to_numpy()] = 14.0 * 1.4  # within it
+    found = {row.adapter: row for row in table(frame.with_columns(probe_ms=pl.Series(probe))).rows}
+    assert (found["a"].slow_cases, found["b"].slow_cases) == (3, 0)
+    # a run without a probe (older runs) flags nothing
+    assert all(row.slow_cases == 0 for row in table(frame).rows)
+
+
+@pytest.mark.parametrize(("milliseconds", "shown"), [(0.5123, "0.512 ms"), (168.4, "168 ms"), (999.7, "1.00 s"),
+                                                      (1530.2, "1.53 s"), (12345.6, "12.3 s"), (float("nan"), "n/a")])
+def test_times_are_shown_in_s_or_ms_to_three_significant_figures(milliseconds: float, shown: str) -> None:
+    from segbench.report import _duration
+
+    assert _duration(milliseconds) == shown

@@ -17,7 +17,7 @@ import jsonschema
 import polars as pl
 import pytest
 
-from segbench.curves import natural_key
+from segbench.aggregate import natural_key
 from segbench.errors import SegbenchError
 from segbench.leaderboard_json import SCHEMA, schema
 from segbench.pages import load_runs
