@@ -141,11 +141,11 @@ def _parse_intensity(table: Mapping[str, Any], path: Path) -> IntensitySpec:
     return IntensitySpec(policy=table.get("policy", "rgb8"), nonzero=table.get("nonzero", True), **numbers)
 
 
-def _check_protocol_tables(values: list[Any], path: Path) -> None:
+def check_protocol_tables(values: list[Any], path: Path | str, where: str = "[prompts]") -> None:
     """Unknown parameters of a protocol table, with a "did you mean" (prompts.parse_protocol checks the rest)."""
     for value in values:
         if isinstance(value, Mapping) and isinstance(value.get("kind"), str) and value["kind"] in KINDS:
-            check_keys(value, {"kind", *KINDS[value["kind"]]}, path, f"[prompts] protocol '{value['kind']}'")
+            check_keys(value, {"kind", *KINDS[value["kind"]]}, path, f"{where} protocol '{value['kind']}'")
 
 
 def check_data(data: Mapping[str, Any], reader_keys: Mapping[str, Kind], path: Path | str, reader: str) -> None:
@@ -217,7 +217,7 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     protocols_raw = prompts.get("protocols", ["box"] if dim == 2 else ["slice_boxes", "key_slice_box"])
     if not isinstance(protocols_raw, list) or not protocols_raw:
         raise ConfigError(path, "[prompts] protocols must be a non-empty list")
-    _check_protocol_tables(protocols_raw, path)
+    check_protocol_tables(protocols_raw, path)
     try:
         protocols = parse_protocols(protocols_raw)
     except (ValueError, TypeError) as error:
@@ -269,6 +269,8 @@ def load_task(path: Path) -> TaskSpec:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, f"not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
         raise ConfigError(path, f"cannot read: {error.strerror}") from None
     return parse_task(document, path)
