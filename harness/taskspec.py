@@ -152,7 +152,9 @@ def check_data(data: Mapping[str, Any], reader_keys: Mapping[str, Kind], path: P
     """The ``[data]`` table against the keys every reader takes and those ``reader`` declares: unknown
     keys, value kinds, path texts (relative, no ``..``), and template fields that exist."""
     kinds = {**COMMON_DATA_KEYS, **reader_keys}
-    check_table(data, kinds, path, f"[data] (reader '{reader}')")
+    check_keys(data, kinds, path, f"[data] of reader '{reader}'")
+    for key, kind in kinds.items():
+        check_value(data, key, kind, path, "[data]")
     for key, kind in kinds.items():
         if kind == "template" and key in data:
             check_template_fields(data[key], data, path, f"[data] {key}")
