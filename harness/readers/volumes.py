@@ -26,6 +26,12 @@ def _to_zyx(array: np.ndarray, axes: str) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 1, 0)) if axes == "xyz" else array
 
 
+def _spacing_array(array: np.ndarray, path: Path) -> tuple[float, ...]:
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        raise DataError(path, f"spacing must be a list of numbers, got an array of shape {array.shape} ({array.dtype})")
+    return tuple(float(v) for v in array)
+
+
 class _VolumeReader(Reader):
     """Common part: a glob of files, axis order, spacing from the file or the task."""
 
@@ -144,7 +150,7 @@ class NpzCases(_VolumeReader):
         try:
             with np.load(path, allow_pickle=False) as npz:
                 image, mask = npz[image_key], npz[label_key]
-                stored = tuple(float(v) for v in npz["spacing"]) if "spacing" in npz else None
+                stored = _spacing_array(npz["spacing"], path) if "spacing" in npz else None
         except KeyError as error:
             raise DataError(path, f"missing array {error}") from None
         except (OSError, ValueError) as error:
