@@ -38,6 +38,16 @@ def _checkpoint_overrides(values: Sequence[str]) -> dict[str, Path]:
     return overrides
 
 
+def _run_id(value: str) -> str:
+    """``--run-id``: a name that stays one folder inside ``--out`` (segbench.names)."""
+    from segbench.names import name_problem
+
+    problem = name_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _mask_count(value: str) -> int | str:
     """``--save-masks``: a count of cases >= 0, or "all"."""
     if value == "all":
@@ -153,6 +163,7 @@ def _fraction(value: str) -> float:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from segbench.compare import Thresholds, compare_runs, terminal_table, write_html
+    from segbench.names import slug
 
     thresholds = Thresholds(speed=args.fail_speed, memory=args.fail_memory, dice=args.fail_dice,
                             min_delta_ms=args.min_delta_ms, min_delta_mb=args.min_delta_mb)
@@ -175,7 +186,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for gate, limit in (("speed", thresholds.speed), ("memory", thresholds.memory)):
         if math.isinf(limit):
             print(f"{gate} is reported, not gated (--fail-{gate} off)", file=sys.stderr)
-    html = Path(args.html) if args.html else Path(args.new) / f"compare-{comparison.base['run_id']}.html"
+    html = Path(args.html) if args.html else Path(args.new) / f"compare-{slug(str(comparison.base['run_id']))}.html"
     print(f"HTML diff: {write_html(comparison, html)}", file=sys.stderr)
     if comparison.regressed:
         print("segbench compare: regression", file=sys.stderr)
@@ -314,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="autocast precision on CUDA (default fp32)")
     run.add_argument("--offload", action="store_true",
                      help="keep video frames and propagation state in host memory (volume models on a GPU)")
-    run.add_argument("--run-id", help="name of the run directory (default: SUITE-CONFIGHASH)")
+    run.add_argument("--run-id", type=_run_id, help="name of the run directory (default: SUITE-CONFIGHASH)")
     run.add_argument("--save-masks", type=_mask_count, metavar="N|all",
                      help="keep the predicted masks of every case ('all') or of N sampled cases per task, for "
                           "the report's drill-down (default: the suite's save_masks, else all; 0: none)")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from segbench import __version__, environment, executors, plugins
 from segbench.errors import SegbenchError
+from segbench.names import name_problem
 from segbench.plan import AdapterSetup, RunPlan, WorkUnit
 from segbench.store import RunStore
 
@@ -113,6 +114,9 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
     """Run every pending unit of ``plan`` into ``out/<run_id>`` with the executor ``executor`` built from
     ``executor_options``; resumes a run already there, whichever executor made it, unless ``fresh``
     (which first removes what an earlier run wrote there). ``command`` is recorded as the command line."""
+    problem = name_problem(plan.run_id)
+    if problem:  # a run id with '/' or '..' would write outside ``out``
+        raise SegbenchError(f"run id {problem}")
     store = RunStore(Path(out) / plan.run_id)
     if fresh:
         store.clear()

@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from segbench.errors import ConfigError
+from segbench.names import name_problem
 from segbench.prompts import ProtocolSpec, parse_protocols
 from segbench.samples import DEFAULT_SAVE_MASKS
+from segbench.strict import Kind, check_table, did_you_mean
+from segbench.taskspec import check_protocol_tables
 
 DEFAULT_SUITE = "quick"
+SUITE_KEYS: dict[str, Kind] = {"description": "string", "adapters": "any", "tasks": "any", "protocols": "any",
+                               "seed": "integer", "limit": "integer", "save_masks": "any"}
 
 
 def default_config() -> Path:
@@ -45,7 +50,8 @@ class SuiteConfig:
 
     def suite(self, name: str) -> Suite:
         if name not in self.suites:
-            raise ConfigError(self.path, f"no suite '{name}' (suites: {', '.join(self.suites)})")
+            raise ConfigError(self.path, f"no suite '{name}'{did_you_mean(name, self.suites)} "
+                                         f"(suites: {', '.join(self.suites)})")
         return self.suites[name]
 
 
@@ -56,28 +62,33 @@ def _names(table: Mapping[str, Any], key: str, path: Path, where: str) -> tuple[
     return tuple(value)
 
 
-def _parse_suite(name: str, table: Mapping[str, Any], path: Path) -> Suite:
+def _parse_suite(name: str, table: Any, path: Path) -> Suite:
     where = f"suites.{name}"
-    known = {"description", "adapters", "tasks", "protocols", "seed", "limit", "save_masks"}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(path, f"[{where}] unknown key(s) {sorted(unknown)} (known: {sorted(known)})")
+    problem = name_problem(name)
+    if problem:  # the suite name starts the run id, the run directory's name
+        raise ConfigError(path, f"[{where}] suite name {problem}")
+    if not isinstance(table, Mapping):
+        raise ConfigError(path, f"[{where}] must be a table")
+    check_table(table, SUITE_KEYS, path, f"[{where}]")
     protocols = None
     if "protocols" in table:
+        if not isinstance(table["protocols"], list) or not table["protocols"]:
+            raise ConfigError(path, f"[{where}] protocols must be a non-empty list")
+        check_protocol_tables(table["protocols"], path, f"[{where}]")
         try:
             protocols = parse_protocols(table["protocols"])
         except (ValueError, TypeError) as error:
             raise ConfigError(path, f"[{where}] protocols: {error}") from None
     seed = table.get("seed", 0)
     limit = table.get("limit")
-    if not isinstance(seed, int) or (limit is not None and (not isinstance(limit, int) or limit < 1)):
-        raise ConfigError(path, f"[{where}] seed must be an integer and limit a positive integer")
+    if limit is not None and limit < 1:
+        raise ConfigError(path, f"[{where}] limit must be a positive integer, got {limit!r}")
     save_masks = table.get("save_masks", DEFAULT_SAVE_MASKS)
     if save_masks == "all":
         save_masks = None
     elif save_masks is not None and (not isinstance(save_masks, int) or isinstance(save_masks, bool) or save_masks < 0):
         raise ConfigError(path, f"[{where}] save_masks must be an integer >= 0 or \"all\", got {save_masks!r}")
-    return Suite(name, str(table.get("description", "")), _names(table, "adapters", path, where),
+    return Suite(name, table.get("description", ""), _names(table, "adapters", path, where),
                  _names(table, "tasks", path, where), protocols, seed, limit, path, save_masks)
 
 
@@ -87,8 +98,11 @@ def load_config(path: Path | None = None) -> SuiteConfig:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(path, "config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, f"cannot read: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, f"not valid TOML: {error}") from None
+    check_table(document, {"suites": "any", "task_dirs": "strings"}, path, "top level")
     suites_table = document.get("suites")
     if not isinstance(suites_table, Mapping) or not suites_table:
         raise ConfigError(path, "no [suites.NAME] table")

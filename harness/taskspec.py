@@ -9,6 +9,8 @@ spacing, the intensity policy, the prompt protocols and the version; optionally 
 from __future__ import annotations
 
 import importlib.resources
+import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from segbench.errors import ConfigError
-from segbench.prompts import ProtocolSpec, parse_protocols
-from segbench.support import SupportSplit, parse_support_split
+from segbench.prompts import KINDS, ProtocolSpec, parse_protocols
+from segbench.strict import Kind, check_keys, check_table, check_value, template_fields
+from segbench.support import SPLIT_KEYS, SupportSplit, parse_support_split
 
 BUILTIN_TASK_DIR = Path(str(importlib.resources.files("segbench.tasks")))
 INSTANCE_MODES = ("label", "components")
@@ -86,6 +89,19 @@ class TaskSpec:
         return next(spec for spec in self.labels if spec.name == name)
 
 
+TABLES = ("task", "data", "labels", "intensity", "prompts", "evaluation", "support")
+TASK_KEYS: dict[str, Kind] = {"name": "string", "version": "any", "description": "string", "modality": "string",
+                              "license": "string", "dim": "integer", "family": "string"}
+# [data] keys every reader takes; a reader declares its own in ``Reader.DATA_KEYS`` (readers/base.py)
+COMMON_DATA_KEYS: dict[str, Kind] = {"reader": "string", "dataset": "path", "spacing": "any", "resize": "any"}
+INTENSITY_KEYS: dict[str, Kind] = {"policy": POLICIES, "level": "number", "width": "number", "low": "number",
+                                   "high": "number", "nonzero": "boolean"}
+PROMPTS_KEYS: dict[str, Kind] = {"protocols": "any", "instances": INSTANCE_MODES}
+EVALUATION_KEYS: dict[str, Kind] = {"nsd_tolerance": "number"}
+LABEL_KEYS: dict[str, Kind] = {"file": "template", "values": "any"}
+TEMPLATE_FIELDS = ("id", "dir", "stem", "name")  # what GlobCases.fields gives every template (readers/base.py)
+
+
 def _require(table: Mapping[str, Any], key: str, kind: type, path: Path, where: str) -> Any:
     if key not in table:
         raise ConfigError(path, f"[{where}] needs '{key}'")
@@ -95,12 +111,20 @@ def _require(table: Mapping[str, Any], key: str, kind: type, path: Path, where: 
     return value
 
 
+def _table(document: Mapping[str, Any], name: str, path: Path, required: bool = False) -> Mapping[str, Any]:
+    value = document.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"missing [{name}] table" if value is None else f"[{name}] must be a table")
+    return value
+
+
 def _parse_label(name: str, value: Any, path: Path) -> LabelSpec:
     file = None
     if isinstance(value, Mapping):
+        check_table(value, LABEL_KEYS, path, f"[labels.{name}]")
         file = value.get("file")
-        if file is not None and not isinstance(file, str):
-            raise ConfigError(path, f"[labels.{name}] 'file' must be a path template string")
         value = value.get("values", "nonzero")
     if value == "nonzero":
         return LabelSpec(name, None, file)
@@ -112,75 +136,132 @@ def _parse_label(name: str, value: Any, path: Path) -> LabelSpec:
 
 
 def _parse_intensity(table: Mapping[str, Any], path: Path) -> IntensitySpec:
-    policy = table.get("policy", "rgb8")
-    if policy not in POLICIES:
-        raise ConfigError(path, f"[intensity] policy must be one of {POLICIES}, got {policy!r}")
+    check_table(table, INTENSITY_KEYS, path, "[intensity]")
     numbers = {k: float(table[k]) for k in ("level", "width", "low", "high") if k in table}
-    unknown = set(table) - {"policy", "nonzero", *numbers}
+    return IntensitySpec(policy=table.get("policy", "rgb8"), nonzero=table.get("nonzero", True), **numbers)
+
+
+def check_protocol_tables(values: list[Any], path: Path | str, where: str = "[prompts]") -> None:
+    """Unknown parameters of a protocol table, with a "did you mean" (prompts.parse_protocol checks the rest)."""
+    for value in values:
+        if isinstance(value, Mapping) and isinstance(value.get("kind"), str) and value["kind"] in KINDS:
+            check_keys(value, {"kind", *KINDS[value["kind"]]}, path, f"{where} protocol '{value['kind']}'")
+
+
+def check_data(data: Mapping[str, Any], reader_keys: Mapping[str, Kind], path: Path | str, reader: str) -> None:
+    """The ``[data]`` table against the keys every reader takes and those ``reader`` declares: unknown
+    keys, value kinds, path texts (relative, no ``..``), and template fields that exist."""
+    kinds = {**COMMON_DATA_KEYS, **reader_keys}
+    check_keys(data, kinds, path, f"[data] of reader '{reader}'")
+    for key, kind in kinds.items():
+        check_value(data, key, kind, path, "[data]")
+    for key, kind in kinds.items():
+        if kind == "template" and key in data:
+            check_template_fields(data[key], data, path, f"[data] {key}")
+
+
+def check_template_fields(template: str, data: Mapping[str, Any], path: Path | str, where: str) -> None:
+    """A ConfigError when ``template`` uses a field neither GlobCases nor ``case_pattern`` gives."""
+    known = set(TEMPLATE_FIELDS)
+    pattern = data.get("case_pattern")
+    try:
+        known |= set(re.compile(pattern).groupindex) if isinstance(pattern, str) else set()
+    except re.error as error:
+        raise ConfigError(path, f"[data] case_pattern is not a valid regular expression ({error})") from None
+    unknown = sorted(set(template_fields(template)) - known)
     if unknown:
-        raise ConfigError(path, f"[intensity] unknown key(s) {sorted(unknown)}")
-    return IntensitySpec(policy=policy, nonzero=bool(table.get("nonzero", True)), **numbers)
+        raise ConfigError(path, f"{where} uses unknown field(s) {unknown} (known: {sorted(known)})")
+
+
+def _builtin_reader_keys(reader: str) -> Mapping[str, Kind] | None:
+    """The declared [data] keys of a built-in reader (a plugin reader's are checked when it is made)."""
+    from segbench.readers import BUILTIN_READERS  # readers import this module
+
+    cls = BUILTIN_READERS.get(reader)
+    return None if cls is None else cls.DATA_KEYS
+
+
+def _parse_support(document: Mapping[str, Any], path: Path) -> SupportSplit | None:
+    if "support" not in document:
+        return None
+    if isinstance(document["support"], Mapping):
+        check_keys(document["support"], {*SPLIT_KEYS, "split_seed"}, path, "[support]")
+    return parse_support_split(document["support"], path)
 
 
 def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
-    task = document.get("task")
-    if not isinstance(task, Mapping):
-        raise ConfigError(path, "missing [task] table")
-    data = document.get("data")
-    if not isinstance(data, Mapping):
-        raise ConfigError(path, "missing [data] table")
+    """A task from its TOML document; a ConfigError naming ``path`` and the key for anything unknown
+    or of the wrong type (see :mod:`segbench.strict`)."""
+    check_keys(document, TABLES, path, "top level", what="table")
+    task = _table(document, "task", path, required=True)
+    data = _table(document, "data", path, required=True)
+    check_table(task, TASK_KEYS, path, "[task]")
+    check_value(data, "reader", "string", path, "[data]")
+    check_value(data, "dataset", "path", path, "[data]")
+    reader_keys = _builtin_reader_keys(data["reader"]) if isinstance(data.get("reader"), str) else None
+    if reader_keys is not None:
+        check_data(data, reader_keys, path, data["reader"])
     labels_table = document.get("labels")
     if not isinstance(labels_table, Mapping) or not labels_table:
         raise ConfigError(path, "missing [labels] table (at least one label)")
+    labels = tuple(_parse_label(str(name), value, path) for name, value in labels_table.items())
+    for label in labels:
+        if label.file is not None:
+            check_template_fields(label.file, data, path, f"[labels.{label.name}] file")
     dim = task.get("dim", 2)
-    if dim not in (2, 3):
+    if dim not in (2, 3) or isinstance(dim, bool):
         raise ConfigError(path, f"[task] dim must be 2 or 3, got {dim!r}")
-    prompts = document.get("prompts", {})
+    version = task.get("version", "1")
+    if not isinstance(version, str | int) or isinstance(version, bool):
+        raise ConfigError(path, f"[task] version must be a string or an integer, got {version!r}")
+    prompts = _table(document, "prompts", path)
+    check_table(prompts, PROMPTS_KEYS, path, "[prompts]")
     protocols_raw = prompts.get("protocols", ["box"] if dim == 2 else ["slice_boxes", "key_slice_box"])
     if not isinstance(protocols_raw, list) or not protocols_raw:
         raise ConfigError(path, "[prompts] protocols must be a non-empty list")
+    check_protocol_tables(protocols_raw, path)
     try:
         protocols = parse_protocols(protocols_raw)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise ConfigError(path, f"[prompts] {error}") from None
     instances = prompts.get("instances", "label")
-    if instances not in INSTANCE_MODES:
-        raise ConfigError(path, f"[prompts] instances must be one of {INSTANCE_MODES}, got {instances!r}")
     mismatched = [p.name for p in protocols if p.dim != dim]
     if mismatched:
         raise ConfigError(path, f"[prompts] protocol(s) {mismatched} are not for {dim}D tasks "
                                 "(volumes take key_slice_box, slice_boxes, iterative_3d)")
     spacing = data.get("spacing")
     if spacing is not None and (not isinstance(spacing, list) or len(spacing) != dim
-                                or not all(isinstance(v, int | float) and v > 0 for v in spacing)):
+                                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                                           and math.isfinite(v) for v in spacing)):
         raise ConfigError(path, f"[data] spacing must be {dim} positive numbers, got {spacing!r}")
     resize = data.get("resize")
     if resize is not None and (dim != 2 or not isinstance(resize, list) or len(resize) != 2
                                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
         raise ConfigError(path, f"[data] resize must be two positive integers [rows, cols] (2D only), got {resize!r}")
-    evaluation = document.get("evaluation", {})
+    evaluation = _table(document, "evaluation", path)
+    check_table(evaluation, EVALUATION_KEYS, path, "[evaluation]")
     tolerance = evaluation.get("nsd_tolerance", 2.0)
-    if not isinstance(tolerance, int | float) or tolerance < 0:
+    if not math.isfinite(tolerance) or tolerance < 0:
         raise ConfigError(path, f"[evaluation] nsd_tolerance must be a number >= 0, got {tolerance!r}")
     return TaskSpec(
         name=_require(task, "name", str, path, "task"),
-        version=str(task.get("version", "1")),
-        description=str(task.get("description", "")),
+        version=str(version),
+        description=task.get("description", ""),
         dim=dim,
         reader=_require(data, "reader", str, path, "data"),
-        dataset=str(data.get("dataset", "")),
+        dataset=data.get("dataset", ""),
         data=data,
-        labels=tuple(_parse_label(name, value, path) for name, value in labels_table.items()),
-        intensity=_parse_intensity(document.get("intensity", {}), path),
+        labels=labels,
+        intensity=_parse_intensity(_table(document, "intensity", path), path),
         protocols=protocols,
         instances=instances,
         nsd_tolerance=float(tolerance),
         spacing=tuple(float(v) for v in spacing) if spacing else None,
         resize=(resize[0], resize[1]) if resize else None,
-        support=parse_support_split(document["support"], path) if "support" in document else None,
-        modality=str(task.get("modality", "")),
-        license=str(task.get("license", "")),
-        family=str(task.get("family", "")),
+        support=_parse_support(document, path),
+        modality=task.get("modality", ""),
+        license=task.get("license", ""),
+        family=task.get("family", ""),
         source=path,
     )
 
@@ -190,6 +271,8 @@ def load_task(path: Path) -> TaskSpec:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, f"not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
         raise ConfigError(path, f"cannot read: {error.strerror}") from None
     return parse_task(document, path)

@@ -15,14 +15,16 @@ from segbench.readers.phantom import PhantomCases
 from segbench.readers.samed2d import SamMed2DIndex
 from segbench.readers.volumes import Hdf5Volumes, NiftiVolumes, NpzCases
 
-__all__ = ["Reader"]
+__all__ = ["BUILTIN_READERS", "Reader"]
+
+# the task parser checks a built-in reader's [data] keys at once (taskspec.parse_task)
+BUILTIN_READERS: dict[str, type[Reader]] = {
+    "image_mask_pairs": ImageMaskPairs, "samed2d_index": SamMed2DIndex, "nifti": NiftiVolumes,
+    "hdf5": Hdf5Volumes, "npz": NpzCases, "phantom": PhantomCases,
+}
 
 
 @hookimpl
 def segbench_register_readers(register: Callable[[str, type], None]) -> None:
-    register("image_mask_pairs", ImageMaskPairs)
-    register("samed2d_index", SamMed2DIndex)
-    register("nifti", NiftiVolumes)
-    register("hdf5", Hdf5Volumes)
-    register("npz", NpzCases)
-    register("phantom", PhantomCases)
+    for name, reader in BUILTIN_READERS.items():
+        register(name, reader)

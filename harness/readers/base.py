@@ -1,36 +1,79 @@
-"""The reader contract: list the cases of a task and read one as a :class:`~segbench.case.Case`."""
+"""The reader contract: list the cases of a task and read one as a :class:`~segbench.case.Case`;
+and the one gate every path a task names passes before it is read, :func:`confined`."""
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from segbench.case import Case
 from segbench.errors import ConfigError
-from segbench.taskspec import TaskSpec
+from segbench.strict import Kind, path_problem
+from segbench.taskspec import TaskSpec, check_data
+
+
+def confined(root: Path, relative: str | Path, task_file: Path | str, key: str,
+             boundary: Path | None = None) -> Path:
+    """``root / relative``, or a ConfigError naming ``task_file`` and ``key`` unless it stays inside
+    ``boundary`` (default ``root``): as text (relative, no ``..``, no NUL) and once resolved, every
+    symlink followed. Every path a reader opens or lists passes through here first."""
+    text = str(relative)
+    if text not in ("", "."):
+        problem = path_problem(text)
+        if problem:
+            raise ConfigError(task_file, f"{key} {problem}: {text!r}")
+    path = root / relative
+    try:
+        limit = (boundary if boundary is not None else root).resolve()
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as error:  # a symlink loop, an unreadable folder
+        raise ConfigError(task_file, f"{key}: {text!r} cannot be resolved ({error})") from None
+    if not resolved.is_relative_to(limit):
+        raise ConfigError(task_file, f"{key}: {text!r} leads outside the data root (a symlink to another "
+                                     "place?); segbench reads only files inside the data root")
+    return path
+
+
+# [data] keys of readers that list cases with GlobCases, and of those that decode masks (decode.decode_mask)
+GLOB_KEYS: dict[str, Kind] = {"images": "glob", "case_pattern": "regex", "exclude": "strings"}
+MASK_VALUE_KEYS: dict[str, Kind] = {"mask_levels": "numbers", "mask_threshold": "number"}
 
 
 class Reader(ABC):
     """Reads one task's cases from ``data_root / task.dataset``.
 
-    Subclasses validate their ``[data]`` options in ``__init__`` (raising :class:`ConfigError`
-    naming the task file), list case ids cheaply in ``case_ids`` and do the I/O in ``read``.
+    ``DATA_KEYS`` declares the ``[data]`` keys the reader takes besides ``reader``, ``dataset``,
+    ``spacing`` and ``resize``, each with its kind (:mod:`segbench.strict`): any other key is an
+    error, so a typo never passes silently. Subclasses validate their options further in ``__init__``
+    (raising :class:`ConfigError` naming the task file), list case ids cheaply in ``case_ids`` and do
+    the I/O in ``read``. Every path they open comes from :meth:`confined` (or :class:`GlobCases`,
+    which uses it), so a task never reads outside the data root.
     """
+
+    DATA_KEYS: ClassVar[Mapping[str, Kind]] = {}
 
     def __init__(self, task: TaskSpec, data_root: Path | None):
         self.task = task
+        check_data(task.data, type(self).DATA_KEYS, task.source, task.reader)
+        self.data_root: Path | None = None
         if task.needs_data_root:
             if data_root is None:
                 raise ConfigError(task.source, f"task '{task.name}' reads files: give --data-root or set "
                                                "SEGBENCH_DATA")
-            self.root = Path(data_root) / task.dataset
+            self.data_root = Path(data_root)
+            self.root = confined(self.data_root, task.dataset, task.source, "[data] dataset")
             if not self.root.is_dir():
                 raise ConfigError(task.source, f"dataset folder {self.root} does not exist "
                                                f"(data root {data_root}, dataset '{task.dataset}')")
         else:
             self.root = Path(".")
+
+    def confined(self, relative: str | Path, key: str) -> Path:
+        """``self.root / relative`` if it stays inside the data root (see :func:`confined`)."""
+        return confined(self.root, relative, self.task.source, key, boundary=self.data_root or self.root)
 
     def option(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
         if key not in self.task.data:
@@ -65,10 +108,17 @@ class GlobCases:
     def __init__(self, reader: Reader, pattern_key: str = "images"):
         self.reader = reader
         self.glob = reader.option(pattern_key, str, required=True)
+        problem = path_problem(self.glob)
+        if problem:  # Path.glob would raise on an absolute pattern, or walk out on '..'
+            raise ConfigError(reader.task.source, f"[data] {pattern_key} {problem}: {self.glob!r}")
         exclude = reader.option("exclude", list, default=[])
         regex = reader.option("case_pattern", str)
         self.regex = re.compile(regex) if regex else None
-        found = sorted(p for p in reader.root.glob(self.glob) if p.is_file())
+        found = []
+        for match in sorted(reader.root.glob(self.glob)):  # a match may be a symlink leading out: refused
+            path = reader.confined(match.relative_to(reader.root), f"[data] {pattern_key} {self.glob!r} matched")
+            if path.is_file():
+                found.append(path)
         self.paths = {self.case_id(p): p for p in found}
         for case_id in exclude:
             self.paths.pop(case_id, None)
@@ -87,8 +137,10 @@ class GlobCases:
             fields.update(match.groupdict())
         return fields
 
-    def resolve(self, template: str, case_id: str) -> Path:
+    def resolve(self, template: str, case_id: str, key: str) -> Path:
+        """The file ``template`` (the task's ``key``) names for ``case_id``, confined to the data root."""
         try:
-            return self.reader.root / template.format(**self.fields(case_id))
-        except KeyError as error:
-            raise ConfigError(self.reader.task.source, f"template {template!r} uses unknown field {error}") from None
+            relative = template.format(**self.fields(case_id))
+        except (KeyError, IndexError, ValueError) as error:
+            raise ConfigError(self.reader.task.source, f"{key} template {template!r}: {error}") from None
+        return self.reader.confined(relative, key)

@@ -55,6 +55,8 @@ def _to_uint8(array: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def apply_intensity(array: np.ndarray, spec: IntensitySpec, path: Path | str, channels: bool) -> np.ndarray:
     """Raw pixels → uint8 following the task's policy. With ``channels`` (2D), the result is (H, W, 3)."""
+    if array.dtype == np.bool_:  # a binary image: arithmetic and percentiles need numbers
+        array = array.astype(np.uint8)
     if channels and array.ndim == 3 and array.shape[-1] == 4:
         array = array[..., :3]
     if channels and array.ndim == 3 and array.shape[-1] == 1:

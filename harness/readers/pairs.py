@@ -8,7 +8,7 @@ import numpy as np
 
 from segbench.case import Case
 from segbench.errors import ConfigError, DataError
-from segbench.readers.base import GlobCases, Reader
+from segbench.readers.base import GLOB_KEYS, MASK_VALUE_KEYS, GlobCases, Reader
 from segbench.readers.decode import (
     apply_intensity,
     decode_mask,
@@ -26,6 +26,8 @@ class ImageMaskPairs(Reader):
     ``file`` templates (one file per label), ``mask_levels`` / ``mask_threshold``, ``mask_resize``
     (``"nearest"`` resizes masks stored at another size than the image), ``case_pattern``, ``exclude``.
     """
+
+    DATA_KEYS = {**GLOB_KEYS, **MASK_VALUE_KEYS, "mask": "template", "mask_resize": RESIZE_MODES}
 
     def __init__(self, task: TaskSpec, data_root: Path | None):
         super().__init__(task, data_root)
@@ -45,8 +47,9 @@ class ImageMaskPairs(Reader):
     def files(self, case_id: str) -> list[Path]:
         files = [self.cases.paths[case_id]]
         if self.mask_template is not None:
-            files.append(self.cases.resolve(self.mask_template, case_id))
-        files += [self.cases.resolve(label.file, case_id) for label in self.task.labels if label.file]
+            files.append(self.cases.resolve(self.mask_template, case_id, "[data] mask"))
+        files += [self.cases.resolve(label.file, case_id, f"[labels.{label.name}] file")
+                  for label in self.task.labels if label.file]
         return files
 
     def _mask(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -65,11 +68,11 @@ class ImageMaskPairs(Reader):
         labels: dict[str, np.ndarray] = {}
         shared = [label for label in self.task.labels if label.file is None]
         if shared:
-            mask_path = self.cases.resolve(self.mask_template, case_id)
+            mask_path = self.cases.resolve(self.mask_template, case_id, "[data] mask")
             labels.update(select_labels(self._mask(mask_path, shape), shared))
         for label in self.task.labels:
             if label.file is not None:
-                path = self.cases.resolve(label.file, case_id)
+                path = self.cases.resolve(label.file, case_id, f"[labels.{label.name}] file")
                 labels.update(select_labels(self._mask(path, shape), [label]))
         spacing, unit = (self.task.spacing, "mm") if self.task.spacing else ((1.0, 1.0), "px")
         return Case(case_id, image, labels, spacing, tuple(self.files(case_id)), unit)

@@ -49,6 +49,8 @@ def phantom(seed: int, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 class PhantomCases(Reader):
     """``[data]``: ``cases`` (how many), ``seed``."""
 
+    DATA_KEYS = {"cases": "integer", "seed": "integer"}
+
     def __init__(self, task: TaskSpec, data_root: Path | None):
         super().__init__(task, data_root)
         self.count = self.option("cases", int, default=4)

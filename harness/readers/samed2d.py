@@ -10,7 +10,7 @@ import numpy as np
 
 from segbench.case import Case
 from segbench.errors import ConfigError, DataError
-from segbench.readers.base import Reader
+from segbench.readers.base import MASK_VALUE_KEYS, Reader
 from segbench.readers.decode import apply_intensity, decode_mask, read_image_file, select_labels
 from segbench.taskspec import LabelSpec, TaskSpec
 
@@ -23,20 +23,32 @@ class SamMed2DIndex(Reader):
     structure name), ``mask_threshold``. Masks of one structure are united into one label. The label
     ``"*"`` in ``[labels]`` accepts every structure; otherwise only the listed ones are read."""
 
+    DATA_KEYS = {"index": "paths", "label_pattern": "regex", **MASK_VALUE_KEYS}
+
     def __init__(self, task: TaskSpec, data_root: Path | None):
         super().__init__(task, data_root)
         self.pattern = re.compile(self.option("label_pattern", str, default=r"^.+?_(?P<label>[a-z].*)_\d+$"))
+        if "label" not in self.pattern.groupindex:
+            raise ConfigError(task.source, "[data] label_pattern needs a (?P<label>...) group, got "
+                                           f"{self.pattern.pattern!r}")
         self.masks: dict[str, list[Path]] = {}
         for name in self.option("index", list, required=True):
-            path = self.root / name
+            path = self.confined(name, "[data] index")
             try:
                 index = json.loads(path.read_text())
             except (OSError, ValueError) as error:
                 raise ConfigError(task.source, f"index {path}: {error}") from None
+            if not isinstance(index, dict):
+                raise ConfigError(task.source, f"index {path}: expected a JSON object of image -> mask files")
             for key, value in index.items():
                 pairs = [(key, m) for m in value] if isinstance(value, list) else [(value, key)]
                 for image, mask in pairs:
-                    self.masks.setdefault(image, []).append(self.root / mask)
+                    if not isinstance(image, str) or not isinstance(mask, str):
+                        raise ConfigError(task.source, f"index {path}: entries must be file names, got {mask!r}")
+                    # the index's entries are paths too: confined like the task's own
+                    where = f"[data] index {name!r} entry"
+                    self.confined(image, where)
+                    self.masks.setdefault(image, []).append(self.confined(mask, where))
         self.images = {Path(image).with_suffix("").as_posix(): image for image in sorted(self.masks)}
         self.wildcard = any(label.name == WILDCARD for label in task.labels)
 
@@ -45,7 +57,7 @@ class SamMed2DIndex(Reader):
 
     def files(self, case_id: str) -> list[Path]:
         image = self.images[case_id]
-        return [self.root / image, *sorted(self.masks[image])]
+        return [self.confined(image, "[data] index entry"), *sorted(self.masks[image])]
 
     def _structure(self, mask_path: Path) -> str:
         match = self.pattern.match(mask_path.stem)
@@ -55,7 +67,7 @@ class SamMed2DIndex(Reader):
 
     def read(self, case_id: str) -> Case:
         image_name = self.images[case_id]
-        image_path = self.root / image_name
+        image_path = self.confined(image_name, "[data] index entry")
         image = apply_intensity(read_image_file(image_path), self.task.intensity, image_path, channels=True)
         wanted = {label.name for label in self.task.labels}
         labels: dict[str, np.ndarray] = {}

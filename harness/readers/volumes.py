@@ -6,14 +6,17 @@ the file's own axis order, so metrics and prompts never have to know where a vol
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from segbench.case import Case
 from segbench.errors import ConfigError, DataError
-from segbench.readers.base import GlobCases, Reader
+from segbench.readers.base import GLOB_KEYS, MASK_VALUE_KEYS, GlobCases, Reader
 from segbench.readers.decode import apply_intensity, decode_mask, select_labels
+from segbench.strict import Kind
 from segbench.taskspec import TaskSpec
 
 AXES = ("xyz", "zyx")
@@ -23,10 +26,17 @@ def _to_zyx(array: np.ndarray, axes: str) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 1, 0)) if axes == "xyz" else array
 
 
+def _spacing_array(array: np.ndarray, path: Path) -> tuple[float, ...]:
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        raise DataError(path, f"spacing must be a list of numbers, got an array of shape {array.shape} ({array.dtype})")
+    return tuple(float(v) for v in array)
+
+
 class _VolumeReader(Reader):
     """Common part: a glob of files, axis order, spacing from the file or the task."""
 
     file_axes = "xyz"
+    DATA_KEYS: ClassVar[Mapping[str, Kind]] = {**GLOB_KEYS, **MASK_VALUE_KEYS, "axes": AXES}
 
     def __init__(self, task: TaskSpec, data_root: Path | None):
         super().__init__(task, data_root)
@@ -61,12 +71,14 @@ class _VolumeReader(Reader):
 class NiftiVolumes(_VolumeReader):
     """``[data]``: ``images`` (glob of .nii/.nii.gz), ``mask`` (template of the label volume)."""
 
+    DATA_KEYS = {**_VolumeReader.DATA_KEYS, "mask": "template"}
+
     def __init__(self, task: TaskSpec, data_root: Path | None):
         super().__init__(task, data_root)
         self.mask_template = self.option("mask", str, required=True)
 
     def files(self, case_id: str) -> list[Path]:
-        return [self.cases.paths[case_id], self.cases.resolve(self.mask_template, case_id)]
+        return [self.cases.paths[case_id], self.cases.resolve(self.mask_template, case_id, "[data] mask")]
 
     @staticmethod
     def _load(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -86,7 +98,7 @@ class NiftiVolumes(_VolumeReader):
 
     def read(self, case_id: str) -> Case:
         image_path = self.cases.paths[case_id]
-        mask_path = self.cases.resolve(self.mask_template, case_id)
+        mask_path = self.cases.resolve(self.mask_template, case_id, "[data] mask")
         image, zooms = self._load(image_path)
         mask, _ = self._load(mask_path)
         if mask.shape != image.shape:
@@ -98,6 +110,8 @@ class NiftiVolumes(_VolumeReader):
 class Hdf5Volumes(_VolumeReader):
     """``[data]``: ``images`` (glob of .h5), ``image_key``, ``label_key``, ``axes`` of the stored
     arrays, ``spacing`` (HDF5 files of the LA set store none)."""
+
+    DATA_KEYS = {**_VolumeReader.DATA_KEYS, "image_key": "string", "label_key": "string"}
 
     def read(self, case_id: str) -> Case:
         import h5py
@@ -125,6 +139,8 @@ class NpzCases(_VolumeReader):
     default; or ``"zyx"``). Arrays are (D, H, W) already, so ``axes`` defaults to ``"zyx"``."""
 
     file_axes = "zyx"
+    DATA_KEYS = {**_VolumeReader.DATA_KEYS, "image_key": "string", "label_key": "string",
+                 "spacing_order": AXES}
 
     def read(self, case_id: str) -> Case:
         path = self.cases.paths[case_id]
@@ -134,7 +150,7 @@ class NpzCases(_VolumeReader):
         try:
             with np.load(path, allow_pickle=False) as npz:
                 image, mask = npz[image_key], npz[label_key]
-                stored = tuple(float(v) for v in npz["spacing"]) if "spacing" in npz else None
+                stored = _spacing_array(npz["spacing"], path) if "spacing" in npz else None
         except KeyError as error:
             raise DataError(path, f"missing array {error}") from None
         except (OSError, ValueError) as error:
