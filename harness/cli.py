@@ -114,6 +114,9 @@ def _unknown(kind: str, name: str, known: Sequence[str]) -> str:
     return unknown_name(kind, name, known)
 
 
+_WARNED: set[str] = set()
+
+
 def _warn_plugins() -> None:
     """Print, once, the warnings about plugins that loaded but register nothing."""
     from segbench import plugins
@@ -122,9 +125,6 @@ def _warn_plugins() -> None:
         if warning not in _WARNED:
             print(f"segbench: warning: {warning}", file=sys.stderr)
             _WARNED.add(warning)
-
-
-_WARNED: set[str] = set()
 
 
 def _adapter_names(names: Sequence[str]) -> None:

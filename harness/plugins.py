@@ -58,7 +58,7 @@ class BrokenPlugin:
     """A plugin that could not be loaded: its entry point (or built-in module), module and error."""
 
     name: str
-    group: str
+    group: str  # its entry-point group, "built-in", or the hook that raised
     module: str
     error: str  # the last line of the exception, e.g. "ModuleNotFoundError: No module named 'torch_xyz'"
 
@@ -157,7 +157,13 @@ def _collect(hook_name: str, keyed: bool) -> dict[str, Any]:
     manager = plugin_manager()
     manager.add_builtins(DEFAULT_PLUGINS.get(hook_name, ()))
     for implementation in getattr(manager.hook, hook_name).get_hookimpls():
-        implementation.function(register=make_register(implementation.plugin_name))
+        try:
+            implementation.function(register=make_register(implementation.plugin_name))
+        except SegbenchError:  # one name registered by two plugins: the user must choose
+            raise
+        except Exception as error:  # a plugin whose hook fails is broken like one that fails to import
+            module = getattr(implementation.plugin, "__name__", type(implementation.plugin).__name__)
+            manager.broken.append(BrokenPlugin(implementation.plugin_name, hook_name, module, _last_line(error)))
     return found
 
 

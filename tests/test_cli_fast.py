@@ -37,6 +37,11 @@ def _probe(*args: str) -> tuple[dict[str, object], subprocess.CompletedProcess[s
     return json.loads(result.stdout.strip().splitlines()[-1]), result
 
 
+@pytest.mark.parametrize("command", [("weights", "list", "--json"), ("tasks", "--json"), ("suites",)])
+def test_listing_imports_no_model_library(command: tuple[str, ...]) -> None:
+    assert _probe(*command)[0] == {"status": 0, "imported": []}
+
+
 def test_listing_adapters_imports_no_model_library() -> None:
     report, result = _probe("adapters", "--json")
     assert report == {"status": 0, "imported": []}
@@ -112,6 +117,15 @@ def segbench_register_adapter(register):  # one letter short of the hook
     raise AssertionError("called")
 '''
 
+RAISING = '''
+from segbench import hookimpl
+
+
+@hookimpl
+def segbench_register_adapters(register):
+    raise RuntimeError("the lab's registry is offline")
+'''
+
 
 @pytest.fixture(scope="module")
 def bad_plugins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
@@ -119,16 +133,21 @@ def bad_plugins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = install_plugin(site, "segbench_broken_plugin", BROKEN, "segbench-broken-plugin")
     install_plugin(site, "segbench_unmarked_plugin", UNMARKED, "segbench-unmarked-plugin")
     install_plugin(site, "segbench_misspelt_plugin", MISSPELT, "segbench-misspelt-plugin")
+    install_plugin(site, "segbench_raising_plugin", RAISING, "segbench-raising-plugin")
     return env
 
 
 def test_a_broken_plugin_is_listed_and_the_others_still_work(bad_plugins: dict[str, str]) -> None:
     result = run_cli("adapters", "--json", env=bad_plugins)  # exit 0
     rows = json.loads(result.stdout)
-    broken = [row for row in rows if row["status"] == "broken"]
-    assert broken == [{"name": "segbench_broken_plugin", "status": "broken", "group": "segbench.adapters",
-                       "module": "segbench_broken_plugin",
-                       "error": "ModuleNotFoundError: No module named 'segbench_no_such_dependency'"}]
+    broken = {row["name"]: row for row in rows if row["status"] == "broken"}
+    assert broken == {
+        "segbench_broken_plugin": {"name": "segbench_broken_plugin", "status": "broken", "group": "segbench.adapters",
+                                   "module": "segbench_broken_plugin",
+                                   "error": "ModuleNotFoundError: No module named 'segbench_no_such_dependency'"},
+        "segbench_raising_plugin": {"name": "segbench_raising_plugin", "status": "broken",
+                                    "group": "segbench_register_adapters", "module": "segbench_raising_plugin",
+                                    "error": "RuntimeError: the lab's registry is offline"}}
     assert {"box", "otsu", "litemedsam"} <= {row["name"] for row in rows if row["status"] == "ok"}
     assert "Traceback" not in result.stderr
     table = run_cli("adapters", env=bad_plugins).stdout
