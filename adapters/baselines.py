@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.lazy import lazy_import
+
+ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and planning need no scipy
 
 
 def box_mask(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.lazy import lazy_import
+
+cv2 = lazy_import("cv2")
 
 THUMBNAIL = 64
 

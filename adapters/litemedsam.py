@@ -13,15 +13,17 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from segbench.checkpoints import CheckpointSpec
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.lazy import lazy_import
 from segbench.torch_support import inference, prepare, seeded
+
+cv2 = lazy_import("cv2")
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 INPUT_SIZE = 256
 

@@ -20,11 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from segbench.adapters.sam2family import SAM2_CAPABILITIES, SAM2Family, sam2_checkpoint
 from segbench.hookspecs import hookimpl
 from segbench.interface import AdapterMeta
+from segbench.lazy import lazy_import
+
+ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and planning need no scipy
 
 CONFIG = "configs/medsam2_hiera_t512.yaml"
 

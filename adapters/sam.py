@@ -26,13 +26,15 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from segbench.adapters.sam_base import Frame, PromptShape, SamArchitecture
 from segbench.checkpoints import CheckpointSpec
 from segbench.hookspecs import hookimpl
 from segbench.interface import AdapterMeta, Capabilities
+from segbench.lazy import lazy_import
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 INPUT_SIZE = 1024
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from segbench.checkpoints import CheckpointSpec
@@ -48,8 +47,11 @@ from segbench.interface import (
     Support,
     VolumePrompt,
 )
+from segbench.lazy import lazy_import
 from segbench.slice_cache import SliceEncodings
 from segbench.torch_support import inference, prepare, seeded
+
+torch = lazy_import("torch")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,6 +143,7 @@ class SAM2Family(Adapter):
     layout, and may override :meth:`frame` and :meth:`postprocess_volume`."""
 
     strip_prefixes: ClassVar[tuple[str, ...]] = ()
+    code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.sam2_video",)  # PREDICTOR_TARGET
 
     @classmethod
     def config_path(cls) -> Path:

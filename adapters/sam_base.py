@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from segbench.interface import Adapter, LoadOptions, Prediction, Prompt, Support
+from segbench.lazy import lazy_import
 from segbench.torch_support import inference, prepare, seeded
+
+torch = lazy_import("torch")
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from segbench.adapters.universeg_net import UniverSegNet
 from segbench.checkpoints import CheckpointSpec
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.lazy import lazy_import
 from segbench.readers.decode import resize_nearest
 from segbench.torch_support import inference, prepare, seeded
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 INPUT_SIZE = 128
 MAX_SUPPORT_ITEMS = 64
@@ -77,8 +79,11 @@ class UniverSeg(Adapter):
                       "sigmoid, bilinear back to the query size, > 0.5",
         reference="https://github.com/JJGO/UniverSeg",
     )
+    code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.universeg_net",)
 
     def load(self, options: LoadOptions) -> None:
+        from segbench.adapters.universeg_net import UniverSegNet
+
         self.options = options
         with seeded(options.seed):
             self.net = prepare(UniverSegNet(), options)

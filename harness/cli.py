@@ -1,17 +1,25 @@
-"""The ``segbench`` command line."""
+"""The ``segbench`` command line.
+
+It answers at once: listing adapters, tasks, suites and weights, and checking every argument of ``run``
+(suite, adapters, tasks, limits, device) need no model library. Adapter modules import torch and the
+model packages on first use (:mod:`segbench.lazy`), and ``run`` validates its arguments before it imports
+the planner and the executors. Every user error is one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from segbench import __version__
 from segbench.errors import SegbenchError
@@ -48,6 +56,45 @@ def _run_id(value: str) -> str:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (and a pointer to --help) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(value: str) -> int:
+    """An integer > 0 (``--limit``, ``--workers``, ``--threads``)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {value!r}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _device(value: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``, checked by its form alone (whether torch sees a GPU is
+    checked when the run is planned)."""
+    if not DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {value!r}")
+    return value
+
+
 def _mask_count(value: str) -> int | str:
     """``--save-masks``: a count of cases >= 0, or "all"."""
     if value == "all":
@@ -71,6 +118,66 @@ def _suite_config(args: argparse.Namespace) -> Any:
     return load_config(Path(args.config) if args.config else None)
 
 
+def _unknown(kind: str, name: str, known: Sequence[str]) -> str:
+    from segbench.plugins import unknown_name
+
+    return unknown_name(kind, name, known)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_plugins() -> None:
+    """Print, once, the warnings about plugins that loaded but register nothing."""
+    from segbench import plugins
+
+    for warning in plugins.plugin_warnings():
+        if warning not in _WARNED:
+            print(f"segbench: warning: {warning}", file=sys.stderr)
+            _WARNED.add(warning)
+
+
+def _adapter_names(names: Sequence[str]) -> None:
+    """Every name is an installed adapter, else one error naming the closest and the known ones (and the
+    plugins that failed to load, where the adapter may live)."""
+    from segbench import plugins
+
+    known = plugins.adapters()
+    _warn_plugins()
+    for name in names:
+        if name not in known:
+            plugins.adapter_class(name)  # raises, with did-you-mean and the broken plugins
+
+
+def _validated_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any], tuple[str, ...] | None]:
+    """The suite (with ``--tasks`` applied), the tasks and the ``--adapters`` of ``segbench run``, every
+    argument checked before the planner, the executors or any model library is imported."""
+    from segbench.errors import ConfigError
+    from segbench.taskspec import discover_tasks
+
+    config = _suite_config(args)
+    if args.suite not in config.suites:
+        near = difflib.get_close_matches(args.suite, list(config.suites), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(config.path, f"no suite '{args.suite}'{hint} (suites: {', '.join(config.suites)})")
+    suite = config.suite(args.suite)
+    adapters = _names(args.adapters)
+    if args.adapters is not None and not adapters:
+        raise ConfigError("--adapters", "names no adapter")
+    _adapter_names(adapters or suite.adapters)
+    _checkpoint_overrides(args.checkpoint)
+    tasks = discover_tasks(config.task_dirs)
+    chosen = _names(args.tasks)
+    if args.tasks is not None and not chosen:
+        raise ConfigError("--tasks", "names no task")
+    for name in chosen or ():
+        if name not in tasks:
+            raise ConfigError("--tasks", _unknown("task", name, list(tasks)))
+    if chosen:
+        suite = dataclasses.replace(suite, tasks=chosen)
+    return suite, tasks, adapters
+
+
 def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
     """The executor options given on the command line, as keyword arguments of its factory."""
     named = {"workers": args.workers, "threads": args.threads, "address": args.address,
@@ -89,19 +196,14 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    suite, tasks, adapters = _validated_run(args)
+
     from segbench import executors
     from segbench.execute import execute, summarize
     from segbench.plan import make_plan
-    from segbench.taskspec import discover_tasks
 
-    config = _suite_config(args)
-    suite = config.suite(args.suite)
-    adapters = _names(args.adapters)
-    tasks = _names(args.tasks)
-    if tasks:
-        suite = dataclasses.replace(suite, tasks=tasks)
     remote = getattr(executors.factory_of(args.executor), "remote", False)  # the driver may have no GPU
-    plan = make_plan(suite, discover_tasks(config.task_dirs), adapters=adapters, limit=args.limit,
+    plan = make_plan(suite, tasks, adapters=adapters, limit=args.limit,
                      device=args.device, weights=args.weights, precision=args.precision,
                      checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
                      data_root=_data_root(args.data_root), run_id=args.run_id, warmup=not args.no_warmup,
@@ -205,6 +307,7 @@ def _integers(value: str) -> list[int]:
 
 
 def cmd_throughput(args: argparse.Namespace) -> int:
+    _adapter_names(_names(args.adapters) or ())
     from segbench.plan import resolve_device
     from segbench.throughput import measure
 
@@ -254,13 +357,33 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     for name, cls in plugins.adapters().items():
         meta = cls.meta
         status = _checkpoint_status(meta.checkpoint)
-        rows.append({"name": name, "family": meta.family, "version": meta.version,
+        rows.append({"name": name, "status": "ok", "family": meta.family, "version": meta.version,
                      "capabilities": ",".join(meta.capabilities.names()), "checkpoint": status["status"],
                      "checkpoint_path": status["path"], "description": meta.description})
+    _warn_plugins()
+    # a plugin that failed to import: a row of its own (its entry point, module and error), the rest works
+    broken = [{"name": plugin.name, "status": "broken", "group": plugin.group, "module": plugin.module,
+               "error": plugin.error} for plugin in plugins.broken_plugins()]
+    if args.json:
+        print(json.dumps(rows + broken, indent=2))
+    else:
+        _print_table(rows, ["name", "family", "capabilities", "checkpoint"])
+        if broken:
+            print("\nbroken plugins (not loaded):")
+            _print_table(broken, ["name", "group", "module", "error"])
+    return 0
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    config = _suite_config(args)
+    rows = [{"name": suite.name, "adapters": ",".join(suite.adapters), "tasks": ",".join(suite.tasks),
+             "protocols": ",".join(p.name for p in suite.protocols) if suite.protocols else "(each task's)",
+             "limit": suite.limit, "description": suite.description}
+            for suite in config.suites.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["name", "family", "capabilities", "checkpoint"])
+        _print_table(rows, ["name", "adapters", "tasks", "protocols", "limit"])
     return 0
 
 
@@ -285,9 +408,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
     specs = {cls.meta.checkpoint.name: cls.meta.checkpoint
              for cls in plugins.adapters().values() if cls.meta.checkpoint is not None}
+    _warn_plugins()
     if args.weights_command == "fetch":
         if args.name not in specs:
-            raise SegbenchError(f"unknown checkpoint '{args.name}' (known: {', '.join(sorted(specs))})")
+            raise SegbenchError(_unknown("checkpoint", args.name, list(specs)))
         print(checkpoints.fetch(specs[args.name]))
         return 0
     rows = []
@@ -304,7 +428,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segbench", description=__doc__)
+    parser = _Parser(prog="segbench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"segbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -315,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default: results/)")
     run.add_argument("--adapters", help="comma-separated adapters, instead of the suite's")
     run.add_argument("--tasks", help="comma-separated tasks, instead of the suite's")
-    run.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (default)")
-    run.add_argument("--limit", type=int, help="at most N cases per task")
+    run.add_argument("--device", default="auto", type=_device, help="cpu, cuda[:N] or auto (default)")
+    run.add_argument("--limit", type=_positive, help="at most N cases per task (N > 0)")
     run.add_argument("--weights", default="pretrained", choices=["pretrained", "random"],
                      help="random: the real architectures with random weights, for speed and memory only")
     run.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
@@ -340,13 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     scale = run.add_argument_group("executors", "where the units run (README: running a suite on a cluster)")
     scale.add_argument("--executor", default="local",
                        help="local (default, this process), multigpu (a process per GPU), ray, submitit (Slurm)")
-    scale.add_argument("--workers", type=int, help="workers (default: one per GPU; ray on CPU: one per node)")
-    scale.add_argument("--threads", type=int, help="torch threads (and CPUs reserved) per worker (default: "
+    scale.add_argument("--workers", type=_positive, help="workers (default: one per GPU; ray on CPU: one per node)")
+    scale.add_argument("--threads", type=_positive, help="torch threads (and CPUs reserved) per worker (default: "
                                                    "the CPUs / workers)")
     scale.add_argument("--address", help="ray: address of an existing cluster (default: $RAY_ADDRESS or a new "
                                          "local instance)")
-    scale.add_argument("--max-retries", type=int, help="times a unit whose worker died is run again before it is "
-                                                       "recorded as failed (default 2)")
+    scale.add_argument("--max-retries", type=_non_negative,
+                       help="times a unit whose worker died is run again before it is recorded as failed (default 2)")
     scale.add_argument("--slurm-partition", help="submitit: the Slurm partition")
     scale.add_argument("--slurm-time", type=int, metavar="MINUTES", help="submitit: time limit of each job "
                                                                           "(default 240; jobs requeue themselves)")
@@ -383,11 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     throughput = commands.add_parser("throughput", help="images and prompts per second under batching")
     throughput.add_argument("--adapters", required=True, help="comma-separated adapters")
-    throughput.add_argument("--device", default="auto")
+    throughput.add_argument("--device", default="auto", type=_device)
     throughput.add_argument("--weights", default="pretrained", choices=["pretrained", "random"])
     throughput.add_argument("--batch-sizes", type=_integers, default=[1, 2, 4], help="images per batch (1,2,4)")
     throughput.add_argument("--prompts", type=_integers, default=[1, 4, 16], help="prompts per image (1,4,16)")
-    throughput.add_argument("--repeats", type=int, default=3)
+    throughput.add_argument("--repeats", type=_positive, default=3)
     throughput.add_argument("--json", action="store_true")
     throughput.set_defaults(handler=cmd_throughput)
 
@@ -399,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--json", action="store_true")
     tasks.add_argument("--config", help="suite file whose task_dirs to include")
     tasks.set_defaults(handler=cmd_tasks)
+
+    suites = commands.add_parser("suites", help="list the suites of the config (adapters, tasks, protocols)")
+    suites.add_argument("--json", action="store_true")
+    suites.add_argument("--config", help="suite file (default: the benchmark.toml shipped with segbench)")
+    suites.set_defaults(handler=cmd_suites)
 
     weights = commands.add_parser("weights", help="list or fetch model checkpoints")
     weights_commands = weights.add_subparsers(dest="weights_command", required=True)

@@ -1,6 +1,7 @@
 """The plugin hooks of segbench (pluggy). Built-in adapters, readers and executors use them exactly
-as third-party packages do, and are found through the entry-point groups ``segbench.adapters`` and
-``segbench.plugins``.
+as third-party packages do; the built-ins are listed in ``segbench.plugins.DEFAULT_PLUGINS``, third-party
+plugins are found through the entry-point groups ``segbench.adapters`` and ``segbench.plugins``. A function
+named like a hook but without ``@hookimpl`` is never called (``segbench adapters`` warns about it).
 
 A plugin module looks like::
 

@@ -188,6 +188,9 @@ class Adapter(ABC):
     """Base class of model adapters. Subclasses set ``meta`` and implement ``load``/``encode``/``predict``."""
 
     meta: ClassVar[AdapterMeta]
+    # modules the adapter imports only when it runs (its model code, kept out of the module that declares it
+    # so that listing adapters needs no torch; segbench.lazy): their source counts in the adapter's fingerprint
+    code_modules: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def load(self, options: LoadOptions) -> None:

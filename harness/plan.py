@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
 import sys
@@ -162,10 +163,23 @@ def _source_sha256(module: Any) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _unimported_source_sha256(name: str) -> str | None:
+    """The sha256 of module ``name``'s source file, found without importing it (an adapter's model code)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec else None
+    if not origin or not origin.endswith(".py") or not Path(origin).is_file():
+        return None
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+
+
 def adapter_code(cls: type) -> dict[str, Any]:
     """What the adapter's code is: the sha256 of each module of its class's MRO that defines an adapter
-    class (the harness interface aside) and, per module, its distribution when it is installed; plus
-    the distribution of the adapter's own module (recorded in run.json)."""
+    class (the harness interface aside) and of every module those classes name in ``code_modules`` (model
+    code imported only when the adapter loads, read here without importing it) and, per module, its
+    distribution when it is installed; plus the distribution of the adapter's own module (in run.json)."""
     modules: dict[str, Any] = {}
     for klass in cls.__mro__:
         if klass is Adapter or not (isinstance(klass, type) and issubclass(klass, Adapter)):
@@ -175,6 +189,9 @@ def adapter_code(cls: type) -> dict[str, Any]:
             module = sys.modules.get(name)
             modules[name] = {"sha256": _source_sha256(module) if module else None,
                              "distribution": distribution_of(name)}
+        for extra in klass.__dict__.get("code_modules", ()):
+            if extra not in modules:
+                modules[extra] = {"sha256": _unimported_source_sha256(extra), "distribution": distribution_of(extra)}
     return {"modules": modules, "distribution": distribution_of(cls.__module__)}
 
 

@@ -39,9 +39,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from segbench.interface import Prompt
+from segbench.lazy import lazy_import
+
+ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and planning need no scipy
 
 KINDS: dict[str, dict[str, Any]] = {
     "box": {},

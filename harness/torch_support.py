@@ -6,12 +6,13 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 from segbench.checkpoints import apply_state_dict, read_state_dict
 from segbench.interface import LoadOptions
+from segbench.lazy import lazy_import
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+torch = lazy_import("torch")
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # names of torch dtypes (torch is imported on first use)
 
 
 @contextlib.contextmanager
@@ -20,7 +21,7 @@ def inference(options: LoadOptions) -> Iterator[None]:
     (on the CPU, reduced precision is not applied: the figures would not be comparable)."""
     with torch.inference_mode():
         if options.precision != "fp32" and options.device.startswith("cuda"):
-            with torch.autocast("cuda", dtype=DTYPES[options.precision]):
+            with torch.autocast("cuda", dtype=getattr(torch, DTYPES[options.precision])):
                 yield
         else:
             yield
