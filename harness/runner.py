@@ -9,7 +9,10 @@ encoder passes of the volume the same way; the rows are the same, one per (label
 
 :class:`UnitRunner` is what a worker holds: one loaded adapter and the task readers. It turns a
 work unit into result rows and never raises for a bad case: the error is recorded in the unit's rows
-(naming the file where a file is at fault) and the run goes on.
+(naming the file where a file is at fault) and the run goes on. Scoring is inside that handling (a
+protocol whose metrics raise is a failed row of that protocol), and a case none of whose labels has a
+pixel is one failed row saying so: prompted segmentation has nothing to prompt there, and a case that
+vanished without a row would be silent.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import polars as pl
 
 from segbench import environment, plugins
 from segbench.case import Case
-from segbench.errors import DataError
+from segbench.errors import DataError, SegbenchError
 from segbench.interface import Adapter, MaskError, Prediction, Prompt, Support, check_masks
 from segbench.measure import MachineProbe, current_rss_mb, peak_memory, timed
 from segbench.metrics import evaluate, image_diagonal_mm
@@ -55,9 +58,9 @@ LOAD_FAILED = "adapter did not load: "
 
 
 def error_text(error: BaseException) -> str:
-    """One line for a row's ``error``: a DataError or MaskError as it is, else the type, message and
-    the line that raised."""
-    if isinstance(error, DataError | MaskError):  # they say what is wrong; the harness line would mislead
+    """One line for a row's ``error``: segbench's own errors (a DataError, a CheckpointError) and a
+    MaskError as they are, else the type, message and the line that raised."""
+    if isinstance(error, SegbenchError | MaskError):  # they say what is wrong; the harness line would mislead
         return str(error)
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
