@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from segbench.errors import DataError
+from segbench.metrics import spacing_problem
 
 UNITS = ("mm", "px")
 
@@ -22,6 +23,11 @@ class Case:
     of a pixel/voxel in array axis order ((row, col) or (slice, row, col)), in ``unit``: ``"mm"`` when
     the file or the task gave it, ``"px"`` when the reader assumed 1.0 per pixel (then every distance,
     HD95 and the NSD tolerance included, is in pixels, and pages must say so).
+
+    A case is checked when it is made, so every reader (plugins' too) gets the same guard: a spacing
+    the metrics cannot use (not finite, not positive, or beyond their voxel budget:
+    :func:`segbench.metrics.spacing_problem`) and non-finite pixels are a :class:`DataError` naming the
+    case's file, which the runner records as a failed row.
     """
 
     case_id: str
@@ -42,7 +48,13 @@ class Case:
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
             raise ValueError(f"a case's unit is one of {UNITS}, got {self.unit!r}")
+        where = self.sources[0] if self.sources else self.case_id
+        problem = spacing_problem(self.shape, self.spacing)
+        if problem:
+            raise DataError(where, problem)
+        if self.image.dtype.kind in "fc" and not np.isfinite(self.image).all():
+            bad = int(np.count_nonzero(~np.isfinite(self.image)))
+            raise DataError(where, f"image holds {bad} non-finite pixel(s) (NaN or inf)")
         for name, mask in self.labels.items():
             if mask.shape != self.shape:
-                where = self.sources[0] if self.sources else self.case_id
                 raise DataError(where, f"label '{name}' has shape {mask.shape}, image has {self.shape}")

@@ -25,3 +25,7 @@ class DataError(SegbenchError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+class DataWarning(UserWarning):
+    """Data that can be used but may not mean what the task says (mask values no label claims)."""

@@ -26,6 +26,7 @@ from segbench import __version__, environment, executors, plugins
 from segbench.errors import SegbenchError
 from segbench.names import name_problem
 from segbench.plan import AdapterSetup, RunPlan, WorkUnit
+from segbench.runner import report_notices
 from segbench.store import RunStore
 
 
@@ -159,6 +160,7 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
     finally:
         bar.close()
     frame = store.consolidate()
+    report_notices(plan, frame, manifest)
     failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()
     written = store.done_units()
     missing = sum(unit.unit_id not in written for unit in plan.units)

@@ -24,6 +24,16 @@ of two distance transforms over that box, the distance from each surfel to the o
 found by trying voxel offsets nearest first against the other surface (most surfels lie within a few
 voxels of it), with a k-d tree for the few that do not. Distances use the arithmetic of scipy's
 distance transform, so the results equal ``surface-distance``'s.
+
+**Voxel budget.** The search neighbourhood is a ball in mm, so its reach in voxels along an axis is
+its radius over that axis's spacing: it depends on the spacing's anisotropy, not its scale. A spacing
+of 1e-9 mm along one axis and 1 mm along the others would reach ~10^7 voxels along the first and
+allocate gigabytes. :func:`spacing_problem` refuses a spacing that is not finite, not positive, or
+whose neighbourhood's bounding box would hold more than ``NEIGHBOURHOOD_BUDGET`` offsets or whose
+reach would add more than ``MARGIN_BUDGET`` voxels to the search grid beyond the image's own extent
+(a 1 mm volume needs ~7,000 offsets; a 155x240x240 one a margin of ~3e6 voxels). Cases are checked
+when they are made (:class:`segbench.case.Case`), and :func:`surface_distances` checks again before
+it allocates anything.
 """
 
 from __future__ import annotations
@@ -43,6 +53,10 @@ METRICS_VERSION = "1"
 # Size of the neighbourhood searched directly before falling back to a k-d tree.
 NEIGHBOURHOOD_OFFSETS = 3000
 GATHER_BLOCK = 1 << 18
+# Voxel budgets (module docstring): the neighbourhood's bounding box (int64 offsets: ~100 MiB in 3D) and
+# the search grid's margin beyond the image (bool voxels: 128 MiB per grid).
+NEIGHBOURHOOD_BUDGET = 1 << 22
+MARGIN_BUDGET = 1 << 27
 
 
 @dataclass(frozen=True)
@@ -114,14 +128,41 @@ def _lattice_distances(deltas: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return np.sqrt(total)
 
 
+def _search_reach(spacing: tuple[float, ...]) -> tuple[float, np.ndarray]:
+    """The radius (mm) of a ball holding about NEIGHBOURHOOD_OFFSETS lattice points, and its reach in
+    voxels along each axis (at least 1)."""
+    spacing_arr = np.asarray(spacing, dtype=np.float64)
+    ball = 4 / 3 * math.pi if len(spacing) == 3 else math.pi
+    radius = (NEIGHBOURHOOD_OFFSETS * float(np.prod(spacing_arr)) / ball) ** (1 / len(spacing))
+    return radius, np.maximum(1, np.floor(radius / spacing_arr)).astype(np.int64)
+
+
+def spacing_problem(shape: tuple[int, ...], spacing: tuple[float, ...]) -> str | None:
+    """Why the surface metrics cannot use ``spacing`` for masks of ``shape`` (module docstring), or None."""
+    values = [float(s) for s in spacing]
+    if not all(math.isfinite(s) for s in values):
+        return f"spacing {tuple(values)} is not finite"
+    if any(s <= 0 for s in values):
+        return f"spacing {tuple(values)} is not positive"
+    ratio = max(values) / min(values)
+    if ratio > NEIGHBOURHOOD_BUDGET:  # the reach alone would exceed the budget (and overflow int64 on the way)
+        return f"spacing {tuple(values)} is anisotropic beyond the metrics' voxel budget (ratio {ratio:.3g})"
+    _, reach = _search_reach(tuple(values))
+    box = math.prod(int(2 * r + 1) for r in reach)
+    margin = (math.prod(int(n + 1 + 2 * r) for n, r in zip(shape, reach, strict=True))
+              - math.prod(int(n + 1) for n in shape))
+    if box > NEIGHBOURHOOD_BUDGET or margin > MARGIN_BUDGET:
+        return (f"spacing {tuple(values)} is anisotropic beyond the metrics' voxel budget: on a "
+                f"{'x'.join(map(str, shape))} grid their search would take {box:.3g} offsets (budget "
+                f"{NEIGHBOURHOOD_BUDGET:.3g}) and {margin:.3g} voxels beyond the image (budget {MARGIN_BUDGET:.3g})")
+    return None
+
+
 @lru_cache(maxsize=64)
 def _search_offsets(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Integer offsets of a neighbourhood (about NEIGHBOURHOOD_OFFSETS of them), nearest first."""
     spacing_arr = np.asarray(spacing)
-    # radius (mm) of a ball holding about NEIGHBOURHOOD_OFFSETS lattice points
-    ball = 4 / 3 * math.pi if len(spacing) == 3 else math.pi
-    radius = (NEIGHBOURHOOD_OFFSETS * float(np.prod(spacing_arr)) / ball) ** (1 / len(spacing))
-    reach = np.maximum(1, np.floor(radius / spacing_arr)).astype(int)
+    radius, reach = _search_reach(spacing)
     grids = np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij")
     offsets = np.stack([g.ravel() for g in grids], axis=1)
     lengths = _lattice_distances(offsets, spacing_arr)
@@ -183,6 +224,9 @@ def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ..
     """Surfel distances between two bool masks (2D or 3D), equal to surface-distance's."""
     if gt.shape != pred.shape or gt.ndim != len(spacing) or gt.ndim not in (2, 3):
         raise ValueError(f"masks {gt.shape} / {pred.shape} and spacing {spacing} do not agree (2D or 3D)")
+    problem = spacing_problem(gt.shape, spacing)
+    if problem:
+        raise ValueError(problem)
     empty = np.zeros(0)
     box = _bbox(gt | pred)
     if box is None:

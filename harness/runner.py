@@ -9,22 +9,27 @@ encoder passes of the volume the same way; the rows are the same, one per (label
 
 :class:`UnitRunner` is what a worker holds: one loaded adapter and the task readers. It turns a
 work unit into result rows and never raises for a bad case: the error is recorded in the unit's rows
-(naming the file where a file is at fault) and the run goes on.
+(naming the file where a file is at fault) and the run goes on. Scoring is inside that handling (a
+protocol whose metrics raise is a failed row of that protocol), and a case none of whose labels has a
+pixel is one failed row saying so: prompted segmentation has nothing to prompt there, and a case that
+vanished without a row would be silent.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import traceback
 import warnings
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from segbench import environment, plugins
 from segbench.case import Case
-from segbench.errors import DataError
+from segbench.errors import DataError, SegbenchError
 from segbench.interface import Adapter, MaskError, Prediction, Prompt, Support, check_masks
 from segbench.measure import MachineProbe, current_rss_mb, peak_memory, timed
 from segbench.metrics import evaluate, image_diagonal_mm
@@ -48,12 +53,26 @@ from segbench.volume_runner import VolumeSession
 NAN = float("nan")
 
 
-def _error_text(error: BaseException) -> str:
-    if isinstance(error, DataError | MaskError):  # they say what is wrong; the harness line would mislead
+# The start of the error of every row of an adapter whose load() (or warm-up) raised (segbench.executors.worker)
+LOAD_FAILED = "adapter did not load: "
+
+
+def error_text(error: BaseException) -> str:
+    """One line for a row's ``error``: segbench's own errors (a DataError, a CheckpointError) and a
+    MaskError as they are, else the type, message and the line that raised."""
+    if isinstance(error, SegbenchError | MaskError):  # they say what is wrong; the harness line would mislead
         return str(error)
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
     return f"{type(error).__name__}: {error}{where}"
+
+
+def _no_ground_truth(spec: TaskSpec, case: Case) -> str:
+    """The error of a case none of whose labels has a pixel: prompted segmentation has nothing to prompt
+    (the empty-mask policy in :mod:`segbench.metrics`), so the case is a visible failed row, not 0 rows."""
+    names = ", ".join(label.name for label in spec.labels)
+    where = f"{case.sources[-1]}: " if case.sources else ""
+    return f"{where}no ground truth in this case (every label's mask is empty: {names}): nothing to prompt"
 
 
 def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: Any) -> dict[str, Any]:
@@ -140,7 +159,10 @@ class UnitRunner:
         try:
             case = self._reader(unit.task).read(unit.case_id)
         except Exception as error:  # one bad case must not stop the run
-            return [self._row(unit, status="failed", error=_error_text(error))]
+            return [self._row(unit, status="failed", error=error_text(error))]
+        if not any(mask.any() for mask in self._labels(self.plan.tasks[unit.task], case).values()):
+            return [self._row(unit, status="failed", error=_no_ground_truth(self.plan.tasks[unit.task], case),
+                              **case_facts(case))]
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
@@ -152,16 +174,19 @@ class UnitRunner:
                 else:
                     state, encode_ms = timed(device, self.adapter.encode, case.image)
             except Exception as error:
-                return [self._row(unit, status="failed", error=_error_text(error), **case_facts(case))]
+                return [self._row(unit, status="failed", error=error_text(error), **case_facts(case))]
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
-                rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
+                try:
+                    rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
+                except Exception as error:  # scoring included: a bad case fails its protocol, not the run
+                    rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
         for row in rows:
             row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **case_facts(case))
         if kept and rows:
             try:
                 rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
             except Exception as error:  # a preview that cannot be made must not cost the case its scores
-                warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({_error_text(error)})", stacklevel=1)
+                warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({error_text(error)})", stacklevel=1)
         return rows
 
     def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
@@ -187,7 +212,7 @@ class UnitRunner:
             else:
                 steps = self._image_steps(unit, case, state, protocol, targets)
         except Exception as error:
-            return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=_error_text(error))
+            return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=error_text(error))
                     for label in sorted({t.label for t in targets})]
         # volume adapters encode while they propagate: no separate encoder time (NaN) to add
         total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
@@ -221,7 +246,7 @@ class UnitRunner:
             masks = ensemble_masks(prediction, ask.members)
         except Exception as error:
             return [self._row(unit, label=name, prompt=protocol.name, support_size=protocol.param("k"),
-                              status="failed", error=_error_text(error))
+                              status="failed", error=error_text(error))
                     for name in sorted(name for name, mask in labels.items() if mask.any())]
         if kept is not None:
             kept[protocol.name] = dict(zip(ask.labels, masks, strict=True))
@@ -296,3 +321,41 @@ def _union_by_label(targets: list[Target], masks: np.ndarray, labels: dict[str, 
     for target, mask in zip(targets, masks, strict=True):
         out[target.label] = out[target.label] | mask.astype(bool)
     return dict(out)
+
+
+def load_failures(frame: pl.DataFrame) -> dict[str, str]:
+    """Adapter → its load error, for the adapters whose load failed (rows with the ``LOAD_FAILED`` error)."""
+    if frame.is_empty():
+        return {}
+    failed = frame.filter(pl.col("error").str.starts_with(LOAD_FAILED))
+    return dict(failed.group_by("adapter", maintain_order=True).agg(pl.col("error").first()).iter_rows())
+
+
+def absent_labels(plan: RunPlan, frame: pl.DataFrame) -> list[str]:
+    """A warning for each label a task declares that no ok row of the task has: the label is in none of
+    the cases that were read (its values match nothing in any mask), so it has no row and no score."""
+    notices = []
+    for name, spec in plan.tasks.items():
+        ok = frame.filter((pl.col("task") == name) & (pl.col("status") == "ok"))
+        if ok.is_empty():
+            continue
+        seen = set(ok["label"].unique().to_list())
+        for label in spec.labels:
+            if label.name != "*" and label.name not in seen:
+                cases = ok["case_id"].n_unique()
+                notices.append(f"task '{name}': label '{label.name}' is in none of the {cases} case(s) scored "
+                               f"(values {list(label.values) if label.values else 'nonzero'} match no mask); "
+                               f"it has no rows ({spec.source})")
+    return notices
+
+
+def report_notices(plan: RunPlan, frame: pl.DataFrame, manifest: dict[str, Any]) -> None:
+    """At a run's end: print each adapter that did not load and each label in no case, on stderr, and
+    record them in the manifest (``skipped`` and ``warnings``)."""
+    for adapter, reason in load_failures(frame).items():
+        manifest.setdefault("skipped", {})[adapter] = reason
+        print(f"skipped: {adapter}: {reason}; its units are recorded as failed", file=sys.stderr)
+    notices = absent_labels(plan, frame)
+    for notice in notices:
+        print(f"warning: {notice}", file=sys.stderr)
+    manifest["warnings"] = notices

@@ -119,9 +119,21 @@ class GlobCases:
             path = reader.confined(match.relative_to(reader.root), f"[data] {pattern_key} {self.glob!r} matched")
             if path.is_file():
                 found.append(path)
-        self.paths = {self.case_id(p): p for p in found}
+        self.paths = self._by_case_id(found)
         for case_id in exclude:
             self.paths.pop(case_id, None)
+
+    def _by_case_id(self, found: list[Path]) -> dict[str, Path]:
+        """The files by case id; two files with one id (``022.bmp`` and ``022.png``) are an error naming
+        both, never one silently winning."""
+        paths: dict[str, Path] = {}
+        for path in found:
+            case_id = self.case_id(path)
+            if case_id in paths:
+                raise ConfigError(self.reader.task.source, f"files {paths[case_id]} and {path} both make case "
+                                                           f"'{case_id}'; narrow [data] '{self.glob}' or remove one")
+            paths[case_id] = path
+        return paths
 
     def case_id(self, path: Path) -> str:
         return path.relative_to(self.reader.root).with_suffix("").as_posix()

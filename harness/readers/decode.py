@@ -6,6 +6,7 @@ CVC-ClinicDB frames carry such tags) through tifffile. Every failure is a :class
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segbench.errors import DataError
+from segbench.errors import DataError, DataWarning
 from segbench.taskspec import IntensitySpec, LabelSpec
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -63,6 +64,9 @@ def apply_intensity(array: np.ndarray, spec: IntensitySpec, path: Path | str, ch
         array = array[..., 0]
     if channels and not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
         raise DataError(path, f"expected a grey or RGB image, got an array of shape {array.shape}")
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():  # NaN would make the whole image one value
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise DataError(path, f"image holds {bad} non-finite pixel(s) (NaN or inf)")
     if spec.policy == "rgb8":
         if array.dtype != np.uint8:
             raise DataError(path, f"intensity policy 'rgb8' expects 8-bit pixels, got {array.dtype}; "
@@ -87,6 +91,8 @@ def decode_mask(array: np.ndarray, data: Mapping[str, Any], path: Path | str, pl
     ``mask_threshold`` (values above it become 1). ``planar`` marks 2D masks, whose channels collapse."""
     if planar and array.ndim == 3 and array.shape[-1] in (3, 4):
         array = array[..., 0]
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise DataError(path, "mask holds non-finite values (NaN or inf)")
     levels = data.get("mask_levels")
     threshold = data.get("mask_threshold")
     if levels is not None:
@@ -96,17 +102,30 @@ def decode_mask(array: np.ndarray, data: Mapping[str, Any], path: Path | str, pl
     if threshold is not None:
         return (array > threshold).astype(np.uint8)
     if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+        if not np.array_equal(array, np.round(array)):
             raise DataError(path, "mask holds non-integer values; set mask_threshold or mask_levels")
         array = array.astype(np.int64)
     return array
 
 
-def select_labels(mask: np.ndarray, specs: Sequence[LabelSpec]) -> dict[str, np.ndarray]:
-    """Bool masks for the labels whose values live in ``mask`` ("nonzero" = union of all values)."""
+def select_labels(mask: np.ndarray, specs: Sequence[LabelSpec], path: Path | str | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Bool masks for the labels whose values live in ``mask`` ("nonzero" = union of all values).
+
+    With ``path`` (the mask's file), nonzero values that no label claims are warned about, naming the
+    file and the values: a label whose declared values the file never uses would otherwise vanish from
+    the case without a word (a 0/1 mask read with ``organ = [255]``)."""
     out = {}
     for spec in specs:
         out[spec.name] = mask != 0 if spec.values is None else np.isin(mask, spec.values)
+    if path is not None and specs and all(spec.values is not None for spec in specs):
+        claimed = [value for spec in specs for value in spec.values or ()]
+        stray = np.setdiff1d(np.unique(mask), [0, *claimed])
+        if stray.size:
+            shown = ", ".join(str(v) for v in stray[:8].tolist()) + (", ..." if stray.size > 8 else "")
+            declared = ", ".join(f"{spec.name} = {list(spec.values or ())}" for spec in specs)
+            warnings.warn(f"{path}: mask values [{shown}] match no declared label ({declared}); "
+                          "they are read as background", DataWarning, stacklevel=2)
     return out
 
 

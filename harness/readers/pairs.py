@@ -69,10 +69,10 @@ class ImageMaskPairs(Reader):
         shared = [label for label in self.task.labels if label.file is None]
         if shared:
             mask_path = self.cases.resolve(self.mask_template, case_id, "[data] mask")
-            labels.update(select_labels(self._mask(mask_path, shape), shared))
+            labels.update(select_labels(self._mask(mask_path, shape), shared, mask_path))
         for label in self.task.labels:
             if label.file is not None:
                 path = self.cases.resolve(label.file, case_id, f"[labels.{label.name}] file")
-                labels.update(select_labels(self._mask(path, shape), [label]))
+                labels.update(select_labels(self._mask(path, shape), [label], path))
         spacing, unit = (self.task.spacing, "mm") if self.task.spacing else ((1.0, 1.0), "px")
         return Case(case_id, image, labels, spacing, tuple(self.files(case_id)), unit)

@@ -61,10 +61,12 @@ class _VolumeReader(Reader):
         return self.task.spacing
 
     def _case(self, case_id: str, image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...],
-              path: Path, unit: str = "mm") -> Case:
+              path: Path, unit: str = "mm", mask_path: Path | None = None) -> Case:
         planar = self.task.dim == 2
         pixels = apply_intensity(image, self.task.intensity, path, channels=planar)
-        labels = select_labels(decode_mask(mask, self.task.data, path, planar=planar), self.task.labels)
+        mask_path = mask_path or path
+        labels = select_labels(decode_mask(mask, self.task.data, mask_path, planar=planar), self.task.labels,
+                               mask_path)
         return Case(case_id, pixels, labels, spacing, tuple(self.files(case_id)), unit)
 
 
@@ -104,7 +106,8 @@ class NiftiVolumes(_VolumeReader):
         if mask.shape != image.shape:
             raise DataError(mask_path, f"label volume {mask.shape} differs from image {image.shape}")
         spacing = tuple(reversed(zooms)) if self.axes == "xyz" else zooms
-        return self._case(case_id, _to_zyx(image, self.axes), _to_zyx(mask, self.axes), spacing, image_path)
+        return self._case(case_id, _to_zyx(image, self.axes), _to_zyx(mask, self.axes), spacing, image_path,
+                          mask_path=mask_path)
 
 
 class Hdf5Volumes(_VolumeReader):
