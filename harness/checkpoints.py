@@ -52,8 +52,22 @@ if TYPE_CHECKING:
 WRAPPER_KEYS = ("model", "model_state", "state_dict")
 
 
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # newlines too: one message, one line
+
+
+def clean_text(text: str) -> str:
+    """``text`` without terminal escape sequences (colours, cursor moves, titles) and with any other
+    control character shown as ``?``: what a file names may be printed, but never drive the terminal."""
+    return _CONTROLS.sub("?", _ESCAPES.sub("", text))
+
+
 class CheckpointError(SegbenchError):
-    """A checkpoint file that cannot be used: missing, wrong hash, unsafe or wrong layout."""
+    """A checkpoint file that cannot be used: missing, wrong hash, unsafe or wrong layout. The message is
+    passed through :func:`clean_text`, as it may quote key names or paths that came from a file."""
+
+    def __init__(self, message: str):
+        super().__init__(clean_text(message))
 
 
 class CheckpointMissing(CheckpointError):
@@ -141,11 +155,10 @@ def _remembered_digest(path: Path, algorithm: str = "sha256") -> str:
 
     The memo only saves the time of hashing; whether the file is official is decided by the caller from
     the digest, never by anything the memo says."""
-    memo = path.with_name(path.name + ".sha256.json")
     key = _memo_key(path)
     saved: dict[str, Any] = {}
     try:
-        loaded = json.loads(memo.read_text())
+        loaded = json.loads(path.with_name(path.name + ".sha256.json").read_text())
         saved = loaded if isinstance(loaded, dict) else {}
     except (OSError, ValueError):
         pass
@@ -156,11 +169,15 @@ def _remembered_digest(path: Path, algorithm: str = "sha256") -> str:
         else {}
     digests[algorithm] = file_digest(path, algorithm)
     if _memo_key(path) == key:  # the file did not change while it was hashed
-        try:
-            memo.write_text(json.dumps({"key": key, **digests}))
-        except OSError:  # read-only location (e.g. inside site-packages): just do not remember
-            pass
+        _write_memo(path, key, digests)
     return digests[algorithm]
+
+
+def _write_memo(path: Path, key: dict[str, int], digests: dict[str, str]) -> None:
+    try:
+        path.with_name(path.name + ".sha256.json").write_text(json.dumps({"key": key, **digests}))
+    except OSError:  # read-only location (e.g. inside site-packages): just do not remember
+        pass
 
 
 def _matches_pin(spec: CheckpointSpec, path: Path, remember: bool = True) -> bool | None:
@@ -284,6 +301,7 @@ def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
                 f"downloaded {spec.url}: sha256 {digest.hexdigest()} != pinned {spec.sha256}; file discarded"
             )
         os.replace(tmp, target)
+        _write_memo(target, _memo_key(target), {"sha256": digest.hexdigest()})  # hashed as it arrived
     except OSError as error:
         raise CheckpointMissing(f"could not download {spec.url} ({error}). {missing_message(spec)}") from error
     finally:
@@ -329,14 +347,6 @@ def _load_weights_only(path: Path, skip_objects: bool) -> Any:
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 # the legacy format opens with a protocol-2 pickle of torch's magic number 0x1950a86a20f9469cfc6c
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # newlines too: one message, one line
-
-
-def clean_text(text: str) -> str:
-    """``text`` without terminal escape sequences (colours, cursor moves, titles) and with any other
-    control character shown as ``?``: what a file names may be printed, but never drive the terminal."""
-    return _CONTROLS.sub("?", _ESCAPES.sub("", text))
 
 
 def _check_format(path: Path) -> None:
@@ -345,10 +355,9 @@ def _check_format(path: Path) -> None:
         with open(path, "rb") as handle:
             head = handle.read(len(_LEGACY_MAGIC))
     except OSError as error:
-        raise CheckpointError(clean_text(f"{path}: unreadable: {error.strerror or error}")) from error
+        raise CheckpointError(f"{path}: unreadable: {error.strerror or error}") from error
     if not (head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC):
-        raise CheckpointError(clean_text(f"{path}: unreadable: not a PyTorch checkpoint "
-                                         "(zip or legacy format expected)"))
+        raise CheckpointError(f"{path}: unreadable: not a PyTorch checkpoint (zip or legacy format expected)")
 
 
 def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objects: bool = False
@@ -368,13 +377,12 @@ def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objec
     try:
         obj = _load_weights_only(path, skip_objects)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(clean_text(
+        raise CheckpointError(
             f"{path}: refusing to load: the file pickles objects other than tensors, and loading it would "
             f"execute code from it ({_first_line(error)})"
-        )) from error
+        ) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(clean_text(f"{path}: not a readable torch checkpoint ({_first_line(error)})")) \
-            from error
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(error)})") from error
     state: Any = obj
     while isinstance(state, Mapping):
         wrapper = next((k for k in WRAPPER_KEYS if k in state and isinstance(state[k], Mapping)), None)
@@ -382,9 +390,9 @@ def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objec
             break
         state = state[wrapper]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(clean_text(
+        raise CheckpointError(
             f"{path}: no state dict found (expected tensors, optionally under one of {WRAPPER_KEYS})"
-        ))
+        )
     flat = dict(state)
     for prefix in ("module.", *strip_prefixes):
         if flat and all(key.startswith(prefix) for key in flat):
@@ -406,6 +414,5 @@ def apply_state_dict(module: torch.nn.Module, state: Mapping[str, Any], source: 
             shown = ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
             problems.append(f"{len(keys)} {title} key(s): {shown}")
     if problems and (strict or mis_shaped):
-        raise CheckpointError(clean_text(f"{source}: layout does not match {type(module).__name__}: "
-                                         + "; ".join(problems)))
+        raise CheckpointError(f"{source}: layout does not match {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict(dict(state), strict=strict)
