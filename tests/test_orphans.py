@@ -1,6 +1,6 @@
 """Workers end when their driver dies: `segbench run --executor multigpu --workers 2` is SIGKILLed while
-both workers are inside a unit, and the workers are gone seconds later; the portable parent watch alone
-(without Linux's parent-death signal) ends a process whose parent is SIGKILLed."""
+both workers are inside a unit, and the workers are gone seconds later; each of the two mechanisms alone
+(Linux's parent-death signal, the portable parent watch) ends a process whose parent is SIGKILLed."""
 
 from __future__ import annotations
 
@@ -104,15 +104,23 @@ def test_multigpu_workers_die_with_their_killed_driver(tmp_path: Path) -> None:
         driver.wait(10)
 
 
-def test_the_parent_watch_alone_ends_an_orphan(tmp_path: Path) -> None:
-    """Where the kernel's parent-death signal is missing, the watch thread ends the orphan by itself."""
+# what leaves each mechanism alone: the watch thread as on a system without prctl, and Linux's parent-death
+# signal with no watch thread
+ALONE = {"watch": "lifeline.set_parent_death_signal = lambda sig=0: False",
+           "pdeathsig": "lifeline._watch = lambda parent_pid, interval: None"}
+
+
+@pytest.mark.parametrize("mechanism", [
+    "watch", pytest.param("pdeathsig", marks=pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                                                reason="prctl is Linux's"))])
+def test_each_mechanism_alone_ends_an_orphan(mechanism: str, tmp_path: Path) -> None:
     child_pid = tmp_path / "child.pid"
     middle = textwrap.dedent(f"""
         import os, subprocess, sys, time
         child = '''
         import os, time
         from segbench.executors import lifeline
-        lifeline.set_parent_death_signal = lambda sig=0: False  # as on a system without prctl
+        {ALONE[mechanism]}
         lifeline.die_with_parent({{parent}}, interval=0.1)
         open({str(child_pid)!r}, "w").write(str(os.getpid()))
         time.sleep(120)
@@ -128,7 +136,7 @@ def test_the_parent_watch_alone_ends_an_orphan(tmp_path: Path) -> None:
         assert psutil.Process(orphan[0]).ppid() == parent.pid and not gone(orphan)
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
-        assert wait_until(lambda: gone(orphan), 3), "the orphan outlived its parent"
+        assert wait_until(lambda: gone(orphan), 3), f"the orphan outlived its parent ({mechanism} alone)"
     finally:
         kill_all([parent.pid, *orphan])
         parent.wait(10)
