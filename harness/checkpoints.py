@@ -13,6 +13,18 @@ downloads by hand. Loading never unpickles arbitrary objects:
 and applied strictly, reporting every missing and unexpected key. A file that pickles whole Python
 objects next to its weights (SAM-Med2D's pickles its optimizer) can be read with ``skip_objects``:
 each such object becomes an inert placeholder, so nothing named in the file is imported or run.
+
+Provenance. ``official`` is decided only by comparing a digest of the file's bytes with the digest the
+publisher gives; nothing written next to a file can assert it. A ``--checkpoint`` file is hashed from its
+bytes on every resolve and nothing is written next to it. A cached (or bundled) file's digest is memoised
+in a ``.sha256.json`` sidecar keyed by the file's inode, size, mtime and ctime: ctime cannot be set with
+``utime``, and replacing or rewriting the file changes it (and usually the inode), so a sidecar copied
+from another file, left behind by a swapped file or edited by hand with a matching size and mtime no
+longer matches and the file is hashed again. (Someone who can write the cache and reads the new file's
+ctime could still forge the memo; they could as well edit segbench. The memo guards against mistakes and
+naive forgeries, not against the user's own account.) A file that is neither a zip nor a legacy
+``torch.save`` file is called unreadable before anything parses it, and every loader error names the
+file with terminal escape sequences and control characters from the file (key names) removed.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import tempfile
 import urllib.request
 from collections.abc import Mapping
@@ -39,8 +52,22 @@ if TYPE_CHECKING:
 WRAPPER_KEYS = ("model", "model_state", "state_dict")
 
 
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # newlines too: one message, one line
+
+
+def clean_text(text: str) -> str:
+    """``text`` without terminal escape sequences (colours, cursor moves, titles) and with any other
+    control character shown as ``?``: what a file names may be printed, but never drive the terminal."""
+    return _CONTROLS.sub("?", _ESCAPES.sub("", text))
+
+
 class CheckpointError(SegbenchError):
-    """A checkpoint file that cannot be used: missing, wrong hash, unsafe or wrong layout."""
+    """A checkpoint file that cannot be used: missing, wrong hash, unsafe or wrong layout. The message is
+    passed through :func:`clean_text`, as it may quote key names or paths that came from a file."""
+
+    def __init__(self, message: str):
+        super().__init__(clean_text(message))
 
 
 class CheckpointMissing(CheckpointError):
@@ -116,33 +143,51 @@ def sha256_file(path: Path) -> str:
     return file_digest(path, "sha256")
 
 
-def _remembered_digest(path: Path, algorithm: str = "sha256") -> str:
-    """A digest of ``path``, remembered next to it (keyed by size and mtime) so multi-GB files hash once."""
+def _memo_key(path: Path) -> dict[str, int]:
+    """What identifies the bytes a memo was computed from: inode, size, mtime and ctime (ns). ctime is
+    not settable with ``utime`` and changes whenever the file is written, renamed into place or touched."""
     stat = path.stat()
-    memo = path.with_name(path.name + ".sha256.json")
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+
+
+def _remembered_digest(path: Path, algorithm: str = "sha256") -> str:
+    """A digest of ``path``, remembered next to it (keyed by :func:`_memo_key`) so multi-GB files hash once.
+
+    The memo only saves the time of hashing; whether the file is official is decided by the caller from
+    the digest, never by anything the memo says."""
+    key = _memo_key(path)
     saved: dict[str, Any] = {}
     try:
-        saved = json.loads(memo.read_text())
-        if saved.get("key") == key and algorithm in saved:
-            return str(saved[algorithm])
+        loaded = json.loads(path.with_name(path.name + ".sha256.json").read_text())
+        saved = loaded if isinstance(loaded, dict) else {}
     except (OSError, ValueError):
         pass
-    digests = {name: value for name, value in saved.items() if name != "key"} if saved.get("key") == key else {}
+    known = saved.get("key") == key
+    if known and isinstance(saved.get(algorithm), str):
+        return str(saved[algorithm])
+    digests = {name: value for name, value in saved.items() if name != "key" and isinstance(value, str)} if known \
+        else {}
     digests[algorithm] = file_digest(path, algorithm)
-    try:
-        memo.write_text(json.dumps({"key": key, **digests}))
-    except OSError:  # read-only location (e.g. inside site-packages): just do not remember
-        pass
+    if _memo_key(path) == key:  # the file did not change while it was hashed
+        _write_memo(path, key, digests)
     return digests[algorithm]
 
 
-def _matches_pin(spec: CheckpointSpec, path: Path) -> bool | None:
-    """Whether ``path`` is the pinned file; None when the publisher gives no checksum to compare with."""
+def _write_memo(path: Path, key: dict[str, int], digests: dict[str, str]) -> None:
+    try:
+        path.with_name(path.name + ".sha256.json").write_text(json.dumps({"key": key, **digests}))
+    except OSError:  # read-only location (e.g. inside site-packages): just do not remember
+        pass
+
+
+def _matches_pin(spec: CheckpointSpec, path: Path, remember: bool = True) -> bool | None:
+    """Whether ``path`` is the pinned file; None when the publisher gives no checksum to compare with.
+    ``remember=False`` hashes the bytes now (an override), never reading or writing a memo."""
     if spec.pin is None:
         return None
     algorithm, expected = spec.pin
-    return _remembered_digest(path, algorithm) == expected
+    digest = _remembered_digest(path, algorithm) if remember else file_digest(path, algorithm)
+    return digest == expected
 
 
 @dataclass(frozen=True)
@@ -192,15 +237,19 @@ def missing_message(spec: CheckpointSpec) -> str:
 def resolve(spec: CheckpointSpec, override: Path | None = None) -> ResolvedCheckpoint:
     """Find the file for ``spec`` and check its identity. Raises :class:`CheckpointMissing` if absent.
 
-    An override may be a different (e.g. fine-tuned) file: it is accepted and recorded with its own
-    sha256 and ``official=False``. A bundled or cached file must match the pinned hash; where the
-    publisher gives none, it is accepted with ``official=False`` and its sha256 is recorded.
+    An override may be a different (e.g. fine-tuned) file: it is accepted and recorded with the sha256 of
+    its bytes, hashed now, and is ``official`` only if those bytes match the pin. A bundled or cached file
+    must match the pinned hash (compared with its memoised or computed digest, never with a claim of the
+    sidecar); where the publisher gives none, it is accepted with ``official=False`` and its sha256 is recorded.
     """
     if override is not None:
         path = Path(override).expanduser()
         if not path.is_file():
             raise CheckpointMissing(f"--checkpoint {spec.name}={override}: no such file")
-        return ResolvedCheckpoint(path.resolve(), _remembered_digest(path), "override", bool(_matches_pin(spec, path)))
+        # hashed from its bytes every time: a user's file is never trusted from, nor given, a sidecar
+        sha256 = file_digest(path, "sha256")
+        official = sha256 == spec.sha256 if spec.sha256 else bool(_matches_pin(spec, path, remember=False))
+        return ResolvedCheckpoint(path.resolve(), sha256, "override", official)
     for source, path in (("bundled", _bundled_path(spec)), ("cache", cached_path(spec))):
         if path is None or not path.is_file():
             continue
@@ -252,11 +301,19 @@ def fetch(spec: CheckpointSpec, progress: bool = True) -> Path:
                 f"downloaded {spec.url}: sha256 {digest.hexdigest()} != pinned {spec.sha256}; file discarded"
             )
         os.replace(tmp, target)
+        _write_memo(target, _memo_key(target), {"sha256": digest.hexdigest()})  # hashed as it arrived
     except OSError as error:
         raise CheckpointMissing(f"could not download {spec.url} ({error}). {missing_message(spec)}") from error
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error that says something (torch's weights-only errors open with boilerplate)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if "Unsupported" in line or "GLOBAL" in line]
+    return (telling or lines or [type(error).__name__])[0]
 
 
 class _Inert:
@@ -287,6 +344,22 @@ def _load_weights_only(path: Path, skip_objects: bool) -> Any:
         return load()
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+# the legacy format opens with a protocol-2 pickle of torch's magic number 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _check_format(path: Path) -> None:
+    """Refuse, before any parser sees it, a file that is neither of torch.save's two formats."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LEGACY_MAGIC))
+    except OSError as error:
+        raise CheckpointError(f"{path}: unreadable: {error.strerror or error}") from error
+    if not (head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC):
+        raise CheckpointError(f"{path}: unreadable: not a PyTorch checkpoint (zip or legacy format expected)")
+
+
 def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objects: bool = False
                     ) -> dict[str, torch.Tensor]:
     """Load a checkpoint without executing code from it and normalise its layout to a flat state dict.
@@ -296,18 +369,20 @@ def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objec
     ``strip_prefixes`` (e.g. ``sam.`` of torch_em checkpoints) when *every* key carries it. A file
     that pickles Python objects is refused, unless ``skip_objects``: then each object is replaced by an
     inert placeholder (never imported, never run) and only the tensors of the model part are used.
+    Every error names ``path``; text that comes from the file is cleaned with :func:`clean_text`.
     """
     import torch
 
+    _check_format(path)
     try:
         obj = _load_weights_only(path, skip_objects)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refusing to load: the file pickles objects other than tensors, and loading it would "
-            f"execute code from it ({str(error).splitlines()[0]})"
+            f"execute code from it ({_first_line(error)})"
         ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(error)})") from error
     state: Any = obj
     while isinstance(state, Mapping):
         wrapper = next((k for k in WRAPPER_KEYS if k in state and isinstance(state[k], Mapping)), None)

@@ -7,6 +7,9 @@ Workers send each unit's rows back to this process, which writes them to the run
 Without a GPU the executor refuses to start, unless CPU worker processes are asked for explicitly with
 ``--workers N`` (``--device cpu``): useful to use the cores of a big CPU machine, at the price of
 timings measured with ``cores / N`` threads each.
+
+A worker ends when this driver dies (:mod:`segbench.executors.lifeline`): killing the driver never
+leaves a worker holding a model and its memory.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from segbench.errors import SegbenchError
 from segbench.executors.dispatch import Rows, dispatch
+from segbench.executors.lifeline import die_with_parent
 from segbench.executors.worker import Worker
 from segbench.plan import RunPlan, WorkUnit
 from segbench.store import RunStore
@@ -91,7 +95,7 @@ class ProcessWorkerPool:
 
     def _start(self, worker: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                   initargs=(self.plan, self.environments[worker], self.threads))
+                                   initargs=(self.plan, self.environments[worker], self.threads, os.getpid()))
 
     def submit(self, worker: int, unit: WorkUnit) -> Future[Rows]:
         return self.pools[worker].submit(_run_unit, unit)
@@ -108,8 +112,9 @@ class ProcessWorkerPool:
 _worker: Worker | None = None  # the worker of this process, in a pool's worker process
 
 
-def _start_worker(plan: RunPlan, environment: dict[str, str], threads: int) -> None:
+def _start_worker(plan: RunPlan, environment: dict[str, str], threads: int, driver_pid: int) -> None:
     global _worker
+    die_with_parent(driver_pid)  # first: a driver killed while this worker loads a model takes it along
     os.environ.update(environment)  # before anything initialises CUDA in this fresh process
     _worker = Worker(plan, threads)
 
