@@ -4,8 +4,9 @@ The driver keeps one unit in flight per worker and writes each unit's rows as th
 loses at most the units in flight when anything dies. A worker that dies (killed, out of memory, its
 machine lost) is replaced, and the unit it was running goes back to the front of its shard: it is
 tried at most ``1 + max_retries`` times, then recorded as a ``failed`` row naming the error, and the run
-goes on. An exception raised inside a worker (an adapter that cannot load) stops the run, as it does in
-the local executor.
+goes on. An adapter that cannot load is no exception here: its worker (``executors.worker.Worker``, as
+in the local executor) returns a failed row for each of its units naming the load error, and the
+other adapters run.
 """
 
 from __future__ import annotations
