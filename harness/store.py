@@ -254,13 +254,14 @@ class RunStore:
             os.chmod(tmp, FILE_MODE)
             for _ in range(3):
                 try:  # link: created exclusively (as O_EXCL), and never seen without its contents
-                    os.link(tmp, self.lock_path)
+                    self._create_lock(Path(tmp), mine)
                 except FileExistsError:
                     holder = self._lock_holder()
                     if holder is None or not self._stale(holder):
                         raise RunLocked(self._held_message(holder)) from None
-                    print(f"notice: taking over the lock of {self.dir.name} left by a session that is no longer "
-                          f"running (pid {holder.get('pid')}, started {holder.get('started')})", file=sys.stderr)
+                    if holder:
+                        print(f"notice: taking over the lock of {self.dir.name} left by a session that is no longer "
+                              f"running (pid {holder.get('pid')}, started {holder.get('started')})", file=sys.stderr)
                     self.lock_path.unlink(missing_ok=True)
                     continue
                 _fsync_dir(self.dir)
@@ -270,6 +271,19 @@ class RunStore:
             raise RunLocked(self._held_message(self._lock_holder()))
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def _create_lock(self, tmp: Path, mine: Mapping[str, Any]) -> None:
+        """``.lock`` from ``tmp`` by a hard link; where the file system has none, by ``O_EXCL``."""
+        try:
+            os.link(tmp, self.lock_path)
+        except FileExistsError:
+            raise
+        except OSError:
+            fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(mine, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def release(self) -> None:
         """Remove the lock if it is still this process's."""
