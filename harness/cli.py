@@ -212,7 +212,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
                     progress=not args.no_progress, executor_options=_executor_options(args),
-                    command=getattr(args, "command_line", None), fresh=args.fresh)
+                    command=getattr(args, "command_line", None), fresh=args.fresh,
+                    allow_data_change=args.allow_data_change)
     manifest = store.read_manifest()
     print(f"{manifest['rows']} rows, {manifest['units']} cases, {manifest['failed_units']} failed", file=sys.stderr)
     status = _print_summary(summarize(store.read_cases()), args.fail_on_error)
@@ -456,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
     run.add_argument("--fresh", action="store_true",
                      help="start over in the same run directory: remove its earlier parts, masks and results first")
+    run.add_argument("--allow-data-change", action="store_true",
+                     help="resume a run whose data changed since its first session (recorded; default: refuse)")
     run.add_argument("--fail-on-error", action="store_true",
                      help=f"exit {FAILED_EXIT} when any case failed (default: only when an adapter failed every case)")
     run.add_argument("--no-warmup", action="store_true",

@@ -67,7 +67,9 @@ def adapter_facts(setup: AdapterSetup) -> dict[str, Any]:
             "code": {name: module["sha256"] for name, module in setup.code.get("modules", {}).items()}}
 
 
-def new_manifest(plan: RunPlan, command: Sequence[str] | None = None) -> dict[str, Any]:
+def new_manifest(plan: RunPlan, command: Sequence[str] | None = None,
+                 datasets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A new run's manifest; ``datasets``: its data checksums (``dataset_checksums``), computed if not given."""
     return {
         "run_id": plan.run_id,
         "suite": plan.suite,
@@ -87,7 +89,7 @@ def new_manifest(plan: RunPlan, command: Sequence[str] | None = None) -> dict[st
         "command": list(command) if command is not None else None,
         "skipped": plan.skipped,
         "data_root": str(plan.data_root) if plan.data_root else None,
-        "datasets": dataset_checksums(plan),
+        "datasets": dict(datasets) if datasets is not None else dataset_checksums(plan),
         "machine": environment.machine(),
         "packages": environment.package_versions(),
         "git": environment.git_commit(),
@@ -109,29 +111,58 @@ def _supersede(plan: RunPlan, store: RunStore) -> int:
     return len(stale)
 
 
+def _data_changes(first: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The tasks whose data checksums differ from the first session's (tasks either lacks are not judged)."""
+    return [f"{task} ({first[task].get('files')} files, sha256 {str(first[task].get('sha256'))[:12]} → "
+            f"{now[task].get('files')} files, sha256 {str(now[task].get('sha256'))[:12]})"
+            for task in sorted(set(first) & set(now)) if first[task] != now[task]]
+
+
 def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: bool = False,
             progress: bool = True, executor_options: Mapping[str, Any] | None = None,
-            command: Sequence[str] | None = None, fresh: bool = False) -> RunStore:
+            command: Sequence[str] | None = None, fresh: bool = False,
+            allow_data_change: bool = False) -> RunStore:
     """Run every pending unit of ``plan`` into ``out/<run_id>`` with the executor ``executor`` built from
     ``executor_options``; resumes a run already there, whichever executor made it, unless ``fresh``
-    (which first removes what an earlier run wrote there). ``command`` is recorded as the command line."""
+    (which first removes what an earlier run wrote there). ``command`` is recorded as the command line.
+    The session holds the run directory's lock throughout (a second session refuses); a resumed run whose
+    data checksums differ from its first session's is refused unless ``allow_data_change``."""
     problem = name_problem(plan.run_id)
     if problem:  # a run id with '/' or '..' would write outside ``out``
         raise SegbenchError(f"run id {problem}")
     store = RunStore(Path(out) / plan.run_id)
+    with store.locked(command):
+        return _execute_locked(plan, store, executor, retry_failed, progress, executor_options, command, fresh,
+                               allow_data_change)
+
+
+def _execute_locked(plan: RunPlan, store: RunStore, executor: str, retry_failed: bool, progress: bool,
+                    executor_options: Mapping[str, Any] | None, command: Sequence[str] | None, fresh: bool,
+                    allow_data_change: bool) -> RunStore:
     if fresh:
         store.clear()
+    store.sweep_temporaries()
     resumed = store.exists()
+    datasets = dataset_checksums(plan)
+    changed: list[str] = []
     if resumed:
         manifest = store.read_manifest()
         if manifest.get("config_hash") != plan.config_hash:
             raise SegbenchError(f"{store.dir} holds a run of another configuration; choose another --out, "
                                 "--run-id or --fresh")
+        changed = _data_changes(manifest.get("datasets") or {}, datasets)
+        if changed and not allow_data_change:
+            raise SegbenchError(f"{store.dir}: the data changed since this run's first session: {'; '.join(changed)}; "
+                                "its rows would mix two datasets. Use --fresh to start again, another --out, or "
+                                "--allow-data-change to resume anyway (recorded in run.json)")
+        for change in changed:
+            print(f"warning: data changed since the first session, resuming anyway (--allow-data-change): {change}",
+                  file=sys.stderr)
         manifest.update(adapters={name: adapter_facts(setup) for name, setup in plan.adapters.items()},
                         fingerprints=plan.fingerprints, planned=plan.planned(),
                         command=list(command) if command is not None else manifest.get("command"))
     else:
-        manifest = new_manifest(plan, command)
+        manifest = new_manifest(plan, command, datasets)
     chosen = executors.create(executor, executor_options)
     superseded = _supersede(plan, store) if resumed else 0
     done = store.done_units()
@@ -143,7 +174,10 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
                "pending_units": len(pending),
                "skipped_units": len(plan.units) - len(pending), "superseded_units": superseded,
                "command": list(command) if command is not None else None, "fingerprints": plan.fingerprints,
-               "git": environment.git_commit(), "host": environment.host(), "segbench_version": __version__}
+               "git": environment.git_commit(), "host": environment.host(), "segbench_version": __version__,
+               "datasets": datasets}
+    if changed:
+        session["data_changed"] = changed
     manifest["sessions"].append(session)
     manifest["status"] = "running"
     store.write_manifest(manifest)
@@ -165,7 +199,8 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
     written = store.done_units()
     missing = sum(unit.unit_id not in written for unit in plan.units)
     manifest.update(status="complete" if not missing else "incomplete", rows=frame.height,
-                    units=frame["unit_id"].n_unique(), failed_units=failed_units, missing_units=missing)
+                    units=frame["unit_id"].n_unique(), failed_units=failed_units, missing_units=missing,
+                    cases_sha256=store.cases_sha256)
     session.update(ended=_now(), executor_settings=dict(settings or {}))
     store.write_manifest(manifest)
     return store
