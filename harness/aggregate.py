@@ -294,13 +294,20 @@ def with_contract_columns(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def with_slow_machine(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with ``slow_machine``: the row's probe read more than ``SLOW_MACHINE`` times the median probe
-    of its run and device (False where either is unknown)."""
+    """``frame`` with ``slow_machine``: the row's probe read more than ``SLOW_MACHINE`` times the median of
+    its run and device's probe readings (False where either is unknown)."""
     if "probe_ms" not in frame.columns:
         return frame.with_columns(pl.lit(False).alias("slow_machine"))
-    probe = pl.when(pl.col("probe_ms").is_finite()).then(pl.col("probe_ms"))
-    median = probe.median().over("run_id", "device")
-    return frame.with_columns((probe > SLOW_MACHINE * median).fill_null(False).alias("slow_machine"))
+    keys = [key for key in ("run_id", "device") if key in frame.columns]
+    finite = frame.filter(pl.col("probe_ms").is_finite())
+    # the median over the run's probe readings, each once (many rows share one reading: a short adapter's
+    # single probe must not outweigh a long one's hundreds)
+    readings = finite.select(*keys, "probe_ms").unique()
+    medians = (readings.group_by(keys).agg(pl.col("probe_ms").median().alias("_probe_median")) if keys
+               else readings.select(pl.col("probe_ms").median().alias("_probe_median")))
+    joined = frame.join(medians, on=keys, how="left", nulls_equal=True) if keys else frame.join(medians, how="cross")
+    slow = (pl.col("probe_ms").is_finite() & (pl.col("probe_ms") > SLOW_MACHINE * pl.col("_probe_median")))
+    return joined.with_columns(slow.fill_null(False).alias("slow_machine")).drop("_probe_median")
 
 
 def unit_of(rows: pl.DataFrame) -> str:

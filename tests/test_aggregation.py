@@ -284,14 +284,28 @@ def test_wbc_is_ranked_per_label_and_by_the_macro_mean(data_root: Path, tmp_path
 
 def test_cases_run_on_a_slowed_machine_are_counted_beside_the_latency() -> None:
     frame = rows({"a": [0.8] * 10, "b": [0.7] * 10}).with_columns(run_id=pl.lit("r"), device=pl.lit("cpu"))
-    probe = np.full(frame.height, 14.0)
-    slowed = (frame["adapter"] == "a").to_numpy() & frame["case_id"].is_in(["c01", "c05", "c07"]).to_numpy()
-    probe[slowed] = 14.0 * 1.6  # above 1.5x the run's median
-    probe[(frame["adapter"] == "b").to_numpy() & (frame["case_id"] == "c02").to_numpy()] = 14.0 * 1.4  # within it
+    case = frame["case_id"].str.slice(1).cast(pl.Int64).to_numpy()
+    is_a = (frame["adapter"] == "a").to_numpy()
+    probe = np.where(is_a, 14.0 + 0.01 * case, 0.0)  # one reading per case of a, shared by its rows
+    slowed = is_a & np.isin(case, [1, 5, 7])
+    probe[slowed] *= 1.6  # above 1.5x the median reading
+    probe[~is_a] = 14.0 * 1.4  # b: one reading for all its rows, within 1.5x
     found = {row.adapter: row for row in table(frame.with_columns(probe_ms=pl.Series(probe))).rows}
     assert (found["a"].slow_cases, found["b"].slow_cases) == (3, 0)
     # a run without a probe (older runs) flags nothing
     assert all(row.slow_cases == 0 for row in table(frame).rows)
+
+
+def test_the_slow_machine_median_counts_each_probe_reading_once() -> None:
+    """A short adapter's single reading, repeated on its many rows, must not become the run's median: here
+    b ran on a quiet machine (one reading) and a under a load that never changed (ten similar readings)."""
+    frame = rows({"a": [0.8] * 10, "b": [0.7] * 10}, labels=tuple("xyzw")).with_columns(
+        run_id=pl.lit("r"), device=pl.lit("cpu"))
+    case = frame["case_id"].str.slice(1).cast(pl.Int64).to_numpy()
+    is_a = (frame["adapter"] == "a").to_numpy()
+    probe = np.where(is_a, 40.0 + 0.1 * case, 14.0)
+    found = {row.adapter: row for row in table(frame.with_columns(probe_ms=pl.Series(probe))).rows}
+    assert (found["a"].slow_cases, found["b"].slow_cases) == (0, 0)
 
 
 @pytest.mark.parametrize(("milliseconds", "shown"), [(0.5123, "0.512 ms"), (168.4, "168 ms"), (999.7, "1.00 s"),
