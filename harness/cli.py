@@ -100,12 +100,9 @@ def _mask_count(value: str) -> int | str:
     if value == "all":
         return value
     try:
-        count = int(value)
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise argparse.ArgumentTypeError(f"expected 'all' or an integer >= 0, got {value!r}")
-    return count
+        return _non_negative(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or an integer >= 0, got {value!r}") from None
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:

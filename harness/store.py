@@ -103,15 +103,8 @@ def _read_umask() -> int:
 FILE_MODE = 0o666 & ~_read_umask()
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -130,9 +123,9 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
         os.close(fd)
     try:
         write(Path(tmp))
-        _fsync_file(Path(tmp))
+        _fsync(Path(tmp))
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -264,7 +257,7 @@ class RunStore:
                               f"running (pid {holder.get('pid')}, started {holder.get('started')})", file=sys.stderr)
                     self.lock_path.unlink(missing_ok=True)
                     continue
-                _fsync_dir(self.dir)
+                _fsync(self.dir)
                 self._lock = mine
                 self.healing = True
                 return
@@ -394,7 +387,7 @@ class RunStore:
             serial += 1
         with contextlib.suppress(FileNotFoundError):
             os.replace(path, target)
-            _fsync_dir(self.parts)
+            _fsync(self.parts)
         self._valid.pop(path, None)
         self._warn_once(f"{self.parts.name}/{path.name} is not a valid part ({reason}); moved to "
                         f"{self.parts.name}/quarantine/{target.name}, its unit will run again")
