@@ -10,9 +10,20 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from segbench.store import sha256_file
+
 from .conftest import run_cli
 
 LITEMEDSAM_ROWS = pl.col("adapter") == "litemedsam"
+
+
+def write_cases(run: Path, cases: pl.DataFrame) -> None:
+    """Replace a run's rows as a run that made them would: ``cases.parquet`` and its sha256 in ``run.json``
+    (segbench refuses a cases.parquet that differs from what its run recorded)."""
+    cases.write_parquet(run / "cases.parquet")
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["cases_sha256"] = sha256_file(run / "cases.parquet")
+    (run / "run.json").write_text(json.dumps(manifest))
 
 
 def derived_run(source: Path, target: Path, change: pl.Expr | None = None, column: str = "",
@@ -27,7 +38,7 @@ def derived_run(source: Path, target: Path, change: pl.Expr | None = None, colum
     if change is not None:
         cases = pl.read_parquet(target / "cases.parquet")
         cases = cases.with_columns(pl.when(rows).then(change).otherwise(pl.col(column)).alias(column))
-        cases.with_columns(pl.lit(target.name).alias("run_id")).write_parquet(target / "cases.parquet")
+        write_cases(target, cases.with_columns(pl.lit(target.name).alias("run_id")))
     return target
 
 
@@ -59,7 +70,7 @@ def machine_and_model_slower(source: Path, target: Path, machine: float, model: 
     """A copy of a run: every case ``model`` times longer, its reference workload ``machine`` times longer."""
     run = derived_run(source, target, pl.col("total_ms") * model, "total_ms", rows=pl.lit(True))
     cases = pl.read_parquet(run / "cases.parquet").with_columns(pl.col("probe_ms") * machine)
-    cases.write_parquet(run / "cases.parquet")
+    write_cases(run, cases)
     return run
 
 
@@ -153,7 +164,7 @@ def rewritten_run(source: Path, target: Path, rewrite) -> Path:  # type: ignore[
     """A copy of a real run under another id, its rows replaced by ``rewrite(rows)``."""
     run = derived_run(source, target)
     cases = rewrite(pl.read_parquet(run / "cases.parquet"))
-    cases.with_columns(pl.lit(target.name).alias("run_id")).write_parquet(run / "cases.parquet")
+    write_cases(run, cases.with_columns(pl.lit(target.name).alias("run_id")))
     return run
 
 
