@@ -23,6 +23,7 @@ import polars as pl
 from tqdm import tqdm
 
 from segbench import __version__, environment, executors, plugins
+from segbench.aggregate import final_steps
 from segbench.errors import SegbenchError
 from segbench.names import name_problem
 from segbench.plan import AdapterSetup, RunPlan, WorkUnit
@@ -234,8 +235,7 @@ def summarize(frame: pl.DataFrame) -> RunSummary:
     failing adapter's first error; the adapters that failed every case."""
     if frame.is_empty():
         return RunSummary([], {}, [])
-    final = frame.filter(pl.col("step") == pl.col("step").max().over("adapter", "task", "prompt"))
-    ok = final.filter(pl.col("status") == "ok")
+    ok = final_steps(frame).filter(pl.col("status") == "ok")
     means = {(a, t): (d, n) for a, t, d, n in
              ok.group_by("adapter", "task").agg(pl.col("dice").mean(), pl.col("nsd").mean()).iter_rows()}
     counts = frame.group_by("adapter", "task").agg(

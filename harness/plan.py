@@ -153,14 +153,15 @@ def distribution_of(module: str) -> dict[str, str] | None:
         return None
 
 
+def _file_sha256(path: str | None) -> str | None:
+    return checkpoints.sha256_file(Path(path)) if path and Path(path).is_file() else None
+
+
 def _source_sha256(module: Any) -> str | None:
     try:
-        path = inspect.getsourcefile(module)
+        return _file_sha256(inspect.getsourcefile(module))
     except TypeError:  # a built-in or extension module
         return None
-    if not path or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _unimported_source_sha256(name: str) -> str | None:
@@ -170,9 +171,7 @@ def _unimported_source_sha256(name: str) -> str | None:
     except (ImportError, ValueError):
         return None
     origin = spec.origin if spec else None
-    if not origin or not origin.endswith(".py") or not Path(origin).is_file():
-        return None
-    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+    return _file_sha256(origin) if origin and origin.endswith(".py") else None
 
 
 def adapter_code(cls: type) -> dict[str, Any]:
@@ -210,8 +209,7 @@ def adapter_fingerprint(setup: AdapterSetup) -> AdapterSetup:
 
 def task_file_sha256(task: TaskSpec) -> str | None:
     """The sha256 of the task's file (None for a task defined in memory)."""
-    path = Path(task.source)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return _file_sha256(str(task.source))
 
 
 def unit_id(adapter: str, fingerprint: str, task: TaskSpec, case_id: str,

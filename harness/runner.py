@@ -160,9 +160,10 @@ class UnitRunner:
             case = self._reader(unit.task).read(unit.case_id)
         except Exception as error:  # one bad case must not stop the run
             return [self._row(unit, status="failed", error=error_text(error))]
+        facts = case_facts(case)
         if not any(mask.any() for mask in self._labels(self.plan.tasks[unit.task], case).values()):
             return [self._row(unit, status="failed", error=_no_ground_truth(self.plan.tasks[unit.task], case),
-                              **case_facts(case))]
+                              **facts)]
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
@@ -174,14 +175,14 @@ class UnitRunner:
                 else:
                     state, encode_ms = timed(device, self.adapter.encode, case.image)
             except Exception as error:
-                return [self._row(unit, status="failed", error=error_text(error), **case_facts(case))]
+                return [self._row(unit, status="failed", error=error_text(error), **facts)]
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
                 try:
                     rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
                 except Exception as error:  # scoring included: a bad case fails its protocol, not the run
                     rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
         for row in rows:
-            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **case_facts(case))
+            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **facts)
         if kept and rows:
             try:
                 rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)

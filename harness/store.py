@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from typing import Any
 
 import polars as pl
 
+from segbench.checkpoints import sha256_file
 from segbench.errors import SegbenchError
 from segbench.samples import SAMPLE_KEY, MaskSample
 
@@ -132,14 +132,6 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pid_start(pid: int) -> str | None:
