@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -150,12 +149,13 @@ def _validated_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any], tuple
     """The suite (with ``--tasks`` applied), the tasks and the ``--adapters`` of ``segbench run``, every
     argument checked before the planner, the executors or any model library is imported."""
     from segbench.errors import ConfigError
+    from segbench.strict import closest
     from segbench.taskspec import discover_tasks
 
     config = _suite_config(args)
     if args.suite not in config.suites:
-        near = difflib.get_close_matches(args.suite, list(config.suites), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
+        near = closest(args.suite, config.suites)
+        hint = f"; did you mean '{near}'?" if near else ""
         raise ConfigError(config.path, f"no suite '{args.suite}'{hint} (suites: {', '.join(config.suites)})")
     suite = config.suite(args.suite)
     adapters = _names(args.adapters)

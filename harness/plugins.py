@@ -15,7 +15,6 @@ name, or nothing at all) is kept with a warning in :attr:`SegbenchPluginManager.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import traceback
@@ -29,6 +28,7 @@ import pluggy
 
 from segbench import hookspecs
 from segbench.errors import SegbenchError
+from segbench.strict import closest
 
 ENTRY_POINT_GROUPS = ("segbench.adapters", "segbench.plugins")
 REPORT_ENTRY_POINT_GROUP = "segbench.report"
@@ -96,8 +96,8 @@ class SegbenchPluginManager(pluggy.PluginManager):
         where = f"plugin '{name}' ({module})"
         for hook in implemented:
             if hook not in HOOKS:
-                near = difflib.get_close_matches(hook, HOOKS, n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else f" (hooks: {', '.join(HOOKS)})"
+                near = closest(hook, HOOKS)
+                hint = f"; did you mean '{near}'?" if near else f" (hooks: {', '.join(HOOKS)})"
                 self.warnings.append(f"{where} implements '{hook}', which is no segbench hook{hint}")
         if any(hook in HOOKS for hook in implemented):
             return
@@ -212,8 +212,8 @@ def report_template_dirs() -> list[Path]:
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
     """"unknown adapter 'x'; did you mean 'y'? (known: ...)": the message for a name that is not there."""
     known = sorted(known)
-    near = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
+    near = closest(name, known)
+    hint = f"; did you mean '{near}'?" if near else ""
     return f"unknown {kind} '{name}'{hint} (known: {', '.join(known) or 'none'})"
 
 

@@ -28,10 +28,10 @@ from segbench.errors import ConfigError
 Kind = str | tuple[str, ...]
 
 
-def did_you_mean(word: str, known: Collection[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest known word, or nothing."""
+def closest(word: str, known: Collection[str]) -> str | None:
+    """The known word closest to a misspelt ``word`` (difflib's ratio of at least 0.6), or None."""
     close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return close[0] if close else None
 
 
 def check_keys(table: Mapping[str, Any], known: Collection[str], path: Path | str, where: str,
@@ -40,11 +40,11 @@ def check_keys(table: Mapping[str, Any], known: Collection[str], path: Path | st
     unknown = sorted(str(key) for key in table if key not in known)
     if unknown:
         first = unknown[0]
-        close = difflib.get_close_matches(first, sorted(known), n=1, cutoff=0.6)
+        close = closest(first, known)
         if what == "table":
-            shown, hint = f"[{first}]", f" (did you mean [{close[0]}]?)" if close else ""
+            shown, hint = f"[{first}]", f" (did you mean [{close}]?)" if close else ""
         else:
-            shown, hint = f"'{first}'", f" (did you mean '{close[0]}'?)" if close else ""
+            shown, hint = f"'{first}'", f" (did you mean '{close}'?)" if close else ""
         more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
         raise ConfigError(path, f"{where}: unknown {what} {shown}{more}{hint}; known: {', '.join(sorted(known))}")
 

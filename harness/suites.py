@@ -17,7 +17,7 @@ from segbench.errors import ConfigError
 from segbench.names import name_problem
 from segbench.prompts import ProtocolSpec, parse_protocols
 from segbench.samples import DEFAULT_SAVE_MASKS
-from segbench.strict import Kind, check_table, did_you_mean
+from segbench.strict import Kind, check_table, closest
 from segbench.taskspec import check_protocol_tables
 
 DEFAULT_SUITE = "quick"
@@ -50,8 +50,9 @@ class SuiteConfig:
 
     def suite(self, name: str) -> Suite:
         if name not in self.suites:
-            raise ConfigError(self.path, f"no suite '{name}'{did_you_mean(name, self.suites)} "
-                                         f"(suites: {', '.join(self.suites)})")
+            close = closest(name, self.suites)
+            hint = f" (did you mean '{close}'?)" if close else ""
+            raise ConfigError(self.path, f"no suite '{name}'{hint} (suites: {', '.join(self.suites)})")
         return self.suites[name]
 
 
