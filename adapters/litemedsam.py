@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segbench.checkpoints import CheckpointSpec
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
 from segbench.lazy import lazy_import
-from segbench.torch_support import inference, prepare, seeded
+from segbench.weights.checkpoints import CheckpointSpec
+from segbench.weights.torch_models import inference, prepare, seeded
 
 cv2 = lazy_import("cv2")
 torch = lazy_import("torch")

@@ -15,13 +15,13 @@ One model object serves both paths:
   reverse, and take the union (MedSAM2's ``medsam2_infer_3D_CT.py`` recipe); subclasses may post-process
   the volume (MedSAM2 keeps the largest connected component). Frames are made lazily from the
   volume (never all at once), and the image-encoder features of each slice are kept in a
-  :class:`~segbench.slice_cache.SliceEncodings` shared by every target, pass, protocol and step of
+  :class:`~segbench.running.slice_cache.SliceEncodings` shared by every target, pass, protocol and step of
   the volume, so every slice is encoded once (SAM2 itself keeps only the last frame's features).
   With ``LoadOptions.offload`` the propagation state (memories, masks) is stored on the CPU
   (``offload_state_to_cpu``); frames are always made on the CPU.
 
 Models are built from config files with random weights (seeded), and checkpoints are loaded through
-:func:`segbench.checkpoints.read_state_dict`, strictly: never through ``sam2``'s own loader.
+:func:`segbench.weights.checkpoints.read_state_dict`, strictly: never through ``sam2``'s own loader.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from segbench.checkpoints import CheckpointSpec
 from segbench.hookspecs import hookimpl
 from segbench.interface import (
     Adapter,
@@ -48,8 +47,9 @@ from segbench.interface import (
     VolumePrompt,
 )
 from segbench.lazy import lazy_import
-from segbench.slice_cache import SliceEncodings
-from segbench.torch_support import inference, prepare, seeded
+from segbench.running.slice_cache import SliceEncodings
+from segbench.weights.checkpoints import CheckpointSpec
+from segbench.weights.torch_models import inference, prepare, seeded
 
 torch = lazy_import("torch")
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from segbench.interface import Adapter, LoadOptions, Prediction, Prompt, Support
 from segbench.lazy import lazy_import
-from segbench.torch_support import inference, prepare, seeded
+from segbench.weights.torch_models import inference, prepare, seeded
 
 torch = lazy_import("torch")
 

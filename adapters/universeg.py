@@ -25,12 +25,12 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from segbench.checkpoints import CheckpointSpec
+from segbench.data.readers.decode import resize_nearest
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
 from segbench.lazy import lazy_import
-from segbench.readers.decode import resize_nearest
-from segbench.torch_support import inference, prepare, seeded
+from segbench.weights.checkpoints import CheckpointSpec
+from segbench.weights.torch_models import inference, prepare, seeded
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")

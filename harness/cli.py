@@ -24,7 +24,7 @@ from segbench import __version__
 from segbench.errors import SegbenchError
 
 if TYPE_CHECKING:
-    from segbench.execute import RunSummary
+    from segbench.running.execute import RunSummary
 
 DEFAULT_OUT = Path("results")
 FAILED_EXIT = 3  # `segbench run`: an adapter failed every case (or, with --fail-on-error, any case failed)
@@ -109,7 +109,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 def _suite_config(args: argparse.Namespace) -> Any:
-    from segbench.suites import load_config
+    from segbench.data.suites import load_config
 
     return load_config(Path(args.config) if args.config else None)
 
@@ -148,9 +148,9 @@ def _adapter_names(names: Sequence[str]) -> None:
 def _validated_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any], tuple[str, ...] | None]:
     """The suite (with ``--tasks`` applied), the tasks and the ``--adapters`` of ``segbench run``, every
     argument checked before the planner, the executors or any model library is imported."""
+    from segbench.data.taskspec import discover_tasks
     from segbench.errors import ConfigError
     from segbench.strict import closest
-    from segbench.taskspec import discover_tasks
 
     config = _suite_config(args)
     if args.suite not in config.suites:
@@ -195,9 +195,9 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     suite, tasks, adapters = _validated_run(args)
 
-    from segbench import executors
-    from segbench.execute import execute, summarize
-    from segbench.plan import make_plan
+    from segbench.running import executors
+    from segbench.running.execute import execute, summarize
+    from segbench.running.plan import make_plan
 
     remote = getattr(executors.factory_of(args.executor), "remote", False)  # the driver may have no GPU
     plan = make_plan(suite, tasks, adapters=adapters, limit=args.limit,
@@ -225,7 +225,7 @@ def _score(value: float) -> str:
 def _print_summary(summary: RunSummary, fail_on_error: bool) -> int:
     """The run's table and each failing adapter's first error, on stderr; the exit status: 3 when an
     adapter failed every one of its cases (or, with ``fail_on_error``, when any case failed), else 0."""
-    from segbench.execute import SUMMARY_RULE
+    from segbench.running.execute import SUMMARY_RULE
 
     rows = [{"adapter": p.adapter, "task": p.task, "cases": p.cases, "dice": _score(p.dice), "nsd": _score(p.nsd),
              "failed": p.failed} for p in summary.pairs]
@@ -242,7 +242,7 @@ def _print_summary(summary: RunSummary, fail_on_error: bool) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from segbench.report import build_site
+    from segbench.reporting.report import build_site
 
     index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title, base_url=args.base_url,
                        extra_template_dirs=[Path(d) for d in args.template_dir])
@@ -262,8 +262,8 @@ def _fraction(value: str) -> float:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from segbench.compare import Thresholds, compare_runs, terminal_table, write_html
     from segbench.names import slug
+    from segbench.reporting.compare import Thresholds, compare_runs, terminal_table, write_html
 
     thresholds = Thresholds(speed=args.fail_speed, memory=args.fail_memory, dice=args.fail_dice,
                             min_delta_ms=args.min_delta_ms, min_delta_mb=args.min_delta_mb)
@@ -306,8 +306,8 @@ def _integers(value: str) -> list[int]:
 
 def cmd_throughput(args: argparse.Namespace) -> int:
     _adapter_names(_names(args.adapters) or ())
-    from segbench.plan import resolve_device
-    from segbench.throughput import measure
+    from segbench.measuring.throughput import measure
+    from segbench.running.plan import resolve_device
 
     device = resolve_device(args.device)
     rows = [row.as_dict() for adapter in _names(args.adapters) or ()
@@ -334,7 +334,7 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def _checkpoint_status(spec: Any) -> dict[str, Any]:
-    from segbench import checkpoints
+    from segbench.weights import checkpoints
 
     if spec is None:
         return {"status": "not needed", "path": None}
@@ -386,7 +386,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from segbench.taskspec import discover_tasks
+    from segbench.data.taskspec import discover_tasks
 
     config = _suite_config(args)
     rows = [{"name": spec.name, "version": spec.version, "dim": spec.dim, "reader": spec.reader,
@@ -402,7 +402,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from segbench import checkpoints, plugins
+    from segbench import plugins
+    from segbench.weights import checkpoints
 
     specs = {cls.meta.checkpoint.name: cls.meta.checkpoint
              for cls in plugins.adapters().values() if cls.meta.checkpoint is not None}

@@ -47,5 +47,5 @@ def segbench_report_template_dirs() -> list[str]:
     ``style.css`` and ``sort.js`` can be overridden the same way, and the files of a ``static/``
     folder in such a directory are copied to the site's ``static/`` folder (logos, fonts).
 
-    Report plugins are found through their own entry-point group, ``segbench.report``, so that
+    Report plugins are found through their own entry-point group, ``segbench.reporting.report``, so that
     publishing a leaderboard never imports model code."""

@@ -9,7 +9,7 @@ An adapter declares what it can do (:class:`Capabilities`) and implements three 
   set of labelled examples (in-context models), or both, into masks.
 
 Volumes (3D tasks). Every 2D adapter runs on volumes for free: the harness applies the standard
-strategies slice by slice (:mod:`segbench.propagation`), calling ``encode``/``predict`` per slice. An
+strategies slice by slice (:mod:`segbench.protocols.propagation`), calling ``encode``/``predict`` per slice. An
 adapter that propagates through a volume itself (a video model such as SAM2) declares
 ``Capabilities(volume=True)`` and implements two more steps:
 
@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from segbench.checkpoints import CheckpointSpec
+from segbench.weights.checkpoints import CheckpointSpec
 
 Precision = Literal["fp32", "bf16", "fp16"]
 

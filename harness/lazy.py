@@ -7,7 +7,7 @@ lazy_import("torch")``) and writes its code as usual: the library is imported th
 attributes is read, in ``load()``, ``encode()`` or a helper they call. What must exist when the module
 is executed (a subclass of ``torch.nn.Module``, a decorator from the library) lives in a separate model
 module that the adapter imports inside ``load()`` and names in its ``code_modules``, so that its source
-still counts in the adapter's fingerprint (:func:`segbench.plan.adapter_code`).
+still counts in the adapter's fingerprint (:func:`segbench.running.plan.adapter_code`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from segbench.errors import SegbenchError
 from segbench.strict import closest
 
 ENTRY_POINT_GROUPS = ("segbench.adapters", "segbench.plugins")
-REPORT_ENTRY_POINT_GROUP = "segbench.report"
+REPORT_ENTRY_POINT_GROUP = "segbench.reporting.report"
 
 ADAPTER_MODULES = (
     "segbench.adapters.baselines",
@@ -47,8 +47,8 @@ ADAPTER_MODULES = (
 # built-in plugin modules by the hook they implement (registered when that hook is first called)
 DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
     "segbench_register_adapters": ADAPTER_MODULES,
-    "segbench_register_readers": ("segbench.readers",),
-    "segbench_register_executors": ("segbench.executors",),
+    "segbench_register_readers": ("segbench.data.readers",),
+    "segbench_register_executors": ("segbench.running.executors",),
 }
 HOOKS = tuple(name for name in dir(hookspecs) if name.startswith("segbench_"))
 
@@ -195,7 +195,7 @@ def plugin_warnings() -> list[str]:
 
 @cache
 def report_plugin_manager() -> pluggy.PluginManager:
-    """The plugins of ``segbench report`` alone (entry-point group ``segbench.report``): publishing a
+    """The plugins of ``segbench report`` alone (entry-point group ``segbench.reporting.report``): publishing a
     leaderboard never imports model code."""
     manager = pluggy.PluginManager("segbench")
     manager.add_hookspecs(hookspecs)

@@ -9,7 +9,7 @@ reaches the code that uses it as a traceback.
 The path kinds (``path``, ``glob``, ``template``, ``paths``) hold text that becomes a file path under
 the data root. Here they are checked as text: relative, no ``..`` component, no NUL byte, templates
 with plain ``{field}`` placeholders only. Where the resulting files really are (symlinks included)
-is checked when they are listed or read, by :func:`segbench.readers.base.confined`.
+is checked when they are listed or read, by :func:`segbench.data.readers.base.confined`.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from segbench.case import Case
-from segbench.plan import WorkUnit
-from segbench.samples import MaskSample
-from segbench.store import CASE_SCHEMA, RunStore
+from segbench.data.case import Case
+from segbench.running.kept_masks import MaskSample
+from segbench.running.plan import WorkUnit
+from segbench.running.store import CASE_SCHEMA, RunStore
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The aggregation rule (segbench.aggregate.AGGREGATION_RULE) and the ranking on top of it: failed and
+"""The aggregation rule (segbench.reporting.aggregate.AGGREGATION_RULE) and the ranking on top of it: failed and
 missing cases enter every mean with the penalty, so failing never gains rank; the bootstrap resamples
 cases with all their labels; shared ranks and unranked baselines; px where the images have no
 spacing; and, on the real WBC data, per-label tables and the macro-mean headline as the rule says."""
@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 from markupsafe import escape
 
-from segbench.aggregate import AGGREGATION_RULE, Estimate, Table, final_steps, tables
-from segbench.ranking import rank_table
-from segbench.report import build_site
+from segbench.reporting.aggregate import AGGREGATION_RULE, Estimate, Table, final_steps, tables
+from segbench.reporting.ranking import rank_table
+from segbench.reporting.report import build_site
 
 from .conftest import run_cli
 from .synthetic import SyntheticTask, write_run
@@ -311,6 +311,6 @@ def test_the_slow_machine_median_counts_each_probe_reading_once() -> None:
 @pytest.mark.parametrize(("milliseconds", "shown"), [(0.5123, "0.512 ms"), (168.4, "168 ms"), (999.7, "1.00 s"),
                                                       (1530.2, "1.53 s"), (12345.6, "12.3 s"), (float("nan"), "n/a")])
 def test_times_are_shown_in_s_or_ms_to_three_significant_figures(milliseconds: float, shown: str) -> None:
-    from segbench.report import _duration
+    from segbench.reporting.report import _duration
 
     assert _duration(milliseconds) == shown

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from segbench.store import RunStore
+from segbench.running.store import RunStore
 
 from .conftest import run_cli
 from .plugin_site import install_plugin

@@ -17,12 +17,12 @@ import tifffile
 from PIL import Image
 
 from segbench import cli, plugins
-from segbench.case import Case
+from segbench.data.case import Case
+from segbench.data.readers.phantom import phantom
+from segbench.data.taskspec import load_task
 from segbench.errors import ConfigError, DataError, DataWarning
-from segbench.metrics import MARGIN_BUDGET, evaluate, spacing_problem
-from segbench.readers.phantom import phantom
-from segbench.store import RunStore
-from segbench.taskspec import load_task
+from segbench.measuring.metrics import MARGIN_BUDGET, evaluate, spacing_problem
+from segbench.running.store import RunStore
 
 from .test_runner import write_phantom_dataset
 

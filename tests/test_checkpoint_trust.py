@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segbench import checkpoints
-from segbench.checkpoints import CheckpointError, CheckpointSpec
+from segbench.weights import checkpoints
+from segbench.weights.checkpoints import CheckpointError, CheckpointSpec
 
 
 class Tiny(torch.nn.Module):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segbench import checkpoints
-from segbench.checkpoints import CheckpointError, CheckpointMissing, CheckpointSpec
+from segbench.weights import checkpoints
+from segbench.weights.checkpoints import CheckpointError, CheckpointMissing, CheckpointSpec
 
 
 class Tiny(torch.nn.Module):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from segbench.cli import main
-from segbench.suites import default_config
+from segbench.data.suites import default_config
 
 from .conftest import run_cli
 from .plugin_site import install_plugin

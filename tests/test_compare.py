@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segbench.store import sha256_file
+from segbench.running.store import sha256_file
 
 from .conftest import run_cli
 
@@ -260,7 +260,7 @@ def test_zero_or_missing_memory_and_latency_are_not_judged(quick_run: Path, tmp_
 
 
 def test_case_counts_spread_an_unread_case_over_every_prompt() -> None:
-    from segbench.compare import CaseCounts, case_counts
+    from segbench.reporting.compare import CaseCounts, case_counts
 
     def frame(rows: list[tuple[str, str, str, str]]) -> pl.DataFrame:
         return pl.DataFrame(rows, schema=["adapter", "case_id", "prompt", "status"], orient="row").with_columns(

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segbench.data.readers import BUILTIN_READERS
+from segbench.data.readers.base import confined
+from segbench.data.suites import Suite, load_config
+from segbench.data.taskspec import load_task
 from segbench.errors import ConfigError, SegbenchError
-from segbench.execute import dataset_checksums, execute
 from segbench.names import check_name, name_problem, slug
-from segbench.plan import make_plan
-from segbench.prompts import parse_protocols
-from segbench.readers import BUILTIN_READERS
-from segbench.readers.base import confined
-from segbench.suites import Suite, load_config
-from segbench.taskspec import load_task
+from segbench.protocols.prompts import parse_protocols
+from segbench.running.execute import dataset_checksums, execute
+from segbench.running.plan import make_plan
 
 HEAD = '[task]\nname = "t"\n[data]\nreader = "image_mask_pairs"\n'
 
@@ -233,7 +233,7 @@ def test_a_suite_name_that_leaves_out_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_run_id_that_leaves_out_is_refused(tmp_path: Path) -> None:
-    from segbench.taskspec import discover_tasks
+    from segbench.data.taskspec import discover_tasks
 
     suite = Suite("quick", "", ("box",), ("phantom",), None, 0, 1, tmp_path / "bench.toml")
     plan = make_plan(suite, discover_tasks(), device="cpu", run_id="../../escape", warmup=False)

@@ -13,14 +13,23 @@ import polars as pl
 import pytest
 
 from segbench.cli import build_parser
-from segbench.execute import execute
-from segbench.overlays import EDGE_RGB, FILL_OPACITY, FN_RGB, FP_RGB, PROMPT_RGB, TP_RGB, draw_prompts, given_on_slice
-from segbench.overlays import overlay as draw_overlay
-from segbench.plan import make_plan
-from segbench.report import build_site
-from segbench.samples import saved_predictions
-from segbench.suites import load_config
-from segbench.taskspec import discover_tasks
+from segbench.data.suites import load_config
+from segbench.data.taskspec import discover_tasks
+from segbench.reporting.overlays import (
+    EDGE_RGB,
+    FILL_OPACITY,
+    FN_RGB,
+    FP_RGB,
+    PROMPT_RGB,
+    TP_RGB,
+    draw_prompts,
+    given_on_slice,
+)
+from segbench.reporting.overlays import overlay as draw_overlay
+from segbench.reporting.report import build_site
+from segbench.running.execute import execute
+from segbench.running.kept_masks import saved_predictions
+from segbench.running.plan import make_plan
 
 from .synthetic import SyntheticTask, write_run
 
@@ -127,7 +136,7 @@ def test_true_positives_false_positives_and_false_negatives_have_their_own_colou
     assert (drawn[20, 32] == TP_RGB).all() and (drawn[20, 43] == FP_RGB).all() and (drawn[20, 23] == FN_RGB).all()
     assert (drawn[5, 5] == 100).all()  # background untouched
     assert len({TP_RGB, FP_RGB, FN_RGB, PROMPT_RGB}) == 4
-    page = Path(__file__).parents[1] / "harness" / "templates" / "cases.html"
+    page = Path(__file__).parents[1] / "harness" / "reporting" / "templates" / "cases.html"
     legend = page.read_text()
     for colour in (TP_RGB, FP_RGB, FN_RGB):
         assert "#{:02X}{:02X}{:02X}".format(*colour) in legend  # the page's legend shows the colours drawn

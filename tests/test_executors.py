@@ -17,15 +17,15 @@ import pytest
 
 from segbench import plugins
 from segbench.cli import _executor_options, build_parser
+from segbench.data.suites import load_config
+from segbench.data.taskspec import discover_tasks
 from segbench.errors import SegbenchError
-from segbench.execute import execute
-from segbench.executors import create
-from segbench.executors.multigpu import gpu_ids
-from segbench.executors.sharding import shard_units
-from segbench.plan import RunPlan, make_plan
-from segbench.store import RunStore
-from segbench.suites import load_config
-from segbench.taskspec import discover_tasks
+from segbench.running.execute import execute
+from segbench.running.executors import create
+from segbench.running.executors.multigpu import gpu_ids
+from segbench.running.executors.sharding import shard_units
+from segbench.running.plan import RunPlan, make_plan
+from segbench.running.store import RunStore
 
 KEYS = ["adapter", "case_id", "label", "prompt", "step"]
 SCORES = ["unit_id", *KEYS, "dice", "nsd", "hd95", "status"]
@@ -41,7 +41,7 @@ import numpy as np
 from segbench import hookimpl
 from segbench.adapters.baselines import BoxBaseline
 from segbench.interface import AdapterMeta
-from segbench.readers.phantom import phantom
+from segbench.data.readers.phantom import phantom
 
 POISON = phantom(0, 1)[0]
 
@@ -221,7 +221,7 @@ def test_killed_ray_worker_loses_and_duplicates_nothing(quick_run: Path, ray_ses
         if not killed:  # after the first finished unit, the other worker is mid-way through its own
             killed.extend(_kill_busy_ray_workers())
 
-    with caplog.at_level(logging.WARNING, logger="segbench.executors"):
+    with caplog.at_level(logging.WARNING, logger="segbench.running.executors"):
         create("ray", {"workers": workers_for(plan)}).run(plan, plan.units, store, done)
     assert killed and "worker lost while running litemedsam/phantom/" in caplog.text
     assert all(not psutil.pid_exists(pid) for pid in killed)

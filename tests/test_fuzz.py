@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench.errors import SegbenchError
-from segbench.readers import BUILTIN_READERS
-from segbench.taskspec import (
+from segbench.data.readers import BUILTIN_READERS
+from segbench.data.taskspec import (
     BUILTIN_TASK_DIR,
     EVALUATION_KEYS,
     INTENSITY_KEYS,
@@ -30,6 +29,7 @@ from segbench.taskspec import (
     load_task,
     parse_task,
 )
+from segbench.errors import SegbenchError
 
 SHIPPED = sorted(BUILTIN_TASK_DIR.glob("*.toml"))
 DATA_KEYS = sorted({key for reader in BUILTIN_READERS.values() for key in reader.DATA_KEYS}

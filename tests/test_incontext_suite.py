@@ -10,12 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from segbench.aggregate import leaderboard
-from segbench.plan import make_plan
-from segbench.readers.decode import read_image_file
-from segbench.store import RunStore
-from segbench.suites import load_config
-from segbench.taskspec import discover_tasks
+from segbench.data.readers.decode import read_image_file
+from segbench.data.suites import load_config
+from segbench.data.taskspec import discover_tasks
+from segbench.reporting.aggregate import leaderboard
+from segbench.running.plan import make_plan
+from segbench.running.store import RunStore
 
 from .conftest import run_cli
 

@@ -10,19 +10,19 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from segbench.aggregate import tables
-from segbench.case import Case
-from segbench.curves import dice_auc, split_support_sizes, step_curves, support_curves
+from segbench.data.case import Case
+from segbench.data.suites import load_config
+from segbench.data.taskspec import discover_tasks, parse_task
 from segbench.errors import ConfigError
-from segbench.execute import execute
-from segbench.overlays import crop_box, pick_cases
-from segbench.pages import FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT, family
-from segbench.plan import WorkUnit, make_plan
-from segbench.ranking import RankedRow, holm, pareto_front, rank_table, wilcoxon_p
-from segbench.samples import MaskSample, preview, representative_slice, sampled_cases, saved_predictions
-from segbench.store import RunStore
-from segbench.suites import load_config
-from segbench.taskspec import discover_tasks, parse_task
+from segbench.reporting.aggregate import tables
+from segbench.reporting.curves import dice_auc, split_support_sizes, step_curves, support_curves
+from segbench.reporting.overlays import crop_box, pick_cases
+from segbench.reporting.pages import FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT, family
+from segbench.reporting.ranking import RankedRow, holm, pareto_front, rank_table, wilcoxon_p
+from segbench.running.execute import execute
+from segbench.running.kept_masks import MaskSample, preview, representative_slice, sampled_cases, saved_predictions
+from segbench.running.plan import WorkUnit, make_plan
+from segbench.running.store import RunStore
 
 
 def final_rows(dice: dict[str, list[float]], weights: str = "none", prompt: str = "box") -> pl.DataFrame:

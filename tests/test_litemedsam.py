@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from segbench import checkpoints
 from segbench.adapters.litemedsam import CHECKPOINT, LiteMedSAM, preprocess, scale_box
 from segbench.interface import LoadOptions, Prompt
+from segbench.weights import checkpoints
 
 
 def official_recipe(image: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_state_dict_round_trips_in_the_official_layout(tmp_path) -> None:
 
 
 def test_a_batch_of_prompts_equals_the_prompts_one_by_one(model: LiteMedSAM) -> None:
-    from segbench.readers.phantom import phantom
+    from segbench.data.readers.phantom import phantom
 
     image, labels = phantom(0, 1)
     state = model.encode(image)

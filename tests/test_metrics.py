@@ -7,7 +7,7 @@ import pytest
 import surface_distance
 from scipy import ndimage
 
-from segbench import metrics
+from segbench.measuring import metrics
 
 
 def reference(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...], tolerance: float) -> tuple[float, ...]:

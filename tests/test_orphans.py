@@ -119,7 +119,7 @@ def test_each_mechanism_alone_ends_an_orphan(mechanism: str, tmp_path: Path) -> 
         import os, subprocess, sys, time
         child = '''
         import os, time
-        from segbench.executors import lifeline
+        from segbench.running.executors import lifeline
         {ALONE[mechanism]}
         lifeline.die_with_parent({{parent}}, interval=0.1)
         open({str(child_pid)!r}, "w").write(str(os.getpid()))

@@ -70,7 +70,7 @@ def test_every_adapter_module_is_built_in_and_segbench_entry_points_are_not_regi
 
 
 def test_model_code_kept_out_of_an_adapter_module_counts_in_its_fingerprint() -> None:
-    from segbench.plan import adapter_code
+    from segbench.running.plan import adapter_code
 
     for name, model_module in [("sam-med2d", "sam_med2d_net"), ("universeg", "universeg_net"),
                                ("sam2.1-hiera-t", "sam2_video"), ("medsam2", "sam2_video")]:

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from scipy import ndimage
 
-from segbench.prompts import (
+from segbench.protocols.prompts import (
     Target,
     bounding_box,
     correction_click,

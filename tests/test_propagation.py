@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segbench import checkpoints
 from segbench.adapters.baselines import BoxBaseline
 from segbench.adapters.litemedsam import CHECKPOINT, LiteMedSAM
 from segbench.interface import LoadOptions
-from segbench.metrics import evaluate
-from segbench.prompts import bounding_box, parse_protocol, targets_for
-from segbench.propagation import MARGIN_AT_256, SliceStrategy, widened_box
-from segbench.slice_cache import SliceEncodings, nbytes
-from segbench.volume_prompts import initial_volume_prompt, slice_extent
-from segbench.volume_runner import VolumeSession
+from segbench.measuring.metrics import evaluate
+from segbench.protocols.prompts import bounding_box, parse_protocol, targets_for
+from segbench.protocols.propagation import MARGIN_AT_256, SliceStrategy, widened_box
+from segbench.protocols.volume_prompts import initial_volume_prompt, slice_extent
+from segbench.running.slice_cache import SliceEncodings, nbytes
+from segbench.running.volume_runner import VolumeSession
+from segbench.weights import checkpoints
 
 from .volumes import crop_around, read_case
 

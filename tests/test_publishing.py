@@ -17,18 +17,18 @@ import jsonschema
 import polars as pl
 import pytest
 
-from segbench.aggregate import natural_key
 from segbench.errors import SegbenchError
-from segbench.leaderboard_json import SCHEMA, schema
-from segbench.pages import load_runs
-from segbench.publishing import publishable, scrub_text
-from segbench.report import SITE_MANIFEST, build_site, publishable_runs
+from segbench.reporting.aggregate import natural_key
+from segbench.reporting.leaderboard_json import SCHEMA, schema
+from segbench.reporting.pages import load_runs
+from segbench.reporting.publishing import publishable, scrub_text
+from segbench.reporting.report import SITE_MANIFEST, build_site, publishable_runs
 
 from .conftest import REPO, run_cli
 from .synthetic import SyntheticTask, write_run
 from .test_runner import write_config
 
-TEMPLATES = REPO / "harness" / "templates"
+TEMPLATES = REPO / "harness" / "reporting" / "templates"
 PHONE_CONTENT_PX = 390 - 2 * 12  # a 390 px phone less main's side padding (.75rem each) below 40rem
 
 

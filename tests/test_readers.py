@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from segbench import plugins
+from segbench.data.readers.decode import read_image_file
+from segbench.data.taskspec import discover_tasks, load_task, parse_task
 from segbench.errors import ConfigError, DataError
-from segbench.readers.decode import read_image_file
-from segbench.taskspec import discover_tasks, load_task, parse_task
 
 TASKS = discover_tasks()
 

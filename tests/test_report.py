@@ -17,10 +17,10 @@ import pytest
 from scipy import integrate
 
 from segbench import hookimpl, plugins
-from segbench.aggregate import bootstrap_ci, final_steps, leaderboard
-from segbench.pages import display_names, load_runs
-from segbench.report import build_site
-from segbench.samples import saved_predictions
+from segbench.reporting.aggregate import bootstrap_ci, final_steps, leaderboard
+from segbench.reporting.pages import display_names, load_runs
+from segbench.reporting.report import build_site
+from segbench.running.kept_masks import saved_predictions
 
 from .conftest import run_cli
 from .synthetic import SyntheticTask, peak_slice, write_run

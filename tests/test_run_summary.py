@@ -12,15 +12,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from segbench import executors
-from segbench.execute import execute
+from segbench.data.readers.phantom import phantom
+from segbench.data.suites import load_config
+from segbench.data.taskspec import discover_tasks
 from segbench.interface import MaskError, check_masks
-from segbench.plan import RunPlan, WorkUnit, make_plan
-from segbench.readers.phantom import phantom
-from segbench.runner import UnitRunner
-from segbench.store import RunStore
-from segbench.suites import load_config
-from segbench.taskspec import discover_tasks
+from segbench.running import executors
+from segbench.running.execute import execute
+from segbench.running.plan import RunPlan, WorkUnit, make_plan
+from segbench.running.runner import UnitRunner
+from segbench.running.store import RunStore
 
 from .conftest import run_cli
 from .plugin_site import install_plugin
@@ -31,7 +31,7 @@ import numpy as np
 from segbench import hookimpl
 from segbench.adapters.baselines import BoxBaseline
 from segbench.interface import AdapterMeta, Prediction
-from segbench.readers.phantom import phantom
+from segbench.data.readers.phantom import phantom
 
 POISON = phantom(0, 1)[0]
 

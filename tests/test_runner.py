@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from segbench import plugins
-from segbench.readers.phantom import phantom
-from segbench.readers.resize import resize_case
-from segbench.store import CASE_SCHEMA, RunStore
-from segbench.taskspec import discover_tasks, load_task
+from segbench.data.readers.phantom import phantom
+from segbench.data.readers.resize import resize_case
+from segbench.data.taskspec import discover_tasks, load_task
+from segbench.running.store import CASE_SCHEMA, RunStore
 
 from .conftest import run_cli
 

@@ -16,10 +16,10 @@ from PIL import Image
 from segbench import plugins
 from segbench.adapters.medsam2 import largest_component
 from segbench.adapters.sam2family import LazyFrames, SAM2Family, build_model, package_config
-from segbench.checkpoints import CheckpointError
 from segbench.interface import LoadOptions, Prompt
-from segbench.prompts import bounding_box, interior_point
-from segbench.slice_cache import SliceEncodings
+from segbench.protocols.prompts import bounding_box, interior_point
+from segbench.running.slice_cache import SliceEncodings
+from segbench.weights.checkpoints import CheckpointError
 
 from .conftest import run_cli
 from .volumes import crop_around, read_case

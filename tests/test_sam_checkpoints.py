@@ -10,10 +10,11 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from segbench import checkpoints, plugins
+from segbench import plugins
 from segbench.adapters.sam_med2d import SamMed2D, build_sam_med2d
-from segbench.checkpoints import CheckpointError
 from segbench.interface import LoadOptions
+from segbench.weights import checkpoints
+from segbench.weights.checkpoints import CheckpointError
 
 
 @pytest.fixture(scope="module")

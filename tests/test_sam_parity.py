@@ -17,9 +17,9 @@ from segment_anything import SamPredictor
 from segbench import plugins
 from segbench.adapters.sam import SamViTB
 from segbench.adapters.sam_base import EncodedImage
+from segbench.data.taskspec import discover_tasks
 from segbench.interface import LoadOptions, Prompt
-from segbench.prompts import bounding_box, correction_click, interior_point
-from segbench.taskspec import discover_tasks
+from segbench.protocols.prompts import bounding_box, correction_click, interior_point
 
 pytestmark = pytest.mark.data
 

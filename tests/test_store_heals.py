@@ -21,14 +21,14 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from segbench import executors
+from segbench.data.readers.phantom import phantom
+from segbench.data.suites import load_config
+from segbench.data.taskspec import discover_tasks
 from segbench.errors import SegbenchError
-from segbench.execute import execute
-from segbench.plan import RunPlan, WorkUnit, make_plan
-from segbench.readers.phantom import phantom
-from segbench.store import FILE_MODE, RunLocked, RunStore
-from segbench.suites import load_config
-from segbench.taskspec import discover_tasks
+from segbench.running import executors
+from segbench.running.execute import execute
+from segbench.running.plan import RunPlan, WorkUnit, make_plan
+from segbench.running.store import FILE_MODE, RunLocked, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
@@ -164,7 +164,7 @@ def test_files_follow_the_umask(finished: tuple[RunPlan, RunStore, pl.DataFrame]
     assert FILE_MODE == 0o666 & ~mask
     for path in [store.manifest_path, store.cases_path, *store.parts.glob("*.parquet")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
-    script = ("import os, sys, stat; os.umask(0o027); from segbench.store import RunStore; "
+    script = ("import os, sys, stat; os.umask(0o027); from segbench.running.store import RunStore; "
               "s = RunStore(sys.argv[1]); s.write_manifest({}); "
               "s.write_unit('u1', []); print(oct(stat.S_IMODE(s.manifest_path.stat().st_mode)), "
               "oct(stat.S_IMODE((s.parts / 'u1.ok.parquet').stat().st_mode)))")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from segbench.data.readers import BUILTIN_READERS
+from segbench.data.readers.base import GLOB_KEYS, GlobCases, Reader
+from segbench.data.suites import default_config, load_config
+from segbench.data.taskspec import BUILTIN_TASK_DIR, discover_tasks, load_task, parse_task
 from segbench.errors import ConfigError
-from segbench.readers import BUILTIN_READERS
-from segbench.readers.base import GLOB_KEYS, GlobCases, Reader
-from segbench.suites import default_config, load_config
-from segbench.taskspec import BUILTIN_TASK_DIR, discover_tasks, load_task, parse_task
 
 KVASIR = (BUILTIN_TASK_DIR / "kvasir.toml").read_text()
 REPO = Path(__file__).resolve().parent.parent

@@ -14,19 +14,19 @@ import pytest
 
 from segbench import plugins
 from segbench.adapters.baselines import box_mask
+from segbench.data.readers.phantom import phantom
+from segbench.data.suites import Suite
+from segbench.data.support_sets import SupportPool, SupportSplit, ensemble_masks, parse_support_split, support_request
+from segbench.data.taskspec import TaskSpec, parse_task
 from segbench.errors import ConfigError
-from segbench.execute import execute
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
-from segbench.plan import make_plan
-from segbench.prompts import Target, bounding_box, initial_prompt, parse_protocols, target_rng
-from segbench.readers.phantom import phantom
-from segbench.report import build_site
-from segbench.runner import UnitRunner
-from segbench.store import CASE_SCHEMA, RunStore, conform
-from segbench.suites import Suite
-from segbench.support import SupportPool, SupportSplit, ensemble_masks, parse_support_split, support_request
-from segbench.taskspec import TaskSpec, parse_task
+from segbench.protocols.prompts import Target, bounding_box, initial_prompt, parse_protocols, target_rng
+from segbench.reporting.report import build_site
+from segbench.running.execute import execute
+from segbench.running.plan import make_plan
+from segbench.running.runner import UnitRunner
+from segbench.running.store import CASE_SCHEMA, RunStore, conform
 
 TASK = {
     "task": {"name": "phantom-ic"},

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from segbench import checkpoints
 from segbench.adapters.universeg import CHECKPOINT, UniverSeg, grey_input
 from segbench.adapters.universeg_net import CrossConv, UniverSegNet
-from segbench.checkpoints import CheckpointError
+from segbench.data.readers.phantom import phantom
 from segbench.interface import LoadOptions, Support
-from segbench.readers.phantom import phantom
+from segbench.weights import checkpoints
+from segbench.weights.checkpoints import CheckpointError
 
 OFFICIAL_TABLE = json.loads((Path(__file__).parent / "fixtures" / "universeg_v1_state_dict.json").read_text())
 

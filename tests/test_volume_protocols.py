@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segbench.data.suites import Suite
+from segbench.data.taskspec import discover_tasks, parse_task
 from segbench.errors import ConfigError
-from segbench.plan import make_plan
-from segbench.prompts import Target, bounding_box, correction_click, parse_protocol
-from segbench.suites import Suite
-from segbench.taskspec import discover_tasks, parse_task
-from segbench.volume_prompts import initial_volume_prompt, key_slice, refine_volume_prompt, slice_extent
+from segbench.protocols.prompts import Target, bounding_box, correction_click, parse_protocol
+from segbench.protocols.volume_prompts import initial_volume_prompt, key_slice, refine_volume_prompt, slice_extent
+from segbench.running.plan import make_plan
 
 from .volumes import crop_around, read_case
 

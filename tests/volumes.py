@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from segbench import plugins
-from segbench.case import Case
-from segbench.taskspec import discover_tasks
+from segbench.data.case import Case
+from segbench.data.taskspec import discover_tasks
 
 
 def read_case(data_root: Path, task: str, index: int = 0) -> Case:

@@ -12,11 +12,12 @@ import os
 import numpy as np
 import pytest
 
-from segbench import checkpoints, plugins
+from segbench import plugins
+from segbench.data.readers.phantom import phantom
 from segbench.interface import Adapter, Prompt
-from segbench.plan import setup_adapter
-from segbench.prompts import bounding_box, jitter_box, target_rng
-from segbench.readers.phantom import phantom
+from segbench.protocols.prompts import bounding_box, jitter_box, target_rng
+from segbench.running.plan import setup_adapter
+from segbench.weights import checkpoints
 
 DEVICE = os.environ.get("SEGBENCH_BENCH_DEVICE", "cpu")
 SELECTED = [n for n in os.environ.get("SEGBENCH_BENCH_ADAPTERS", "").split(",") if n] or list(plugins.adapters())

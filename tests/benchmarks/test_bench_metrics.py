@@ -15,7 +15,7 @@ import pytest
 import surface_distance
 from scipy import ndimage
 
-from segbench import metrics
+from segbench.measuring import metrics
 
 from ..conftest import find_data_root
 

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segbench.adapters.litemedsam import preprocess, scale_box
-from segbench.plan import WorkUnit, make_plan
-from segbench.runner import UnitRunner
-from segbench.suites import Suite
-from segbench.taskspec import discover_tasks
+from segbench.data.suites import Suite
+from segbench.data.taskspec import discover_tasks
+from segbench.running.plan import WorkUnit, make_plan
+from segbench.running.runner import UnitRunner
 
 CASES = 12
 LIMIT_CPU = 0.05

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from segbench import plugins
-from segbench.taskspec import discover_tasks
+from segbench.data.taskspec import discover_tasks
 
 # one task per reader/format: BMP+PNG, JPEG, TIFF (tifffile), GIF (DRIVE masks), JSON index, NIfTI, HDF5
 TASKS = ["wbc", "kvasir", "cvc", "drive", "ct-slices", "brats", "la-heart"]

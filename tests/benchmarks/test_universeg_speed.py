@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from segbench.adapters.universeg import UniverSeg
+from segbench.data.readers.phantom import phantom
 from segbench.interface import LoadOptions, Support
-from segbench.measure import timed
-from segbench.readers.phantom import phantom
+from segbench.measuring.cost import timed
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,0 +1,1 @@
+../../harness/lazy.py

@@ -1,0 +1,1 @@
+../../harness/strict.py

@@ -1,0 +1,1 @@
+"""Prompt protocols: what each adapter is asked, derived from the ground truth with a seed."""

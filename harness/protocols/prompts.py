@@ -1,0 +1,287 @@
+"""Prompt protocols: seeded, derived from the ground truth, identical for every adapter.
+
+A protocol turns a *target* (one label of a case, or one connected component of it) into a prompt:
+
+``box``            the tight bounding box of the target;
+``box_jitter``     each box coordinate moved by a uniform integer in [-px, +px] (clipped to the image);
+``center_point``   one positive click at the maximum of the distance transform inside the target;
+``random_points``  ``k`` positive clicks drawn uniformly from the target's pixels;
+``iterative``      start from a box or a center point, then ``clicks`` correction clicks, each at the
+                   maximum of the distance transform inside the largest error component (8-connected
+                   in 2D, 26-connected in 3D), positive or negative by the ground truth there, as in
+                   the CVPR 2025 interactive segmentation challenge (``CVPR25_iter_eval.py``);
+``support``        in-context: ``k`` labelled examples of the target's label from the task's support pool,
+                   ``ensemble`` such sets averaged, optionally with a ``prompt`` (one of the one-step
+                   kinds above) passed together with each set. ``k = [1, 2, 4]`` in a protocol list
+                   expands into one protocol per size (the support-size axis). Drawing the sets is
+                   :mod:`segbench.data.support_sets`'s job.
+
+Volume protocols (3D tasks; their geometry lives in :mod:`segbench.protocols.volume_prompts`):
+
+``key_slice_box``  the tight 2D box of the target on one key slice (``slice = "middle"`` of the
+                   target's extent along the slices, or ``"largest"`` area), plus that extent; the
+                   model propagates it through the volume;
+``slice_boxes``    the tight 2D box on every ``every``-th slice of the target's extent (``every = 1``:
+                   the MedSAM paper's slice-by-slice protocol; ``every = 2``: Medical-SAM2's);
+``iterative_3d``   a key-slice box, then ``clicks`` 3D correction clicks (26-connected error
+                   components), as in the CVPR 2025 challenge.
+
+Randomness comes from :func:`target_rng`, keyed by (seed, task, case, label, instance, protocol) and
+never by adapter, so every adapter receives the same prompts. Correction clicks depend on each
+adapter's own errors by design; they are deterministic given its predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segbench.interface import Prompt
+from segbench.lazy import lazy_import
+
+ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and planning need no scipy
+
+KINDS: dict[str, dict[str, Any]] = {
+    "box": {},
+    "box_jitter": {"px": 5},
+    "center_point": {},
+    "random_points": {"k": 3},
+    "iterative": {"start": "box", "clicks": 5},
+    "support": {"k": 1, "ensemble": 1, "prompt": "none"},
+    "key_slice_box": {"slice": "middle"},
+    "slice_boxes": {"every": 1},
+    "iterative_3d": {"slice": "middle", "clicks": 5},
+}
+VOLUME_KINDS = frozenset({"key_slice_box", "slice_boxes", "iterative_3d"})
+STARTS = ("box", "center_point")
+SUPPORT_PROMPTS = ("none", "box", "box_jitter", "center_point", "random_points")
+KEY_SLICES = ("middle", "largest")
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    kind: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def param(self, key: str) -> Any:
+        return dict(self.params).get(key, KINDS[self.kind].get(key))
+
+    @property
+    def name(self) -> str:
+        """The protocol's name in results: ``box``, ``box_jitter5``, ``points3``, ``iterative_box5``."""
+        if self.kind == "box_jitter":
+            return f"box_jitter{self.param('px')}"
+        if self.kind == "random_points":
+            return f"points{self.param('k')}"
+        if self.kind == "iterative":
+            return f"iterative_{'box' if self.param('start') == 'box' else 'point'}{self.param('clicks')}"
+        if self.kind == "support":
+            ensemble = int(self.param("ensemble"))
+            prompt = self.support_prompt
+            return (f"support{self.param('k')}" + (f"x{ensemble}" if ensemble != 1 else "")
+                    + (f"+{prompt.name}" if prompt else ""))
+        if self.kind == "key_slice_box":
+            return f"key_box_{self.param('slice')}"
+        if self.kind == "slice_boxes":
+            every = int(self.param("every"))
+            return "slice_boxes" if every == 1 else f"slice_boxes_every{every}"
+        if self.kind == "iterative_3d":
+            return f"iterative3d_{self.param('slice')}_box{self.param('clicks')}"
+        return self.kind
+
+    @property
+    def support_prompt(self) -> ProtocolSpec | None:
+        """The prompt protocol a ``support`` protocol passes together with each support set, if any."""
+        prompt = self.param("prompt") if self.kind == "support" else "none"
+        return None if prompt == "none" else ProtocolSpec(prompt)
+
+    @property
+    def dim(self) -> int:
+        """The dimension of the tasks the protocol applies to (2 or 3)."""
+        return 3 if self.kind in VOLUME_KINDS else 2
+
+    @property
+    def steps(self) -> int:
+        return 1 + int(self.param("clicks")) if self.kind in ("iterative", "iterative_3d") else 1
+
+    @property
+    def propagates(self) -> bool:
+        """Whether the model must carry the prompt to slices that have none (volume protocols)."""
+        return self.kind in ("key_slice_box", "iterative_3d")
+
+    @property
+    def requires(self) -> frozenset[str]:
+        """Adapter capabilities this protocol needs. A 2D adapter runs the volume protocols through the
+        harness's slice strategies, except boxes on only some slices, which need a model that propagates."""
+        if self.kind == "box" or self.kind == "box_jitter" or self.kind == "key_slice_box":
+            return frozenset({"box"})
+        if self.kind == "slice_boxes":
+            return frozenset({"box"} if int(self.param("every")) == 1 else {"box", "volume"})
+        if self.kind == "iterative_3d":
+            return frozenset({"point", "box"})
+        if self.kind == "iterative":
+            return frozenset({"point", "box"} if self.param("start") == "box" else {"point"})
+        if self.kind == "support":
+            prompt = self.support_prompt
+            return frozenset({"support_set"}) | (prompt.requires if prompt else frozenset())
+        return frozenset({"point"})
+
+
+def parse_protocol(value: str | Mapping[str, Any]) -> ProtocolSpec:
+    """``"box"`` or ``{kind = "box_jitter", px = 10}``; raises ValueError naming the problem."""
+    if isinstance(value, str):
+        value = {"kind": value}
+    if not isinstance(value, Mapping) or "kind" not in value:
+        raise ValueError(f"a protocol is a kind name or a table with 'kind', got {value!r}")
+    kind = value["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"unknown protocol kind {kind!r} (known: {', '.join(KINDS)})")
+    params = {k: v for k, v in value.items() if k != "kind"}
+    unknown = set(params) - set(KINDS[kind])
+    if unknown:
+        raise ValueError(f"protocol {kind!r} takes {sorted(KINDS[kind]) or 'no parameters'}, not {sorted(unknown)}")
+    for key, given in params.items():
+        default = KINDS[kind][key]
+        if isinstance(default, int) and (not isinstance(given, int) or isinstance(given, bool) or given < 0):
+            raise ValueError(f"protocol {kind!r}: {key} must be a non-negative integer, got {given!r}")
+    if kind == "iterative" and params.get("start", "box") not in STARTS:
+        raise ValueError(f"protocol 'iterative': start must be one of {STARTS}")
+    if kind == "support":
+        if params.get("prompt", "none") not in SUPPORT_PROMPTS:
+            raise ValueError(f"protocol 'support': prompt must be one of {SUPPORT_PROMPTS}")
+        if any(params.get(key, 1) < 1 for key in ("k", "ensemble")):
+            raise ValueError("protocol 'support': k and ensemble must be at least 1")
+    if params.get("slice", "middle") not in KEY_SLICES:
+        raise ValueError(f"protocol {kind!r}: slice must be one of {KEY_SLICES}")
+    if kind == "slice_boxes" and params.get("every", 1) < 1:
+        raise ValueError("protocol 'slice_boxes': every must be at least 1")
+    return ProtocolSpec(kind, tuple(sorted(params.items())))
+
+
+def parse_protocols(values: Sequence[str | Mapping[str, Any]]) -> tuple[ProtocolSpec, ...]:
+    """A protocol list; a ``support`` protocol with a list ``k = [1, 2, 4]`` becomes one protocol per size."""
+    out: list[ProtocolSpec] = []
+    for value in values:
+        sizes = value.get("k") if isinstance(value, Mapping) and value.get("kind") == "support" else None
+        if isinstance(sizes, list):
+            if not sizes:
+                raise ValueError("protocol 'support': k must be a size or a non-empty list of sizes")
+            out += [parse_protocol({**value, "k": size}) for size in sizes]
+        else:
+            out.append(parse_protocol(value))
+    return tuple(out)
+
+
+@dataclass
+class Target:
+    """What one prompt asks for: a label, or one connected component of it (``instance`` >= 0)."""
+
+    label: str
+    instance: int
+    mask: np.ndarray
+
+
+def targets_for(labels: Mapping[str, np.ndarray], mode: str) -> list[Target]:
+    """One target per non-empty label, or one per connected component when ``mode == "components"``."""
+    targets = []
+    for name, mask in labels.items():
+        if not mask.any():
+            continue
+        if mode == "components":
+            components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+            targets.extend(Target(name, i, components == i + 1) for i in range(count))
+        else:
+            targets.append(Target(name, 0, mask))
+    return targets
+
+
+def target_rng(seed: int, *keys: object) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``keys`` (stable across processes and machines)."""
+    digest = hashlib.sha256("\x1f".join(map(str, keys)).encode()).digest()
+    words = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+    return np.random.default_rng(np.random.SeedSequence([seed, *words]))
+
+
+def bounding_box(mask: np.ndarray) -> np.ndarray:
+    """``(x_min, y_min, x_max, y_max)`` of a 2D mask, inclusive pixel indices."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
+def jitter_box(box: np.ndarray, px: int, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    moved = box + rng.integers(-px, px + 1, size=4)
+    height, width = shape
+    x0, x1 = sorted(np.clip(moved[[0, 2]], 0, width - 1))
+    y0, y1 = sorted(np.clip(moved[[1, 3]], 0, height - 1))
+    return np.array([x0, y0, x1, y1], dtype=np.float64)
+
+
+def interior_point(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of the maximum of the distance transform inside ``mask`` (image border counts as outside);
+    ties go to the first index in C order."""
+    # on the mask's bounding box padded by one: the same distances (every voxel outside the box is at
+    # least as far as the padding) and the same C-order ties, for a fraction of a volume's cost
+    extents = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+               for axis in range(mask.ndim)]
+    lows = [int(extent[0]) for extent in extents]
+    crop = mask[tuple(slice(extent[0], extent[-1] + 1) for extent in extents)]
+    distance = ndimage.distance_transform_edt(np.pad(crop, 1))[(slice(1, -1),) * mask.ndim]
+    index = np.unravel_index(int(np.argmax(distance)), crop.shape)
+    return tuple(int(v) + lo for v, lo in zip(index, lows, strict=True))
+
+
+def correction_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], int] | None:
+    """The CVPR 2025 click: at the distance-transform maximum of the largest error component.
+
+    Returns (index, label) with label 1 where the ground truth is foreground (a missed region) and 0
+    where it is background (a false positive), or ``None`` when the prediction is already perfect.
+    """
+    error = gt != pred
+    if not error.any():
+        return None
+    components, count = ndimage.label(error, structure=np.ones((3,) * gt.ndim, bool))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    largest = components == int(np.argmax(sizes))
+    index = interior_point(largest)
+    return index, int(gt[index])
+
+
+def _xy(index: tuple[int, ...]) -> list[float]:
+    row, col = index[-2], index[-1]
+    return [float(col), float(row)]
+
+
+def initial_prompt(spec: ProtocolSpec, target: Target, rng: np.random.Generator) -> Prompt:
+    """The first prompt of ``spec`` for a 2D ``target``."""
+    mask = target.mask
+    kind = spec.kind if spec.kind != "iterative" else spec.param("start")
+    if kind == "box":
+        return Prompt(box=bounding_box(mask))
+    if kind == "box_jitter":
+        return Prompt(box=jitter_box(bounding_box(mask), int(spec.param("px")), mask.shape, rng))
+    if kind == "center_point":
+        return Prompt(points=np.array([_xy(interior_point(mask))]), point_labels=np.array([1]))
+    if kind == "random_points":
+        rows, cols = np.nonzero(mask)
+        chosen = rng.choice(len(rows), size=min(int(spec.param("k")), len(rows)), replace=False)
+        points = np.stack([cols[chosen], rows[chosen]], axis=1).astype(np.float64)
+        return Prompt(points=points, point_labels=np.ones(len(points), dtype=np.int64))
+    raise ValueError(f"no initial prompt for protocol kind {kind!r}")
+
+
+def refine_prompt(prompt: Prompt, target: Target, predicted: np.ndarray, feedback: Any) -> Prompt:
+    """The next iterative prompt: the previous prompt plus one correction click and the adapter's feedback."""
+    click = correction_click(target.mask, predicted)
+    points = prompt.points if prompt.points is not None else np.zeros((0, 2))
+    labels = prompt.point_labels if prompt.point_labels is not None else np.zeros(0, dtype=np.int64)
+    if click is not None:
+        index, label = click
+        points = np.concatenate([points, [_xy(index)]])
+        labels = np.concatenate([labels, [label]])
+    return Prompt(box=prompt.box, points=points, point_labels=labels, previous=feedback)

@@ -1,0 +1,483 @@
+"""From case rows to leaderboard tables (polars, numpy): the aggregation rule, penalties for what failed
+or never ran, bootstrap CIs over cases, speed and memory.
+
+The rule (``AGGREGATION_RULE`` is the same text, shown on the pages):
+
+- Each (task, prompt protocol, label) is its own table; accuracy is taken at the last step of each
+  protocol (the final answer of an iterative protocol).
+- A table's case set is every (case, label) pair any adapter of the table scored (status ok), plus the
+  cases the runs planned for its adapters (manifest ``planned``; a planned case nobody scored brings
+  the labels the task was scored on elsewhere). An adapter without an ok row for a pair of the set
+  (failed, timed out, never ran) scores the penalty Dice 0, NSD 0, HD95 = the case's image diagonal
+  (``diagonal``, from any row of the case; NaN in runs that did not record it, which then leave the
+  HD95 penalty out). A failed row with label ``*`` (the case could not be read) fails every label of
+  the case, and one with prompt ``*`` every protocol. The penalised pairs are counted beside the
+  mean, failed and missing apart. So failing can never raise a mean: a failed pair scores the worst
+  value there is.
+- A task's headline (per protocol) is the macro mean over its labels, the mean of the per-label
+  means, so a label with more cases does not outweigh the others; the pooled mean over the (case,
+  label) pairs is a secondary figure. HD95 is the median over the pairs (penalties included), with
+  the number of empty predictions (``pred_area == 0``) beside it, in the rows' ``unit`` (px where the
+  images had no spacing, mm otherwise; runs that did not record a unit read as mm).
+- Confidence intervals: percentile bootstrap over CASES, seeded: a resample draws case ids, and all
+  labels (and instances) of a drawn case come with it. Every adapter of a table is evaluated on the
+  same resamples, so the ranking can read rank intervals off them (``segbench.reporting.ranking``).
+- Rows made with random weights carry no accuracy (n/a) and are never penalised into a number; their
+  speed and memory still count. Adapters whose family is ``baseline`` are reference rows: scored by
+  the same rule, never ranked (``segbench.reporting.ranking``).
+
+Speed is per case and protocol over the ok rows: ``total_ms`` is one encoder pass plus every decode of
+the protocol, so throughput = cases / total seconds and latency is its median. A case counts as run on a
+slowed machine when the run's machine probe (``probe_ms``, a fixed matrix product timed every few seconds)
+read more than ``SLOW_MACHINE`` times its median over the run and device; such cases are counted beside
+the latency, so a figure measured on a busy machine says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+ALPHA = 0.05  # the paired tests' significance level (segbench.reporting.ranking)
+PENALTY_DICE = 0.0
+PENALTY_NSD = 0.0
+SLOW_MACHINE = 1.5  # a probe this many times slower than the run's median flags the case
+DEFAULT_UNIT = "mm"  # what rows without a ``unit`` (older runs) are read as
+PAIR_KEY = ["case_id", "label"]
+# Columns of the row contract that older runs lack; read as nulls.
+CONTRACT_COLUMNS: dict[str, pl.DataType] = {"unit": pl.String(), "diagonal": pl.Float64(), "truth_area": pl.Int64(),
+                                            "pred_area": pl.Int64()}
+
+AGGREGATION_RULE = (
+    "Each (task, prompt protocol, label) is its own ranked table, scored at the protocol's final step. "
+    "A table's case set is every (case, label) pair any of its adapters scored, plus the cases the run planned "
+    "for them. An adapter without a scored row for a pair of the set (failed, timed out or never ran) gets the "
+    f"penalty Dice {PENALTY_DICE:g}, NSD {PENALTY_NSD:g}, HD95 = the case's image diagonal, and the number of such "
+    "pairs stands beside its mean (failed / missing). A task's headline is the macro mean over its labels (the "
+    "mean of the per-label means); the pooled mean over all (case, label) pairs is a secondary column. HD95 is "
+    "the median over the pairs, penalties included, with the number of empty predictions beside it; distances "
+    "are in px where the images have no spacing, in mm where they have. 95% confidence intervals come from "
+    f"{BOOTSTRAP_RESAMPLES} seeded bootstrap resamples of cases (all labels of a case resampled together); the "
+    "rank interval is the 2.5-97.5% range of an adapter's rank over the same resamples. Adapters are ranked by "
+    "mean Dice; one that a paired Wilcoxon signed-rank test (over the table's (case, label) pairs, penalties "
+    f"included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank (\"1=\"). "
+    "Baselines are unranked reference rows placed by their score; rows made with random weights carry no accuracy."
+)
+
+
+def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """Sort key for names with numbers in them: ``support`` < ``support2`` < ``support16`` < ``supportx``;
+    digit runs compare as numbers, the rest case-insensitively (then exactly, so the order is total)."""
+    pieces = [piece for piece in re.split(r"(\d+)", name) if piece]
+    parts = tuple((0, int(piece)) if piece.isdigit() else (1, piece.casefold()) for piece in pieces)
+    return parts, name
+
+
+
+@lru_cache(maxsize=16)
+def _resample_indices(size: int, seed: int, resamples: int) -> np.ndarray:
+    """The bootstrap's resampling indices: they depend on the sample size alone, so the many estimates
+    of a leaderboard with equal case counts share them (read-only)."""
+    indices = np.random.default_rng(seed).integers(0, size, size=(resamples, size))
+    indices.flags.writeable = False
+    return indices
+
+
+@lru_cache(maxsize=16)
+def _resample_counts(size: int, seed: int, resamples: int) -> np.ndarray:
+    """How often each case is drawn in each resample (resamples, cases): the same resamples as
+    ``_resample_indices``, as weights, so a resampled mean is one matrix product (read-only)."""
+    offsets = _resample_indices(size, seed, resamples) + np.arange(resamples)[:, None] * size
+    counts = np.bincount(offsets.ravel(), minlength=resamples * size).reshape(resamples, size).astype(np.float64)
+    counts.flags.writeable = False
+    return counts
+
+
+def _percentiles(statistics: np.ndarray) -> tuple[float, float]:
+    tail = (1 - CONFIDENCE) / 2 * 100
+    finite = statistics[np.isfinite(statistics)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of independent values (seeded, so a report is reproducible)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    if values.size == 1:
+        return float(values[0]), float(values[0])
+    return _percentiles(values[_resample_indices(values.size, seed, resamples)].mean(axis=1))
+
+
+def _group_matrix(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(groups, members) matrix of ``values``, NaN-padded: one row per distinct group."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    matrix = np.full((counts.size, int(counts.max())), np.nan)
+    order = np.argsort(inverse, kind="stable")
+    position = np.arange(values.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    matrix[inverse[order], position] = values[order]
+    return matrix
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: np.ndarray, groups: np.ndarray | None = None) -> Estimate:
+        """Mean with its bootstrap CI; with ``groups`` (a case id per value) the bootstrap resamples
+        groups, so values of one case stay together."""
+        keep = np.isfinite(values)
+        finite = values[keep]
+        mean = float(finite.mean()) if finite.size else float("nan")
+        if groups is None or finite.size == 0:
+            return cls(mean, *bootstrap_ci(finite))
+        _, pooled = _means(_group_matrix(finite, np.asarray(groups)[keep]))
+        return cls(mean, pooled.low, pooled.high)
+
+
+def _mean_over(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean of the finite values along ``axis`` (NaN where none)."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=axis)
+    total = np.where(finite, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _weighted_sums(matrix: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label sums and counts of the finite values of a (cases, labels) matrix, each case weighted
+    by ``weights`` (resamples, cases): (resamples, labels) each."""
+    finite = np.isfinite(matrix)
+    return weights @ np.where(finite, matrix, 0.0), weights @ finite.astype(np.float64)
+
+
+def _macro_from(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _mean_over(np.where(counts > 0, sums / np.maximum(counts, 1e-300), np.nan), axis=-1)
+
+
+def _pooled_from(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    total = counts.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, sums.sum(axis=-1) / np.maximum(total, 1e-300), np.nan)
+
+
+def _case_weights(cases: int, seed: int = 0) -> np.ndarray:
+    """The bootstrap's case weights of a table with ``cases`` cases; one unit weight row for a single case
+    (its CI is the point)."""
+    if cases < 2:
+        return np.ones((1, cases))
+    return _resample_counts(cases, seed, BOOTSTRAP_RESAMPLES)
+
+
+def _means(matrix: np.ndarray, seed: int = 0) -> tuple[Estimate, Estimate]:
+    """(macro mean over labels, pooled mean over pairs) of a (cases, labels) matrix, each with its
+    bootstrap CI over cases."""
+    point = _weighted_sums(matrix, np.ones((1, matrix.shape[0])))
+    resampled = _weighted_sums(matrix, _case_weights(matrix.shape[0], seed))
+    macro, pooled = (Estimate(float(statistic(*point)[0]), *_percentiles(statistic(*resampled)))
+                     for statistic in (_macro_from, _pooled_from))
+    return macro, pooled
+
+
+def _pooled_median(sample: np.ndarray) -> np.ndarray:
+    """Median of the finite values over every (case, label) pair (NaN where none); a sort puts NaN last,
+    which is much faster than ``np.nanmedian`` over the bootstrap's thousands of resamples."""
+    flat = np.sort(sample.reshape(*sample.shape[:-2], -1), axis=-1)
+    count = np.isfinite(flat).sum(axis=-1)
+    lower = np.take_along_axis(flat, np.maximum((count - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    upper = np.take_along_axis(flat, np.maximum(count // 2, 0)[..., None], axis=-1)[..., 0]
+    return np.where(count > 0, (lower + upper) / 2, np.nan)
+
+
+def _median(matrix: np.ndarray, seed: int = 0) -> Estimate:
+    """Median over the (case, label) pairs of a (cases, labels) matrix, with its bootstrap CI over cases."""
+    point = float(_pooled_median(matrix))
+    if matrix.shape[0] < 2:
+        return Estimate(point, point, point)
+    return Estimate(point, *_percentiles(_pooled_median(matrix[_resample_indices(matrix.shape[0], seed,
+                                                                                   BOOTSTRAP_RESAMPLES)])))
+
+
+@dataclass(frozen=True)
+class TableScores:
+    """The penalised scores of one table: per adapter a (cases, labels) matrix per metric, NaN outside the
+    table's case set; every measured adapter has a value at every pair of the set (its own, or the penalty)."""
+
+    cases: tuple[str, ...]
+    labels: tuple[str, ...]
+    in_set: np.ndarray  # (cases, labels) bool
+    dice: Mapping[str, np.ndarray]
+    nsd: Mapping[str, np.ndarray]
+    hd95: Mapping[str, np.ndarray]
+    seed: int = 0
+
+    def resampled_dice(self, adapter: str) -> np.ndarray:
+        """The headline (macro mean Dice) of ``adapter`` in each bootstrap resample of cases."""
+        resampled = _macro_from(*_weighted_sums(self.dice[adapter], _case_weights(len(self.cases), self.seed)))
+        return np.resize(resampled, BOOTSTRAP_RESAMPLES)  # a single case: its one value, repeated
+
+    def pair_dice(self, adapter: str) -> np.ndarray:
+        """``adapter``'s Dice at every (case, label) pair of the set, in one fixed order (for paired tests)."""
+        return self.dice[adapter][self.in_set]
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    task: str
+    prompt: str
+    adapter: str
+    weights: str
+    dice: Estimate  # the headline: macro mean over labels (the label's mean in a per-label table)
+    nsd: Estimate  # macro mean as Dice
+    hd95: Estimate  # MEDIAN over the pairs (``mean`` holds the median) with its bootstrap CI
+    throughput: float  # cases per second
+    latency_ms: float  # median per case
+    peak_mem_mb: float
+    cases: int  # cases scored (status ok)
+    failed: int = 0  # pairs of the case set penalised because they failed (or timed out)
+    missing: int = 0  # pairs of the case set penalised because they never ran
+    label: str | None = None  # None: the task's headline over every label
+    pooled: Estimate | None = None  # mean Dice over every (case, label) pair (the headline's secondary column)
+    hd95_empty: int | None = None  # empty predictions (pred_area == 0) among the scored pairs; None: not recorded
+    unit: str = DEFAULT_UNIT  # of HD95 and the NSD tolerance: "px" or "mm"
+    pairs: int = 0  # (case, label) pairs in the table's case set
+    baseline: bool = False  # a reference row, never ranked
+    slow_cases: int = 0  # scored cases run while the machine probe read > SLOW_MACHINE x the run's median
+
+    @property
+    def accuracy_known(self) -> bool:
+        return self.weights != "random"
+
+    @property
+    def failures(self) -> int:
+        """Penalised pairs of the case set, failed or missing."""
+        return self.failed + self.missing
+
+
+@dataclass(frozen=True)
+class Table:
+    """One (task, prompt, label) table, or the task's headline table over every label (``label`` None)."""
+
+    task: str
+    prompt: str
+    label: str | None
+    rows: list[LeaderboardRow]  # best Dice first; rows without a Dice last
+    scores: TableScores
+
+
+def final_steps(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows at the last step of their protocol."""
+    last = frame.group_by("adapter", "task", "prompt").agg(pl.col("step").max().alias("last_step"))
+    return frame.join(last, on=["adapter", "task", "prompt"]).filter(pl.col("step") == pl.col("last_step"))
+
+
+def with_contract_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the row-contract columns older runs lack, as nulls."""
+    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in CONTRACT_COLUMNS.items()
+               if name not in frame.columns]
+    return frame.with_columns(missing) if missing else frame
+
+
+def with_slow_machine(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with ``slow_machine``: the row's probe read more than ``SLOW_MACHINE`` times the median of
+    its run and device's probe readings (False where either is unknown)."""
+    if "probe_ms" not in frame.columns:
+        return frame.with_columns(pl.lit(False).alias("slow_machine"))
+    keys = [key for key in ("run_id", "device") if key in frame.columns]
+    finite = frame.filter(pl.col("probe_ms").is_finite())
+    # the median over the run's probe readings, each once (many rows share one reading: a short adapter's
+    # single probe must not outweigh a long one's hundreds)
+    readings = finite.select(*keys, "probe_ms").unique()
+    medians = (readings.group_by(keys).agg(pl.col("probe_ms").median().alias("_probe_median")) if keys
+               else readings.select(pl.col("probe_ms").median().alias("_probe_median")))
+    joined = frame.join(medians, on=keys, how="left", nulls_equal=True) if keys else frame.join(medians, how="cross")
+    slow = (pl.col("probe_ms").is_finite() & (pl.col("probe_ms") > SLOW_MACHINE * pl.col("_probe_median")))
+    return joined.with_columns(slow.fill_null(False).alias("slow_machine")).drop("_probe_median")
+
+
+def unit_of(rows: pl.DataFrame) -> str:
+    """The distance unit of ``rows``: "px" when every row that records one says px, "mm" when they say mm or
+    none records one (older runs), "mm/px" when they are mixed."""
+    units = set(rows["unit"].drop_nulls().unique().to_list()) if "unit" in rows.columns else set()
+    if not units:
+        return DEFAULT_UNIT
+    return units.pop() if len(units) == 1 else "/".join(sorted(units))
+
+
+def _combinations(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str]]
+                  ) -> list[tuple[str, str, str]]:
+    """Every (task, prompt, adapter) the run ran; an adapter whose every case failed before any protocol
+    (prompt ``*``), or that was planned for a task and never ran, is listed under every protocol of the task."""
+    ran = frame.filter(pl.col("prompt") != "*").select("task", "prompt", "adapter").unique()
+    prompts = ran.select("task", "prompt").unique()
+    tried = frame.select("task", "adapter")
+    if planned:
+        tried = pl.concat([tried, pl.DataFrame({"task": [t for _, t in planned], "adapter": [a for a, _ in planned]},
+                                               schema={"task": pl.String, "adapter": pl.String})])
+    never = tried.unique().join(ran.select("task", "adapter"), on=["task", "adapter"], how="anti")
+    return sorted(pl.concat([ran, never.join(prompts, on="task").select("task", "prompt", "adapter")]).iter_rows())
+
+
+def _matrix(rows: pl.DataFrame, column: str, index: pl.DataFrame, shape: tuple[int, int]) -> np.ndarray:
+    matrix = np.full(shape, np.nan)
+    placed = rows.join(index, on=PAIR_KEY)
+    matrix[placed["ci"].to_numpy(), placed["li"].to_numpy()] = placed[column].cast(pl.Float64).fill_null(
+        float("nan")).to_numpy()
+    return matrix
+
+
+class _TaskPrompt:
+    """Everything one (task, prompt) needs: its case set, each adapter's penalised matrices."""
+
+    def __init__(self, task_frame: pl.DataFrame, task: str, prompt: str, adapters: list[str],
+                 planned: Mapping[tuple[str, str], Collection[str]], task_labels: list[str]):
+        self.task, self.prompt, self.adapters = task, prompt, adapters
+        self.unit = unit_of(task_frame)  # one unit for every table of the task
+        rows = task_frame.filter(pl.col("prompt").is_in([prompt, "*"]) & pl.col("adapter").is_in(adapters))
+        self.ok = final_steps(rows.filter((pl.col("status") == "ok") & (pl.col("prompt") == prompt))).unique(
+            ["adapter", *PAIR_KEY], keep="first", maintain_order=True)
+        self.failed = rows.filter(pl.col("status") != "ok")
+        scored = self.ok.select(PAIR_KEY).unique()
+        scored_cases = set(scored["case_id"].to_list())
+        planned_cases = {case for adapter in adapters for case in planned.get((adapter, task), ())}
+        extra = [(case, label) for case in sorted(planned_cases - scored_cases) for label in task_labels]
+        pairs = pl.concat([scored, pl.DataFrame(extra, schema={"case_id": pl.String, "label": pl.String},
+                                                orient="row")]).unique()
+        self.cases = tuple(sorted(pairs["case_id"].unique().to_list()))
+        self.labels = tuple(sorted(pairs["label"].unique().to_list()))
+        case_index = {case: i for i, case in enumerate(self.cases)}
+        label_index = {label: i for i, label in enumerate(self.labels)}
+        self.index = pairs.with_columns(
+            pl.col("case_id").replace_strict(case_index, return_dtype=pl.Int64).alias("ci"),
+            pl.col("label").replace_strict(label_index, return_dtype=pl.Int64).alias("li"))
+        shape = (len(self.cases), len(self.labels))
+        self.in_set = np.zeros(shape, bool)
+        self.in_set[self.index["ci"].to_numpy(), self.index["li"].to_numpy()] = True
+        diagonals = (task_frame.filter(pl.col("diagonal").is_not_null() & pl.col("diagonal").is_finite())
+                     .group_by("case_id").agg(pl.col("diagonal").max()))
+        known = dict(diagonals.iter_rows())
+        self.diagonal = np.array([known.get(case, np.nan) for case in self.cases], dtype=np.float64)
+        self.values: dict[str, dict[str, np.ndarray]] = {}
+        self.penalties: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # adapter -> (failed, missing) masks
+        for adapter in adapters:
+            own = self.ok.filter(pl.col("adapter") == adapter)
+            dice = _matrix(own, "dice", self.index, shape)
+            scored_mask = np.isfinite(dice)
+            penalised = self.in_set & ~scored_mask
+            failed_mask = self._failed_mask(adapter, case_index, label_index, shape) & penalised
+            self.penalties[adapter] = (failed_mask, penalised & ~failed_mask)
+            nsd, hd95 = _matrix(own, "nsd", self.index, shape), _matrix(own, "hd95", self.index, shape)
+            dice[penalised], nsd[penalised] = PENALTY_DICE, PENALTY_NSD
+            hd95[penalised] = np.broadcast_to(self.diagonal[:, None], shape)[penalised]
+            self.values[adapter] = {"dice": dice, "nsd": nsd, "hd95": hd95}
+
+    def _failed_mask(self, adapter: str, case_index: Mapping[str, int], label_index: Mapping[str, int],
+                     shape: tuple[int, int]) -> np.ndarray:
+        mask = np.zeros(shape, bool)
+        for case, label in self.failed.filter(pl.col("adapter") == adapter).select(PAIR_KEY).iter_rows():
+            if case not in case_index:
+                continue
+            if label == "*":
+                mask[case_index[case], :] = True
+            elif label in label_index:
+                mask[case_index[case], label_index[label]] = True
+        return mask
+
+    def table(self, label: str | None, weights: Mapping[str, str], baselines: Collection[str]) -> Table:
+        columns = list(range(len(self.labels))) if label is None else [self.labels.index(label)]
+        keep = self.in_set[:, columns].any(axis=1)
+        cases = tuple(case for case, kept in zip(self.cases, keep, strict=True) if kept)
+
+        def cut(matrix: np.ndarray) -> np.ndarray:
+            return matrix[keep][:, columns]
+
+        measured = [a for a in self.adapters if weights[a] != "random"]
+        scores = TableScores(cases, tuple(self.labels[c] for c in columns), cut(self.in_set),
+                             {a: cut(self.values[a]["dice"]) for a in measured},
+                             {a: cut(self.values[a]["nsd"]) for a in measured},
+                             {a: cut(self.values[a]["hd95"]) for a in measured})
+        table_ok = self.ok if label is None else self.ok.filter(pl.col("label") == label)
+        rows = [self._row(adapter, label, weights[adapter], adapter in baselines, scores,
+                          table_ok.filter(pl.col("adapter") == adapter), keep, columns)
+                for adapter in self.adapters]
+        rows.sort(key=lambda r: (not np.isfinite(r.dice.mean), -np.nan_to_num(r.dice.mean, nan=-1.0), r.adapter))
+        return Table(self.task, self.prompt, label, rows, scores)
+
+    def _row(self, adapter: str, label: str | None, weights: str, baseline: bool, scores: TableScores,
+             own: pl.DataFrame, keep: np.ndarray, columns: list[int]) -> LeaderboardRow:
+        per_case = own.unique(["case_id"], keep="first", maintain_order=True).sort("case_id")  # sums in a fixed order
+        total_s = float(per_case["total_ms"].sum()) / 1000
+        failed, missing = (int(mask[keep][:, columns].sum()) for mask in self.penalties[adapter])
+        nan = Estimate(float("nan"), float("nan"), float("nan"))
+        dice = nsd = hd95 = nan
+        pooled: Estimate | None = nan
+        empty: int | None = None
+        if weights != "random" and scores.cases:
+            dice, pooled = _means(scores.dice[adapter])
+            nsd, _ = _means(scores.nsd[adapter])
+            hd95 = _median(scores.hd95[adapter])
+            areas = own["pred_area"].drop_nulls()
+            empty = int((areas == 0).sum()) if areas.len() else None
+        return LeaderboardRow(
+            task=self.task, prompt=self.prompt, adapter=adapter, weights=weights, dice=dice, nsd=nsd, hd95=hd95,
+            throughput=per_case.height / total_s if total_s > 0 else float("nan"),
+            latency_ms=float(per_case["total_ms"].median()) if per_case.height else float("nan"),
+            peak_mem_mb=float(own["peak_mem_mb"].max()) if own.height else float("nan"),
+            cases=per_case.height, failed=failed, missing=missing, label=label, pooled=pooled, hd95_empty=empty,
+            unit=self.unit, pairs=int(scores.in_set.sum()),
+            baseline=baseline, slow_cases=int(per_case["slow_machine"].sum()) if per_case.height else 0)
+
+
+def tables(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str]] | None = None,
+           baselines: Collection[str] = ()) -> list[Table]:
+    """Every table of ``frame`` by the rule: per (task, prompt), the headline table over every label
+    (``label`` None) first, then one table per label.
+
+    ``planned`` maps (adapter, task) to the case ids the runs planned for it (absent in older runs);
+    ``baselines`` names the adapters shown as unranked reference rows.
+    """
+    frame = with_slow_machine(with_contract_columns(frame))
+    planned = planned or {}
+    weights = {adapter: str(group["weights"][0])
+               for (adapter,), group in frame.group_by("adapter")} if frame.height else {}
+    weights.update({adapter: "pretrained" for adapter, _ in planned if adapter not in weights})
+    by_prompt: dict[tuple[str, str], list[str]] = {}
+    for task, prompt, adapter in _combinations(frame, planned):
+        by_prompt.setdefault((task, prompt), []).append(adapter)
+    out = []
+    task_frames = frame.partition_by("task", as_dict=True) if frame.height else {}
+    for (task, prompt), adapters in sorted(by_prompt.items(), key=lambda item: (item[0][0], natural_key(item[0][1]))):
+        task_frame = task_frames[(task,)]
+        task_labels = sorted(task_frame.filter((pl.col("status") == "ok") & (pl.col("label") != "*"))["label"]
+                             .unique().to_list())
+        scored = _TaskPrompt(task_frame, task, prompt, adapters, planned, task_labels)
+        out.append(scored.table(None, weights, baselines))
+        out += [scored.table(label, weights, baselines) for label in scored.labels]
+    return out
+
+
+def leaderboard(frame: pl.DataFrame, label: str | None = None,
+                planned: Mapping[tuple[str, str], Collection[str]] | None = None,
+                baselines: Iterable[str] = ()) -> list[LeaderboardRow]:
+    """One row per (task, prompt, adapter), best Dice first within each (task, prompt): the headline
+    (macro mean over labels), or with ``label`` that label's table."""
+    rows = []
+    for table in tables(frame, planned, tuple(baselines)):
+        if table.label == label:
+            rows += table.rows
+    return rows

@@ -1,0 +1,140 @@
+"""``leaderboard.json``: the site's figures for machines, beside the HTML.
+
+Every number the pages show is here with its uncertainty (``mean``, ``low``, ``high`` of the 95%
+bootstrap CI); what was not measured is ``null``. Pages are named relative to the site folder and,
+with ``--base-url``, also as absolute URLs. Each run says whether it is complete (``complete``,
+``units_done`` of ``units_planned``); ``complete`` at the top is false when any run is not.
+
+The document's shape is ``segbench/schemas/leaderboard.schema.json`` (JSON Schema 2020-12), shipped
+with the package and checked against a real build in the tests; :data:`SCHEMA` names its version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Any
+
+from segbench.reporting.aggregate import Estimate
+from segbench.reporting.pages import AdapterPage, PromptSection, RankedTable, Site, TaskPage
+from segbench.reporting.publishing import Completeness
+from segbench.reporting.ranking import RankedRow
+
+SCHEMA = "segbench-leaderboard/2"
+RUN_FIELDS = ("run_id", "suite", "created", "status", "segbench_version", "config_hash", "git")
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of ``leaderboard.json`` that this version writes."""
+    path = resources.files("segbench.reporting") / "schemas" / "leaderboard.schema.json"
+    return json.loads(path.read_text("utf-8"))
+
+
+def _number(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _estimate(estimate: Estimate) -> dict[str, float | None]:
+    return {"mean": _number(estimate.mean), "low": _number(estimate.low), "high": _number(estimate.high)}
+
+
+def _row(ranked: RankedRow) -> dict[str, Any]:
+    """One adapter's row of a table: the figures by the aggregation rule (``aggregation_rule`` of the
+    document), its rank (shared where the paired test cannot separate it from the one above), rank
+    interval, and the penalised pairs (failed, missing) beside the mean."""
+    row = ranked.row
+    comparison = ranked.vs_next
+    return {
+        "rank": ranked.rank, "shared_rank": ranked.shared,
+        "rank_interval": None if ranked.rank_low is None else [ranked.rank_low, ranked.rank_high],
+        "baseline": row.baseline, "adapter": row.adapter, "weights": row.weights,
+        "dice": _estimate(row.dice), "pooled_dice": None if row.pooled is None else _estimate(row.pooled),
+        "nsd": _estimate(row.nsd),
+        "hd95": {"median": _number(row.hd95.mean), "low": _number(row.hd95.low), "high": _number(row.hd95.high)},
+        "hd95_empty_predictions": row.hd95_empty, "unit": row.unit,
+        "throughput_cases_per_s": _number(row.throughput), "median_latency_ms": _number(row.latency_ms),
+        "peak_memory_mb": _number(row.peak_mem_mb), "slow_machine_cases": row.slow_cases, "cases": row.cases,
+        "pairs": row.pairs,
+        "failures": row.failures, "failed": row.failed, "missing": row.missing,
+        "vs_next": None if comparison is None else {
+            "pairs": comparison.pairs, "p_value_holm": comparison.p_value, "significant": comparison.significant},
+    }
+
+
+def _table(table: RankedTable) -> list[dict[str, Any]]:
+    return [_row(ranked) for ranked in table.rows]
+
+
+def _overview(site: Site) -> dict[str, Any] | None:
+    """The overview matrix: columns (task, protocol, label; label null for the task's headline), and per
+    adapter one cell per column and its mean rank over the headline columns it is ranked in."""
+    if site.overview is None:
+        return None
+    return {
+        "aggregation_rule": site.rule,
+        "columns": [{"task": c.task.name, "prompt": c.prompt, "label": c.label} for c in site.overview.columns],
+        "rows": [{"adapter": r.adapter, "baseline": r.baseline, "mean_rank": _number(r.mean_rank),
+                  "mean_rank_over": r.ranked_in,
+                  "cells": [None if cell is None else {
+                      "rank": cell.rank, "shared_rank": cell.shared, "dice": _estimate(cell.row.dice),
+                      "failures": cell.row.failures} for cell in r.cells]}
+                 for r in site.overview.rows],
+    }
+
+
+def _section(section: PromptSection) -> dict[str, Any]:
+    return {
+        "prompt": section.prompt,
+        "rows": _table(section.table),  # the headline: macro mean over labels
+        "labels": {table.label: _table(table) for table in section.label_tables},
+        "drilldown": section.overlays.record(),
+    }
+
+
+class Urls:
+    def __init__(self, base_url: str | None):
+        self.base_url = base_url
+
+    def __call__(self, page: str) -> dict[str, str]:
+        return {"page": page, **({"url": f"{self.base_url}/{page}"} if self.base_url else {})}
+
+
+def _task(task: TaskPage, urls: Urls) -> dict[str, Any]:
+    return {
+        "name": task.name, **urls(f"task-{task.slug}.html"), "family": task.family, "info": task.info,
+        "protocols": [_section(section) for section in task.sections],
+        "iterative": [{"prompt": s.prompt, "curves": [
+            {"adapter": c.adapter, "steps": list(c.steps), "dice": [_estimate(e) for e in c.dice],
+             "dsc_auc": _estimate(c.auc) if c.auc else None, "pairs": c.pairs} for c in s.curves]}
+            for s in task.iterative],
+        "support": [{"adapter": c.adapter, "protocol": c.protocol, "sizes": list(c.sizes),
+                     "dice": [_estimate(e) for e in c.dice]} for c in task.support],
+    }
+
+
+def _adapter(page: AdapterPage, urls: Urls) -> dict[str, Any]:
+    return {"name": page.name, **urls(f"adapter-{page.slug}.html"), "adapter": page.adapter,
+            "runs": [run_id for _, run_id in page.runs], "facts": page.facts}
+
+
+def _run(manifest: dict[str, Any], state: Completeness) -> dict[str, Any]:
+    """A run's record: its identity (from the publishable manifest) and how complete it is."""
+    return {**{key: manifest.get(key) for key in RUN_FIELDS}, **state.record()}
+
+
+def document(site: Site, title: str, base_url: str | None, version: str,
+             states: list[Completeness]) -> dict[str, Any]:
+    """The whole ``leaderboard.json``; ``states`` says per run, in the order of ``site.runs``, how complete it is."""
+    urls = Urls(base_url)
+    return {
+        "schema": SCHEMA,
+        "title": title,
+        "generator": f"segbench {version}",
+        **({"base_url": base_url} if base_url else {}),
+        "complete": all(state.complete for state in states),
+        "runs": [_run(run, state) for run, state in zip(site.runs, states, strict=True)],
+        "tasks": [_task(task, urls) for task in site.tasks],
+        "adapters": [_adapter(page, urls) for page in site.adapters],
+        "overview": _overview(site),
+    }

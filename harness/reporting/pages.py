@@ -1,0 +1,404 @@
+"""What the leaderboard shows, computed from runs: ranked tables with paired tests (per task, protocol
+and label, and the task's headline over its labels, by ``segbench.reporting.aggregate.AGGREGATION_RULE``), the
+overview matrix (adapter x task and label, with a mean rank), figures, step and support curves, case
+drill-downs per task, and every adapter's results across tasks. Plain data, rendered by the templates
+(``segbench.reporting.report``) and written to ``leaderboard.json``.
+
+What a table needs from the run manifests: ``planned`` (the cases each adapter was to run, so a unit
+that never ran counts as missing) and each adapter's ``family`` (``baseline``: an unranked reference
+row). Runs made before either was recorded read as nothing planned and no baselines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segbench.errors import SegbenchError
+from segbench.reporting import figures
+from segbench.reporting.aggregate import AGGREGATION_RULE, Table, final_steps, tables, unit_of, with_contract_columns
+from segbench.reporting.curves import (
+    SUPPORT_COLUMN,
+    StepCurve,
+    SupportCurve,
+    is_iterative,
+    split_support_sizes,
+    step_curves,
+    support_curves,
+)
+from segbench.reporting.figures import Figure, Style
+from segbench.reporting.overlays import Drilldown, drilldown
+from segbench.reporting.ranking import RankedRow, rank_table
+from segbench.running.kept_masks import SavedPrediction, saved_predictions
+from segbench.running.store import RunStore
+
+FAMILY_2D = "2D images"
+FAMILY_3D = "3D volumes"
+FAMILY_IN_CONTEXT = "In-context (support sets)"
+FAMILY_ORDER = (FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT)
+# What the pages read of a manifest's task and adapter records; runs made by older versions lack some.
+TASK_FIELDS = ("version", "description", "modality", "license", "dataset", "labels", "nsd_tolerance", "dim", "family")
+ADAPTER_FIELDS = ("family", "version", "description", "license", "reference", "input_size", "preprocessing",
+                  "capabilities", "weights", "checkpoint", "precision", "checkpoint_spec")
+
+
+def _with_fields(record: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {**dict.fromkeys(fields), **record}
+
+
+@dataclass
+class LoadedRun:
+    store: RunStore
+    manifest: dict[str, Any]
+    cases: pl.DataFrame
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id") or self.store.dir.name)
+
+
+def load_runs(run_dirs: list[Path]) -> list[LoadedRun]:
+    runs = []
+    for run_dir in run_dirs:
+        store = RunStore(run_dir)
+        runs.append(LoadedRun(store, store.read_manifest(), store.read_cases()))
+    if not runs:
+        raise SegbenchError("no run directories given")
+    seen: dict[str, Path] = {}
+    for run in runs:
+        if run.run_id in seen:
+            raise SegbenchError(f"{seen[run.run_id]} and {run.store.dir} have the same run id '{run.run_id}': "
+                                "make one of them again with another --run-id")
+        seen[run.run_id] = run.store.dir
+    return runs
+
+
+def _identity(run: LoadedRun, adapter: str) -> tuple[Any, ...]:
+    """What must be equal for two runs' results of an adapter to be shown as one adapter's."""
+    facts = run.manifest.get("adapters", {}).get(adapter, {})
+    checkpoint = facts.get("checkpoint") or {}
+    return (facts.get("version"), facts.get("weights"), checkpoint.get("sha256"), facts.get("precision"),
+            run.manifest.get("config", {}).get("device"))
+
+
+def display_names(runs: list[LoadedRun]) -> dict[tuple[str, str], str]:
+    """(run id, adapter) → the adapter's name on the site. Runs of the same adapter (same version,
+    weights, checkpoint, precision and device) on different tasks show as one adapter; otherwise
+    each run's is ``adapter@run``."""
+    owners: dict[str, list[LoadedRun]] = defaultdict(list)
+    for run in runs:
+        for adapter in run.cases["adapter"].unique().to_list():
+            owners[adapter].append(run)
+    names = {}
+    for adapter, owned in owners.items():
+        tasks = [set(run.cases.filter(pl.col("adapter") == adapter)["task"].unique()) for run in owned]
+        disjoint = sum(len(t) for t in tasks) == len(set().union(*tasks))
+        one = disjoint and len({_identity(run, adapter) for run in owned}) == 1
+        for run in owned:
+            names[(run.run_id, adapter)] = adapter if one else f"{adapter}@{run.run_id}"
+    return names
+
+
+def combined_cases(runs: list[LoadedRun]) -> pl.DataFrame:
+    """All rows under their site names; runs written by other segbench versions may lack columns."""
+    names = display_names(runs)
+    frames = [run.cases.with_columns(pl.col("adapter").replace(
+        {adapter: names[(run.run_id, adapter)] for adapter in run.cases["adapter"].unique().to_list()}))
+        for run in runs]
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def slug(name: str) -> str:
+    """A file-name-safe, unique form of a name."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "x"
+    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:6]}" if safe != name else safe
+
+
+@dataclass(frozen=True)
+class RankedTable:
+    prompt: str
+    label: str | None  # None: every label
+    rows: list[RankedRow]
+
+
+@dataclass
+class PromptSection:
+    prompt: str
+    table: RankedTable
+    label_tables: list[RankedTable]
+    figures: list[Figure]
+    overlays: Drilldown  # iterates over the overlay images to write
+
+
+@dataclass(frozen=True)
+class IterativeSection:
+    prompt: str
+    curves: list[StepCurve]
+    figure: Figure
+
+
+@dataclass
+class TaskPage:
+    name: str
+    slug: str
+    info: dict[str, Any]
+    family: str
+    sections: list[PromptSection]
+    iterative: list[IterativeSection]
+    support: list[SupportCurve]
+    support_figure: Figure | None
+    unit: str = "mm"  # of HD95 and the NSD tolerance: "px" where the images have no spacing
+
+    @property
+    def figures(self) -> list[Figure]:
+        found = [f for s in self.sections for f in s.figures] + [s.figure for s in self.iterative]
+        return found + ([self.support_figure] if self.support_figure else [])
+
+    @property
+    def has_drilldown(self) -> bool:
+        return any(section.overlays for section in self.sections)
+
+
+@dataclass(frozen=True)
+class AdapterResult:
+    task: TaskPage
+    prompt: str
+    row: RankedRow
+    ranked: int  # how many adapters were ranked in that table
+
+
+@dataclass
+class AdapterPage:
+    name: str  # as on the site (``adapter@run`` when several runs have it)
+    slug: str
+    adapter: str  # as in its runs
+    runs: list[tuple[int, str]]  # (1-based position on the provenance page, run id) of the runs it comes from
+    facts: dict[str, Any]  # the (first) run manifest's record of the adapter
+    style: Style
+    results: list[AdapterResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OverviewColumn:
+    """One column of the overview matrix: a task's headline for one protocol, or one of its labels."""
+
+    task: TaskPage
+    prompt: str
+    label: str | None  # None: the task's headline (macro mean over labels)
+    rows: list[RankedRow]
+    several_prompts: bool  # the task has more than one protocol, so the header names it
+    several_labels: bool  # the task has more than one label: the headline column is their macro mean
+
+    @property
+    def title(self) -> str:
+        return self.task.name + (f" ({self.prompt})" if self.several_prompts else "")
+
+    def cell(self, adapter: str) -> RankedRow | None:
+        return next((r for r in self.rows if r.row.adapter == adapter), None)
+
+
+@dataclass(frozen=True)
+class OverviewRow:
+    adapter: str
+    baseline: bool
+    cells: list[RankedRow | None]  # one per column
+    mean_rank: float | None  # over the headline columns in which the adapter is ranked
+    ranked_in: list[str]  # those columns' titles
+
+
+@dataclass(frozen=True)
+class Overview:
+    columns: list[OverviewColumn]
+    rows: list[OverviewRow]
+
+    @property
+    def headline_columns(self) -> list[OverviewColumn]:
+        return [column for column in self.columns if column.label is None]
+
+
+def overview(tasks: list[TaskPage]) -> Overview:
+    """Adapter x (task, protocol) headline, plus a column per label where a task has several; adapters
+    ordered by their mean rank over the headline columns they are ranked in (baselines after them)."""
+    columns = []
+    for task in tasks:
+        several = len(task.sections) > 1
+        for section in task.sections:
+            labelled = len(section.label_tables) > 1
+            columns.append(OverviewColumn(task, section.prompt, None, section.table.rows, several, labelled))
+            if labelled:
+                columns += [OverviewColumn(task, section.prompt, table.label, table.rows, several, labelled)
+                            for table in section.label_tables]
+    adapters = sorted({r.row.adapter for column in columns for r in column.rows})
+    rows = []
+    for adapter in adapters:
+        cells = [column.cell(adapter) for column in columns]
+        ranked = [(column.title, cell.rank) for column, cell in zip(columns, cells, strict=True)
+                  if column.label is None and cell is not None and cell.rank is not None]
+        baseline = any(cell is not None and cell.row.baseline for cell in cells)
+        mean_rank = sum(rank for _, rank in ranked) / len(ranked) if ranked else None
+        rows.append(OverviewRow(adapter, baseline, cells, mean_rank, [title for title, _ in ranked]))
+    rows.sort(key=lambda r: (r.mean_rank is None, r.mean_rank or 0.0, r.adapter))
+    return Overview(columns, rows)
+
+
+@dataclass
+class Site:
+    runs: list[dict[str, Any]]
+    tasks: list[TaskPage]
+    adapters: list[AdapterPage]
+    families: dict[str, list[TaskPage]]
+    palette: dict[str, Style]
+    overview: Overview | None = None
+    rule: str = AGGREGATION_RULE
+
+
+def family(info: dict[str, Any], has_support: bool) -> str:
+    """A task's family on the overview: its ``family`` when the manifest names one, else by kind."""
+    if info.get("family"):
+        return str(info["family"])
+    if has_support:
+        return FAMILY_IN_CONTEXT
+    return FAMILY_3D if info.get("dim") == 3 else FAMILY_2D
+
+
+def _saved_by_task(runs: list[LoadedRun]) -> dict[str, dict[tuple[str, str], SavedPrediction]]:
+    names = display_names(runs)
+    saved: dict[str, dict[tuple[str, str], SavedPrediction]] = defaultdict(dict)
+    for run in runs:
+        for sample in saved_predictions(run.store.dir):
+            name = names.get((run.run_id, sample.meta["adapter"]))
+            if name is not None:
+                saved[sample.meta["task"]][(name, sample.meta["case_id"])] = sample
+    return saved
+
+
+def planned_cases(runs: list[LoadedRun]) -> dict[tuple[str, str], set[str]]:
+    """(site name of the adapter, task) → the case ids the runs' manifests planned for it (``planned``:
+    ``{"<adapter>/<task>": [case_id, ...]}``; runs made before it was recorded plan nothing)."""
+    names = display_names(runs)
+    planned: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for run in runs:
+        for key, cases in (run.manifest.get("planned") or {}).items():
+            adapter, _, task = str(key).partition("/")
+            planned[(names.get((run.run_id, adapter), adapter), task)].update(str(case) for case in cases)
+    return dict(planned)
+
+
+def baseline_adapters(runs: list[LoadedRun]) -> set[str]:
+    """Site names of the adapters whose manifest family is ``baseline``."""
+    names = display_names(runs)
+    return {names.get((run.run_id, adapter), adapter) for run in runs
+            for adapter, facts in (run.manifest.get("adapters") or {}).items()
+            if isinstance(facts, dict) and facts.get("family") == "baseline"}
+
+
+def _measured(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows whose accuracy means something (not made with random weights)."""
+    return frame.filter(pl.col("weights") != "random")
+
+
+class SiteBuilder:
+    """Computes every page's content: data, and the figures and overlays to draw (not drawn yet)."""
+
+    def __init__(self, runs: list[LoadedRun]):
+        self.runs = runs
+        self.frame = combined_cases(runs)
+        self.tables_frame = split_support_sizes(self.frame)
+        self.final = _measured(final_steps(self.tables_frame.filter(pl.col("status") == "ok")))
+        self.final_by_task = self.final.partition_by("task", as_dict=True)
+        adapters = sorted(self.frame["adapter"].unique().to_list())
+        self.palette = figures.styles(adapters)
+        self.saved = _saved_by_task(runs)
+        self.info: dict[str, dict[str, Any]] = {}
+        for run in runs:
+            self.info.update({name: _with_fields(info, TASK_FIELDS)
+                              for name, info in run.manifest.get("tasks", {}).items()})
+
+    def _final(self, task: str) -> pl.DataFrame:
+        return self.final_by_task.get((task,), self.final.clear())
+
+    def _section(self, task: str, task_slug: str, prompt: str, headline: Table, by_label: list[Table],
+                 swept: bool) -> PromptSection:
+        """One protocol's tables, figures and overlays; a protocol of a support-size sweep (``swept``)
+        leaves its figures to the task's support-size curve."""
+        final = self._final(task).filter(pl.col("prompt") == prompt)
+        rows = headline.rows
+        table = RankedTable(prompt, None, rank_table(headline))
+        label_tables = [RankedTable(prompt, t.label, rank_table(t)) for t in by_label]
+        subject = f"task {task}, prompt {prompt}"
+        name = f"{task_slug}-{slug(prompt)}"
+        # every adapter with a Dice, baselines included, in table order; the penalties are in the values
+        order = [r.row.adapter for r in table.rows if r.row.adapter in headline.scores.dice]
+        values = {a: headline.scores.pair_dice(a) for a in order}
+        shown = [figures.dice_distribution(f"{name}-dice", values, self.palette, subject),
+                 figures.speed_accuracy(f"{name}-speed", rows, self.palette, subject)] if values and not swept else []
+        failed = _measured(self.tables_frame.filter((pl.col("task") == task) & (pl.col("status") != "ok")
+                                                    & pl.col("prompt").is_in([prompt, "*"])))
+        overlays = drilldown(final, failed, self.saved.get(task, {}), prompt, [r.row.adapter for r in table.rows],
+                             f"cases/{task_slug}")
+        return PromptSection(prompt, table, label_tables, shown, overlays)
+
+    def task_page(self, task: str, task_tables: list[Table]) -> TaskPage:
+        task_slug = slug(task)
+        task_frame = self.tables_frame.filter(pl.col("task") == task)
+        headlines = {t.prompt: t for t in task_tables if t.label is None}
+        task_ok = self.frame.filter((pl.col("task") == task) & (pl.col("status") == "ok"))
+        support = support_curves(_measured(final_steps(task_ok)))
+        swept = (set(self._final(task).filter(pl.col(SUPPORT_COLUMN).is_not_null())["prompt"].unique())
+                 if any(len(curve.sizes) > 1 for curve in support) else set())
+        sections = [self._section(task, task_slug, prompt, headline,
+                                  [t for t in task_tables if t.prompt == prompt and t.label is not None],
+                                  prompt in swept)
+                    for prompt, headline in headlines.items()]
+        iterative = []
+        measured_ok = _measured(task_frame.filter(pl.col("status") == "ok"))
+        for prompt in headlines:
+            steps = measured_ok.filter(pl.col("prompt") == prompt)
+            if is_iterative(steps):
+                curves = step_curves(steps)
+                figure = figures.step_curves(f"{task_slug}-{slug(prompt)}-steps", curves, self.palette,
+                                             f"task {task}, prompt {prompt}")
+                iterative.append(IterativeSection(prompt, curves, figure))
+        support_figure = (figures.support_curves(f"{task_slug}-support", support, self.palette, f"task {task}")
+                          if support else None)
+        info = self.info.get(task, _with_fields({}, TASK_FIELDS))
+        return TaskPage(task, task_slug, info, family(info, bool(support)), sections, iterative, support,
+                        support_figure, unit_of(with_contract_columns(task_frame)))
+
+    def adapter_pages(self, tasks: list[TaskPage]) -> list[AdapterPage]:
+        pages = []
+        owners: dict[str, list[tuple[int, LoadedRun, str]]] = defaultdict(list)
+        for index, run in enumerate(self.runs, start=1):
+            for (run_id, adapter), name in display_names(self.runs).items():
+                if run_id == run.run_id:
+                    owners[name].append((index, run, adapter))
+        for name, owned in sorted(owners.items()):
+            _, first, adapter = owned[0]
+            page = AdapterPage(name, slug(name), adapter, [(index, run.run_id) for index, run, _ in owned],
+                               _with_fields(first.manifest.get("adapters", {}).get(adapter, {}), ADAPTER_FIELDS),
+                               self.palette[name])
+            for task in tasks:
+                for section in task.sections:
+                    ranked = sum(r.rank is not None for r in section.table.rows)
+                    page.results += [AdapterResult(task, section.prompt, r, ranked)
+                                     for r in section.table.rows if r.row.adapter == name]
+            pages.append(page)
+        return pages
+
+    def build(self) -> Site:
+        by_task: dict[str, list[Table]] = defaultdict(list)
+        for table in tables(self.tables_frame, planned_cases(self.runs), baseline_adapters(self.runs)):
+            by_task[table.task].append(table)
+        tasks = [self.task_page(task, task_tables) for task, task_tables in sorted(by_task.items())]
+        families: dict[str, list[TaskPage]] = defaultdict(list)
+        for task in tasks:
+            families[task.family].append(task)
+        order = sorted(families, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f))
+        return Site([run.manifest for run in self.runs], tasks, self.adapter_pages(tasks),
+                    {f: families[f] for f in order}, self.palette, overview(tasks))

@@ -1,0 +1,48 @@
+"""What every executor's worker holds: the plan and at most one loaded adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segbench.running import environment
+from segbench.running.plan import RunPlan, WorkUnit
+from segbench.running.runner import LOAD_FAILED, UnitRunner, error_text, unit_row
+
+
+class Worker:
+    """Runs units one by one. An adapter is loaded (and warmed up) when its first unit arrives, after the
+    previous adapter is freed, so a worker and its GPU never hold two models; units should therefore come
+    grouped by adapter (as :func:`segbench.running.executors.sharding.shard_units` deals them), so each adapter
+    is loaded once.
+
+    An adapter that cannot be loaded (a corrupt checkpoint, a wrong layout: its ``load`` or warm-up
+    raises) is not tried again: each of its units becomes one ``failed`` row carrying the load error
+    (prefixed ``LOAD_FAILED``, which the run's end reports as the adapter skipped), and the worker goes
+    on with the next adapter's units. Every executor runs units through a Worker, so all behave alike."""
+
+    def __init__(self, plan: RunPlan, threads: int | None = None):
+        self.plan = plan
+        self.runner: UnitRunner | None = None
+        self.broken: dict[str, str] = {}  # adapter -> its load error
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
+        if unit.adapter not in self.broken and (self.runner is None or self.runner.setup.name != unit.adapter):
+            self.close()
+            try:
+                self.runner = UnitRunner(self.plan, unit.adapter)
+            except Exception as error:
+                self.broken[unit.adapter] = f"{LOAD_FAILED}{error_text(error)}"
+        if unit.adapter in self.broken:
+            return [unit_row(self.plan, unit, environment.host(), "", status="failed",
+                             error=self.broken[unit.adapter])]
+        assert self.runner is not None
+        return self.runner.run(unit)
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None

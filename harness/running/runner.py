@@ -1,0 +1,363 @@
+"""Executing work units: read the case, encode once, decode every protocol's prompts in batches, score.
+
+Support (in-context) protocols ask every label of the case at once too: one support set per (label,
+ensemble member), drawn by :mod:`segbench.data.support_sets`, in one ``predict`` call, with the protocol's
+prompt alongside when it names one; the members' outputs are averaged into one mask per label.
+
+Volumes (3D cases) go through :class:`~segbench.running.volume_runner.VolumeSession`, which shares the
+encoder passes of the volume the same way; the rows are the same, one per (label, protocol, step).
+
+:class:`UnitRunner` is what a worker holds: one loaded adapter and the task readers. It turns a
+work unit into result rows and never raises for a bad case: the error is recorded in the unit's rows
+(naming the file where a file is at fault) and the run goes on. Scoring is inside that handling (a
+protocol whose metrics raise is a failed row of that protocol), and a case none of whose labels has a
+pixel is one failed row saying so: prompted segmentation has nothing to prompt there, and a case that
+vanished without a row would be silent.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+import warnings
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from segbench import plugins
+from segbench.data.case import Case
+from segbench.data.readers import Reader
+from segbench.data.readers.phantom import phantom
+from segbench.data.support_sets import SupportPool, ensemble_masks, support_request
+from segbench.data.taskspec import TaskSpec
+from segbench.errors import DataError, SegbenchError
+from segbench.interface import Adapter, MaskError, Prediction, Prompt, Support, check_masks
+from segbench.measuring.cost import MachineProbe, current_rss_mb, peak_memory, timed
+from segbench.measuring.metrics import evaluate, image_diagonal_mm
+from segbench.protocols.prompts import (
+    ProtocolSpec,
+    Target,
+    initial_prompt,
+    parse_protocol,
+    refine_prompt,
+    target_rng,
+    targets_for,
+)
+from segbench.running import environment
+from segbench.running.kept_masks import SAMPLE_KEY, MaskSample, sampled_cases
+from segbench.running.plan import RunPlan, WorkUnit
+from segbench.running.volume_runner import VolumeSession
+
+NAN = float("nan")
+
+
+# The start of the error of every row of an adapter whose load() (or warm-up) raised (segbench.running.executors.worker)
+LOAD_FAILED = "adapter did not load: "
+
+
+def error_text(error: BaseException) -> str:
+    """One line for a row's ``error``: segbench's own errors (a DataError, a CheckpointError) and a
+    MaskError as they are, else the type, message and the line that raised."""
+    if isinstance(error, SegbenchError | MaskError):  # they say what is wrong; the harness line would mislead
+        return str(error)
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def _no_ground_truth(spec: TaskSpec, case: Case) -> str:
+    """The error of a case none of whose labels has a pixel: prompted segmentation has nothing to prompt
+    (the empty-mask policy in :mod:`segbench.measuring.metrics`), so the case is a visible failed row, not 0 rows."""
+    names = ", ".join(label.name for label in spec.labels)
+    where = f"{case.sources[-1]}: " if case.sources else ""
+    return f"{where}no ground truth in this case (every label's mask is empty: {names}): nothing to prompt"
+
+
+def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: Any) -> dict[str, Any]:
+    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``
+    (positional-only parameters: ``unit`` is also a column, the unit of distances).
+    Executors use it to record a unit whose worker died as ``failed`` (its case unread: no unit, no diagonal)."""
+    setup = plan.adapters[unit.adapter]
+    row = {"run_id": plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
+           "task": unit.task, "task_version": plan.tasks[unit.task].version, "case_id": unit.case_id,
+           "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
+           "hd95": NAN, "unit": None, "diagonal": NAN, "truth_area": None, "pred_area": None,
+           "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
+           "peak_rss_mb": NAN, "probe_ms": NAN, "device": setup.options.device, "threads": None, "host": host,
+           "gpu": gpu, "weights": setup.weights, "status": "ok", "error": None, "prompt_json": None,
+           "support_size": None}
+    row.update(values)
+    return row
+
+
+def case_facts(case: Case) -> dict[str, Any]:
+    """The columns every row of a case that was read carries, failed rows included: the unit of its
+    distances and its image diagonal in that unit (the HD95 penalty)."""
+    return {"unit": case.unit, "diagonal": image_diagonal_mm(case.shape, case.spacing)}
+
+
+def actual_device(device: str) -> str:
+    """The device as it runs: ``cuda`` becomes ``cuda:N`` (within this process's visible GPUs)."""
+    if device == "cuda":
+        import torch
+
+        return f"cuda:{torch.cuda.current_device()}"
+    return device
+
+
+class UnitRunner:
+    """Runs the units of one adapter in one process: the adapter is built and loaded once.
+
+    The process's RSS just before ``load`` is the CPU memory baseline: a case's ``peak_mem_mb`` on the
+    CPU is its peak RSS less that baseline (torch is imported before it is taken, so the library's own
+    footprint is never charged to an adapter that does not use it)."""
+
+    def __init__(self, plan: RunPlan, adapter_name: str):
+        import torch
+
+        self.plan = plan
+        self.setup = plan.adapters[adapter_name]
+        self.adapter: Adapter = plugins.adapter_class(adapter_name)()
+        self.rss_before_load = current_rss_mb()
+        self.adapter.load(self.setup.options)
+        self.device = actual_device(self.setup.options.device)
+        self.threads = torch.get_num_threads()
+        self.readers: dict[str, Reader] = {}
+        self.pools: dict[str, SupportPool] = {}
+        self.host = environment.host()
+        self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed)
+        self.gpu = environment.gpu_name(self.setup.options.device)
+        if plan.warmup:
+            warm_up(self.adapter)
+        self.probe = MachineProbe(self.setup.options.device)
+
+    def close(self) -> None:
+        """Drop the model and return its GPU memory, so the next adapter is measured alone."""
+        del self.adapter
+        release_device_memory(self.setup.options.device)
+
+    def _reader(self, task: str) -> Reader:
+        if task not in self.readers:
+            self.readers[task] = self.plan.reader(task)
+        return self.readers[task]
+
+    def _pool(self, task: str) -> SupportPool:
+        if task not in self.pools:
+            spec, reader = self.plan.tasks[task], self._reader(task)
+            if spec.support is None:
+                raise DataError(spec.source, "a support protocol needs a [support] table in the task")
+            self.pools[task] = SupportPool(reader, spec.support.split(reader.case_ids(), spec.source)[0])
+        return self.pools[task]
+
+    def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
+        return unit_row(self.plan, unit, self.host, self.gpu, device=self.device, threads=self.threads, **values)
+
+    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
+        """All rows of one unit; a failure anywhere becomes ``failed`` rows with the error."""
+        try:
+            case = self._reader(unit.task).read(unit.case_id)
+        except Exception as error:  # one bad case must not stop the run
+            return [self._row(unit, status="failed", error=error_text(error))]
+        facts = case_facts(case)
+        if not any(mask.any() for mask in self._labels(self.plan.tasks[unit.task], case).values()):
+            return [self._row(unit, status="failed", error=_no_ground_truth(self.plan.tasks[unit.task], case),
+                              **facts)]
+        device = self.setup.options.device
+        rows: list[dict[str, Any]] = []
+        kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
+        probe_ms = self.probe.ms()
+        with peak_memory(device, self.rss_before_load) as peak:
+            try:
+                if case.ndim == 3:
+                    state, encode_ms = VolumeSession(self.adapter, case.image, device), NAN
+                else:
+                    state, encode_ms = timed(device, self.adapter.encode, case.image)
+            except Exception as error:
+                return [self._row(unit, status="failed", error=error_text(error), **facts)]
+            for protocol in self.plan.protocols_for(unit.adapter, unit.task):
+                try:
+                    rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
+                except Exception as error:  # scoring included: a bad case fails its protocol, not the run
+                    rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
+        for row in rows:
+            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **facts)
+        if kept and rows:
+            try:
+                rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
+            except Exception as error:  # a preview that cannot be made must not cost the case its scores
+                warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({error_text(error)})", stacklevel=1)
+        return rows
+
+    def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
+        if any(label.name == "*" for label in spec.labels):
+            return case.labels
+        return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
+
+    def _run_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
+                      encode_ms: float, kept: dict[str, dict[str, np.ndarray]] | None = None
+                      ) -> list[dict[str, Any]]:
+        """The protocol's rows; its final masks go into ``kept`` (by protocol and label) when given."""
+        if protocol.kind == "support":
+            return self._run_support_protocol(unit, case, state, protocol, encode_ms, kept)
+        spec = self.plan.tasks[unit.task]
+        labels = self._labels(spec, case)
+        targets = targets_for(labels, spec.instances)
+        if not targets:
+            return []
+        try:
+            if isinstance(state, VolumeSession):
+                volume_steps, encode_ms = state.run(protocol, targets)
+                steps = [(s.decode_ms, s.masks, s.prompts) for s in volume_steps]
+            else:
+                steps = self._image_steps(unit, case, state, protocol, targets)
+        except Exception as error:
+            return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=error_text(error))
+                    for label in sorted({t.label for t in targets})]
+        # volume adapters encode while they propagate: no separate encoder time (NaN) to add
+        total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
+        predicted = [_union_by_label(targets, masks, labels) for _, masks, _ in steps]
+        if kept is not None:
+            kept[protocol.name] = predicted[-1]
+        rows = []
+        for step, ((decode_ms, _, step_prompts), by_label) in enumerate(zip(steps, predicted, strict=True)):
+            for label, mask in by_label.items():
+                scores = evaluate(labels[label], mask, case.spacing, spec.nsd_tolerance)
+                described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
+                rows.append(self._row(
+                    unit, label=label, prompt=protocol.name, step=step, instances=len(described),
+                    dice=scores.dice, nsd=scores.nsd, hd95=scores.hd95, **_areas(labels[label], mask),
+                    encode_ms=encode_ms, decode_ms=decode_ms, total_ms=total_ms,
+                    prompt_json=json.dumps(described, separators=(",", ":"))))
+        return rows
+
+    def _run_support_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
+                              encode_ms: float, kept: dict[str, dict[str, np.ndarray]] | None = None
+                              ) -> list[dict[str, Any]]:
+        spec = self.plan.tasks[unit.task]
+        labels = self._labels(spec, case)
+        try:
+            ask = support_request(self._pool(unit.task), protocol, self.plan.seed, unit.task, unit.case_id, labels)
+            if not ask.labels:
+                return []
+            prediction, decode_ms = timed(self.setup.options.device, self.adapter.predict, state, ask.prompts,
+                                          ask.supports)
+            _check_prediction(prediction, len(ask.supports), case)
+            masks = ensemble_masks(prediction, ask.members)
+        except Exception as error:
+            return [self._row(unit, label=name, prompt=protocol.name, support_size=protocol.param("k"),
+                              status="failed", error=error_text(error))
+                    for name in sorted(name for name, mask in labels.items() if mask.any())]
+        if kept is not None:
+            kept[protocol.name] = dict(zip(ask.labels, masks, strict=True))
+        rows = []
+        for name, mask in zip(ask.labels, masks, strict=True):
+            scores = evaluate(labels[name], mask, case.spacing, spec.nsd_tolerance)
+            rows.append(self._row(
+                unit, label=name, prompt=protocol.name, instances=1, support_size=ask.size, dice=scores.dice,
+                nsd=scores.nsd, hd95=scores.hd95, **_areas(labels[name], mask), encode_ms=encode_ms,
+                decode_ms=decode_ms, total_ms=encode_ms + decode_ms,
+                prompt_json=json.dumps(ask.given(name), separators=(",", ":"))))
+        return rows
+
+    def _image_steps(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec, targets: list[Target]
+                     ) -> list[tuple[float, np.ndarray, list[Prompt]]]:
+        """Every step of a 2D protocol: (decode time, masks of the targets, the prompts)."""
+        device = self.setup.options.device
+        prompts: list[Prompt] = [
+            initial_prompt(protocol, t, target_rng(self.plan.seed, unit.task, unit.case_id, t.label, t.instance,
+                                                   protocol.name))
+            for t in targets
+        ]
+        steps: list[tuple[float, np.ndarray, list[Prompt]]] = []
+        for step in range(protocol.steps):
+            prediction, decode_ms = timed(device, self.adapter.predict, state, prompts)
+            _check_prediction(prediction, len(prompts), case)
+            steps.append((decode_ms, prediction.masks, prompts))
+            if step + 1 < protocol.steps:
+                feedback = prediction.feedback or [None] * len(prompts)
+                prompts = [refine_prompt(p, t, m, f)
+                           for p, t, m, f in zip(prompts, targets, prediction.masks, feedback, strict=True)]
+        return steps
+
+
+def warm_up(adapter: Adapter) -> None:
+    """One untimed encode and decode on a phantom image, so lazy initialisation (kernel selection,
+    allocator growth, first-call caches) is not charged to the first case. The decode gets what the
+    adapter takes: a box (or else a point) and, for in-context adapters, a support set."""
+    image, masks = phantom(seed=0, index=0)
+    state = adapter.encode(image)
+    capabilities = adapter.meta.capabilities
+    target = Target("warm-up", 0, masks["organ"])
+    first = "box" if capabilities.box else "center_point" if capabilities.point else None
+    prompts = [initial_prompt(parse_protocol(first), target, target_rng(0))] if first else None
+    support = [Support([image], [masks["organ"]])] if capabilities.support_set else None
+    if prompts or support:
+        adapter.predict(state, prompts, support)
+
+
+def release_device_memory(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _check_prediction(prediction: Prediction, count: int, case: Case) -> None:
+    check_masks(prediction.masks, (count, *case.shape))
+
+
+def _areas(truth: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
+    return {"truth_area": int(np.count_nonzero(truth)), "pred_area": int(np.count_nonzero(predicted))}
+
+
+def _union_by_label(targets: list[Target], masks: np.ndarray, labels: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+    """The prediction of each label: the union of its instances' masks."""
+    out: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(next(iter(labels.values())).shape, bool))
+    for target, mask in zip(targets, masks, strict=True):
+        out[target.label] = out[target.label] | mask.astype(bool)
+    return dict(out)
+
+
+def load_failures(frame: pl.DataFrame) -> dict[str, str]:
+    """Adapter → its load error, for the adapters whose load failed (rows with the ``LOAD_FAILED`` error)."""
+    if frame.is_empty():
+        return {}
+    failed = frame.filter(pl.col("error").str.starts_with(LOAD_FAILED))
+    return dict(failed.group_by("adapter", maintain_order=True).agg(pl.col("error").first()).iter_rows())
+
+
+def absent_labels(plan: RunPlan, frame: pl.DataFrame) -> list[str]:
+    """A warning for each label a task declares that no ok row of the task has: the label is in none of
+    the cases that were read (its values match nothing in any mask), so it has no row and no score."""
+    notices = []
+    for name, spec in plan.tasks.items():
+        ok = frame.filter((pl.col("task") == name) & (pl.col("status") == "ok"))
+        if ok.is_empty():
+            continue
+        seen = set(ok["label"].unique().to_list())
+        for label in spec.labels:
+            if label.name != "*" and label.name not in seen:
+                cases = ok["case_id"].n_unique()
+                notices.append(f"task '{name}': label '{label.name}' is in none of the {cases} case(s) scored "
+                               f"(values {list(label.values) if label.values else 'nonzero'} match no mask); "
+                               f"it has no rows ({spec.source})")
+    return notices
+
+
+def report_notices(plan: RunPlan, frame: pl.DataFrame, manifest: dict[str, Any]) -> None:
+    """At a run's end: print each adapter that did not load and each label in no case, on stderr, and
+    record them in the manifest (``skipped`` and ``warnings``)."""
+    for adapter, reason in load_failures(frame).items():
+        manifest.setdefault("skipped", {})[adapter] = reason
+        print(f"skipped: {adapter}: {reason}; its units are recorded as failed", file=sys.stderr)
+    notices = absent_labels(plan, frame)
+    for notice in notices:
+        print(f"warning: {notice}", file=sys.stderr)
+    manifest["warnings"] = notices
