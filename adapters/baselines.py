@@ -22,7 +22,7 @@ ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and p
 def box_mask(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     x0, y0, x1, y1 = (int(round(v)) for v in box)
-    mask[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = True
+    mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
     return mask
 
 
@@ -43,10 +43,10 @@ def otsu_in_box(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
     height, width = grey.shape
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
-    crop = grey[y0:y1 + 1, x0:x1 + 1]
+    crop = grey[y0 : y1 + 1, x0 : x1 + 1]
     mask = np.zeros((height, width), dtype=bool)
     if crop.size == 0 or crop.min() == crop.max():
-        mask[y0:y1 + 1, x0:x1 + 1] = True
+        mask[y0 : y1 + 1, x0 : x1 + 1] = True
         return mask
     above = crop > otsu_threshold(crop)
     border = np.concatenate([above[0], above[-1], above[:, 0], above[:, -1]])
@@ -57,7 +57,7 @@ def otsu_in_box(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
         inside = components == int(np.argmax(sizes))
-    mask[y0:y1 + 1, x0:x1 + 1] = inside
+    mask[y0 : y1 + 1, x0 : x1 + 1] = inside
     return mask
 
 
@@ -71,8 +71,9 @@ class _BoxBaseline(Adapter):
     def _masks(self, image: np.ndarray, prompts: Sequence[Prompt]) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, state: np.ndarray, prompts: Sequence[Prompt] | None = None,
-                support: Sequence[Support] | None = None) -> Prediction:
+    def predict(
+        self, state: np.ndarray, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
+    ) -> Prediction:
         if not prompts or any(p.box is None for p in prompts):
             raise ValueError(f"{self.meta.name} needs box prompts")
         masks = self._masks(state, prompts)
@@ -81,8 +82,12 @@ class _BoxBaseline(Adapter):
 
 class BoxBaseline(_BoxBaseline):
     meta = AdapterMeta(
-        name="box", family="baseline", description="The prompt box, filled (reference lower bound)",
-        capabilities=Capabilities(box=True), license="Apache-2.0", preprocessing="none",
+        name="box",
+        family="baseline",
+        description="The prompt box, filled (reference lower bound)",
+        capabilities=Capabilities(box=True),
+        license="Apache-2.0",
+        preprocessing="none",
     )
 
     def _masks(self, image: np.ndarray, prompts: Sequence[Prompt]) -> np.ndarray:
@@ -91,9 +96,11 @@ class BoxBaseline(_BoxBaseline):
 
 class OtsuBaseline(_BoxBaseline):
     meta = AdapterMeta(
-        name="otsu", family="baseline",
+        name="otsu",
+        family="baseline",
         description="Otsu threshold inside the prompt box, hole filling, largest component (classical)",
-        capabilities=Capabilities(box=True), license="Apache-2.0",
+        capabilities=Capabilities(box=True),
+        license="Apache-2.0",
         preprocessing="grey = mean of RGB; Otsu threshold inside the box; polarity from the box border",
     )
 

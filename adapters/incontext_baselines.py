@@ -55,8 +55,9 @@ class _SupportBaseline(Adapter):
     def _probability(self, query: Query, support: Support) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, state: Query, prompts: Sequence[Prompt] | None = None,
-                support: Sequence[Support] | None = None) -> Prediction:
+    def predict(
+        self, state: Query, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
+    ) -> Prediction:
         if prompts:
             raise ValueError(f"{self.meta.name} takes no prompts, only support sets")
         if not support or any(len(s) == 0 for s in support):
@@ -67,9 +68,11 @@ class _SupportBaseline(Adapter):
 
 class NearestSupport(_SupportBaseline):
     meta = AdapterMeta(
-        name="support-nearest", family="baseline",
+        name="support-nearest",
+        family="baseline",
         description="Label transfer: the mask of the most similar support image (in-context reference)",
-        capabilities=Capabilities(support_set=True), license="Apache-2.0",
+        capabilities=Capabilities(support_set=True),
+        license="Apache-2.0",
         preprocessing="64x64 grey thumbnails, normalised cross-correlation; the chosen mask resized bilinearly, > 0.5",
     )
 
@@ -80,9 +83,11 @@ class NearestSupport(_SupportBaseline):
 
 class MeanSupport(_SupportBaseline):
     meta = AdapterMeta(
-        name="support-mean", family="baseline",
+        name="support-mean",
+        family="baseline",
         description="Spatial prior: the mean of the support masks, > 0.5 (in-context reference)",
-        capabilities=Capabilities(support_set=True), license="Apache-2.0",
+        capabilities=Capabilities(support_set=True),
+        license="Apache-2.0",
         preprocessing="support masks resized bilinearly to the query, averaged, > 0.5",
     )
 

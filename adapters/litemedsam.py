@@ -76,7 +76,7 @@ class LiteMedSAM(Adapter):
         input_size=INPUT_SIZE,
         checkpoint=CHECKPOINT,
         preprocessing="longest side to 256 (cv2 INTER_AREA), min-max to [0,1], pad bottom/right to 256; "
-                      "boxes x 256/max(H,W) truncated; bilinear upsampling, sigmoid > 0.5",
+        "boxes x 256/max(H,W) truncated; bilinear upsampling, sigmoid > 0.5",
         reference="https://github.com/bowang-lab/MedSAM/tree/LiteMedSAM",
     )
 
@@ -98,11 +98,14 @@ class LiteMedSAM(Adapter):
         tensor = torch.from_numpy(batch).float().permute(0, 3, 1, 2).to(self.options.device)
         with inference(self.options):
             embeddings = self.model.image_encoder(tensor)
-        return [EncodedImage(embeddings[i:i + 1], resized, image.shape[:2])
-                for i, ((_, resized), image) in enumerate(zip(prepared, images, strict=True))]
+        return [
+            EncodedImage(embeddings[i : i + 1], resized, image.shape[:2])
+            for i, ((_, resized), image) in enumerate(zip(prepared, images, strict=True))
+        ]
 
-    def predict(self, state: EncodedImage, prompts: Sequence[Prompt] | None = None,
-                support: Sequence[Support] | None = None) -> Prediction:
+    def predict(
+        self, state: EncodedImage, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
+    ) -> Prediction:
         if not prompts:
             raise ValueError("litemedsam needs box prompts")
         boxes = np.stack([scale_box(p.box, state.original) for p in prompts])  # type: ignore[arg-type]
@@ -110,11 +113,16 @@ class LiteMedSAM(Adapter):
         with inference(self.options):
             sparse, dense = self.model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
             logits, iou = self.model.mask_decoder(
-                image_embeddings=state.embedding, image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+                image_embeddings=state.embedding,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
             height, width = state.resized
-            upscaled = F.interpolate(logits[..., :height, :width].float(), size=state.original, mode="bilinear",
-                                     align_corners=False)
+            upscaled = F.interpolate(
+                logits[..., :height, :width].float(), size=state.original, mode="bilinear", align_corners=False
+            )
             masks = (torch.sigmoid(upscaled) > 0.5)[:, 0]
         return Prediction(masks.cpu().numpy(), iou[:, 0].float().cpu().numpy(), [None] * len(prompts))
 

@@ -29,18 +29,28 @@ from segbench.adapters.sam2family import SAM2_CAPABILITIES, SAM2Family, package_
 from segbench.hookspecs import hookimpl
 from segbench.interface import AdapterMeta
 
-CHECKPOINT = sam2_checkpoint("medical-sam2", "MedSAM2_pretrain.pth", "jiayuanz3/MedSAM2_pretrain",
-                             "059572b072eff2e41975bf85b0dcca96bc58889db60a89e9f5b1f075236735d7", 78078138)
+CHECKPOINT = sam2_checkpoint(
+    "medical-sam2",
+    "MedSAM2_pretrain.pth",
+    "jiayuanz3/MedSAM2_pretrain",
+    "059572b072eff2e41975bf85b0dcca96bc58889db60a89e9f5b1f075236735d7",
+    78078138,
+)
 
 
 class MedicalSAM2(SAM2Family):
     meta = AdapterMeta(
-        name="medical-sam2", family="sam2",
+        name="medical-sam2",
+        family="sam2",
         description="Medical-SAM2 (ImprintLab): SAM 2 Hiera-T fine-tuned on medical images, slices as video",
-        capabilities=SAM2_CAPABILITIES, version="1", license="GPL-3.0 (code); weights: terms not stated",
-        input_size=1024, checkpoint=CHECKPOINT,
+        capabilities=SAM2_CAPABILITIES,
+        version="1",
+        license="GPL-3.0 (code); weights: terms not stated",
+        input_size=1024,
+        checkpoint=CHECKPOINT,
         preprocessing="squash to 1024 (PIL bicubic), /255, ImageNet mean/std; forward then reverse propagation",
-        reference="https://github.com/ImprintLab/Medical-SAM2")
+        reference="https://github.com/ImprintLab/Medical-SAM2",
+    )
 
     @classmethod
     def config_path(cls) -> Path:

@@ -47,13 +47,18 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 class MedSAM2(SAM2Family):
     meta = AdapterMeta(
-        name="medsam2", family="sam2",
+        name="medsam2",
+        family="sam2",
         description="MedSAM2 (bowang-lab): SAM2.1 Hiera-T fine-tuned at 512 on 3D medical images and videos",
-        capabilities=SAM2_CAPABILITIES, version="1", license="Apache-2.0 (code), CC-BY-SA-4.0 (weights)",
-        input_size=512, checkpoint=CHECKPOINT,
+        capabilities=SAM2_CAPABILITIES,
+        version="1",
+        license="Apache-2.0 (code), CC-BY-SA-4.0 (weights)",
+        input_size=512,
+        checkpoint=CHECKPOINT,
         preprocessing="uint8 after the task's window/clip; squash to 512 (PIL bicubic), /255, ImageNet mean/std; "
-                      "key-slice box, forward, reset, box again, reverse, union, largest 3D component",
-        reference="https://github.com/bowang-lab/MedSAM2")
+        "key-slice box, forward, reset, box again, reverse, union, largest 3D component",
+        reference="https://github.com/bowang-lab/MedSAM2",
+    )
 
     @classmethod
     def config_path(cls) -> Path:

@@ -47,12 +47,24 @@ def _sam_checkpoint(name: str, filename: str, sha256: str, size: int) -> Checkpo
 
 
 SAM_CHECKPOINTS = {
-    "vit_b": _sam_checkpoint("sam-vit-b", "sam_vit_b_01ec64.pth",
-                             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383),
-    "vit_l": _sam_checkpoint("sam-vit-l", "sam_vit_l_0b3195.pth",
-                             "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607),
-    "vit_h": _sam_checkpoint("sam-vit-h", "sam_vit_h_4b8939.pth",
-                             "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879),
+    "vit_b": _sam_checkpoint(
+        "sam-vit-b",
+        "sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        375042383,
+    ),
+    "vit_l": _sam_checkpoint(
+        "sam-vit-l",
+        "sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        1249524607,
+    ),
+    "vit_h": _sam_checkpoint(
+        "sam-vit-h",
+        "sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        2564550879,
+    ),
 }
 
 MEDSAM_CHECKPOINT = CheckpointSpec(
@@ -75,8 +87,10 @@ MEDICOSAM_CHECKPOINT = CheckpointSpec(
     xxh128="40169f1e3c03a4b67bff58249c176d92",
 )
 
-SAM_PREPROCESSING = ("longest side to 1024 (ResizeLongestSide), SAM mean/std on 0-255, pad bottom/right to 1024; "
-                     "masks: SAM postprocess_masks, logits > 0; a lone click: 3 masks, best predicted IoU")
+SAM_PREPROCESSING = (
+    "longest side to 1024 (ResizeLongestSide), SAM mean/std on 0-255, pad bottom/right to 1024; "
+    "masks: SAM postprocess_masks, logits > 0; a lone click: 3 masks, best predicted IoU"
+)
 
 
 def _segment_anything_builder(kind: str) -> Callable[[], torch.nn.Module]:
@@ -107,9 +121,17 @@ class SegmentAnything(SamArchitecture):
 def _sam_meta(backbone: str, label: str) -> AdapterMeta:
     spec = SAM_CHECKPOINTS[backbone]
     return AdapterMeta(
-        name=spec.name, family="sam", description=f"Segment Anything (Kirillov et al. 2023), {label} image encoder",
-        capabilities=PROMPTABLE, version="1", license="Apache-2.0", input_size=INPUT_SIZE, checkpoint=spec,
-        preprocessing=SAM_PREPROCESSING, reference="https://github.com/facebookresearch/segment-anything")
+        name=spec.name,
+        family="sam",
+        description=f"Segment Anything (Kirillov et al. 2023), {label} image encoder",
+        capabilities=PROMPTABLE,
+        version="1",
+        license="Apache-2.0",
+        input_size=INPUT_SIZE,
+        checkpoint=spec,
+        preprocessing=SAM_PREPROCESSING,
+        reference="https://github.com/facebookresearch/segment-anything",
+    )
 
 
 class SamViTB(SegmentAnything):
@@ -138,12 +160,16 @@ def medsam_input(image: np.ndarray) -> np.ndarray:
 
 class MedSAM(SamArchitecture):
     meta = AdapterMeta(
-        name="medsam", family="medsam",
+        name="medsam",
+        family="medsam",
         description="MedSAM (Ma et al. 2024): SAM ViT-B fine-tuned on 1.57 M medical image-mask pairs",
-        capabilities=Capabilities(box=True), version="1", license="Apache-2.0", input_size=INPUT_SIZE,
+        capabilities=Capabilities(box=True),
+        version="1",
+        license="Apache-2.0",
+        input_size=INPUT_SIZE,
         checkpoint=MEDSAM_CHECKPOINT,
         preprocessing="squash to 1024x1024 (skimage cubic, anti-aliased, uint8), min-max to [0,1], no mean/std, "
-                      "no padding; boxes x 1024/W, 1024/H; sigmoid of the logits, bilinear to the image, > 0.5",
+        "no padding; boxes x 1024/W, 1024/H; sigmoid of the logits, bilinear to the image, > 0.5",
         reference="https://github.com/bowang-lab/MedSAM (MedSAM_Inference.py)",
     )
 
@@ -177,9 +203,13 @@ class MedicoSAM(SegmentAnything):
     backbone = "vit_b"
     strip_prefixes = ("sam.",)
     meta = AdapterMeta(
-        name="medicosam", family="medicosam",
+        name="medicosam",
+        family="medicosam",
         description="MedicoSAM (Archit et al. 2025): SAM ViT-B fine-tuned on SA-Med2D-20M with interactive training",
-        capabilities=PROMPTABLE, version="1", license="unknown (not stated in the repository)", input_size=INPUT_SIZE,
+        capabilities=PROMPTABLE,
+        version="1",
+        license="unknown (not stated in the repository)",
+        input_size=INPUT_SIZE,
         checkpoint=MEDICOSAM_CHECKPOINT,
         preprocessing="percentile (1st-99th) to 0-255, clipped, 8-bit; then SAM's: " + SAM_PREPROCESSING,
         reference="https://github.com/computational-cell-analytics/medico-sam",

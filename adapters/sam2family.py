@@ -58,9 +58,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SAM2_CAPABILITIES = Capabilities(box=True, point=True, mask=True, iterative=True, multimask=True, volume=True)
 # The overrides build_sam2_video_predictor applies (apply_postprocessing=True) for video inference.
 VIDEO_OVERRIDES = {
-    "sam_mask_decoder_extra_args": {"dynamic_multimask_via_stability": True,
-                                    "dynamic_multimask_stability_delta": 0.05,
-                                    "dynamic_multimask_stability_thresh": 0.98},
+    "sam_mask_decoder_extra_args": {
+        "dynamic_multimask_via_stability": True,
+        "dynamic_multimask_stability_delta": 0.05,
+        "dynamic_multimask_stability_thresh": 0.98,
+    },
     "binarize_mask_from_pts_for_mem_enc": True,
     "fill_hole_area": 8,
 }
@@ -89,8 +91,13 @@ def build_model(config: Path) -> Any:
 
 
 def sam2_checkpoint(name: str, filename: str, repo: str, sha256: str, size: int) -> CheckpointSpec:
-    return CheckpointSpec(name=name, filename=filename, url=f"https://huggingface.co/{repo}/resolve/main/{filename}",
-                          sha256=sha256, size=size)
+    return CheckpointSpec(
+        name=name,
+        filename=filename,
+        url=f"https://huggingface.co/{repo}/resolve/main/{filename}",
+        sha256=sha256,
+        size=size,
+    )
 
 
 class LazyFrames:
@@ -170,8 +177,9 @@ class SAM2Family(Adapter):
         predictor.reset_predictor()
         return state
 
-    def predict(self, state: ImageState, prompts: Sequence[Prompt] | None = None,
-                support: Support | None = None) -> Prediction:
+    def predict(
+        self, state: ImageState, prompts: Sequence[Prompt] | None = None, support: Support | None = None
+    ) -> Prediction:
         if not prompts:
             raise ValueError(f"{self.meta.name} needs box or point prompts")
         height, width = state.original
@@ -195,7 +203,8 @@ class SAM2Family(Adapter):
                         point_labels=np.stack([p.point_labels for p in group]) if points else None,
                         box=np.stack([p.box for p in group]) if has_box else None,
                         mask_input=np.stack([p.previous for p in group]) if has_mask else None,
-                        multimask_output=multimask)
+                        multimask_output=multimask,
+                    )
                 candidates = 3 if multimask else 1
                 out_masks = out_masks.reshape(len(group), candidates, height, width)
                 out_scores = out_scores.reshape(len(group), candidates)
@@ -235,8 +244,14 @@ class SAM2Family(Adapter):
                 for reverse in (False, True):
                     model.reset_state(video)
                     for z, on_slice in sorted(prompt.slices.items()):
-                        model.add_new_points_or_box(video, frame_idx=z, obj_id=1, points=on_slice.points,
-                                                    labels=on_slice.point_labels, box=on_slice.box)
+                        model.add_new_points_or_box(
+                            video,
+                            frame_idx=z,
+                            obj_id=1,
+                            points=on_slice.points,
+                            labels=on_slice.point_labels,
+                            box=on_slice.box,
+                        )
                     for z, _, logits in model.propagate_in_video(video, reverse=reverse):
                         masks[index, z] |= (logits[0, 0] > 0).cpu().numpy()
                 masks[index] = self.postprocess_volume(masks[index])
@@ -246,32 +261,76 @@ class SAM2Family(Adapter):
 
 def _sam2_adapter(name: str, size: str, config: str, checkpoint: CheckpointSpec) -> type[SAM2Family]:
     meta = AdapterMeta(
-        name=name, family="sam2",
+        name=name,
+        family="sam2",
         description=f"SAM 2.1 Hiera-{size} (Meta): image predictor in 2D, video predictor over slices in 3D",
-        capabilities=SAM2_CAPABILITIES, version="1", license="Apache-2.0", input_size=1024, checkpoint=checkpoint,
+        capabilities=SAM2_CAPABILITIES,
+        version="1",
+        license="Apache-2.0",
+        input_size=1024,
+        checkpoint=checkpoint,
         preprocessing="2D: SAM2ImagePredictor transforms (squash to 1024, ImageNet mean/std); volumes: "
-                      "SAM2 video frames (PIL bicubic squash to 1024, /255, ImageNet mean/std); forward then "
-                      "reverse propagation from the first prompted slice, union",
-        reference="https://github.com/facebookresearch/sam2")
-    return type(f"SAM21Hiera{size.replace('+', 'Plus')}", (SAM2Family,),
-                {"meta": meta, "config_path": classmethod(lambda cls: package_config(config)),
-                 "__module__": __name__})
+        "SAM2 video frames (PIL bicubic squash to 1024, /255, ImageNet mean/std); forward then "
+        "reverse propagation from the first prompted slice, union",
+        reference="https://github.com/facebookresearch/sam2",
+    )
+    return type(
+        f"SAM21Hiera{size.replace('+', 'Plus')}",
+        (SAM2Family,),
+        {"meta": meta, "config_path": classmethod(lambda cls: package_config(config)), "__module__": __name__},
+    )
 
 
 # sha256 and sizes: the Git LFS pointers of facebook/sam2.1-hiera-* on Hugging Face (tiny and small read
 # on facebook's own pages; base-plus and large from mirrors that re-host Meta's files, which agree).
-SAM21_TINY = _sam2_adapter("sam2.1-hiera-t", "T", "sam2.1/sam2.1_hiera_t.yaml", sam2_checkpoint(
-    "sam2.1-hiera-t", "sam2.1_hiera_tiny.pt", "facebook/sam2.1-hiera-tiny",
-    "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466))
-SAM21_SMALL = _sam2_adapter("sam2.1-hiera-s", "S", "sam2.1/sam2.1_hiera_s.yaml", sam2_checkpoint(
-    "sam2.1-hiera-s", "sam2.1_hiera_small.pt", "facebook/sam2.1-hiera-small",
-    "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285))
-SAM21_BASE_PLUS = _sam2_adapter("sam2.1-hiera-b+", "B+", "sam2.1/sam2.1_hiera_b+.yaml", sam2_checkpoint(
-    "sam2.1-hiera-b+", "sam2.1_hiera_base_plus.pt", "facebook/sam2.1-hiera-base-plus",
-    "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 323606802))
-SAM21_LARGE = _sam2_adapter("sam2.1-hiera-l", "L", "sam2.1/sam2.1_hiera_l.yaml", sam2_checkpoint(
-    "sam2.1-hiera-l", "sam2.1_hiera_large.pt", "facebook/sam2.1-hiera-large",
-    "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611))
+SAM21_TINY = _sam2_adapter(
+    "sam2.1-hiera-t",
+    "T",
+    "sam2.1/sam2.1_hiera_t.yaml",
+    sam2_checkpoint(
+        "sam2.1-hiera-t",
+        "sam2.1_hiera_tiny.pt",
+        "facebook/sam2.1-hiera-tiny",
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
+        156008466,
+    ),
+)
+SAM21_SMALL = _sam2_adapter(
+    "sam2.1-hiera-s",
+    "S",
+    "sam2.1/sam2.1_hiera_s.yaml",
+    sam2_checkpoint(
+        "sam2.1-hiera-s",
+        "sam2.1_hiera_small.pt",
+        "facebook/sam2.1-hiera-small",
+        "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
+        184416285,
+    ),
+)
+SAM21_BASE_PLUS = _sam2_adapter(
+    "sam2.1-hiera-b+",
+    "B+",
+    "sam2.1/sam2.1_hiera_b+.yaml",
+    sam2_checkpoint(
+        "sam2.1-hiera-b+",
+        "sam2.1_hiera_base_plus.pt",
+        "facebook/sam2.1-hiera-base-plus",
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+        323606802,
+    ),
+)
+SAM21_LARGE = _sam2_adapter(
+    "sam2.1-hiera-l",
+    "L",
+    "sam2.1/sam2.1_hiera_l.yaml",
+    sam2_checkpoint(
+        "sam2.1-hiera-l",
+        "sam2.1_hiera_large.pt",
+        "facebook/sam2.1-hiera-large",
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
+        898083611,
+    ),
+)
 
 
 @hookimpl

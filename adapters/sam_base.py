@@ -108,8 +108,9 @@ class SamArchitecture(Adapter):
             embedding = self.model.image_encoder(tensor)
         return EncodedImage(embedding, frame)
 
-    def predict(self, state: EncodedImage, prompts: Sequence[Prompt] | None = None,
-                support: Support | None = None) -> Prediction:
+    def predict(
+        self, state: EncodedImage, prompts: Sequence[Prompt] | None = None, support: Support | None = None
+    ) -> Prediction:
         if not prompts:
             raise ValueError(f"{self.meta.name} needs prompts")
         height, width = state.frame.original
@@ -139,8 +140,9 @@ class SamArchitecture(Adapter):
             raise ValueError(f"{self.meta.name}: a prompt needs a box or points")
         return shape
 
-    def _decode(self, state: EncodedImage, shape: PromptShape, prompts: list[Prompt]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(
+        self, state: EncodedImage, shape: PromptShape, prompts: list[Prompt]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One decoder call for prompts of one shape (inside :func:`inference`): the chosen logits
         ``(N, 1, s, s)`` and their predicted IoU."""
         device = self.options.device
@@ -149,8 +151,10 @@ class SamArchitecture(Adapter):
         if shape.points:
             coords = np.stack([frame.to_input(p.points) for p in prompts])  # type: ignore[arg-type]
             labels = np.stack([np.asarray(p.point_labels) for p in prompts])
-            points = (torch.as_tensor(coords, dtype=torch.float, device=device),
-                      torch.as_tensor(labels, dtype=torch.int, device=device))
+            points = (
+                torch.as_tensor(coords, dtype=torch.float, device=device),
+                torch.as_tensor(labels, dtype=torch.int, device=device),
+            )
         if shape.box:
             corners = np.stack([frame.to_input(np.asarray(p.box).reshape(2, 2)).reshape(4) for p in prompts])
             boxes = torch.as_tensor(corners, dtype=torch.float, device=device)
@@ -159,8 +163,12 @@ class SamArchitecture(Adapter):
         multimask = self.multimask(shape)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         logits, iou = self.model.mask_decoder(
-            image_embeddings=state.embedding, image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+            image_embeddings=state.embedding,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
         logits, iou = logits.float(), iou.float()
         if multimask:
             best = iou.argmax(dim=1)

@@ -73,7 +73,7 @@ def samed2d_input(image: np.ndarray) -> tuple[np.ndarray, Frame]:
     if height < INPUT_SIZE and width < INPUT_SIZE:  # albumentations PadIfNeeded: centred, zeros
         top, left = (INPUT_SIZE - height) // 2, (INPUT_SIZE - width) // 2
         padded = np.zeros((INPUT_SIZE, INPUT_SIZE, 3))
-        padded[top:top + height, left:left + width] = normalised
+        padded[top : top + height, left : left + width] = normalised
         return padded, Frame((height, width), (height, width), (top, left))
     squashed = cv2.resize(normalised, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_NEAREST)
     return squashed, Frame((height, width), (INPUT_SIZE, INPUT_SIZE))
@@ -83,13 +83,17 @@ class SamMed2D(SamArchitecture):
     skip_objects = True
     code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.sam_med2d_net",)
     meta = AdapterMeta(
-        name="sam-med2d", family="sam-med2d",
+        name="sam-med2d",
+        family="sam-med2d",
         description="SAM-Med2D (Cheng et al. 2023): SAM ViT-B at 256 with adapters, fine-tuned on SA-Med2D-20M",
         capabilities=Capabilities(box=True, point=True, mask=True, iterative=True, multimask=True),
-        version="1", license="Apache-2.0", input_size=INPUT_SIZE, checkpoint=CHECKPOINT,
+        version="1",
+        license="Apache-2.0",
+        input_size=INPUT_SIZE,
+        checkpoint=CHECKPOINT,
         preprocessing="BGR, SAM mean/std on 0-255; both sides < 256: centred zero padding to 256, else squash to "
-                      "256x256 (nearest); 3 masks, best predicted IoU; previous logits fed back through a sigmoid; "
-                      "bilinear to 256, crop or bilinear to the image, sigmoid > 0.5",
+        "256x256 (nearest); 3 masks, best predicted IoU; previous logits fed back through a sigmoid; "
+        "bilinear to 256, crop or bilinear to the image, sigmoid > 0.5",
         reference="https://github.com/OpenGVLab/SAM-Med2D (test.py, DataLoader.py)",
     )
 
@@ -106,7 +110,7 @@ class SamMed2D(SamArchitecture):
         if frame.resized != (INPUT_SIZE, INPUT_SIZE):  # padded: crop the image back out
             top, left = frame.offset
             height, width = frame.resized
-            upscaled = upscaled[..., top:top + height, left:left + width]
+            upscaled = upscaled[..., top : top + height, left : left + width]
         else:
             upscaled = F.interpolate(upscaled, frame.original, mode="bilinear", align_corners=False)
         return upscaled[:, 0] > 0

@@ -33,11 +33,15 @@ class AdapterLayer(nn.Module):
         hidden = int(dim * ratio)
         self.norm = nn.LayerNorm(dim)
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.channel = nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.ReLU(),
-                                     nn.Linear(hidden, dim, bias=False), nn.Sigmoid())
+        self.channel = nn.Sequential(
+            nn.Linear(dim, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, dim, bias=False), nn.Sigmoid()
+        )
         self.spatial = nn.Sequential(
-            nn.Conv2d(dim, dim, kernel_size=3, stride=2, padding=1, bias=False), nn.ReLU(),
-            nn.ConvTranspose2d(dim, dim, kernel_size=4, stride=2, padding=1, bias=False), nn.ReLU())
+            nn.Conv2d(dim, dim, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.ReLU(),
+            nn.ConvTranspose2d(dim, dim, kernel_size=4, stride=2, padding=1, bias=False),
+            nn.ReLU(),
+        )
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -74,26 +78,49 @@ class SamMed2DEncoder(ImageEncoderViT):
     """SAM's ViT-B image encoder at 256x256 whose blocks carry adapters."""
 
     def __init__(self) -> None:
-        block = {"num_heads": HEADS, "mlp_ratio": 4.0, "qkv_bias": True, "use_rel_pos": True,
-                 "norm_layer": partial(nn.LayerNorm, eps=1e-6)}
-        super().__init__(img_size=INPUT_SIZE, patch_size=PATCH_SIZE, embed_dim=EMBED_DIM, depth=0, out_chans=256,
-                         window_size=WINDOW, global_attn_indexes=GLOBAL_ATTENTION, **block)
+        block = {
+            "num_heads": HEADS,
+            "mlp_ratio": 4.0,
+            "qkv_bias": True,
+            "use_rel_pos": True,
+            "norm_layer": partial(nn.LayerNorm, eps=1e-6),
+        }
+        super().__init__(
+            img_size=INPUT_SIZE,
+            patch_size=PATCH_SIZE,
+            embed_dim=EMBED_DIM,
+            depth=0,
+            out_chans=256,
+            window_size=WINDOW,
+            global_attn_indexes=GLOBAL_ATTENTION,
+            **block,
+        )
         grid = INPUT_SIZE // PATCH_SIZE
         self.blocks = nn.ModuleList(
-            AdapterBlock(EMBED_DIM, window_size=0 if i in GLOBAL_ATTENTION else WINDOW, input_size=(grid, grid),
-                         **block)
-            for i in range(DEPTH))
+            AdapterBlock(
+                EMBED_DIM, window_size=0 if i in GLOBAL_ATTENTION else WINDOW, input_size=(grid, grid), **block
+            )
+            for i in range(DEPTH)
+        )
 
 
 def build_sam_med2d() -> Sam:
     grid = INPUT_SIZE // PATCH_SIZE
     model = Sam(
         image_encoder=SamMed2DEncoder(),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
-                                     input_image_size=(INPUT_SIZE, INPUT_SIZE), mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3,
-                                 iou_head_hidden_dim=256,
-                                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256,
+            image_embedding_size=(grid, grid),
+            input_image_size=(INPUT_SIZE, INPUT_SIZE),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        ),
         pixel_mean=list(PIXEL_MEAN),
         pixel_std=list(PIXEL_STD),
     )

@@ -76,7 +76,7 @@ class UniverSeg(Adapter):
         input_size=INPUT_SIZE,
         checkpoint=CHECKPOINT,
         preprocessing="RGB bilinear to 128x128 (Pillow), luma grey, /255; support masks nearest to 128; "
-                      "sigmoid, bilinear back to the query size, > 0.5",
+        "sigmoid, bilinear back to the query size, > 0.5",
         reference="https://github.com/JJGO/UniverSeg",
     )
     code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.universeg_net",)
@@ -92,8 +92,9 @@ class UniverSeg(Adapter):
         query = torch.from_numpy(grey_input(image))[None].to(self.options.device)
         return EncodedQuery(query, image.shape[:2])
 
-    def predict(self, state: EncodedQuery, prompts: Sequence[Prompt] | None = None,
-                support: Sequence[Support] | None = None) -> Prediction:
+    def predict(
+        self, state: EncodedQuery, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
+    ) -> Prediction:
         if prompts:
             raise ValueError("universeg takes no prompts, only support sets")
         if not support or any(len(s) == 0 for s in support):
@@ -105,7 +106,7 @@ class UniverSeg(Adapter):
         for size, indices in by_size.items():
             chunk = max(1, MAX_SUPPORT_ITEMS // size)
             for start in range(0, len(indices), chunk):
-                part = indices[start:start + chunk]
+                part = indices[start : start + chunk]
                 probabilities[part] = self._probabilities(state, [support[i] for i in part])
         return Prediction(probabilities > 0.5, None, [None] * len(support), probabilities)
 
@@ -120,8 +121,7 @@ class UniverSeg(Adapter):
         with inference(self.options):
             probabilities = torch.sigmoid(self.net(query, support_images, support_labels).float())
             if state.original != (INPUT_SIZE, INPUT_SIZE):
-                probabilities = F.interpolate(probabilities, size=state.original, mode="bilinear",
-                                              align_corners=False)
+                probabilities = F.interpolate(probabilities, size=state.original, mode="bilinear", align_corners=False)
         return probabilities[:, 0].cpu().numpy()
 
 

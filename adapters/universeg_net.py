@@ -134,8 +134,7 @@ class UniverSegNet(nn.Module):
             query_ch = support_ch = width
         self.out_conv = ConvLayer(query_ch, 1, kernel_size=1, activate=False)
 
-    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_labels: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
         target = query[:, None]
         support = torch.cat([support_images, support_labels], dim=2)
         skips = []

@@ -177,9 +177,14 @@ def _validated_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any], tuple
 
 def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
     """The executor options given on the command line, as keyword arguments of its factory."""
-    named = {"workers": args.workers, "threads": args.threads, "address": args.address,
-             "max_retries": args.max_retries, "slurm_partition": args.slurm_partition,
-             "timeout_min": args.slurm_time}
+    named = {
+        "workers": args.workers,
+        "threads": args.threads,
+        "address": args.address,
+        "max_retries": args.max_retries,
+        "slurm_partition": args.slurm_partition,
+        "timeout_min": args.slurm_time,
+    }
     options = {key: value for key, value in named.items() if value is not None}
     for item in args.executor_option:
         key, sep, text = item.partition("=")
@@ -200,17 +205,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     from segbench.running.plan import make_plan
 
     remote = getattr(executors.factory_of(args.executor), "remote", False)  # the driver may have no GPU
-    plan = make_plan(suite, tasks, adapters=adapters, limit=args.limit,
-                     device=args.device, weights=args.weights, precision=args.precision,
-                     checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
-                     data_root=_data_root(args.data_root), run_id=args.run_id, warmup=not args.no_warmup,
-                     offload=args.offload, save_masks=args.save_masks, check_device=not remote)
+    plan = make_plan(
+        suite,
+        tasks,
+        adapters=adapters,
+        limit=args.limit,
+        device=args.device,
+        weights=args.weights,
+        precision=args.precision,
+        checkpoint_overrides=_checkpoint_overrides(args.checkpoint),
+        data_root=_data_root(args.data_root),
+        run_id=args.run_id,
+        warmup=not args.no_warmup,
+        offload=args.offload,
+        save_masks=args.save_masks,
+        check_device=not remote,
+    )
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
-    store = execute(plan, Path(args.out), executor=args.executor, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, executor_options=_executor_options(args),
-                    command=getattr(args, "command_line", None), fresh=args.fresh,
-                    allow_data_change=args.allow_data_change)
+    store = execute(
+        plan,
+        Path(args.out),
+        executor=args.executor,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+        executor_options=_executor_options(args),
+        command=getattr(args, "command_line", None),
+        fresh=args.fresh,
+        allow_data_change=args.allow_data_change,
+    )
     manifest = store.read_manifest()
     print(f"{manifest['rows']} rows, {manifest['units']} cases, {manifest['failed_units']} failed", file=sys.stderr)
     status = _print_summary(summarize(store.read_cases()), args.fail_on_error)
@@ -227,8 +250,17 @@ def _print_summary(summary: RunSummary, fail_on_error: bool) -> int:
     adapter failed every one of its cases (or, with ``fail_on_error``, when any case failed), else 0."""
     from segbench.running.execute import SUMMARY_RULE
 
-    rows = [{"adapter": p.adapter, "task": p.task, "cases": p.cases, "dice": _score(p.dice), "nsd": _score(p.nsd),
-             "failed": p.failed} for p in summary.pairs]
+    rows = [
+        {
+            "adapter": p.adapter,
+            "task": p.task,
+            "cases": p.cases,
+            "dice": _score(p.dice),
+            "nsd": _score(p.nsd),
+            "failed": p.failed,
+        }
+        for p in summary.pairs
+    ]
     with contextlib.redirect_stdout(sys.stderr):
         _print_table(rows, ["adapter", "task", "cases", "dice", "nsd", "failed"])
     print(SUMMARY_RULE, file=sys.stderr)
@@ -244,8 +276,13 @@ def _print_summary(summary: RunSummary, fail_on_error: bool) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from segbench.reporting.report import build_site
 
-    index = build_site([Path(p) for p in args.runs], Path(args.out), title=args.title, base_url=args.base_url,
-                       extra_template_dirs=[Path(d) for d in args.template_dir])
+    index = build_site(
+        [Path(p) for p in args.runs],
+        Path(args.out),
+        title=args.title,
+        base_url=args.base_url,
+        extra_template_dirs=[Path(d) for d in args.template_dir],
+    )
     print(index)
     return 0
 
@@ -265,24 +302,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from segbench.names import slug
     from segbench.reporting.compare import Thresholds, compare_runs, terminal_table, write_html
 
-    thresholds = Thresholds(speed=args.fail_speed, memory=args.fail_memory, dice=args.fail_dice,
-                            min_delta_ms=args.min_delta_ms, min_delta_mb=args.min_delta_mb)
+    thresholds = Thresholds(
+        speed=args.fail_speed,
+        memory=args.fail_memory,
+        dice=args.fail_dice,
+        min_delta_ms=args.min_delta_ms,
+        min_delta_mb=args.min_delta_mb,
+    )
     comparison = compare_runs(Path(args.base), Path(args.new), thresholds)
     for key, (base, new) in comparison.machine_differences.items():
-        print(f"warning: the runs differ in {key}: {base} → {new}; speed and memory are not comparable",
-              file=sys.stderr)
+        print(
+            f"warning: the runs differ in {key}: {base} → {new}; speed and memory are not comparable", file=sys.stderr
+        )
     if not comparison.shared:
         raise SegbenchError("the two runs share no (adapter, task, case, label, prompt) rows to compare")
     print(terminal_table(comparison))
     totals = comparison.totals
-    print(f"cases (per adapter, task, prompt) failed: {totals.failed_base} in base, {totals.failed_new} in new "
-          f"({totals.failed_both} in both); "
-          f"unmatched: {totals.missing_new} only in base, {totals.missing_base} only in new; "
-          f"lost (ok in base, failed or missing in new): {totals.lost}", file=sys.stderr)
+    print(
+        f"cases (per adapter, task, prompt) failed: {totals.failed_base} in base, {totals.failed_new} in new "
+        f"({totals.failed_both} in both); "
+        f"unmatched: {totals.missing_new} only in base, {totals.missing_base} only in new; "
+        f"lost (ok in base, failed or missing in new): {totals.lost}",
+        file=sys.stderr,
+    )
     if comparison.unjudged_groups:
-        print(f"warning: the machine's speed moved by more than the speed tolerance in {comparison.unjudged_groups} "
-              "group(s) (their reference workload, probe_ms); their speed is reported, not judged: rerun on a "
-              "quieter machine", file=sys.stderr)
+        print(
+            f"warning: the machine's speed moved by more than the speed tolerance in {comparison.unjudged_groups} "
+            "group(s) (their reference workload, probe_ms); their speed is reported, not judged: rerun on a "
+            "quieter machine",
+            file=sys.stderr,
+        )
     for gate, limit in (("speed", thresholds.speed), ("memory", thresholds.memory)):
         if math.isinf(limit):
             print(f"{gate} is reported, not gated (--fail-{gate} off)", file=sys.stderr)
@@ -310,16 +359,31 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     from segbench.running.plan import resolve_device
 
     device = resolve_device(args.device)
-    rows = [row.as_dict() for adapter in _names(args.adapters) or ()
-            for row in measure(adapter, device, args.weights, args.batch_sizes, args.prompts, args.repeats)]
+    rows = [
+        row.as_dict()
+        for adapter in _names(args.adapters) or ()
+        for row in measure(adapter, device, args.weights, args.batch_sizes, args.prompts, args.repeats)
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for row in rows:
             for key in ("encode_ms_per_image", "decode_ms_per_prompt", "images_per_s", "prompts_per_s", "peak_mem_mb"):
                 row[key] = f"{row[key]:.1f}"
-        _print_table(rows, ["adapter", "device", "batch", "prompts", "encode_ms_per_image", "decode_ms_per_prompt",
-                            "images_per_s", "prompts_per_s", "peak_mem_mb"])
+        _print_table(
+            rows,
+            [
+                "adapter",
+                "device",
+                "batch",
+                "prompts",
+                "encode_ms_per_image",
+                "decode_ms_per_prompt",
+                "images_per_s",
+                "prompts_per_s",
+                "peak_mem_mb",
+            ],
+        )
     return 0
 
 
@@ -355,13 +419,24 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     for name, cls in plugins.adapters().items():
         meta = cls.meta
         status = _checkpoint_status(meta.checkpoint)
-        rows.append({"name": name, "status": "ok", "family": meta.family, "version": meta.version,
-                     "capabilities": ",".join(meta.capabilities.names()), "checkpoint": status["status"],
-                     "checkpoint_path": status["path"], "description": meta.description})
+        rows.append(
+            {
+                "name": name,
+                "status": "ok",
+                "family": meta.family,
+                "version": meta.version,
+                "capabilities": ",".join(meta.capabilities.names()),
+                "checkpoint": status["status"],
+                "checkpoint_path": status["path"],
+                "description": meta.description,
+            }
+        )
     _warn_plugins()
     # a plugin that failed to import: a row of its own (its entry point, module and error), the rest works
-    broken = [{"name": plugin.name, "status": "broken", "group": plugin.group, "module": plugin.module,
-               "error": plugin.error} for plugin in plugins.broken_plugins()]
+    broken = [
+        {"name": plugin.name, "status": "broken", "group": plugin.group, "module": plugin.module, "error": plugin.error}
+        for plugin in plugins.broken_plugins()
+    ]
     if args.json:
         print(json.dumps(rows + broken, indent=2))
     else:
@@ -374,10 +449,17 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 def cmd_suites(args: argparse.Namespace) -> int:
     config = _suite_config(args)
-    rows = [{"name": suite.name, "adapters": ",".join(suite.adapters), "tasks": ",".join(suite.tasks),
-             "protocols": ",".join(p.name for p in suite.protocols) if suite.protocols else "(each task's)",
-             "limit": suite.limit, "description": suite.description}
-            for suite in config.suites.values()]
+    rows = [
+        {
+            "name": suite.name,
+            "adapters": ",".join(suite.adapters),
+            "tasks": ",".join(suite.tasks),
+            "protocols": ",".join(p.name for p in suite.protocols) if suite.protocols else "(each task's)",
+            "limit": suite.limit,
+            "description": suite.description,
+        }
+        for suite in config.suites.values()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -389,11 +471,20 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from segbench.data.taskspec import discover_tasks
 
     config = _suite_config(args)
-    rows = [{"name": spec.name, "version": spec.version, "dim": spec.dim, "reader": spec.reader,
-             "dataset": spec.dataset or "(in process)", "labels": ",".join(label.name for label in spec.labels),
-             "protocols": ",".join(p.name for p in spec.protocols), "description": spec.description,
-             "file": str(spec.source)}
-            for spec in discover_tasks(config.task_dirs).values()]
+    rows = [
+        {
+            "name": spec.name,
+            "version": spec.version,
+            "dim": spec.dim,
+            "reader": spec.reader,
+            "dataset": spec.dataset or "(in process)",
+            "labels": ",".join(label.name for label in spec.labels),
+            "protocols": ",".join(p.name for p in spec.protocols),
+            "description": spec.description,
+            "file": str(spec.source),
+        }
+        for spec in discover_tasks(config.task_dirs).values()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -405,8 +496,11 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from segbench import plugins
     from segbench.weights import checkpoints
 
-    specs = {cls.meta.checkpoint.name: cls.meta.checkpoint
-             for cls in plugins.adapters().values() if cls.meta.checkpoint is not None}
+    specs = {
+        cls.meta.checkpoint.name: cls.meta.checkpoint
+        for cls in plugins.adapters().values()
+        if cls.meta.checkpoint is not None
+    }
     _warn_plugins()
     if args.weights_command == "fetch":
         if args.name not in specs:
@@ -417,8 +511,16 @@ def cmd_weights(args: argparse.Namespace) -> int:
     for name, spec in sorted(specs.items()):
         status = _checkpoint_status(spec)
         size_mb = round(spec.size / 1e6) if spec.size else None  # None: the authors publish no size
-        rows.append({"name": name, "status": status["status"], "size_mb": size_mb,
-                     "path": status["path"], "url": spec.url, "sha256": spec.sha256})
+        rows.append(
+            {
+                "name": name,
+                "status": status["status"],
+                "size_mb": size_mb,
+                "path": status["path"],
+                "url": spec.url,
+                "sha256": spec.sha256,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -440,43 +542,92 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", help="comma-separated tasks, instead of the suite's")
     run.add_argument("--device", default="auto", type=_device, help="cpu, cuda[:N] or auto (default)")
     run.add_argument("--limit", type=_positive, help="at most N cases per task (N > 0)")
-    run.add_argument("--weights", default="pretrained", choices=["pretrained", "random"],
-                     help="random: the real architectures with random weights, for speed and memory only")
-    run.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                     help="use a local checkpoint file for NAME (repeatable)")
-    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                     help="autocast precision on CUDA (default fp32)")
-    run.add_argument("--offload", action="store_true",
-                     help="keep video frames and propagation state in host memory (volume models on a GPU)")
+    run.add_argument(
+        "--weights",
+        default="pretrained",
+        choices=["pretrained", "random"],
+        help="random: the real architectures with random weights, for speed and memory only",
+    )
+    run.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="use a local checkpoint file for NAME (repeatable)",
+    )
+    run.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="autocast precision on CUDA (default fp32)",
+    )
+    run.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep video frames and propagation state in host memory (volume models on a GPU)",
+    )
     run.add_argument("--run-id", type=_run_id, help="name of the run directory (default: SUITE-CONFIGHASH)")
-    run.add_argument("--save-masks", type=_mask_count, metavar="N|all",
-                     help="keep the predicted masks of every case ('all') or of N sampled cases per task, for "
-                          "the report's drill-down (default: the suite's save_masks, else all; 0: none)")
+    run.add_argument(
+        "--save-masks",
+        type=_mask_count,
+        metavar="N|all",
+        help="keep the predicted masks of every case ('all') or of N sampled cases per task, for "
+        "the report's drill-down (default: the suite's save_masks, else all; 0: none)",
+    )
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
-    run.add_argument("--fresh", action="store_true",
-                     help="start over in the same run directory: remove its earlier parts, masks and results first")
-    run.add_argument("--allow-data-change", action="store_true",
-                     help="resume a run whose data changed since its first session (recorded; default: refuse)")
-    run.add_argument("--fail-on-error", action="store_true",
-                     help=f"exit {FAILED_EXIT} when any case failed (default: only when an adapter failed every case)")
-    run.add_argument("--no-warmup", action="store_true",
-                     help="skip the untimed warm-up encode/decode of each adapter before its first case")
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over in the same run directory: remove its earlier parts, masks and results first",
+    )
+    run.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume a run whose data changed since its first session (recorded; default: refuse)",
+    )
+    run.add_argument(
+        "--fail-on-error",
+        action="store_true",
+        help=f"exit {FAILED_EXIT} when any case failed (default: only when an adapter failed every case)",
+    )
+    run.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the untimed warm-up encode/decode of each adapter before its first case",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     scale = run.add_argument_group("executors", "where the units run (README: running a suite on a cluster)")
-    scale.add_argument("--executor", default="local",
-                       help="local (default, this process), multigpu (a process per GPU), ray, submitit (Slurm)")
+    scale.add_argument(
+        "--executor",
+        default="local",
+        help="local (default, this process), multigpu (a process per GPU), ray, submitit (Slurm)",
+    )
     scale.add_argument("--workers", type=_positive, help="workers (default: one per GPU; ray on CPU: one per node)")
-    scale.add_argument("--threads", type=_positive, help="torch threads (and CPUs reserved) per worker (default: "
-                                                   "the CPUs / workers)")
-    scale.add_argument("--address", help="ray: address of an existing cluster (default: $RAY_ADDRESS or a new "
-                                         "local instance)")
-    scale.add_argument("--max-retries", type=_non_negative,
-                       help="times a unit whose worker died is run again before it is recorded as failed (default 2)")
+    scale.add_argument(
+        "--threads", type=_positive, help="torch threads (and CPUs reserved) per worker (default: the CPUs / workers)"
+    )
+    scale.add_argument(
+        "--address", help="ray: address of an existing cluster (default: $RAY_ADDRESS or a new local instance)"
+    )
+    scale.add_argument(
+        "--max-retries",
+        type=_non_negative,
+        help="times a unit whose worker died is run again before it is recorded as failed (default 2)",
+    )
     scale.add_argument("--slurm-partition", help="submitit: the Slurm partition")
-    scale.add_argument("--slurm-time", type=int, metavar="MINUTES", help="submitit: time limit of each job "
-                                                                          "(default 240; jobs requeue themselves)")
-    scale.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="any other option of the executor, e.g. slurm_account=lab or cluster=local (repeatable)")
+    scale.add_argument(
+        "--slurm-time",
+        type=int,
+        metavar="MINUTES",
+        help="submitit: time limit of each job (default 240; jobs requeue themselves)",
+    )
+    scale.add_argument(
+        "--executor-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other option of the executor, e.g. slurm_account=lab or cluster=local (repeatable)",
+    )
     run.set_defaults(handler=cmd_run)
 
     report = commands.add_parser("report", help="publish runs as a static HTML leaderboard")
@@ -484,25 +635,51 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="site folder to write (index.html and pages)")
     report.add_argument("--title", default="segbench leaderboard")
     report.add_argument("--base-url", help="where the site will be published (canonical links, leaderboard.json)")
-    report.add_argument("--template-dir", action="append", default=[], metavar="DIR",
-                        help="templates that override the built-in ones (repeatable; plugins can add more)")
+    report.add_argument(
+        "--template-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="templates that override the built-in ones (repeatable; plugins can add more)",
+    )
     report.set_defaults(handler=cmd_report)
 
     compare = commands.add_parser("compare", help="compare two runs; exit 1 on a speed, memory or accuracy regression")
     compare.add_argument("base", metavar="BASE_RUN")
     compare.add_argument("new", metavar="NEW_RUN")
-    compare.add_argument("--fail-speed", type=_fraction, default=0.10, metavar="10%",
-                         help="fail when a latency grows by more than this, significantly (default 10%%); "
-                              "'off' reports speed without gating it (shared CI runners)")
-    compare.add_argument("--fail-memory", type=_fraction, default=0.10, metavar="10%",
-                         help="fail when peak memory grows by more than this (default 10%%); 'off' to report only")
-    compare.add_argument("--fail-dice", type=float, default=0.01,
-                         help="fail when mean Dice drops by more than this, significantly (default 0.01)")
-    compare.add_argument("--min-delta-ms", type=float, default=1.0,
-                         help="ignore latency changes smaller than this per case (default 1 ms)")
-    compare.add_argument("--min-delta-mb", type=float, default=None,
-                         help="ignore peak-memory changes smaller than this (default 256 MB of host RSS on a CPU, "
-                              "16 MB on CUDA)")
+    compare.add_argument(
+        "--fail-speed",
+        type=_fraction,
+        default=0.10,
+        metavar="10%",
+        help="fail when a latency grows by more than this, significantly (default 10%%); "
+        "'off' reports speed without gating it (shared CI runners)",
+    )
+    compare.add_argument(
+        "--fail-memory",
+        type=_fraction,
+        default=0.10,
+        metavar="10%",
+        help="fail when peak memory grows by more than this (default 10%%); 'off' to report only",
+    )
+    compare.add_argument(
+        "--fail-dice",
+        type=float,
+        default=0.01,
+        help="fail when mean Dice drops by more than this, significantly (default 0.01)",
+    )
+    compare.add_argument(
+        "--min-delta-ms",
+        type=float,
+        default=1.0,
+        help="ignore latency changes smaller than this per case (default 1 ms)",
+    )
+    compare.add_argument(
+        "--min-delta-mb",
+        type=float,
+        default=None,
+        help="ignore peak-memory changes smaller than this (default 256 MB of host RSS on a CPU, 16 MB on CUDA)",
+    )
     compare.add_argument("--html", help="where to write the HTML diff (default: NEW_RUN/compare-BASE.html)")
     compare.set_defaults(handler=cmd_compare)
 

@@ -131,8 +131,11 @@ class VolumePrompt:
     previous: Any = None
 
     def describe(self) -> dict[str, Any]:
-        return {"key_slice": self.key_slice, "z_range": list(self.z_range),
-                "slices": {str(z): prompt.describe() for z, prompt in sorted(self.slices.items())}}
+        return {
+            "key_slice": self.key_slice,
+            "z_range": list(self.z_range),
+            "slices": {str(z): prompt.describe() for z, prompt in sorted(self.slices.items())},
+        }
 
 
 @dataclass
@@ -175,12 +178,16 @@ def check_masks(masks: Any, shape: tuple[int, ...], where: str = "") -> np.ndarr
     if not isinstance(masks, np.ndarray):
         kind = type(masks)
         described = ", ".join(f"{key} {getattr(masks, key)}" for key in ("dtype", "shape") if hasattr(masks, key))
-        raise MaskError(f"adapter returned masks as {kind.__module__}.{kind.__qualname__}"
-                        f"{f' ({described})' if described else ''}{where}, expected a numpy bool array of shape "
-                        f"{shape}")
+        raise MaskError(
+            f"adapter returned masks as {kind.__module__}.{kind.__qualname__}"
+            f"{f' ({described})' if described else ''}{where}, expected a numpy bool array of shape "
+            f"{shape}"
+        )
     if masks.dtype != np.bool_ or masks.shape != shape:
-        raise MaskError(f"adapter returned masks of dtype {masks.dtype} and shape {masks.shape}{where}, "
-                        f"expected bool of shape {shape}")
+        raise MaskError(
+            f"adapter returned masks of dtype {masks.dtype} and shape {masks.shape}{where}, "
+            f"expected bool of shape {shape}"
+        )
     return masks
 
 

@@ -76,8 +76,14 @@ class SegbenchPluginManager(pluggy.PluginManager):
         self.broken: list[BrokenPlugin] = []
         self.warnings: list[str] = []
 
-    def add_plugin(self, name: str, group: str, load: Callable[[], Any], module: str,
-                   dist: importlib.metadata.Distribution | None = None) -> Any | None:
+    def add_plugin(
+        self,
+        name: str,
+        group: str,
+        load: Callable[[], Any],
+        module: str,
+        dist: importlib.metadata.Distribution | None = None,
+    ) -> Any | None:
         """Load a plugin with ``load()`` and register it as ``name``; None (and a :class:`BrokenPlugin`)
         when it fails to import or to register, a warning when it implements no hook."""
         try:
@@ -103,11 +109,11 @@ class SegbenchPluginManager(pluggy.PluginManager):
             return
         unmarked = [attr for attr in dir(plugin) if attr in HOOKS and callable(getattr(plugin, attr, None))]
         if unmarked:
-            self.warnings.append(f"{where} registers nothing: {', '.join(unmarked)} lacks @hookimpl "
-                                 "(from segbench import hookimpl)")
+            self.warnings.append(
+                f"{where} registers nothing: {', '.join(unmarked)} lacks @hookimpl (from segbench import hookimpl)"
+            )
         elif not implemented:
-            self.warnings.append(f"{where} registers nothing: it implements no segbench hook "
-                                 f"({', '.join(HOOKS)})")
+            self.warnings.append(f"{where} registers nothing: it implements no segbench hook ({', '.join(HOOKS)})")
 
     def add_builtins(self, modules: Iterable[str]) -> None:
         """Register segbench's own plugin modules not registered yet."""
@@ -152,6 +158,7 @@ def _collect(hook_name: str, keyed: bool) -> dict[str, Any]:
                 raise SegbenchError(f"{hook_name}: '{name}' is registered twice ({owners[name]} and {owner})")
             found[name] = value
             owners[name] = owner
+
         return register
 
     manager = plugin_manager()
@@ -210,7 +217,7 @@ def report_template_dirs() -> list[Path]:
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
-    """"unknown adapter 'x'; did you mean 'y'? (known: ...)": the message for a name that is not there."""
+    """ "unknown adapter 'x'; did you mean 'y'? (known: ...)": the message for a name that is not there."""
     known = sorted(known)
     near = closest(name, known)
     hint = f"; did you mean '{near}'?" if near else ""
@@ -223,7 +230,8 @@ def adapter_class(name: str) -> type:
         message = unknown_name("adapter", name, known)
         broken = broken_plugins()
         if broken:  # the adapter may live in a plugin that failed to import
-            message += "; plugins that failed to load: " + "; ".join(f"{b.name} ({b.module}: {b.error})"
-                                                                     for b in broken)
+            message += "; plugins that failed to load: " + "; ".join(
+                f"{b.name} ({b.module}: {b.error})" for b in broken
+            )
         raise SegbenchError(message)
     return known[name]

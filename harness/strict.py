@@ -34,8 +34,9 @@ def closest(word: str, known: Collection[str]) -> str | None:
     return close[0] if close else None
 
 
-def check_keys(table: Mapping[str, Any], known: Collection[str], path: Path | str, where: str,
-               what: str = "key") -> None:
+def check_keys(
+    table: Mapping[str, Any], known: Collection[str], path: Path | str, where: str, what: str = "key"
+) -> None:
     """A ConfigError naming the first unknown key of ``table`` (``where`` names the table: ``[data]``)."""
     unknown = sorted(str(key) for key in table if key not in known)
     if unknown:
@@ -82,8 +83,10 @@ def template_fields(text: str) -> list[str]:
         if name is None:
             continue
         if not FIELD_NAME.match(name) or spec or conversion:
-            raise ValueError(f"placeholder {{{name}{'!' + conversion if conversion else ''}"
-                             f"{':' + spec if spec else ''}}} is not a plain {{field}}")
+            raise ValueError(
+                f"placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not a plain {{field}}"
+            )
         fields.append(name)
     return fields
 
@@ -124,14 +127,18 @@ KINDS: dict[str, Callable[[Any], str | None]] = {
     "number": _simple(_is_number, "a finite number"),
     "boolean": _simple(lambda v: isinstance(v, bool), "true or false"),
     "strings": _simple(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
-    "numbers": _simple(lambda v: isinstance(v, list) and bool(v) and all(_is_number(x) for x in v),
-                       "a non-empty list of finite numbers"),
+    "numbers": _simple(
+        lambda v: isinstance(v, list) and bool(v) and all(_is_number(x) for x in v),
+        "a non-empty list of finite numbers",
+    ),
     "regex": _check_regex,
     "path": lambda v: _check_path(v),
     "glob": lambda v: _check_path(v, glob=True),
     "template": lambda v: _check_path(v, template=True),
-    "paths": lambda v: (_simple(lambda x: isinstance(x, list) and bool(x), "a non-empty list of paths")(v)
-                        or next((p for p in map(_check_path, v) if p), None)),
+    "paths": lambda v: (
+        _simple(lambda x: isinstance(x, list) and bool(x), "a non-empty list of paths")(v)
+        or next((p for p in map(_check_path, v) if p), None)
+    ),
     "any": lambda v: None,  # checked by the code that owns the key (e.g. [data] spacing in taskspec)
 }
 

@@ -35,15 +35,29 @@ def write_suite(folder: Path, cases: int) -> Path:
     (tasks / "ph.toml").write_text(
         '[task]\nname = "ph"\nversion = "1"\n[data]\nreader = "phantom"\n'
         f'cases = {cases}\nseed = 3\n[labels]\norgan = "nonzero"\nlesion = "nonzero"\n'
-        '[prompts]\nprotocols = ["box"]\n')
+        '[prompts]\nprotocols = ["box"]\n'
+    )
     config = folder / "bench.toml"
     config.write_text('task_dirs = ["tasks"]\n[suites.kill]\nadapters = ["box", "otsu"]\ntasks = ["ph"]\n')
     return config
 
 
 def command(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "segbench.cli", "run", "--config", str(config), "--suite", "kill",
-            "--out", str(out), "--run-id", "r", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "segbench.cli",
+        "run",
+        "--config",
+        str(config),
+        "--suite",
+        "kill",
+        "--out",
+        str(out),
+        "--run-id",
+        "r",
+        "--no-progress",
+    ]
 
 
 def parts(run_dir: Path) -> int:
@@ -97,24 +111,29 @@ def main(argv: list[str] | None = None) -> int:
         reference = rows(work / "plain" / "r")
         run_dir = work / "killed" / "r"
         args = command(config, work / "killed")
-        print(f"{'kill':>4} {'parts before':>12} {'parts after':>11} {'ran s':>6} {'tmp left':>8} {'lock left':>9}  "
-              "ended", flush=True)
+        print(
+            f"{'kill':>4} {'parts before':>12} {'parts after':>11} {'ran s':>6} {'tmp left':>8} {'lock left':>9}  "
+            "ended",
+            flush=True,
+        )
         tmp_seen = locks_seen = 0
         for index in range(1, options.kills + 1):
             before, after, ran, ended = kill_run(args, run_dir, rng, options.max_step)
             tmp, lock = leftovers(run_dir), (run_dir / ".lock").exists()
             tmp_seen += bool(tmp)
             locks_seen += lock
-            print(f"{index:>4} {before:>12} {after:>11} {ran:>6.1f} {len(tmp):>8} {'yes' if lock else 'no':>9}  "
-                  f"{ended}", flush=True)
+            print(
+                f"{index:>4} {before:>12} {after:>11} {ran:>6.1f} {len(tmp):>8} {'yes' if lock else 'no':>9}  {ended}",
+                flush=True,
+            )
         final = subprocess.run(args, capture_output=True, text=True)
         notices = [line for line in final.stderr.splitlines() if line.startswith(("notice:", "warning:", "resumed:"))]
         print(f"final rerun: exit {final.returncode}; " + " | ".join(notices))
         got = rows(run_dir) if final.returncode == 0 else pl.DataFrame()
         checks = {
             "final rerun exit 0": final.returncode == 0,
-            f"rows equal to the uninterrupted run ({reference.height} rows, {options.cases * 2} units)":
-                got.height > 0 and got.equals(reference),
+            f"rows equal to the uninterrupted run ({reference.height} rows, {options.cases * 2} units)": got.height > 0
+            and got.equals(reference),
             "no duplicate row keys": got.height > 0 and got.select(KEY).is_unique().all(),
             "no leftover .tmp files": not leftovers(run_dir),
             "no lock left": not (run_dir / ".lock").exists(),

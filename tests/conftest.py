@@ -28,11 +28,17 @@ def data_root() -> Path:
     return root
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """``segbench ARGS`` in a fresh interpreter (as a user runs it), output captured."""
-    result = subprocess.run([sys.executable, "-m", "segbench.cli", *args], capture_output=True, text=True,
-                            env={**os.environ, **(env or {})}, cwd=cwd)
+    result = subprocess.run(
+        [sys.executable, "-m", "segbench.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"segbench {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
@@ -51,7 +57,21 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     """PYTHONPATH with the example third-party adapter package (``clicks``: box, point, iterative) installed."""
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, cwd=build,
-                   env={**os.environ, "PIP_NO_INDEX": "1"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        cwd=build,
+        env={**os.environ, "PIP_NO_INDEX": "1"},
+    )
     return os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))

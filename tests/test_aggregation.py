@@ -24,22 +24,38 @@ from .synthetic import SyntheticTask, write_run
 DIAGONAL = 135.0
 
 
-def rows(dice: dict[str, list[float | None]], labels: tuple[str, ...] = ("x",), weights: str = "pretrained",
-         unit: str | None = "mm") -> pl.DataFrame:
+def rows(
+    dice: dict[str, list[float | None]],
+    labels: tuple[str, ...] = ("x",),
+    weights: str = "pretrained",
+    unit: str | None = "mm",
+) -> pl.DataFrame:
     """Final-step rows of task t, protocol box: ``dice[adapter][i]`` is case i's Dice on every label
     (None: the unit failed, one row with label ``*``)."""
     out = []
     for adapter, values in dice.items():
         for i, value in enumerate(values):
-            for label in (labels if value is not None else ("*",)):
-                out.append({"task": "t", "prompt": "box" if value is not None else "*", "adapter": adapter,
-                            "case_id": f"c{i:02d}", "label": label, "step": 0,
-                            "status": "ok" if value is not None else "failed", "weights": weights,
-                            "dice": value if value is not None else float("nan"),
-                            "nsd": value if value is not None else float("nan"),
-                            "hd95": 10 * (1 - value) if value is not None else float("nan"),
-                            "total_ms": 10.0, "peak_mem_mb": 1.0, "unit": unit, "diagonal": DIAGONAL,
-                            "pred_area": 100 if value else (0 if value == 0 else None)})
+            for label in labels if value is not None else ("*",):
+                out.append(
+                    {
+                        "task": "t",
+                        "prompt": "box" if value is not None else "*",
+                        "adapter": adapter,
+                        "case_id": f"c{i:02d}",
+                        "label": label,
+                        "step": 0,
+                        "status": "ok" if value is not None else "failed",
+                        "weights": weights,
+                        "dice": value if value is not None else float("nan"),
+                        "nsd": value if value is not None else float("nan"),
+                        "hd95": 10 * (1 - value) if value is not None else float("nan"),
+                        "total_ms": 10.0,
+                        "peak_mem_mb": 1.0,
+                        "unit": unit,
+                        "diagonal": DIAGONAL,
+                        "pred_area": 100 if value else (0 if value == 0 else None),
+                    }
+                )
     return pl.DataFrame(out)
 
 
@@ -53,6 +69,7 @@ def by_adapter(found: Table) -> dict[str, object]:
 
 
 # (a) failing on the hardest cases -------------------------------------------------------------------
+
 
 def test_failing_on_the_hardest_cases_is_penalised_and_never_ranks_higher() -> None:
     rng = np.random.default_rng(3)
@@ -92,11 +109,21 @@ def test_a_model_never_gains_rank_or_mean_by_failing(seed: int) -> None:
 def test_failures_are_shown_beside_the_mean(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", {"strong": 0.8, "steady": 0.6}, [SyntheticTask("t", 12, labels=("a", "b"))])
     cases = pl.read_parquet(run / "cases.parquet")
-    worst = (cases.filter(pl.col("adapter") == "strong").group_by("case_id").agg(pl.col("dice").mean())
-             .sort("dice")["case_id"][:3].to_list())
+    worst = (
+        cases.filter(pl.col("adapter") == "strong")
+        .group_by("case_id")
+        .agg(pl.col("dice").mean())
+        .sort("dice")["case_id"][:3]
+        .to_list()
+    )
     failed = cases.filter((pl.col("adapter") == "strong") & pl.col("case_id").is_in(worst)).unique("case_id")
-    failed = failed.with_columns(pl.lit("*").alias("label"), pl.lit("*").alias("prompt"), pl.lit("failed").alias(
-        "status"), pl.lit(float("nan")).alias("dice"), pl.lit("RuntimeError: boom").alias("error"))
+    failed = failed.with_columns(
+        pl.lit("*").alias("label"),
+        pl.lit("*").alias("prompt"),
+        pl.lit("failed").alias("status"),
+        pl.lit(float("nan")).alias("dice"),
+        pl.lit("RuntimeError: boom").alias("error"),
+    )
     kept = cases.filter(~((pl.col("adapter") == "strong") & pl.col("case_id").is_in(worst)))
     pl.concat([kept, failed]).write_parquet(run / "cases.parquet")
     build_site([run], tmp_path / "site")
@@ -113,6 +140,7 @@ def test_failures_are_shown_beside_the_mean(tmp_path: Path) -> None:
 
 
 # (b) planned but missing ----------------------------------------------------------------------------
+
 
 def test_a_planned_case_that_never_ran_is_missing_with_the_penalty() -> None:
     frame = rows({"a": [0.8] * 8, "b": [0.6] * 9}, labels=("x", "y"))  # b also scored c08
@@ -144,10 +172,10 @@ def test_pages_read_planned_from_the_manifest(tmp_path: Path) -> None:
 
 # (c) the bootstrap keeps a case's labels together ---------------------------------------------------
 
+
 def test_the_bootstrap_resamples_cases_with_all_their_labels() -> None:
     values = np.random.default_rng(0).uniform(0.1, 0.9, 30)
-    frame = pl.concat([rows({"m": list(values)}, labels=("x",)),
-                       rows({"m": list(1 - values)}, labels=("y",))])
+    frame = pl.concat([rows({"m": list(values)}, labels=("x",)), rows({"m": list(1 - values)}, labels=("y",))])
     (row,) = table(frame).rows
     # every case's two labels average to 0.5: any resample of CASES has macro mean 0.5; a resample of
     # (case, label) pairs would not
@@ -164,12 +192,19 @@ def test_the_bootstrap_resamples_cases_with_all_their_labels() -> None:
 
 # (d) shared ranks, rank intervals and baselines ----------------------------------------------------
 
+
 def test_inseparable_adapters_share_a_rank_and_baselines_are_unranked_references() -> None:
     rng = np.random.default_rng(5)
     good = rng.uniform(0.7, 0.9, 25)
     wobble = 0.01 * (-1.0) ** np.arange(25)  # as often up as down: no test can separate the twins
-    frame = rows({"twin-1": list(good), "twin-2": list(good + wobble),
-                  "weak": list(good - 0.3), "reference": list(np.minimum(good + 0.05, 1))})
+    frame = rows(
+        {
+            "twin-1": list(good),
+            "twin-2": list(good + wobble),
+            "weak": list(good - 0.3),
+            "reference": list(np.minimum(good + 0.05, 1)),
+        }
+    )
     ranked = rank_table(table(frame, baselines={"reference"}))
     assert [r.row.adapter for r in ranked][0] == "reference"  # placed by its score ...
     reference = ranked[0]
@@ -179,8 +214,9 @@ def test_inseparable_adapters_share_a_rank_and_baselines_are_unranked_references
     assert {r.rank_text for r in twins.values()} == {"1="}
     weak = next(r for r in ranked if r.row.adapter == "weak")
     assert weak.rank == 3 and not weak.shared and (weak.rank_low, weak.rank_high) == (3, 3)
-    lower_twin = next(r for r in ranked if r.row.adapter.startswith("twin") and r.vs_next is not None
-                      and r.vs_next.significant)
+    lower_twin = next(
+        r for r in ranked if r.row.adapter.startswith("twin") and r.vs_next is not None and r.vs_next.significant
+    )
     assert lower_twin.vs_next.pairs == 25  # the second twin against weak, never against the baseline
     for twin in twins.values():
         assert (twin.rank_low, twin.rank_high) == (1, 2)
@@ -188,12 +224,16 @@ def test_inseparable_adapters_share_a_rank_and_baselines_are_unranked_references
 
 # (e) units ----------------------------------------------------------------------------------------
 
+
 def _with_units(run: Path, unit: str | None, empty_cases: int = 0) -> None:
     cases = pl.read_parquet(run / "cases.parquet")
     empty = pl.col("case_id").is_in([f"case-{i:04d}" for i in range(empty_cases)]) & (pl.col("adapter") == "m")
-    cases = cases.with_columns(pl.lit(unit, dtype=pl.String).alias("unit"), pl.lit(DIAGONAL).alias("diagonal"),
-                               pl.lit(400, dtype=pl.Int64).alias("truth_area"),
-                               pl.when(empty).then(0).otherwise(300).cast(pl.Int64).alias("pred_area"))
+    cases = cases.with_columns(
+        pl.lit(unit, dtype=pl.String).alias("unit"),
+        pl.lit(DIAGONAL).alias("diagonal"),
+        pl.lit(400, dtype=pl.Int64).alias("truth_area"),
+        pl.when(empty).then(0).otherwise(300).cast(pl.Int64).alias("pred_area"),
+    )
     cases.write_parquet(run / "cases.parquet")
 
 
@@ -222,6 +262,7 @@ def test_distances_are_in_px_without_spacing_and_empty_predictions_are_counted(t
 
 # (f) the real WBC run: per-label tables and the macro mean, by the rule on the page -----------------
 
+
 def _rule_means(cases: pl.DataFrame) -> dict[str, dict[str, float]]:
     """label -> adapter -> mean Dice by the written rule, recomputed here from the rows alone."""
     final = final_steps(cases.filter((pl.col("status") == "ok") & (pl.col("prompt") == "box")))
@@ -231,8 +272,11 @@ def _rule_means(cases: pl.DataFrame) -> dict[str, dict[str, float]]:
         pairs = set(final.filter(pl.col("label") == label)["case_id"].to_list())
         means[label] = {}
         for adapter in adapters:
-            own = dict(final.filter((pl.col("label") == label) & (pl.col("adapter") == adapter))
-                       .select("case_id", "dice").iter_rows())
+            own = dict(
+                final.filter((pl.col("label") == label) & (pl.col("adapter") == adapter))
+                .select("case_id", "dice")
+                .iter_rows()
+            )
             means[label][adapter] = sum(own.get(case, 0.0) for case in pairs) / len(pairs)  # penalty: Dice 0
     return means
 
@@ -240,8 +284,20 @@ def _rule_means(cases: pl.DataFrame) -> dict[str, dict[str, float]]:
 @pytest.mark.data
 @pytest.mark.slow
 def test_wbc_is_ranked_per_label_and_by_the_macro_mean(data_root: Path, tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "smoke", "--tasks", "wbc", "--limit", "12", "--data-root", str(data_root),
-                     "--out", str(tmp_path / "out"), "--no-progress")
+    result = run_cli(
+        "run",
+        "--suite",
+        "smoke",
+        "--tasks",
+        "wbc",
+        "--limit",
+        "12",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    )
     run = Path(result.stdout.strip().splitlines()[-1])
     build_site([run], tmp_path / "site")
     cases = pl.read_parquet(run / "cases.parquet")
@@ -282,6 +338,7 @@ def test_wbc_is_ranked_per_label_and_by_the_macro_mean(data_root: Path, tmp_path
 
 # speed you can read ------------------------------------------------------------------------------------
 
+
 def test_cases_run_on_a_slowed_machine_are_counted_beside_the_latency() -> None:
     frame = rows({"a": [0.8] * 10, "b": [0.7] * 10}).with_columns(run_id=pl.lit("r"), device=pl.lit("cpu"))
     case = frame["case_id"].str.slice(1).cast(pl.Int64).to_numpy()
@@ -300,7 +357,8 @@ def test_the_slow_machine_median_counts_each_probe_reading_once() -> None:
     """A short adapter's single reading, repeated on its many rows, must not become the run's median: here
     b ran on a quiet machine (one reading) and a under a load that never changed (ten similar readings)."""
     frame = rows({"a": [0.8] * 10, "b": [0.7] * 10}, labels=tuple("xyzw")).with_columns(
-        run_id=pl.lit("r"), device=pl.lit("cpu"))
+        run_id=pl.lit("r"), device=pl.lit("cpu")
+    )
     case = frame["case_id"].str.slice(1).cast(pl.Int64).to_numpy()
     is_a = (frame["adapter"] == "a").to_numpy()
     probe = np.where(is_a, 40.0 + 0.1 * case, 14.0)
@@ -308,8 +366,17 @@ def test_the_slow_machine_median_counts_each_probe_reading_once() -> None:
     assert (found["a"].slow_cases, found["b"].slow_cases) == (0, 0)
 
 
-@pytest.mark.parametrize(("milliseconds", "shown"), [(0.5123, "0.512 ms"), (168.4, "168 ms"), (999.7, "1.00 s"),
-                                                      (1530.2, "1.53 s"), (12345.6, "12.3 s"), (float("nan"), "n/a")])
+@pytest.mark.parametrize(
+    ("milliseconds", "shown"),
+    [
+        (0.5123, "0.512 ms"),
+        (168.4, "168 ms"),
+        (999.7, "1.00 s"),
+        (1530.2, "1.53 s"),
+        (12345.6, "12.3 s"),
+        (float("nan"), "n/a"),
+    ],
+)
 def test_times_are_shown_in_s_or_ms_to_three_significant_figures(milliseconds: float, shown: str) -> None:
     from segbench.reporting.report import _duration
 

@@ -15,7 +15,7 @@ from .conftest import run_cli
 from .plugin_site import install_plugin
 
 MODULE = "segbench_cache_test"
-PLUGIN = '''
+PLUGIN = """
 from segbench import hookimpl
 from segbench.adapters.baselines import BoxBaseline
 from segbench.interface import AdapterMeta
@@ -29,7 +29,7 @@ class MyBox(BoxBaseline):
 @hookimpl
 def segbench_register_adapters(register):
     register(MyBox)
-'''
+"""
 UNITS = 4  # the quick suite's phantom cases, per adapter
 
 
@@ -56,8 +56,9 @@ def test_changed_adapter_code_reruns_its_units_alone_and_fresh_reruns_all(tmp_pa
     fingerprints = manifest["fingerprints"]
 
     # edit the adapter's module (not its version, nor its distribution's): its units run again, box's do not
-    (site / f"{MODULE}.py").write_text(PLUGIN.replace('"the box baseline under another name"',
-                                                      '"the box baseline, renamed"'))
+    (site / f"{MODULE}.py").write_text(
+        PLUGIN.replace('"the box baseline under another name"', '"the box baseline, renamed"')
+    )
     again, stderr = _run(out, env)
     assert again.dir == store.dir  # the run id hashes the configuration, not the code
     assert f"resumed: {UNITS} units reused, {UNITS} to run" in stderr

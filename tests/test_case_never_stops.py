@@ -26,14 +26,20 @@ from segbench.running.store import RunStore
 
 from .test_runner import write_phantom_dataset
 
-PNGS = ('[task]\nname = "pngs"\n[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\n'
-        'images = "images/*.png"\nmask = "masks/{name}"\n[labels]\norgan = "nonzero"\nlesion = [255]\n')
-TIFFS = ('[task]\nname = "tiffs"\n[data]\nreader = "image_mask_pairs"\ndataset = "tiffs"\n'
-         'images = "images/*.tif"\nmask = "masks/{stem}.png"\n[intensity]\npolicy = "minmax"\n'
-         '[labels]\norgan = "nonzero"\n')
-VOLS = ('[task]\nname = "vols"\ndim = 3\n[data]\nreader = "nifti"\ndataset = "vols"\nimages = "images/*.nii"\n'
-        'mask = "labels/{name}"\n[intensity]\npolicy = "minmax"\n[labels]\norgan = "nonzero"\n'
-        '[prompts]\nprotocols = ["slice_boxes"]\n')
+PNGS = (
+    '[task]\nname = "pngs"\n[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\n'
+    'images = "images/*.png"\nmask = "masks/{name}"\n[labels]\norgan = "nonzero"\nlesion = [255]\n'
+)
+TIFFS = (
+    '[task]\nname = "tiffs"\n[data]\nreader = "image_mask_pairs"\ndataset = "tiffs"\n'
+    'images = "images/*.tif"\nmask = "masks/{stem}.png"\n[intensity]\npolicy = "minmax"\n'
+    '[labels]\norgan = "nonzero"\n'
+)
+VOLS = (
+    '[task]\nname = "vols"\ndim = 3\n[data]\nreader = "nifti"\ndataset = "vols"\nimages = "images/*.nii"\n'
+    'mask = "labels/{name}"\n[intensity]\npolicy = "minmax"\n[labels]\norgan = "nonzero"\n'
+    '[prompts]\nprotocols = ["slice_boxes"]\n'
+)
 
 
 def write_suite(folder: Path, tasks: dict[str, str], adapters: tuple[str, ...] = ("box",)) -> Path:
@@ -41,8 +47,10 @@ def write_suite(folder: Path, tasks: dict[str, str], adapters: tuple[str, ...] =
     for name, text in tasks.items():
         (folder / "tasks" / f"{name}.toml").write_text(text)
     config = folder / "bench.toml"
-    config.write_text(f'task_dirs = ["tasks"]\n[suites.s]\nadapters = {json.dumps(list(adapters))}\n'
-                      f'tasks = {json.dumps(list(tasks))}\n')
+    config.write_text(
+        f'task_dirs = ["tasks"]\n[suites.s]\nadapters = {json.dumps(list(adapters))}\n'
+        f"tasks = {json.dumps(list(tasks))}\n"
+    )
     return config
 
 
@@ -53,8 +61,24 @@ def run(folder: Path, config: Path, *extra: str) -> tuple[int, Path, str]:
 
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        status = cli.main(["run", "--config", str(config), "--suite", "s", "--data-root", str(folder / "data"),
-                           "--out", str(folder / "out"), "--run-id", "r", "--no-progress", "--no-warmup", *extra])
+        status = cli.main(
+            [
+                "run",
+                "--config",
+                str(config),
+                "--suite",
+                "s",
+                "--data-root",
+                str(folder / "data"),
+                "--out",
+                str(folder / "out"),
+                "--run-id",
+                "r",
+                "--no-progress",
+                "--no-warmup",
+                *extra,
+            ]
+        )
     return status, folder / "out" / "r", err.getvalue()
 
 
@@ -96,15 +120,22 @@ def test_nan_spacing_volume_and_nan_pixel_image_fail_one_row_each(tmp_path: Path
     assert status == 0, stderr
     cases = pl.read_parquet(run_dir / "cases.parquet")
     failed = cases.filter(pl.col("status") == "failed").sort("task", "case_id")
-    assert failed.select("task", "case_id").rows() == [("tiffs", "images/001"), ("vols", "images/v1"),
-                                                       ("vols", "images/v2")]
+    assert failed.select("task", "case_id").rows() == [
+        ("tiffs", "images/001"),
+        ("vols", "images/v1"),
+        ("vols", "images/v2"),
+    ]
     errors = failed["error"].to_list()
     assert "images/001.tif" in errors[0] and "non-finite pixel" in errors[0]
     assert "images/v1.nii" in errors[1] and "not finite" in errors[1]
     assert "images/v2.nii" in errors[2] and "voxel" in errors[2]  # refused before any allocation
     ok = cases.filter(pl.col("status") == "ok")
     assert sorted(ok.select("task", "case_id").unique().rows()) == [
-        ("tiffs", "images/000"), ("tiffs", "images/002"), ("vols", "images/v0"), ("vols", "images/v3")]
+        ("tiffs", "images/000"),
+        ("tiffs", "images/002"),
+        ("vols", "images/v0"),
+        ("vols", "images/v3"),
+    ]
     assert RunStore(run_dir).read_manifest()["status"] == "complete"
     assert elapsed < 60  # the 1e-9 case used to allocate 1.2 GiB; now it is refused at once
     # a rerun does not die on the same units: they are done (failed), the run completes again
@@ -118,9 +149,13 @@ def test_nan_spacing_volume_and_nan_pixel_image_fail_one_row_each(tmp_path: Path
 def test_spacing_is_checked_when_a_case_is_made() -> None:
     image = np.zeros((4, 8, 8), np.uint8)
     labels = {"organ": np.ones((4, 8, 8), bool)}
-    for spacing, words in [((1.0, float("nan"), 1.0), "not finite"), ((1.0, 0.0, 1.0), "not positive"),
-                           ((1.0, -1.0, 1.0), "not positive"), ((1.0, 1.0, 1e-9), "voxel budget"),
-                           ((1.0, 1.0, 1e-300), "voxel budget")]:
+    for spacing, words in [
+        ((1.0, float("nan"), 1.0), "not finite"),
+        ((1.0, 0.0, 1.0), "not positive"),
+        ((1.0, -1.0, 1.0), "not positive"),
+        ((1.0, 1.0, 1e-9), "voxel budget"),
+        ((1.0, 1.0, 1e-300), "voxel budget"),
+    ]:
         with pytest.raises(DataError, match=words) as caught:
             Case("c", image, labels, spacing, (Path("scan.nii.gz"),))
         assert caught.value.path == "scan.nii.gz"
@@ -169,7 +204,8 @@ def test_label_in_no_case_and_unmatched_mask_values_warn(tmp_path: Path) -> None
     (tmp_path / "t.toml").write_text(PNGS.replace('organ = "nonzero"\nlesion = [255]', "organ = [255]"))
     width, height = Image.open(data / "masks" / "001.png").size
     Image.fromarray((np.arange(height)[:, None] < 20) & (np.arange(width) < 20)).convert("L").point(
-        lambda v: v // 255).save(data / "masks" / "001.png")  # a 0/1 mask
+        lambda v: v // 255
+    ).save(data / "masks" / "001.png")  # a 0/1 mask
     reader = plugins.readers()["image_mask_pairs"](load_task(tmp_path / "t.toml"), tmp_path / "data")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -48,15 +48,17 @@ def official_pair(tmp_path: Path, cache: Path) -> tuple[CheckpointSpec, Path, Pa
     (tmp_path / "elsewhere").mkdir()
     other = saved(tmp_path / "elsewhere" / "tiny.pth", seed=2)  # same name: torch.save's archive names it
     assert official.stat().st_size == other.stat().st_size and sha256_of(official) != sha256_of(other)
-    spec = CheckpointSpec("tiny", "tiny.pth", "https://example.org/tiny.pth", sha256_of(official),
-                          official.stat().st_size)
+    spec = CheckpointSpec(
+        "tiny", "tiny.pth", "https://example.org/tiny.pth", sha256_of(official), official.stat().st_size
+    )
     found = checkpoints.resolve(spec)
     assert found.official and found.sha256 == spec.sha256
     return spec, official, other
 
 
 def test_a_forged_sidecar_with_matching_size_and_mtime_does_not_make_a_file_official(
-        tmp_path: Path, cache: Path) -> None:
+    tmp_path: Path, cache: Path
+) -> None:
     spec, official, other = official_pair(tmp_path, cache)
     sidecar = cache / "tiny.pth.sha256.json"
     memo = json.loads(sidecar.read_text())

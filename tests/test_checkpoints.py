@@ -79,8 +79,9 @@ def test_fetch_checks_sha256_and_moves_atomically(tmp_path: Path, cache: Path) -
 def test_fetch_refuses_a_file_with_no_published_sha256(tmp_path: Path, cache: Path) -> None:
     source = tmp_path / "tiny.pth"
     torch.save(Tiny().state_dict(), source)
-    xxh_only = CheckpointSpec("tiny", "tiny.pth", source.as_uri(), "", 0,
-                              xxh128=checkpoints.file_digest(source, "xxh128"))
+    xxh_only = CheckpointSpec(
+        "tiny", "tiny.pth", source.as_uri(), "", 0, xxh128=checkpoints.file_digest(source, "xxh128")
+    )
     with pytest.raises(CheckpointMissing, match="only files with a published sha256") as error:
         checkpoints.fetch(xxh_only, progress=False)
     assert str(cache / "tiny.pth") in str(error.value) and "weights fetch" not in str(error.value)
@@ -117,8 +118,9 @@ def test_override_may_be_another_file_and_is_recorded(tmp_path: Path) -> None:
 def test_an_xxh128_pin_is_checked_where_no_sha256_is_published(tmp_path: Path, cache: Path) -> None:
     cache.mkdir(parents=True)
     torch.save(Tiny().state_dict(), cache / "tiny.pth")
-    right = CheckpointSpec("tiny", "tiny.pth", "https://example.org/t", "", 0,
-                           xxh128=checkpoints.file_digest(cache / "tiny.pth", "xxh128"))
+    right = CheckpointSpec(
+        "tiny", "tiny.pth", "https://example.org/t", "", 0, xxh128=checkpoints.file_digest(cache / "tiny.pth", "xxh128")
+    )
     found = checkpoints.resolve(right)
     assert found.official and found.sha256 == checkpoints.sha256_file(cache / "tiny.pth")
     wrong = CheckpointSpec("tiny", "tiny.pth", "https://example.org/t", "", 0, xxh128="0" * 32)
@@ -138,8 +140,14 @@ def test_a_file_with_no_published_checksum_is_accepted_unverified(cache: Path) -
 
 def test_skip_objects_reads_the_model_and_never_builds_the_pickled_objects(tmp_path: Path) -> None:
     model = Tiny()
-    torch.save({"model": model.state_dict(), "optimizer": torch.optim.Adam(model.parameters()),
-                "args": argparse.Namespace(lr=1)}, tmp_path / "c.pth")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": torch.optim.Adam(model.parameters()),
+            "args": argparse.Namespace(lr=1),
+        },
+        tmp_path / "c.pth",
+    )
     loaded = checkpoints.read_state_dict(tmp_path / "c.pth", skip_objects=True)
     assert loaded.keys() == model.state_dict().keys()
     torch.save({"model": {"weight": argparse.Namespace(lr=1)}}, tmp_path / "object.pth")

@@ -28,7 +28,21 @@ def test_weights_list_shows_bundled_litemedsam() -> None:
 
 
 def test_throughput_measures_every_batch_and_prompt_count() -> None:
-    rows = json.loads(run_cli("throughput", "--adapters", "box", "--device", "cpu", "--batch-sizes", "1,2",
-                              "--prompts", "1,3", "--repeats", "1", "--json").stdout)
+    rows = json.loads(
+        run_cli(
+            "throughput",
+            "--adapters",
+            "box",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1,2",
+            "--prompts",
+            "1,3",
+            "--repeats",
+            "1",
+            "--json",
+        ).stdout
+    )
     assert [(r["batch"], r["prompts"]) for r in rows] == [(1, 1), (1, 3), (2, 1), (2, 3)]
     assert all(r["images_per_s"] > 0 and r["prompts_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in rows)

@@ -45,7 +45,7 @@ def test_listing_imports_no_model_library(command: tuple[str, ...]) -> None:
 def test_listing_adapters_imports_no_model_library() -> None:
     report, result = _probe("adapters", "--json")
     assert report == {"status": 0, "imported": []}
-    listed = json.loads(result.stdout[:result.stdout.rindex("\n{")])
+    listed = json.loads(result.stdout[: result.stdout.rindex("\n{")])
     names = {row["name"] for row in listed}
     assert {"box", "otsu", "litemedsam", "sam-vit-b", "sam2.1-hiera-t", "universeg"} <= names
     assert all(row["status"] == "ok" for row in listed)
@@ -70,8 +70,9 @@ def test_a_limit_must_be_positive(limit: str, capsys: pytest.CaptureFixture[str]
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(("option", "value"), [("--device", "gpu"), ("--device", "cuda:x"), ("--save-masks", "-2"),
-                                               ("--workers", "0")])
+@pytest.mark.parametrize(
+    ("option", "value"), [("--device", "gpu"), ("--device", "cuda:x"), ("--save-masks", "-2"), ("--workers", "0")]
+)
 def test_other_bad_values_are_one_line_errors(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["run", option, value])
@@ -104,27 +105,27 @@ def test_suites_lists_the_suites_of_the_config(capsys: pytest.CaptureFixture[str
 
 
 BROKEN = "import segbench_no_such_dependency  # the lab's model package is not installed\n"
-UNMARKED = '''
+UNMARKED = """
 def segbench_register_adapters(register):  # no @hookimpl: pluggy never calls it
     raise AssertionError("called")
-'''
-MISSPELT = '''
+"""
+MISSPELT = """
 from segbench import hookimpl
 
 
 @hookimpl
 def segbench_register_adapter(register):  # one letter short of the hook
     raise AssertionError("called")
-'''
+"""
 
-RAISING = '''
+RAISING = """
 from segbench import hookimpl
 
 
 @hookimpl
 def segbench_register_adapters(register):
     raise RuntimeError("the lab's registry is offline")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +143,21 @@ def test_a_broken_plugin_is_listed_and_the_others_still_work(bad_plugins: dict[s
     rows = json.loads(result.stdout)
     broken = {row["name"]: row for row in rows if row["status"] == "broken"}
     assert broken == {
-        "segbench_broken_plugin": {"name": "segbench_broken_plugin", "status": "broken", "group": "segbench.adapters",
-                                   "module": "segbench_broken_plugin",
-                                   "error": "ModuleNotFoundError: No module named 'segbench_no_such_dependency'"},
-        "segbench_raising_plugin": {"name": "segbench_raising_plugin", "status": "broken",
-                                    "group": "segbench_register_adapters", "module": "segbench_raising_plugin",
-                                    "error": "RuntimeError: the lab's registry is offline"}}
+        "segbench_broken_plugin": {
+            "name": "segbench_broken_plugin",
+            "status": "broken",
+            "group": "segbench.adapters",
+            "module": "segbench_broken_plugin",
+            "error": "ModuleNotFoundError: No module named 'segbench_no_such_dependency'",
+        },
+        "segbench_raising_plugin": {
+            "name": "segbench_raising_plugin",
+            "status": "broken",
+            "group": "segbench_register_adapters",
+            "module": "segbench_raising_plugin",
+            "error": "RuntimeError: the lab's registry is offline",
+        },
+    }
     assert {"box", "otsu", "litemedsam"} <= {row["name"] for row in rows if row["status"] == "ok"}
     assert "Traceback" not in result.stderr
     table = run_cli("adapters", env=bad_plugins).stdout
@@ -164,8 +174,19 @@ def test_plugins_that_register_nothing_are_warned_about(bad_plugins: dict[str, s
 
 
 def test_a_run_of_other_adapters_works_beside_a_broken_plugin(bad_plugins: dict[str, str], tmp_path: Path) -> None:
-    result = run_cli("run", "--adapters", "box", "--device", "cpu", "--limit", "1", "--out", str(tmp_path),
-                     "--no-progress", env=bad_plugins)
+    result = run_cli(
+        "run",
+        "--adapters",
+        "box",
+        "--device",
+        "cpu",
+        "--limit",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        env=bad_plugins,
+    )
     assert (Path(result.stdout.strip().splitlines()[-1]) / "cases.parquet").is_file()
     missing = run_cli("run", "--adapters", "lab-model", "--out", str(tmp_path), env=bad_plugins, check=False)
     assert missing.returncode == 2  # the adapter may live in the broken plugin: the error says so

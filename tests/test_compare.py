@@ -26,8 +26,14 @@ def write_cases(run: Path, cases: pl.DataFrame) -> None:
     (run / "run.json").write_text(json.dumps(manifest))
 
 
-def derived_run(source: Path, target: Path, change: pl.Expr | None = None, column: str = "",
-                manifest_change: dict | None = None, rows: pl.Expr = LITEMEDSAM_ROWS) -> Path:
+def derived_run(
+    source: Path,
+    target: Path,
+    change: pl.Expr | None = None,
+    column: str = "",
+    manifest_change: dict | None = None,
+    rows: pl.Expr = LITEMEDSAM_ROWS,
+) -> Path:
     """A copy of a real run under another id, with one column changed in some rows (LiteMedSAM's)."""
     shutil.copytree(source, target)
     manifest = json.loads((target / "run.json").read_text())
@@ -43,8 +49,7 @@ def derived_run(source: Path, target: Path, change: pl.Expr | None = None, colum
 
 
 def compare(base: Path, new: Path, *extra: str):  # type: ignore[no-untyped-def]
-    return run_cli("compare", str(base), str(new), "--html", str(new.parent / f"{new.name}.html"), *extra,
-                   check=False)
+    return run_cli("compare", str(base), str(new), "--html", str(new.parent / f"{new.name}.html"), *extra, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -178,16 +183,24 @@ def failing(cases: list[str], unread: bool):  # type: ignore[no-untyped-def]
     """Otsu fails ``cases``: as failed rows with NaN scores (the model raised), or, ``unread``, as the one
     ``*`` row the runner writes for a case it could not read (which stands for every prompt)."""
     hit = OTSU_ROWS & pl.col("case_id").is_in(cases)
-    failed = {"status": pl.lit("failed"), "error": pl.lit("RuntimeError: boom"),
-              **{name: pl.lit(float("nan")) for name in ("dice", "nsd", "hd95")}}
+    failed = {
+        "status": pl.lit("failed"),
+        "error": pl.lit("RuntimeError: boom"),
+        **{name: pl.lit(float("nan")) for name in ("dice", "nsd", "hd95")},
+    }
 
     def rewrite(rows: pl.DataFrame) -> pl.DataFrame:
         if not unread:
-            return rows.with_columns(pl.when(hit).then(value).otherwise(pl.col(name)).alias(name)
-                                     for name, value in failed.items())
-        star = (rows.filter(hit).unique(["adapter", "task", "case_id"])
-                .with_columns(label=pl.lit("*"), prompt=pl.lit("*"), step=pl.lit(0, pl.Int32), **failed))
+            return rows.with_columns(
+                pl.when(hit).then(value).otherwise(pl.col(name)).alias(name) for name, value in failed.items()
+            )
+        star = (
+            rows.filter(hit)
+            .unique(["adapter", "task", "case_id"])
+            .with_columns(label=pl.lit("*"), prompt=pl.lit("*"), step=pl.lit(0, pl.Int32), **failed)
+        )
         return pl.concat([rows.filter(~hit), star])
+
     return rewrite
 
 
@@ -225,8 +238,9 @@ def test_a_group_missing_from_the_new_run_loses_all_its_cases(quick_run: Path, t
     # the reverse: cases only the new run has are reported, and lose nothing
     result = compare(without, quick_run)
     assert result.returncode == 0, result.stdout
-    assert all(f" 0/{len(cases)} " in line and "nothing to compare" in line
-               for line in table_lines(result.stdout, "otsu"))
+    assert all(
+        f" 0/{len(cases)} " in line and "nothing to compare" in line for line in table_lines(result.stdout, "otsu")
+    )
 
 
 def test_cases_failing_in_both_runs_are_reported_not_a_regression(quick_run: Path, tmp_path: Path) -> None:
@@ -243,11 +257,14 @@ def test_cases_failing_in_both_runs_are_reported_not_a_regression(quick_run: Pat
 def test_zero_or_missing_memory_and_latency_are_not_judged(quick_run: Path, tmp_path: Path) -> None:
     """A classical baseline on CUDA allocates nothing there (peak memory 0); rows may lack a value (null).
     In the base run, where a ratio would divide by them."""
+
     def unmeasured(rows: pl.DataFrame) -> pl.DataFrame:
         box = pl.col("adapter") == "box"
         return rows.with_columns(
             pl.when(OTSU_ROWS).then(0.0).when(box).then(None).otherwise(pl.col("peak_mem_mb")).alias("peak_mem_mb"),
-            pl.when(box).then(None).otherwise(pl.col("total_ms")).alias("total_ms"))
+            pl.when(box).then(None).otherwise(pl.col("total_ms")).alias("total_ms"),
+        )
+
     base, html = rewritten_run(quick_run, tmp_path / "unmeasured", unmeasured), tmp_path / "diff.html"
     result = run_cli("compare", str(base), str(quick_run), "--html", str(html), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -264,13 +281,18 @@ def test_case_counts_spread_an_unread_case_over_every_prompt() -> None:
 
     def frame(rows: list[tuple[str, str, str, str]]) -> pl.DataFrame:
         return pl.DataFrame(rows, schema=["adapter", "case_id", "prompt", "status"], orient="row").with_columns(
-            task=pl.lit("t"))
+            task=pl.lit("t")
+        )
 
     base = frame([("a", c, p, "ok") for c in ("c1", "c2") for p in ("p", "q")])
-    new = frame([("a", "c1", "p", "ok"), ("a", "c1", "q", "ok"), ("a", "c2", "*", "failed"),
-                 ("b", "c1", "*", "failed")])
+    new = frame(
+        [("a", "c1", "p", "ok"), ("a", "c1", "q", "ok"), ("a", "c2", "*", "failed"), ("b", "c1", "*", "failed")]
+    )
     counts = case_counts(base, new)
     lost = CaseCounts(base=2, new=2, failed_new=1, lost_failed=1)
-    assert counts == {("a", "t", "p"): lost, ("a", "t", "q"): lost,
-                      ("b", "t", "*"): CaseCounts(new=1, failed_new=1, missing_base=1)}
+    assert counts == {
+        ("a", "t", "p"): lost,
+        ("a", "t", "q"): lost,
+        ("b", "t", "*"): CaseCounts(new=1, failed_new=1, missing_base=1),
+    }
     assert counts[("b", "t", "*")].regressions() == [] and lost.regressions() == ["1 of 2 cases failed (ok in base)"]

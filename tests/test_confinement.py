@@ -75,13 +75,17 @@ def _outside_paths(world: Path) -> set[Path]:
 
 # Parse time: text that leaves the root, in every key that names a path.
 PARSE_ATTACKS = {
-    "relative glob": ('dataset = "pngs"\nimages = "../../../outside/*.png"\nmask = "masks/{name}"\n',
-                      r"\[data\] images"),
+    "relative glob": (
+        'dataset = "pngs"\nimages = "../../../outside/*.png"\nmask = "masks/{name}"\n',
+        r"\[data\] images",
+    ),
     "dataset ..": ('dataset = "../../outside"\nimages = "*.png"\nmask = "{stem}_mask.png"\n', r"\[data\] dataset"),
     "absolute dataset": ('dataset = "{outside}"\nimages = "*.png"\nmask = "{{stem}}_mask.png"\n', r"\[data\] dataset"),
     "absolute glob": ('dataset = "pngs"\nimages = "{outside}/*.png"\nmask = "masks/{{name}}"\n', r"\[data\] images"),
-    ".. in mask template": ('dataset = "pngs"\nimages = "images/*.png"\nmask = "../../outside/secret_mask.png"\n',
-                            r"\[data\] mask"),
+    ".. in mask template": (
+        'dataset = "pngs"\nimages = "images/*.png"\nmask = "../../outside/secret_mask.png"\n',
+        r"\[data\] mask",
+    ),
     "etc hosts": ('dataset = "pngs"\nimages = "../../../../../etc/host*"\nmask = "masks/{name}"\n', r"\[data\] images"),
     "home dir": ('dataset = "~"\nimages = "*.png"\nmask = "{name}"\n', r"\[data\] dataset"),
     "attribute in template": ('dataset = "pngs"\nimages = "images/*.png"\nmask = "{id.__class__}"\n', r"\[data\] mask"),
@@ -101,16 +105,20 @@ def test_paths_that_leave_the_root_are_refused_when_the_task_is_parsed(world: Pa
 
 def test_a_dotdot_label_file_template_is_refused_naming_the_label(world: Path) -> None:
     path = world / "tasks" / "labels.toml"
-    path.write_text(HEAD + 'dataset = "pngs"\nimages = "images/*.png"\n'
-                    '[labels]\nthing = { file = "../../outside/secret_mask.png" }\n')
+    path.write_text(
+        HEAD + 'dataset = "pngs"\nimages = "images/*.png"\n'
+        '[labels]\nthing = { file = "../../outside/secret_mask.png" }\n'
+    )
     with pytest.raises(ConfigError, match=r"labels\.toml: \[labels\.thing\] file .*'\.\.'"):
         load_task(path)
 
 
 def test_a_dotdot_index_file_is_refused(world: Path) -> None:
     path = world / "tasks" / "index.toml"
-    path.write_text('[task]\nname = "t"\n[data]\nreader = "samed2d_index"\ndataset = "pngs"\n'
-                    'index = ["../../outside/index.json"]\n[labels]\n"*" = "nonzero"\n')
+    path.write_text(
+        '[task]\nname = "t"\n[data]\nreader = "samed2d_index"\ndataset = "pngs"\n'
+        'index = ["../../outside/index.json"]\n[labels]\n"*" = "nonzero"\n'
+    )
     with pytest.raises(ConfigError, match=r"index\.toml: \[data\] index .*'\.\.'"):
         load_task(path)
 
@@ -120,8 +128,10 @@ def test_index_entries_that_leave_the_root_are_refused(world: Path) -> None:
     root = world / "data" / "pngs"
     (root / "index.json").write_text(json.dumps({"images/000.png": ["../../outside/secret_mask.png"]}))
     path = world / "tasks" / "index.toml"
-    path.write_text('[task]\nname = "t"\n[data]\nreader = "samed2d_index"\ndataset = "pngs"\n'
-                    'index = ["index.json"]\n[labels]\n"*" = "nonzero"\n')
+    path.write_text(
+        '[task]\nname = "t"\n[data]\nreader = "samed2d_index"\ndataset = "pngs"\n'
+        'index = ["index.json"]\n[labels]\n"*" = "nonzero"\n'
+    )
     with pytest.raises(ConfigError, match=r"index\.toml: \[data\] index 'index\.json' entry"):
         _reader(path, world)
 

@@ -56,7 +56,8 @@ def test_every_case_keeps_its_masks_by_default(phantom_run: Path) -> None:
 
 
 def test_worst_is_the_runs_minimum_dice_and_every_adapter_shows_the_same_cases(
-        phantom_run: Path, phantom_site: Path) -> None:
+    phantom_run: Path, phantom_site: Path
+) -> None:
     rows = pl.read_parquet(phantom_run / "cases.parquet").filter(pl.col("status") == "ok")
     last = rows.group_by("adapter", "prompt").agg(pl.col("step").max().alias("last"))
     final = rows.join(last, on=["adapter", "prompt"]).filter(pl.col("step") == pl.col("last"))
@@ -80,8 +81,11 @@ def test_worst_is_the_runs_minimum_dice_and_every_adapter_shows_the_same_cases(
             assert [c["adapter"] for c in pick["cells"]] == drill["adapters"]  # one column per adapter, in order
             for cell in pick["cells"]:
                 expected = final.filter(
-                    (pl.col("prompt") == protocol["prompt"]) & (pl.col("adapter") == cell["adapter"])
-                    & (pl.col("case_id") == pick["case_id"]) & (pl.col("label") == pick["label"]))
+                    (pl.col("prompt") == protocol["prompt"])
+                    & (pl.col("adapter") == cell["adapter"])
+                    & (pl.col("case_id") == pick["case_id"])
+                    & (pl.col("label") == pick["label"])
+                )
                 if expected.height:  # the other adapter's own score on the same case, drawn (every mask kept)
                     assert cell["status"] == "ok" and cell["dice"] == expected["dice"][0] and cell["image"]
                 else:
@@ -94,7 +98,8 @@ def test_overlays_are_webp_named_by_their_content_and_written_once(tmp_path: Pat
     cases = pl.read_parquet(run / "cases.parquet")
     shared = pl.col("case_id") == "case-0002"  # the worst case of both adapters: two rows show the same cells
     cases.with_columns(pl.when(shared).then(0.0).otherwise(pl.col("dice")).alias("dice")).write_parquet(
-        run / "cases.parquet")
+        run / "cases.parquet"
+    )
     site = tmp_path / "site"
     build_site([run], site)
     (task,) = json.loads((site / "leaderboard.json").read_text())["tasks"]
@@ -161,8 +166,13 @@ def test_the_prompt_is_drawn_by_shape_scaled_to_the_preview() -> None:
 
 
 def test_a_volume_draws_the_prompts_of_the_shown_slice() -> None:
-    given = [{"key_slice": 4, "z_range": [2, 6], "slices": {"4": {"box": [1.0, 2.0, 3.0, 4.0]},
-                                                            "5": {"box": [5.0, 6.0, 7.0, 8.0]}}}]
+    given = [
+        {
+            "key_slice": 4,
+            "z_range": [2, 6],
+            "slices": {"4": {"box": [1.0, 2.0, 3.0, 4.0]}, "5": {"box": [5.0, 6.0, 7.0, 8.0]}},
+        }
+    ]
     assert given_on_slice(given, 5) == [{"box": [5.0, 6.0, 7.0, 8.0]}]
     assert given_on_slice(given, 0) == []
     support = [{"support": ["a", "b"], "box": [0.0, 0.0, 1.0, 1.0]}, {"support": ["c"]}]
@@ -177,14 +187,20 @@ def test_failures_are_listed_and_shown_in_the_other_adapters_columns(tmp_path: P
     cases = cases.with_columns(pl.when(lowest).then(0.01).otherwise(pl.col("dice")).alias("dice")).with_columns(
         pl.when(broken).then(pl.lit("failed")).otherwise(pl.col("status")).alias("status"),
         pl.when(broken).then(float("nan")).otherwise(pl.col("dice")).alias("dice"),
-        pl.when(broken).then(pl.lit("RuntimeError: out of memory\nTraceback ...")).otherwise(pl.col("error"))
-        .alias("error"))
+        pl.when(broken)
+        .then(pl.lit("RuntimeError: out of memory\nTraceback ..."))
+        .otherwise(pl.col("error"))
+        .alias("error"),
+    )
     cases.write_parquet(run / "cases.parquet")
     build_site([run], tmp_path / "site")
     (task,) = json.loads((tmp_path / "site" / "leaderboard.json").read_text())["tasks"]
     drill = task["protocols"][0]["drilldown"]
-    assert drill["failures"] == {"weak": [{"case_id": c, "label": "organ", "error": "RuntimeError: out of memory"}
-                                          for c in ("case-0001", "case-0004")]}
+    assert drill["failures"] == {
+        "weak": [
+            {"case_id": c, "label": "organ", "error": "RuntimeError: out of memory"} for c in ("case-0001", "case-0004")
+        ]
+    }
     weak_ok = cases.filter((pl.col("adapter") == "weak") & (pl.col("status") == "ok"))
     (weak_worst,) = [p for p in drill["picks"] if p["adapter"] == "weak" and "worst" in p["picks"]]
     assert weak_worst["of"] == weak_ok.height == 4  # failed cases are not scored cases
@@ -224,8 +240,10 @@ def test_save_masks_takes_all_or_a_count(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--save-masks", "-1"])
     config = tmp_path / "bench.toml"
-    config.write_text('[suites.s]\nadapters = ["box"]\ntasks = ["phantom"]\nsave_masks = 2\n'
-                      '[suites.every]\nadapters = ["box"]\ntasks = ["phantom"]\nsave_masks = "all"\n')
+    config.write_text(
+        '[suites.s]\nadapters = ["box"]\ntasks = ["phantom"]\nsave_masks = 2\n'
+        '[suites.every]\nadapters = ["box"]\ntasks = ["phantom"]\nsave_masks = "all"\n'
+    )
     suites = load_config(config)
     assert suites.suite("every").save_masks is None and suites.suite("s").save_masks == 2
     tasks = discover_tasks()

@@ -32,7 +32,7 @@ SCORES = ["unit_id", *KEYS, "dice", "nsd", "hd95", "status"]
 
 # An adapter whose process dies (SIGKILL, as by the OOM killer) whenever it is given the second phantom
 # scan; otherwise it is the `box` baseline. Installed as a real plugin distribution on PYTHONPATH.
-CRASH_PLUGIN = '''
+CRASH_PLUGIN = """
 import os
 import signal
 
@@ -59,7 +59,7 @@ class CrashOnSecondPhantom(BoxBaseline):
 @hookimpl
 def segbench_register_adapters(register):
     register(CrashOnSecondPhantom)
-'''
+"""
 
 
 def _clear_plugin_caches() -> None:
@@ -98,8 +98,9 @@ def ray_session(crash_plugin: None) -> Iterator[None]:
 
 def quick_plan(run_id: str, adapters: tuple[str, ...] | None = None, device: str = "auto") -> RunPlan:
     config = load_config(None)
-    return make_plan(config.suite("quick"), discover_tasks(config.task_dirs), adapters=adapters, device=device,
-                     run_id=run_id)
+    return make_plan(
+        config.suite("quick"), discover_tasks(config.task_dirs), adapters=adapters, device=device, run_id=run_id
+    )
 
 
 def workers_for(plan: RunPlan) -> int | None:
@@ -114,8 +115,13 @@ def reference(quick_run: Path, adapters: set[str]) -> pl.DataFrame:
 def test_submitit_local_executor_runs_shards(quick_run: Path, tmp_path: Path) -> None:
     pytest.importorskip("submitit")
     plan = quick_plan("slurm", adapters=("box", "otsu"), device="cpu")
-    store = execute(plan, tmp_path, executor="submitit", progress=False,
-                    executor_options={"cluster": "local", "workers": 2, "poll_s": 0.5})
+    store = execute(
+        plan,
+        tmp_path,
+        executor="submitit",
+        progress=False,
+        executor_options={"cluster": "local", "workers": 2, "poll_s": 0.5},
+    )
     assert store.read_cases().select(SCORES).sort(KEYS).equals(reference(quick_run, {"box", "otsu"}))
     settings = store.read_manifest()["sessions"][-1]["executor_settings"]
     assert settings["cluster"] == "local" and settings["arrays"] == 1 and settings["threads"] >= 1
@@ -126,8 +132,13 @@ def test_submitit_local_executor_runs_shards(quick_run: Path, tmp_path: Path) ->
 def test_submitit_job_that_dies_loses_only_its_unit_in_flight(crash_plugin: None, tmp_path: Path) -> None:
     pytest.importorskip("submitit")
     plan = quick_plan("slurm-crash", adapters=("crash-box",), device="cpu")
-    store = execute(plan, tmp_path, executor="submitit", progress=False,
-                    executor_options={"cluster": "local", "workers": 1, "max_retries": 0, "poll_s": 0.5})
+    store = execute(
+        plan,
+        tmp_path,
+        executor="submitit",
+        progress=False,
+        executor_options={"cluster": "local", "workers": 1, "max_retries": 0, "poll_s": 0.5},
+    )
     cases = store.read_cases()
     assert sorted(set(cases["unit_id"])) == sorted(u.unit_id for u in plan.units)
     failed = cases.filter(pl.col("status") == "failed")
@@ -168,8 +179,21 @@ def test_shards_are_deterministic_grouped_by_adapter_and_balanced() -> None:
 
 
 def test_executor_options_reach_the_factory_or_are_refused() -> None:
-    args = build_parser().parse_args(["run", "--executor", "submitit", "--workers", "4", "--slurm-partition", "gpu",
-                                      "--executor-option", "slurm_account=lab", "--executor-option", "poll_s=0.5"])
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--executor",
+            "submitit",
+            "--workers",
+            "4",
+            "--slurm-partition",
+            "gpu",
+            "--executor-option",
+            "slurm_account=lab",
+            "--executor-option",
+            "poll_s=0.5",
+        ]
+    )
     options = _executor_options(args)
     assert options == {"workers": 4, "slurm_partition": "gpu", "slurm_account": "lab", "poll_s": 0.5}
     executor = create("submitit", options)
@@ -184,8 +208,7 @@ def test_executor_options_reach_the_factory_or_are_refused() -> None:
 
 def test_quick_suite_on_ray_equals_the_local_run(quick_run: Path, ray_session: None, tmp_path: Path) -> None:
     plan = quick_plan("ray")
-    store = execute(plan, tmp_path, executor="ray", executor_options={"workers": workers_for(plan)},
-                    progress=False)
+    store = execute(plan, tmp_path, executor="ray", executor_options={"workers": workers_for(plan)}, progress=False)
     cases = store.read_cases()
     assert cases.select(SCORES).sort(KEYS).equals(reference(quick_run, {"litemedsam", "box", "otsu"}))
     assert cases.select(KEYS).is_unique().all()
@@ -211,8 +234,9 @@ def _kill_busy_ray_workers() -> list[int]:
     return busy
 
 
-def test_killed_ray_worker_loses_and_duplicates_nothing(quick_run: Path, ray_session: None, tmp_path: Path,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_killed_ray_worker_loses_and_duplicates_nothing(
+    quick_run: Path, ray_session: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     plan = quick_plan("killed", adapters=("litemedsam",))
     store = RunStore(tmp_path / plan.run_id)
     killed: list[int] = []
@@ -233,8 +257,7 @@ def test_killed_ray_worker_loses_and_duplicates_nothing(quick_run: Path, ray_ses
 
 def test_unit_that_kills_its_worker_is_retried_then_recorded_as_failed(ray_session: None, tmp_path: Path) -> None:
     plan = quick_plan("poison", adapters=("crash-box",), device="cpu")
-    store = execute(plan, tmp_path, executor="ray", executor_options={"workers": 2, "max_retries": 1},
-                    progress=False)
+    store = execute(plan, tmp_path, executor="ray", executor_options={"workers": 2, "max_retries": 1}, progress=False)
     cases = store.read_cases()
     assert sorted(set(cases["unit_id"])) == sorted(u.unit_id for u in plan.units)
     failed = cases.filter(pl.col("status") == "failed")

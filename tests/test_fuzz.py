@@ -32,12 +32,49 @@ from segbench.data.taskspec import (
 from segbench.errors import SegbenchError
 
 SHIPPED = sorted(BUILTIN_TASK_DIR.glob("*.toml"))
-DATA_KEYS = sorted({key for reader in BUILTIN_READERS.values() for key in reader.DATA_KEYS}
-                   | {"reader", "dataset", "spacing", "resize"})
-WORDS = ["", "box", "nonzero", "*.png", "images/*.png", "{name}", "{id.x}", "{", "../x", "/etc/hosts", "~",
-         "a\0b", "[", "(?P<n>", "xyz", "zyx", "rgb8", "window", "percentile", "label", "components", "nearest",
-         "support", "iterative", "slice_boxes", "key_slice_box", "**", "a**", "image_mask_pairs", "phantom",
-         "nifti", "npz", "hdf5", "samed2d_index", "mask_threshold", "é", "x" * 300]
+DATA_KEYS = sorted(
+    {key for reader in BUILTIN_READERS.values() for key in reader.DATA_KEYS}
+    | {"reader", "dataset", "spacing", "resize"}
+)
+WORDS = [
+    "",
+    "box",
+    "nonzero",
+    "*.png",
+    "images/*.png",
+    "{name}",
+    "{id.x}",
+    "{",
+    "../x",
+    "/etc/hosts",
+    "~",
+    "a\0b",
+    "[",
+    "(?P<n>",
+    "xyz",
+    "zyx",
+    "rgb8",
+    "window",
+    "percentile",
+    "label",
+    "components",
+    "nearest",
+    "support",
+    "iterative",
+    "slice_boxes",
+    "key_slice_box",
+    "**",
+    "a**",
+    "image_mask_pairs",
+    "phantom",
+    "nifti",
+    "npz",
+    "hdf5",
+    "samed2d_index",
+    "mask_threshold",
+    "é",
+    "x" * 300,
+]
 
 
 def _value(rng: np.random.Generator, depth: int = 0) -> Any:
@@ -53,17 +90,29 @@ def _value(rng: np.random.Generator, depth: int = 0) -> Any:
         return str(rng.choice(WORDS))
     if kind in (6, 7):
         return [_value(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))]
-    return {str(rng.choice(["kind", "k", "px", "clicks", "start", "file", "values", "every", "slice", "zz"])):
-            _value(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))}
+    return {
+        str(rng.choice(["kind", "k", "px", "clicks", "start", "file", "values", "every", "slice", "zz"])): _value(
+            rng, depth + 1
+        )
+        for _ in range(int(rng.integers(0, 4)))
+    }
 
 
 def _document(rng: np.random.Generator) -> dict[str, Any]:
     """A task document from the known tables and keys (plus a stray one now and then), random values."""
-    keys = {"task": list(TASK_KEYS), "data": DATA_KEYS, "intensity": list(INTENSITY_KEYS),
-            "prompts": list(PROMPTS_KEYS), "evaluation": list(EVALUATION_KEYS),
-            "support": ["pool_fraction", "pool_glob", "pool_cases", "split_seed"]}
-    document: dict[str, Any] = {"task": {"name": "fuzz"}, "data": {"reader": str(rng.choice(sorted(BUILTIN_READERS)))},
-                                "labels": {"x": "nonzero"}}
+    keys = {
+        "task": list(TASK_KEYS),
+        "data": DATA_KEYS,
+        "intensity": list(INTENSITY_KEYS),
+        "prompts": list(PROMPTS_KEYS),
+        "evaluation": list(EVALUATION_KEYS),
+        "support": ["pool_fraction", "pool_glob", "pool_cases", "split_seed"],
+    }
+    document: dict[str, Any] = {
+        "task": {"name": "fuzz"},
+        "data": {"reader": str(rng.choice(sorted(BUILTIN_READERS)))},
+        "labels": {"x": "nonzero"},
+    }
     for table in rng.choice(list(TABLES), size=int(rng.integers(1, len(TABLES))), replace=False):
         target = document.setdefault(str(table), {})
         if table == "labels":
@@ -102,14 +151,16 @@ def test_random_task_documents_give_only_config_errors(data_root: Path) -> None:
     parsed = 0
     for index in range(600):
         document = _document(rng)
-        spec = _only_segbench_errors(lambda d=document: parse_task(d, Path("fuzz.toml")),
-                                     f"document {index}: {document}")
+        spec = _only_segbench_errors(
+            lambda d=document: parse_task(d, Path("fuzz.toml")), f"document {index}: {document}"
+        )
         if spec is None:
             continue
         parsed += 1
         if spec.reader in BUILTIN_READERS:  # a document that parses makes a reader that fails only in words
-            reader = _only_segbench_errors(lambda s=spec: BUILTIN_READERS[s.reader](s, data_root),
-                                           f"reader of document {index}: {document}")
+            reader = _only_segbench_errors(
+                lambda s=spec: BUILTIN_READERS[s.reader](s, data_root), f"reader of document {index}: {document}"
+            )
             if reader is not None:
                 for case_id in reader.case_ids()[:2]:
                     _only_segbench_errors(lambda r=reader, c=case_id: r.read(c), f"read of document {index}")
@@ -130,9 +181,9 @@ def test_random_and_mutated_task_file_bytes_give_only_config_errors(tmp_path: Pa
                 if operation == 0:
                     data[at] = int(rng.integers(0, 256))
                 elif operation == 1:
-                    del data[at:at + int(rng.integers(1, 20))]
+                    del data[at : at + int(rng.integers(1, 20))]
                 else:
-                    data[at:at] = data[at:at + int(rng.integers(1, 20))]
+                    data[at:at] = data[at : at + int(rng.integers(1, 20))]
             data = bytes(data)
         path.write_bytes(data)
         _only_segbench_errors(lambda: load_task(path), f"bytes {index}: {data[:120]!r}")
@@ -168,8 +219,11 @@ def _encode(rng: np.random.Generator, suffix: str, array: np.ndarray) -> bytes:
         except (TypeError, ValueError, OSError, KeyError, IndexError):  # Pillow cannot store it: random bytes
             return rng.integers(0, 256, 50, dtype=np.uint8).tobytes()
     elif suffix == ".npz":
-        arrays = {"imgs": array, "gts": (array > 0).astype(np.uint8) if rng.random() < 0.7 else _random_array(rng),
-                  "spacing": SPACINGS[int(rng.integers(0, len(SPACINGS)))]}
+        arrays = {
+            "imgs": array,
+            "gts": (array > 0).astype(np.uint8) if rng.random() < 0.7 else _random_array(rng),
+            "spacing": SPACINGS[int(rng.integers(0, len(SPACINGS)))],
+        }
         np.savez(buffer, **{key: value for key, value in arrays.items() if rng.random() < 0.9})
     elif suffix == ".nii":
         import nibabel
@@ -178,8 +232,7 @@ def _encode(rng: np.random.Generator, suffix: str, array: np.ndarray) -> bytes:
         volume = volume if volume.ndim else volume.reshape(1)
         image = nibabel.Nifti1Image(volume, np.eye(4))
         try:
-            image.header.set_zooms([float(rng.choice([1.0, 0.5, 0.0, -1.0, np.nan, 1e-9]))
-                                    for _ in range(volume.ndim)])
+            image.header.set_zooms([float(rng.choice([1.0, 0.5, 0.0, -1.0, np.nan, 1e-9])) for _ in range(volume.ndim)])
         except Exception:  # noqa: BLE001 - nibabel refuses some zooms itself: the file keeps its defaults
             pass
         buffer.write(image.to_bytes())
@@ -227,8 +280,15 @@ def test_random_data_files_give_only_data_errors(tmp_path: Path, suffix: str) ->
         (root / "m" / f"{index:03d}{suffix}").write_bytes(mask)
     outcomes = {"read": 0, "refused": 0}
     for policy in ("minmax", "percentile", "rgb8"):
-        spec = parse_task({"task": {"name": "fuzz", "dim": dim}, "data": {**data, "dataset": "d"},
-                           "intensity": {"policy": policy}, "labels": {"x": "nonzero"}}, tmp_path / "fuzz.toml")
+        spec = parse_task(
+            {
+                "task": {"name": "fuzz", "dim": dim},
+                "data": {**data, "dataset": "d"},
+                "intensity": {"policy": policy},
+                "labels": {"x": "nonzero"},
+            },
+            tmp_path / "fuzz.toml",
+        )
         reader = BUILTIN_READERS[spec.reader](spec, tmp_path)
         assert len(reader.case_ids()) == count
         for case_id in reader.case_ids():

@@ -28,9 +28,24 @@ def incontext_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """The suite as a user runs it, on its two cheapest tasks so CI stays fast (the full suite with
     --limit 4 is the command in the README)."""
     out = tmp_path_factory.mktemp("incontext")
-    result = run_cli("run", "--suite", "incontext", "--limit", "1", "--weights", "random", "--device", "cpu",
-                     "--tasks", "ct-slices-incontext,cvc-incontext", "--data-root", str(data_root),
-                     "--out", str(out), "--no-progress")
+    result = run_cli(
+        "run",
+        "--suite",
+        "incontext",
+        "--limit",
+        "1",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--tasks",
+        "ct-slices-incontext,cvc-incontext",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -40,8 +55,9 @@ def test_universeg_runs_with_random_weights_and_the_baselines_score(incontext_ru
     assert set(cases.filter(pl.col("adapter") == "universeg")["weights"]) == {"random"}
     baselines = cases.filter(pl.col("adapter") != "universeg")
     assert baselines.select(pl.col("dice").is_between(0, 1).all()).item()
-    by_adapter = {row.adapter: row for row in leaderboard(cases)
-                  if row.prompt == "support1" and row.task == "cvc-incontext"}
+    by_adapter = {
+        row.adapter: row for row in leaderboard(cases) if row.prompt == "support1" and row.task == "cvc-incontext"
+    }
     assert np.isnan(by_adapter["universeg"].dice.mean) and not np.isnan(by_adapter["support-nearest"].dice.mean)
     assert by_adapter["universeg"].latency_ms > 0
 
@@ -62,8 +78,9 @@ def test_sizes_follow_the_pools(incontext_run: Path) -> None:
 
 def test_every_adapter_saw_the_same_support_sets_none_from_the_queries(incontext_run: Path) -> None:
     cases = pl.read_parquet(incontext_run / "cases.parquet").filter(pl.col("prompt") != "box")
-    given = cases.group_by("task", "case_id", "label", "prompt").agg(pl.col("prompt_json").n_unique().alias("sets"),
-                                                                    pl.col("adapter").n_unique().alias("adapters"))
+    given = cases.group_by("task", "case_id", "label", "prompt").agg(
+        pl.col("prompt_json").n_unique().alias("sets"), pl.col("adapter").n_unique().alias("adapters")
+    )
     assert (given["sets"] == 1).all() and (given["adapters"] == len(ADAPTERS)).all()
     for row in cases.iter_rows(named=True):
         for entry in json.loads(row["prompt_json"]):

@@ -27,9 +27,25 @@ from segbench.running.store import RunStore
 
 def final_rows(dice: dict[str, list[float]], weights: str = "none", prompt: str = "box") -> pl.DataFrame:
     """One task, one protocol, one label: ``dice[adapter][i]`` is case i's Dice."""
-    rows = [{"task": "t", "prompt": prompt, "adapter": adapter, "case_id": f"c{i:02d}", "label": "x", "step": 0,
-             "status": "ok", "weights": weights, "dice": value, "nsd": value, "hd95": 1 - value, "total_ms": 10.0,
-             "peak_mem_mb": 1.0} for adapter, values in dice.items() for i, value in enumerate(values)]
+    rows = [
+        {
+            "task": "t",
+            "prompt": prompt,
+            "adapter": adapter,
+            "case_id": f"c{i:02d}",
+            "label": "x",
+            "step": 0,
+            "status": "ok",
+            "weights": weights,
+            "dice": value,
+            "nsd": value,
+            "hd95": 1 - value,
+            "total_ms": 10.0,
+            "peak_mem_mb": 1.0,
+        }
+        for adapter, values in dice.items()
+        for i, value in enumerate(values)
+    ]
     return pl.DataFrame(rows)
 
 
@@ -42,8 +58,9 @@ def ranked_table(frame: pl.DataFrame) -> list[RankedRow]:
 def test_adjacent_ranks_are_tested_pairwise_and_holm_adjusted() -> None:
     rng = np.random.default_rng(1)
     strong = rng.uniform(0.85, 0.95, 30)
-    frame = final_rows({"strong": list(strong), "weak": list(strong - 0.2),
-                        "weak-twin": list(strong - 0.2 + rng.normal(0, 0.01, 30))})
+    frame = final_rows(
+        {"strong": list(strong), "weak": list(strong - 0.2), "weak-twin": list(strong - 0.2 + rng.normal(0, 0.01, 30))}
+    )
     ranked = ranked_table(frame)
     # issue 13: the twins the test cannot separate share their rank ("2=")
     assert [r.row.adapter for r in ranked][0] == "strong" and [r.rank_text for r in ranked] == ["1", "2=", "2="]
@@ -51,7 +68,7 @@ def test_adjacent_ranks_are_tested_pairwise_and_holm_adjusted() -> None:
     assert first.vs_next.significant and first.vs_next.pairs == 30
     assert not second.vs_next.significant  # the twins differ by noise
     upper, lower = second.row.adapter, last.row.adapter
-    differences = (frame.filter(pl.col("adapter") == upper)["dice"] - frame.filter(pl.col("adapter") == lower)["dice"])
+    differences = frame.filter(pl.col("adapter") == upper)["dice"] - frame.filter(pl.col("adapter") == lower)["dice"]
     raw = stats.wilcoxon(differences.to_numpy()).pvalue
     assert second.vs_next.p_value == pytest.approx(max(raw, first.vs_next.p_value))  # Holm: the larger p times 1
     assert last.vs_next is None
@@ -90,8 +107,12 @@ def test_dice_auc_is_the_cvpr25_trapezoid_over_the_click_steps() -> None:
 
 
 def test_step_curves_count_only_pairs_with_every_step() -> None:
-    rows = [{"adapter": "a", "case_id": case, "label": "x", "step": step, "dice": 0.5 + 0.1 * step}
-            for case in ("c1", "c2") for step in range(4) if not (case == "c2" and step == 3)]
+    rows = [
+        {"adapter": "a", "case_id": case, "label": "x", "step": step, "dice": 0.5 + 0.1 * step}
+        for case in ("c1", "c2")
+        for step in range(4)
+        if not (case == "c2" and step == 3)
+    ]
     (curve,) = step_curves(pl.DataFrame(rows))
     assert curve.steps == (0, 1, 2, 3) and curve.pairs == 1
     assert curve.dice[3].mean == pytest.approx(0.8) and curve.auc.mean == pytest.approx(0.65 + 0.75)
@@ -100,12 +121,19 @@ def test_step_curves_count_only_pairs_with_every_step() -> None:
 def test_support_sweeps_become_curves_and_separate_table_rows() -> None:
     sizes = [1, 2, 4, 1, 2, 4]
     frame = final_rows({"u": [0.5, 0.6, 0.7, 0.55, 0.65, 0.75]}, prompt="support").with_columns(
-        pl.Series("support_size", sizes, dtype=pl.Int32))
+        pl.Series("support_size", sizes, dtype=pl.Int32)
+    )
     named = final_rows({"u": [0.4, 0.5]}, prompt="").with_columns(
-        pl.Series("prompt", ["support_k8", "support_k16"]), pl.Series("support_size", [8, 16], dtype=pl.Int32))
+        pl.Series("prompt", ["support_k8", "support_k16"]), pl.Series("support_size", [8, 16], dtype=pl.Int32)
+    )
     split = split_support_sizes(pl.concat([frame, named]))
-    assert sorted(split["prompt"].unique()) == ["support (k=1)", "support (k=2)", "support (k=4)", "support_k16",
-                                                "support_k8"]
+    assert sorted(split["prompt"].unique()) == [
+        "support (k=1)",
+        "support (k=2)",
+        "support (k=4)",
+        "support_k16",
+        "support_k8",
+    ]
     curves = {c.protocol: c for c in support_curves(pl.concat([frame, named]))}
     assert curves["support"].sizes == (1, 2, 4)
     assert [e.mean for e in curves["support"].dice] == pytest.approx([0.525, 0.625, 0.725])
@@ -189,5 +217,10 @@ def test_task_families_on_the_overview() -> None:
     assert family({"dim": 3}, has_support=False) == FAMILY_3D
     assert family({"dim": 2}, has_support=True) == FAMILY_IN_CONTEXT
     assert family({"dim": 2, "family": None}, has_support=False) == FAMILY_2D
-    assert parse_task({"task": {"name": "t", "family": "Microscopy"}, "data": {"reader": "phantom"},
-                       "labels": {"x": "nonzero"}}, Path("t.toml")).family == "Microscopy"
+    assert (
+        parse_task(
+            {"task": {"name": "t", "family": "Microscopy"}, "data": {"reader": "phantom"}, "labels": {"x": "nonzero"}},
+            Path("t.toml"),
+        ).family
+        == "Microscopy"
+    )

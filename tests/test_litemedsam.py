@@ -61,8 +61,10 @@ def test_state_dict_round_trips_in_the_official_layout(tmp_path) -> None:
     torch.save(build_lite_medsam().state_dict(), tmp_path / "lite_medsam.pth")
     adapter = LiteMedSAM()
     adapter.load(LoadOptions("cpu", tmp_path / "lite_medsam.pth"))  # strict: zero missing/unexpected
-    assert torch.equal(adapter.model.mask_decoder.iou_token.weight,
-                       torch.load(tmp_path / "lite_medsam.pth", weights_only=True)["mask_decoder.iou_token.weight"])
+    assert torch.equal(
+        adapter.model.mask_decoder.iou_token.weight,
+        torch.load(tmp_path / "lite_medsam.pth", weights_only=True)["mask_decoder.iou_token.weight"],
+    )
 
 
 def test_a_batch_of_prompts_equals_the_prompts_one_by_one(model: LiteMedSAM) -> None:

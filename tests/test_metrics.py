@@ -12,9 +12,11 @@ from segbench.measuring import metrics
 
 def reference(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...], tolerance: float) -> tuple[float, ...]:
     distances = surface_distance.compute_surface_distances(gt, pred, spacing)
-    return (surface_distance.compute_dice_coefficient(gt, pred),
-            surface_distance.compute_surface_dice_at_tolerance(distances, tolerance),
-            surface_distance.compute_robust_hausdorff(distances, 95))
+    return (
+        surface_distance.compute_dice_coefficient(gt, pred),
+        surface_distance.compute_surface_dice_at_tolerance(distances, tolerance),
+        surface_distance.compute_robust_hausdorff(distances, 95),
+    )
 
 
 def blobs(shape: tuple[int, ...], rng: np.random.Generator, count: int = 3) -> np.ndarray:
@@ -105,10 +107,12 @@ def test_neighbour_codes_equal_scipy_correlate() -> None:
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("task, label, other", [("brats", "whole_tumour", "tumour_core"),
-                                                ("la-heart", "left_atrium", None)])
-def test_real_volumes_match_surface_distance_with_anisotropic_spacing(data_root, task: str, label: str,
-                                                                      other: str | None) -> None:
+@pytest.mark.parametrize(
+    "task, label, other", [("brats", "whole_tumour", "tumour_core"), ("la-heart", "left_atrium", None)]
+)
+def test_real_volumes_match_surface_distance_with_anisotropic_spacing(
+    data_root, task: str, label: str, other: str | None
+) -> None:
     """Real 3D label maps as ground truth and prediction: BraTS whole tumour against tumour core, and the
     left atrium against itself moved by two slices and five rows; thick slices, unequal in-plane spacing."""
     from .volumes import crop_around, read_case

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 # `box`, but each encode announces its pid in $SLOW_BOX_DIR and then sleeps far longer than the test runs
-SLOW_PLUGIN = '''
+SLOW_PLUGIN = """
 import os
 import time
 
@@ -40,7 +40,7 @@ class SlowBox(BoxBaseline):
 @hookimpl
 def segbench_register_adapters(register):
     register(SlowBox)
-'''
+"""
 
 
 def install_plugin(site: Path) -> str:
@@ -86,9 +86,31 @@ def test_multigpu_workers_die_with_their_killed_driver(tmp_path: Path) -> None:
     busy.mkdir()
     env = {**os.environ, "PYTHONPATH": install_plugin(tmp_path / "site"), "SLOW_BOX_DIR": str(busy)}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "segbench.cli", "run", "--suite", "quick", "--adapters", "slow-box", "--device", "cpu",
-         "--executor", "multigpu", "--workers", "2", "--threads", "1", "--out", str(tmp_path / "out"),
-         "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "segbench.cli",
+            "run",
+            "--suite",
+            "quick",
+            "--adapters",
+            "slow-box",
+            "--device",
+            "cpu",
+            "--executor",
+            "multigpu",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     workers: list[int] = []
     try:
         started = wait_until(lambda: len(list(busy.glob("*.busy"))) >= 2 or driver.poll() is not None, 60)
@@ -106,13 +128,21 @@ def test_multigpu_workers_die_with_their_killed_driver(tmp_path: Path) -> None:
 
 # what leaves each mechanism alone: the watch thread as on a system without prctl, and Linux's parent-death
 # signal with no watch thread
-ALONE = {"watch": "lifeline.set_parent_death_signal = lambda sig=0: False",
-           "pdeathsig": "lifeline._watch = lambda parent_pid, interval: None"}
+ALONE = {
+    "watch": "lifeline.set_parent_death_signal = lambda sig=0: False",
+    "pdeathsig": "lifeline._watch = lambda parent_pid, interval: None",
+}
 
 
-@pytest.mark.parametrize("mechanism", [
-    "watch", pytest.param("pdeathsig", marks=pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                                                reason="prctl is Linux's"))])
+@pytest.mark.parametrize(
+    "mechanism",
+    [
+        "watch",
+        pytest.param(
+            "pdeathsig", marks=pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+        ),
+    ],
+)
 def test_each_mechanism_alone_ends_an_orphan(mechanism: str, tmp_path: Path) -> None:
     child_pid = tmp_path / "child.pid"
     middle = textwrap.dedent(f"""

@@ -23,8 +23,9 @@ def test_external_adapter_is_listed(plugin_path: str) -> None:
 
 
 def test_external_adapter_runs_every_protocol_in_a_suite(plugin_path: str, tmp_path: Path) -> None:
-    result = run_cli("run", "--adapters", "clicks,box", "--out", str(tmp_path), "--no-progress",
-                     env={"PYTHONPATH": plugin_path})
+    result = run_cli(
+        "run", "--adapters", "clicks,box", "--out", str(tmp_path), "--no-progress", env={"PYTHONPATH": plugin_path}
+    )
     cases = pl.read_parquet(Path(result.stdout.strip().splitlines()[-1]) / "cases.parquet")
     clicks = cases.filter(pl.col("adapter") == "clicks")
     assert (clicks["status"] == "ok").all()
@@ -57,12 +58,19 @@ def test_every_hook_is_documented_and_every_built_in_implements_its_own() -> Non
 
 def test_every_adapter_module_is_built_in_and_segbench_entry_points_are_not_registered_twice() -> None:
     adapters_dir = Path(segbench.adapters.__file__).parent
-    registering = {f"segbench.adapters.{path.stem}" for path in adapters_dir.glob("*.py")
-                   if "def segbench_register_adapters" in path.read_text()}
+    registering = {
+        f"segbench.adapters.{path.stem}"
+        for path in adapters_dir.glob("*.py")
+        if "def segbench_register_adapters" in path.read_text()
+    }
     assert registering == set(plugins.ADAPTER_MODULES)  # a new module is seen without reinstalling
     builtin = {module for modules in plugins.DEFAULT_PLUGINS.values() for module in modules}
-    own = [entry for group in plugins.ENTRY_POINT_GROUPS for entry in importlib.metadata.entry_points(group=group)
-           if entry.dist is not None and entry.dist.name == "segbench"]
+    own = [
+        entry
+        for group in plugins.ENTRY_POINT_GROUPS
+        for entry in importlib.metadata.entry_points(group=group)
+        if entry.dist is not None and entry.dist.name == "segbench"
+    ]
     assert own and {entry.module for entry in own} <= builtin
     names = plugins.plugin_manager().list_name_plugin()
     assert not {entry.name for entry in own} & {name for name, _ in names}  # skipped: registered as modules
@@ -72,8 +80,12 @@ def test_every_adapter_module_is_built_in_and_segbench_entry_points_are_not_regi
 def test_model_code_kept_out_of_an_adapter_module_counts_in_its_fingerprint() -> None:
     from segbench.running.plan import adapter_code
 
-    for name, model_module in [("sam-med2d", "sam_med2d_net"), ("universeg", "universeg_net"),
-                               ("sam2.1-hiera-t", "sam2_video"), ("medsam2", "sam2_video")]:
+    for name, model_module in [
+        ("sam-med2d", "sam_med2d_net"),
+        ("universeg", "universeg_net"),
+        ("sam2.1-hiera-t", "sam2_video"),
+        ("medsam2", "sam2_video"),
+    ]:
         modules = adapter_code(plugins.adapter_class(name))["modules"]
         source = Path(segbench.adapters.__file__).parent / f"{model_module}.py"
         assert modules[f"segbench.adapters.{model_module}"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()

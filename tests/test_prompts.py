@@ -44,7 +44,7 @@ def test_jittered_box_moves_each_side_within_px(mask: np.ndarray) -> None:
 
 def test_center_point_is_the_distance_transform_maximum(mask: np.ndarray) -> None:
     prompt = initial_prompt(parse_protocol("center_point"), Target("a", 0, mask), target_rng(0))
-    (x, y), = prompt.points
+    ((x, y),) = prompt.points
     distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     assert mask[int(y), int(x)] and distance[int(y), int(x)] == distance.max()
     assert prompt.point_labels.tolist() == [1]
@@ -94,8 +94,10 @@ def test_components_become_instances() -> None:
     assert targets_for({"x": np.zeros_like(mask)}, "label") == []
 
 
-@pytest.mark.parametrize("bad", ["cube", {"kind": "box_jitter", "px": -1}, {"kind": "box", "px": 3},
-                                 {"kind": "iterative", "start": "scribble"}])
+@pytest.mark.parametrize(
+    "bad",
+    ["cube", {"kind": "box_jitter", "px": -1}, {"kind": "box", "px": 3}, {"kind": "iterative", "start": "scribble"}],
+)
 def test_bad_protocols_are_rejected(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_protocol(bad)  # type: ignore[arg-type]
@@ -104,8 +106,9 @@ def test_bad_protocols_are_rejected(bad: object) -> None:
 def test_same_seed_gives_every_adapter_the_same_prompts(quick_run) -> None:
     cases = pl.read_parquet(quick_run / "cases.parquet").filter(pl.col("step") == 0)
     per_adapter = {
-        adapter: {(r["case_id"], r["label"], r["prompt"]): json.loads(r["prompt_json"])
-                  for r in group.iter_rows(named=True)}
+        adapter: {
+            (r["case_id"], r["label"], r["prompt"]): json.loads(r["prompt_json"]) for r in group.iter_rows(named=True)
+        }
         for (adapter,), group in cases.group_by("adapter")
     }
     assert len(per_adapter) >= 3

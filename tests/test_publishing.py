@@ -40,28 +40,63 @@ def made_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("publish-run")
     config = write_config(folder, ["box", "otsu"], 4)
     (folder / "data" / "pngs" / "images" / "003.png").write_bytes(b"not an image")  # a failed case, its error text
-    result = run_cli("run", "--config", str(config), "--suite", "files", "--data-root", str(folder / "data"),
-                     "--out", str(folder / "out"), "--save-masks", "2", "--no-progress")
+    result = run_cli(
+        "run",
+        "--config",
+        str(config),
+        "--suite",
+        "files",
+        "--data-root",
+        str(folder / "data"),
+        "--out",
+        str(folder / "out"),
+        "--save-masks",
+        "2",
+        "--no-progress",
+    )
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     manifest_path = run_dir / "run.json"
     manifest = json.loads(manifest_path.read_text())
     checkpoint = folder / "weights" / "model-v1.pth"
-    manifest["adapters"]["box"]["checkpoint"] = {"name": "box-weights", "path": str(checkpoint),
-                                                 "sha256": "ab" * 32, "source": "override", "official": False}
-    manifest["adapters"]["box"]["checkpoint_spec"] = {"name": "box-weights", "filename": "model-v1.pth", "url": None,
-                                                      "sha256": None, "size": None}
+    manifest["adapters"]["box"]["checkpoint"] = {
+        "name": "box-weights",
+        "path": str(checkpoint),
+        "sha256": "ab" * 32,
+        "source": "override",
+        "official": False,
+    }
+    manifest["adapters"]["box"]["checkpoint_spec"] = {
+        "name": "box-weights",
+        "filename": "model-v1.pth",
+        "url": None,
+        "sha256": None,
+        "size": None,
+    }
     # the runner records argv[0] as "segbench"; a hand-made or older manifest may hold the full path
-    manifest["command"] = [str(REPO / ".venv" / "bin" / "segbench"), "run", "--config", str(config),
-                           "--data-root", str(folder / "data"), f"--checkpoint=box={checkpoint}"]
-    manifest["sessions"][-1]["executor_options"] = {"folder": str(folder / "slurm-logs"), "log": "~/jobs/x.log",
-                                                    "note": f"wrote {folder}/out/log.txt"}
+    manifest["command"] = [
+        str(REPO / ".venv" / "bin" / "segbench"),
+        "run",
+        "--config",
+        str(config),
+        "--data-root",
+        str(folder / "data"),
+        f"--checkpoint=box={checkpoint}",
+    ]
+    manifest["sessions"][-1]["executor_options"] = {
+        "folder": str(folder / "slurm-logs"),
+        "log": "~/jobs/x.log",
+        "note": f"wrote {folder}/out/log.txt",
+    }
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return run_dir, folder
 
 
 def text_files(site: Path) -> dict[str, str]:
-    return {p.relative_to(site).as_posix(): p.read_text(encoding="utf-8") for p in site.rglob("*")
-            if p.is_file() and p.suffix in (".html", ".json", ".svg", ".css", ".js")}
+    return {
+        p.relative_to(site).as_posix(): p.read_text(encoding="utf-8")
+        for p in site.rglob("*")
+        if p.is_file() and p.suffix in (".html", ".json", ".svg", ".css", ".js")
+    }
 
 
 def test_no_machine_path_or_host_name_is_published(made_run: tuple[Path, Path], tmp_path: Path) -> None:
@@ -99,12 +134,17 @@ def test_no_machine_path_or_host_name_is_published(made_run: tuple[Path, Path], 
 
 
 def test_publishable_reduces_paths_wherever_they_stand() -> None:
-    manifest = {"data_root": "/srv/data/medical", "machine": {"host": "node-17", "cpu": "Xeon"},
-                "sessions": [{"host": "node-17", "started": "2025-01-01T00:00:00+00:00"}],
-                "command": ["/opt/venv/bin/segbench", "run", "--out=/scratch/u/out", "~/runs/x", "relative/dir"],
-                "git": {"remote": "https://github.com/org/segbench.git", "commit": "a" * 40},
-                "error": "cannot read /srv/data/medical/case 1.png: truncated", "windows": r"C:\Users\me\model.pth",
-                "link": "file:///home/me/site/index.html", "ratio": "n/a and 1/2"}
+    manifest = {
+        "data_root": "/srv/data/medical",
+        "machine": {"host": "node-17", "cpu": "Xeon"},
+        "sessions": [{"host": "node-17", "started": "2025-01-01T00:00:00+00:00"}],
+        "command": ["/opt/venv/bin/segbench", "run", "--out=/scratch/u/out", "~/runs/x", "relative/dir"],
+        "git": {"remote": "https://github.com/org/segbench.git", "commit": "a" * 40},
+        "error": "cannot read /srv/data/medical/case 1.png: truncated",
+        "windows": r"C:\Users\me\model.pth",
+        "link": "file:///home/me/site/index.html",
+        "ratio": "n/a and 1/2",
+    }
     published = publishable(manifest)
     assert published["data_root"] == "medical" and published["machine"] == {"cpu": "Xeon"}
     assert published["sessions"] == [{"started": "2025-01-01T00:00:00+00:00"}]
@@ -190,9 +230,15 @@ def test_an_interrupted_run_shows_the_banner(made_run: tuple[Path, Path], tmp_pa
 
 def test_two_builds_are_byte_identical_and_follow_the_schema(made_run: tuple[Path, Path], tmp_path: Path) -> None:
     run_dir, _ = made_run
-    synthetic = write_run(tmp_path / "synthetic", {"strong": 0.9, "weak": 0.3}, [
-        SyntheticTask("steps", 5, prompts={"box": 1, "clicks": 3}), SyntheticTask("ic", 4, support_sizes=(2, 16, 4)),
-    ], samples=2)
+    synthetic = write_run(
+        tmp_path / "synthetic",
+        {"strong": 0.9, "weak": 0.3},
+        [
+            SyntheticTask("steps", 5, prompts={"box": 1, "clicks": 3}),
+            SyntheticTask("ic", 4, support_sizes=(2, 16, 4)),
+        ],
+        samples=2,
+    )
     first, second = tmp_path / "a", tmp_path / "b"
     build_site([run_dir, synthetic], first, base_url="https://lab.example/board")
     build_site([run_dir, synthetic], second, base_url="https://lab.example/board")
@@ -214,8 +260,15 @@ def test_two_builds_are_byte_identical_and_follow_the_schema(made_run: tuple[Pat
 
 def test_names_with_numbers_sort_numerically() -> None:
     names = ["support16", "support2", "Support4", "support", "iterative_box10", "iterative_box3", "support2x5"]
-    assert sorted(names, key=natural_key) == ["iterative_box3", "iterative_box10", "support", "support2",
-                                              "support2x5", "Support4", "support16"]
+    assert sorted(names, key=natural_key) == [
+        "iterative_box3",
+        "iterative_box10",
+        "support",
+        "support2",
+        "support2x5",
+        "Support4",
+        "support16",
+    ]
 
 
 class Styles(HTMLParser):
@@ -251,7 +304,7 @@ class Styles(HTMLParser):
 def luminance(colour: str) -> float:
     digits = colour.lstrip("#")
     digits = "".join(c * 2 for c in digits) if len(digits) == 3 else digits
-    channels = [int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    channels = [int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
     linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
     return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 
@@ -279,7 +332,8 @@ def colour_pairs(css: str) -> tuple[set[str], set[str]]:
             if prop == "color":
                 texts.add(colour.lower())
             elif prop in ("background", "background-color") and not all(
-                    DECORATIVE.search(s.strip()) for s in selectors.split(",")):
+                DECORATIVE.search(s.strip()) for s in selectors.split(",")
+            ):
                 backgrounds.add(colour.lower())
     return texts, backgrounds
 
@@ -299,9 +353,14 @@ def test_every_text_colour_reaches_aa_contrast_on_every_background(name: str) ->
 
 
 def test_pages_work_on_a_phone(tmp_path: Path) -> None:
-    run = write_run(tmp_path / "run", {"litemedsam": 0.9, "sam-med2d-vit-b": 0.7, "box": 0.3},
-                    [SyntheticTask("kvasir-polyp", 6, prompts={"box": 1, "iterative_box3": 4}),
-                     SyntheticTask("ic", 4, support_sizes=(1, 2, 4))])
+    run = write_run(
+        tmp_path / "run",
+        {"litemedsam": 0.9, "sam-med2d-vit-b": 0.7, "box": 0.3},
+        [
+            SyntheticTask("kvasir-polyp", 6, prompts={"box": 1, "iterative_box3": 4}),
+            SyntheticTask("ic", 4, support_sizes=(1, 2, 4)),
+        ],
+    )
     site = tmp_path / "site"
     build_site([run], site)
     svgs = list(site.glob("figures/*.svg"))

@@ -17,8 +17,18 @@ TASKS = discover_tasks()
 
 # case counts per PROVENANCE.md; OCT: the 32 case folders on disk (the PROVENANCE table says 31 but
 # lists 32) minus the 4 excluded as inconsistent or duplicate
-EXPECTED_CASES = {"wbc": 100, "kvasir": 60, "cvc": 29, "ct-slices": 4, "drive": 20, "chase": 28,
-                  "cxr-lungs": 60, "oct-layers": 28, "brats": 6, "la-heart": 10}
+EXPECTED_CASES = {
+    "wbc": 100,
+    "kvasir": 60,
+    "cvc": 29,
+    "ct-slices": 4,
+    "drive": 20,
+    "chase": 28,
+    "cxr-lungs": 60,
+    "oct-layers": 28,
+    "brats": 6,
+    "la-heart": 10,
+}
 
 
 def reader_for(name: str, root: Path):
@@ -80,8 +90,10 @@ def test_cxr_masks_are_resized_to_the_image(data_root: Path) -> None:
 def test_ct_slices_unite_instances_of_a_structure(data_root: Path) -> None:
     case = reader_for("ct-slices", data_root).read("data_demo/images/s0619_32")
     assert {"hip_left", "hip_right", "colon"} <= set(case.labels)
-    parts = [read_image_file(p) > 127 for p in sorted((data_root / "ct_slices_samed2d_demo/data_demo/masks")
-                                                      .glob("s0619_32_hip_left_*.png"))]
+    parts = [
+        read_image_file(p) > 127
+        for p in sorted((data_root / "ct_slices_samed2d_demo/data_demo/masks").glob("s0619_32_hip_left_*.png"))
+    ]
     assert len(parts) == 2 and np.array_equal(case.labels["hip_left"], parts[0] | parts[1])
 
 
@@ -104,9 +116,15 @@ def test_npz_reader_reads_a_medsam_style_volume(data_root: Path, tmp_path: Path)
     imgs = np.asarray(image.dataobj).transpose(2, 1, 0)
     (tmp_path / "cases").mkdir()
     np.savez_compressed(tmp_path / "cases" / "brain.npz", imgs=imgs, gts=gts, spacing=np.array([1.0, 1.0, 2.5]))
-    spec = parse_task({"task": {"name": "npz", "dim": 3},
-                       "data": {"reader": "npz", "dataset": "cases", "images": "*.npz"},
-                       "intensity": {"policy": "percentile"}, "labels": {"tumour": "nonzero"}}, tmp_path / "t.toml")
+    spec = parse_task(
+        {
+            "task": {"name": "npz", "dim": 3},
+            "data": {"reader": "npz", "dataset": "cases", "images": "*.npz"},
+            "intensity": {"policy": "percentile"},
+            "labels": {"tumour": "nonzero"},
+        },
+        tmp_path / "t.toml",
+    )
     case = plugins.readers()["npz"](spec, tmp_path).read("brain")
     assert case.image.shape == imgs.shape and case.spacing == (2.5, 1.0, 1.0)
     assert np.array_equal(case.labels["tumour"], gts > 0)

@@ -92,14 +92,26 @@ def site_run(plugin_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path
     (folder / "tasks" / "hostile.toml").write_text(
         f'[task]\nname = "{HOSTILE}"\ndescription = "{HOSTILE} in the description too"\n'
         '[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\nimages = "images/*.png"\nmask = "masks/{name}"\n'
-        '[labels]\norgan = "nonzero"\nlesion = [255]\n')
+        '[labels]\norgan = "nonzero"\nlesion = [255]\n'
+    )
     (folder / "bench.toml").write_text(
         f'task_dirs = ["tasks"]\n[suites.site]\nadapters = ["clicks", "box", "otsu"]\n'
-        f'tasks = ["phantom", "{HOSTILE}"]\nsave_masks = 2\n')
+        f'tasks = ["phantom", "{HOSTILE}"]\nsave_masks = 2\n'
+    )
     write_phantom_dataset(folder / "data" / "pngs", 3)
-    result = run_cli("run", "--config", str(folder / "bench.toml"), "--suite", "site", "--data-root",
-                     str(folder / "data"), "--out", str(folder / "out"), "--no-progress",
-                     env={"PYTHONPATH": plugin_path})
+    result = run_cli(
+        "run",
+        "--config",
+        str(folder / "bench.toml"),
+        "--suite",
+        "site",
+        "--data-root",
+        str(folder / "data"),
+        "--out",
+        str(folder / "out"),
+        "--no-progress",
+        env={"PYTHONPATH": plugin_path},
+    )
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -188,8 +200,11 @@ def test_drilldown_shows_best_median_and_worst_of_all_scored_cases(site: Path, s
             assert set(drill["adapters"]) == {row["adapter"] for row in protocol["rows"]}
             for adapter in drill["adapters"]:
                 shown = [p for p in drill["picks"] if p["adapter"] == adapter]
-                scores = cases.filter((pl.col("task") == task["name"]) & (pl.col("prompt") == protocol["prompt"])
-                                      & (pl.col("adapter") == adapter))
+                scores = cases.filter(
+                    (pl.col("task") == task["name"])
+                    & (pl.col("prompt") == protocol["prompt"])
+                    & (pl.col("adapter") == adapter)
+                )
                 best = next(p for p in shown if "best" in p["picks"])
                 worst = next(p for p in shown if "worst" in p["picks"])
                 own = {p["picks"][0]: next(c for c in p["cells"] if c["adapter"] == adapter)["dice"] for p in shown}
@@ -210,7 +225,8 @@ def test_iterative_auc_is_the_cvpr25_cumulative_trapezoid(site: Path, site_run: 
     (curve,) = section["curves"]
     assert curve["adapter"] == "clicks" and curve["steps"] == [0, 1, 2, 3]
     rows = pl.read_parquet(site_run / "cases.parquet").filter(
-        (pl.col("adapter") == "clicks") & (pl.col("prompt") == section["prompt"]))
+        (pl.col("adapter") == "clicks") & (pl.col("prompt") == section["prompt"])
+    )
     aucs = []
     for _, group in rows.group_by("case_id", "label"):
         dscs = group.sort("step")["dice"].to_numpy()
@@ -246,9 +262,11 @@ class BrandPlugin:
 def test_a_plugin_brands_the_pages(site_run: Path, tmp_path: Path) -> None:
     brand = tmp_path / "brand"
     (brand / "static").mkdir(parents=True)
-    (brand / "base.html").write_text('{% extends "segbench/base.html" %}'
-                                     '{% block brand %}<img class="logo" src="static/logo.svg" alt="Lab X logo, '
-                                     'a blue square">{% endblock %}')
+    (brand / "base.html").write_text(
+        '{% extends "segbench/base.html" %}'
+        '{% block brand %}<img class="logo" src="static/logo.svg" alt="Lab X logo, '
+        'a blue square">{% endblock %}'
+    )
     (brand / "style.css").write_text("body { font-family: serif; }")
     (brand / "static" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
     plugin = BrandPlugin(brand)
@@ -266,23 +284,41 @@ def test_a_plugin_brands_the_pages(site_run: Path, tmp_path: Path) -> None:
 def test_cli_report_takes_title_base_url_and_template_dir(site_run: Path, tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "base.html").write_text(
-        '{% extends "segbench/base.html" %}{% block footer %}Published by Lab Y{% endblock %}')
-    result = run_cli("report", str(site_run), "--out", str(tmp_path / "site"), "--title", "Lab Y & friends",
-                     "--base-url", "https://y.example", "--template-dir", str(tmp_path / "templates"))
+        '{% extends "segbench/base.html" %}{% block footer %}Published by Lab Y{% endblock %}'
+    )
+    result = run_cli(
+        "report",
+        str(site_run),
+        "--out",
+        str(tmp_path / "site"),
+        "--title",
+        "Lab Y & friends",
+        "--base-url",
+        "https://y.example",
+        "--template-dir",
+        str(tmp_path / "templates"),
+    )
     index = Path(result.stdout.strip()).read_text()
     assert "<title>Lab Y &amp; friends</title>" in index and "Published by Lab Y" in index
     assert '<link rel="canonical" href="https://y.example/index.html">' in index
-    bad = run_cli("report", str(site_run), "--out", str(tmp_path / "x"), "--base-url", "javascript:alert(1)",
-                  check=False)
+    bad = run_cli(
+        "report", str(site_run), "--out", str(tmp_path / "x"), "--base-url", "javascript:alert(1)", check=False
+    )
     assert bad.returncode == 2 and "--base-url" in bad.stderr
 
 
 def test_3d_in_context_and_random_weight_rows_from_other_producers(tmp_path: Path) -> None:
     """Rows the 3D, in-context and SAM-family producers write (support_size, dim 3, random weights)."""
-    run = write_run(tmp_path / "synthetic", {"strong": 0.9, "weak": 0.3, "untrained": 0.5}, [
-        SyntheticTask("volumes", 6, dim=3, shape=(9, 48, 48)),
-        SyntheticTask("in-context", 6, support_sizes=(1, 2, 4, 8)),
-    ], random_weights=("untrained",), samples=2)
+    run = write_run(
+        tmp_path / "synthetic",
+        {"strong": 0.9, "weak": 0.3, "untrained": 0.5},
+        [
+            SyntheticTask("volumes", 6, dim=3, shape=(9, 48, 48)),
+            SyntheticTask("in-context", 6, support_sizes=(1, 2, 4, 8)),
+        ],
+        random_weights=("untrained",),
+        samples=2,
+    )
     build_site([run], tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
     assert "3D volumes" in index and "In-context (support sets)" in index
@@ -299,7 +335,9 @@ def test_3d_in_context_and_random_weight_rows_from_other_producers(tmp_path: Pat
     assert shown and {c["slice"] for c in shown} == {peak_slice((9, 48, 48))}
     curves = next(t for t in document["tasks"] if t["name"] == "in-context")["support"]
     assert {(c["adapter"], c["protocol"], tuple(c["sizes"])) for c in curves} == {
-        ("strong", "support", (1, 2, 4, 8)), ("weak", "support", (1, 2, 4, 8))}
+        ("strong", "support", (1, 2, 4, 8)),
+        ("weak", "support", (1, 2, 4, 8)),
+    }
 
 
 def test_runs_keep_the_masks_of_the_sampled_cases(quick_run: Path) -> None:
@@ -322,12 +360,24 @@ def test_leaderboard_figures(quick_run: Path) -> None:
 
 
 def test_protocols_an_adapter_did_not_run_are_not_rows() -> None:
-    frame = pl.DataFrame({"task": ["t"] * 3, "prompt": ["box", "box", "iterative_box3"], "adapter": ["a", "b", "b"],
-                          "case_id": ["c"] * 3, "label": ["x"] * 3, "step": [0, 0, 0], "status": ["ok"] * 3,
-                          "weights": ["none"] * 3, "dice": [0.5, 0.6, 0.7], "nsd": [0.5] * 3, "hd95": [1.0] * 3,
-                          "total_ms": [1.0] * 3, "peak_mem_mb": [1.0] * 3})
-    assert {(r.prompt, r.adapter) for r in leaderboard(frame)} == {("box", "a"), ("box", "b"),
-                                                                   ("iterative_box3", "b")}
+    frame = pl.DataFrame(
+        {
+            "task": ["t"] * 3,
+            "prompt": ["box", "box", "iterative_box3"],
+            "adapter": ["a", "b", "b"],
+            "case_id": ["c"] * 3,
+            "label": ["x"] * 3,
+            "step": [0, 0, 0],
+            "status": ["ok"] * 3,
+            "weights": ["none"] * 3,
+            "dice": [0.5, 0.6, 0.7],
+            "nsd": [0.5] * 3,
+            "hd95": [1.0] * 3,
+            "total_ms": [1.0] * 3,
+            "peak_mem_mb": [1.0] * 3,
+        }
+    )
+    assert {(r.prompt, r.adapter) for r in leaderboard(frame)} == {("box", "a"), ("box", "b"), ("iterative_box3", "b")}
 
 
 def test_bootstrap_ci_is_seeded_and_covers_the_mean() -> None:
@@ -340,7 +390,6 @@ def test_bootstrap_ci_is_seeded_and_covers_the_mean() -> None:
 def test_report_of_nothing_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("report", str(tmp_path), "--out", str(tmp_path / "site"), check=False)
     assert result.returncode == 2 and "not a segbench run" in result.stderr
-
 
 
 def test_an_adapter_of_several_runs_is_one_adapter_unless_its_results_could_mix(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from segbench.running.store import RunStore
 from .conftest import run_cli
 from .plugin_site import install_plugin
 
-PLUGIN = '''
+PLUGIN = """
 import numpy as np
 
 from segbench import hookimpl
@@ -59,7 +59,7 @@ class FlakyBox(BoxBaseline):
 def segbench_register_adapters(register):
     register(FloatBox)
     register(FlakyBox)
-'''
+"""
 CASES = 4  # the quick suite's phantom task
 
 
@@ -71,19 +71,23 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_masks_must_be_numpy_bool_of_the_expected_shape() -> None:
     good = np.zeros((2, 3, 4), bool)
     assert check_masks(good, (2, 3, 4)) is good
-    for wrong, says in [(good.astype(np.uint8), "dtype uint8 and shape (2, 3, 4)"),
-                        (good.astype(np.float32), "dtype float32"),
-                        (good[:1], "shape (1, 3, 4)"),
-                        (good.tolist(), "builtins.list")]:
+    for wrong, says in [
+        (good.astype(np.uint8), "dtype uint8 and shape (2, 3, 4)"),
+        (good.astype(np.float32), "dtype float32"),
+        (good[:1], "shape (1, 3, 4)"),
+        (good.tolist(), "builtins.list"),
+    ]:
         with pytest.raises(MaskError, match=r"expected .*bool.* of shape \(2, 3, 4\)") as raised:
             check_masks(wrong, (2, 3, 4))
         assert says in str(raised.value)
 
 
 def test_float_masks_fail_their_cases_and_an_adapter_failing_every_case_fails_the_run(
-        plugin_env: dict[str, str], tmp_path: Path) -> None:
-    result = run_cli("run", "--adapters", "box,float-box", "--out", str(tmp_path), "--no-progress",
-                     env=plugin_env, check=False)
+    plugin_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_cli(
+        "run", "--adapters", "box,float-box", "--out", str(tmp_path), "--no-progress", env=plugin_env, check=False
+    )
     assert result.returncode == 3, result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     cases = RunStore(run_dir).read_cases()
@@ -100,8 +104,11 @@ def test_float_masks_fail_their_cases_and_an_adapter_failing_every_case_fails_th
     box = cases.filter(pl.col("adapter") == "box")
     assert (box["status"] == "ok").all() and (box["truth_area"] > 0).all() and (box["pred_area"] > 0).all()
     # the summary table: every pair with its cases and failures, box's Dice as the rows give it
-    table = {line.split()[0]: line.split() for line in result.stderr.splitlines()
-             if line.split()[:2] in (["box", "phantom"], ["float-box", "phantom"])}
+    table = {
+        line.split()[0]: line.split()
+        for line in result.stderr.splitlines()
+        if line.split()[:2] in (["box", "phantom"], ["float-box", "phantom"])
+    }
     assert table["float-box"][2:] == [str(CASES), "-", "-", str(CASES)]
     assert table["box"][2:4] == [str(CASES), f"{box['dice'].mean():.3f}"] and table["box"][5] == "0"
 
@@ -122,8 +129,9 @@ def test_one_failed_case_exits_zero_unless_fail_on_error(plugin_env: dict[str, s
     assert strict.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
 
 
-def test_a_run_whose_executor_left_units_unwritten_is_incomplete(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_whose_executor_left_units_unwritten_is_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = load_config(None)
     plan = make_plan(config.suite("quick"), discover_tasks(config.task_dirs), adapters=("box",), device="cpu")
 

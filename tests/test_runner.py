@@ -66,10 +66,12 @@ def write_config(folder: Path, adapters: list[str], cases: int) -> Path:
     tasks.mkdir()
     (tasks / "pngs.toml").write_text(
         '[task]\nname = "pngs"\n[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\n'
-        'images = "images/*.png"\nmask = "masks/{name}"\n[labels]\norgan = "nonzero"\nlesion = [255]\n')
+        'images = "images/*.png"\nmask = "masks/{name}"\n[labels]\norgan = "nonzero"\nlesion = [255]\n'
+    )
     config = folder / "bench.toml"
-    config.write_text(f'task_dirs = ["tasks"]\n[suites.files]\nadapters = {adapters!r}\ntasks = ["pngs"]\n'
-                      .replace("'", '"'))
+    config.write_text(
+        f'task_dirs = ["tasks"]\n[suites.files]\nadapters = {adapters!r}\ntasks = ["pngs"]\n'.replace("'", '"')
+    )
     write_phantom_dataset(folder / "data" / "pngs", cases, corrupt=None)
     return config
 
@@ -77,8 +79,18 @@ def write_config(folder: Path, adapters: list[str], cases: int) -> Path:
 def test_corrupt_image_is_a_failed_row_and_the_run_completes(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["box", "otsu"], 0)
     write_phantom_dataset(tmp_path / "data2" / "pngs", 5, corrupt=2)
-    result = run_cli("run", "--config", str(config), "--suite", "files", "--data-root", str(tmp_path / "data2"),
-                     "--out", str(tmp_path / "out"), "--no-progress")
+    result = run_cli(
+        "run",
+        "--config",
+        str(config),
+        "--suite",
+        "files",
+        "--data-root",
+        str(tmp_path / "data2"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    )
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     cases = pl.read_parquet(run_dir / "cases.parquet")
     failed = cases.filter(pl.col("status") == "failed")
@@ -90,8 +102,23 @@ def test_corrupt_image_is_a_failed_row_and_the_run_completes(tmp_path: Path) -> 
 
 def test_killed_run_resumes_without_duplicates(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["litemedsam", "box"], 8)
-    args = [sys.executable, "-m", "segbench.cli", "run", "--config", str(config), "--suite", "files",
-            "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--run-id", "r", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "segbench.cli",
+        "run",
+        "--config",
+        str(config),
+        "--suite",
+        "files",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "out"),
+        "--run-id",
+        "r",
+        "--no-progress",
+    ]
     parts = tmp_path / "out" / "r" / "parts"
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
@@ -119,8 +146,7 @@ def test_unknown_suite_and_adapter_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_real_suite_without_data_root_says_how_to_give_one(tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "smoke", "--out", str(tmp_path), check=False,
-                     env={"SEGBENCH_DATA": ""})
+    result = run_cli("run", "--suite", "smoke", "--out", str(tmp_path), check=False, env={"SEGBENCH_DATA": ""})
     assert result.returncode == 2 and "SEGBENCH_DATA" in result.stderr
 
 
@@ -128,8 +154,22 @@ def test_real_suite_without_data_root_says_how_to_give_one(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_litemedsam_beats_the_box_on_wbc_whole_cells(data_root: Path, tmp_path: Path) -> None:
     """The issue's acceptance bar (mean whole-cell Dice >= 0.85 and above the box), on 20 cases."""
-    result = run_cli("run", "--suite", "smoke", "--tasks", "wbc", "--adapters", "litemedsam,box", "--limit", "20",
-                     "--data-root", str(data_root), "--out", str(tmp_path), "--no-progress")
+    result = run_cli(
+        "run",
+        "--suite",
+        "smoke",
+        "--tasks",
+        "wbc",
+        "--adapters",
+        "litemedsam,box",
+        "--limit",
+        "20",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    )
     cases = pl.read_parquet(Path(result.stdout.strip().splitlines()[-1]) / "cases.parquet")
     whole = cases.filter((pl.col("task") == "wbc") & (pl.col("label") == "whole_cell"))
     dice = dict(whole.group_by("adapter").agg(pl.col("dice").mean()).iter_rows())
@@ -138,8 +178,10 @@ def test_litemedsam_beats_the_box_on_wbc_whole_cells(data_root: Path, tmp_path: 
 
 def test_cases_say_mm_only_when_a_spacing_is_given(tmp_path: Path) -> None:
     write_phantom_dataset(tmp_path / "data" / "pngs", 1)
-    head = ('[task]\nname = "pngs"\n[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\n'
-            'images = "images/*.png"\nmask = "masks/{name}"\n')
+    head = (
+        '[task]\nname = "pngs"\n[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\n'
+        'images = "images/*.png"\nmask = "masks/{name}"\n'
+    )
     for extra, unit, spacing in [("", "px", (1.0, 1.0)), ("spacing = [0.5, 0.25]\n", "mm", (0.5, 0.25))]:
         path = tmp_path / f"task-{unit}.toml"
         path.write_text(head + extra + '[labels]\norgan = "nonzero"\n')

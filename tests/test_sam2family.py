@@ -60,8 +60,9 @@ def test_2d_masks_equal_the_official_image_predictor(tiny: SAM2Family, data_root
         prompts.append(Prompt(points=click[0], point_labels=click[1]))
         expected.append(masks[np.argmax(scores)])  # one click: three candidates, the best predicted IoU
         # an iterative step: the box, a click and the previous low-resolution logits
-        masks, _, _ = official.predict(point_coords=click[0], point_labels=click[1], box=box,
-                                       mask_input=logits, multimask_output=False)
+        masks, _, _ = official.predict(
+            point_coords=click[0], point_labels=click[1], box=box, mask_input=logits, multimask_output=False
+        )
         prompts.append(Prompt(box=box, points=click[0], point_labels=click[1], previous=logits))
         expected.append(masks[0])
     state = tiny.encode(case.image)
@@ -92,23 +93,45 @@ def test_random_weights_propagate_through_a_real_volume_on_cpu(tmp_path: Path, d
     case = crop_around(read_case(data_root, "brats"), "whole_tumour", slices=3, margin=4)
     data = tmp_path / "data" / "crops"
     data.mkdir(parents=True)
-    np.savez_compressed(data / "brain.npz", imgs=case.image, gts=case.labels["whole_tumour"].astype(np.uint8),
-                        spacing=np.array(case.spacing[::-1]))
+    np.savez_compressed(
+        data / "brain.npz",
+        imgs=case.image,
+        gts=case.labels["whole_tumour"].astype(np.uint8),
+        spacing=np.array(case.spacing[::-1]),
+    )
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "crop.toml").write_text(
         '[task]\nname = "crop"\ndim = 3\n[data]\nreader = "npz"\ndataset = "crops"\nimages = "*.npz"\n'
         '[intensity]\npolicy = "rgb8"\n[labels]\ntumour = "nonzero"\n[prompts]\n'
-        'protocols = ["key_slice_box", { kind = "slice_boxes", every = 2 }, { kind = "iterative_3d", clicks = 1 }]\n')
+        'protocols = ["key_slice_box", { kind = "slice_boxes", every = 2 }, { kind = "iterative_3d", clicks = 1 }]\n'
+    )
     config = tmp_path / "bench.toml"
     config.write_text('task_dirs = ["tasks"]\n[suites.crop]\nadapters = ["sam2.1-hiera-t"]\ntasks = ["crop"]\n')
-    result = run_cli("run", "--config", str(config), "--suite", "crop", "--weights", "random", "--device", "cpu",
-                     "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--no-progress",
-                     env={"SEGBENCH_CACHE": str(tmp_path / "cache")})
+    result = run_cli(
+        "run",
+        "--config",
+        str(config),
+        "--suite",
+        "crop",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        env={"SEGBENCH_CACHE": str(tmp_path / "cache")},
+    )
     rows = pl.read_parquet(Path(result.stdout.strip().splitlines()[-1]) / "cases.parquet")
     assert (rows["status"] == "ok").all(), rows["error"].to_list()
     assert sorted(zip(rows["prompt"], rows["step"], strict=True)) == [
-        ("iterative3d_middle_box1", 0), ("iterative3d_middle_box1", 1), ("key_box_middle", 0),
-        ("slice_boxes_every2", 0)]
+        ("iterative3d_middle_box1", 0),
+        ("iterative3d_middle_box1", 1),
+        ("key_box_middle", 0),
+        ("slice_boxes_every2", 0),
+    ]
     assert rows.select(pl.col("dice").is_between(0, 1).all() & pl.col("nsd").is_between(0, 1).all()).item()
     assert rows["encode_ms"].is_nan().all() and (rows["decode_ms"] > 0).all() and (rows["total_ms"] > 0).all()
     assert rows["weights"].unique().to_list() == ["random"] and rows["peak_rss_mb"].min() > 0
@@ -146,8 +169,10 @@ def test_medsam2_config_builds_the_layout_of_the_checkpoint_it_was_trained_from(
     assert medsam2.image_size == facts["image_size"] and base.image_size == 1024
     ours = {k: tuple(v.shape) for k, v in medsam2.state_dict().items()}
     assert ours == {k: tuple(v.shape) for k, v in base.state_dict().items()}
-    assert sum(k.startswith("memory_attention.layers.") and k.endswith(".linear1.weight") for k in ours) == \
-        facts["memory_attention_layers"]
+    assert (
+        sum(k.startswith("memory_attention.layers.") and k.endswith(".linear1.weight") for k in ours)
+        == facts["memory_attention_layers"]
+    )
     rope = medsam2.memory_attention.layers[0].self_attn
     assert rope.freqs_cis.shape[0] == facts["rope_feat_sizes"][0] * facts["rope_feat_sizes"][1]
     size_mb = sum(v.numel() * 4 for v in medsam2.state_dict().values()) / 1e6
@@ -184,4 +209,3 @@ def test_medsam2_keeps_the_largest_3d_component(data_root: Path) -> None:
     kept = largest_component(noisy)
     assert np.array_equal(kept, largest_component(atrium)) and not kept[0, :3, :3].any()
     assert largest_component(np.zeros_like(atrium)).sum() == 0
-

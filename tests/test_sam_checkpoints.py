@@ -36,8 +36,11 @@ def load(name: str, path: Path):
 def assert_same_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     own = model.state_dict()
     assert own.keys() == state.keys()
-    for key in ("image_encoder.blocks.3.attn.qkv.weight", "prompt_encoder.point_embeddings.1.weight",
-                "mask_decoder.iou_token.weight"):
+    for key in (
+        "image_encoder.blocks.3.attn.qkv.weight",
+        "prompt_encoder.point_embeddings.1.weight",
+        "mask_decoder.iou_token.weight",
+    ):
         assert torch.equal(own[key], state[key])
 
 
@@ -51,8 +54,10 @@ def test_medicosam_torch_em_layout_loads(vit_b_file, tmp_path: Path) -> None:
     """torch_em / micro_sam training layout: {"model_state": {"sam.<key>": ...}, "decoder_state": ...}."""
     _, state = vit_b_file
     path = tmp_path / "vit_b_medicosam.pt"
-    torch.save({"model_state": {f"sam.{k}": v for k, v in state.items()},
-                "decoder_state": {"base.weight": torch.zeros(2)}}, path)
+    torch.save(
+        {"model_state": {f"sam.{k}": v for k, v in state.items()}, "decoder_state": {"base.weight": torch.zeros(2)}},
+        path,
+    )
     assert_same_weights(load("medicosam", path).model, state)
 
 
@@ -86,9 +91,16 @@ def samed2d_official_layout() -> dict[str, tuple[int, ...]]:
             layout[f"image_encoder.blocks.{block}.attn.rel_pos_{axis}"] = (31, 64)
     for block in range(12):
         prefix = f"image_encoder.blocks.{block}.Adapter."
-        layout.update({prefix + "norm.weight": (768,), prefix + "norm.bias": (768,),
-                       prefix + "channel.0.weight": (192, 768), prefix + "channel.2.weight": (768, 192),
-                       prefix + "spatial.0.weight": (768, 768, 3, 3), prefix + "spatial.2.weight": (768, 768, 4, 4)})
+        layout.update(
+            {
+                prefix + "norm.weight": (768,),
+                prefix + "norm.bias": (768,),
+                prefix + "channel.0.weight": (192, 768),
+                prefix + "channel.2.weight": (768, 192),
+                prefix + "spatial.0.weight": (768, 768, 3, 3),
+                prefix + "spatial.2.weight": (768, 768, 4, 4),
+            }
+        )
     return layout
 
 

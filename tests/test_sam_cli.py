@@ -28,12 +28,16 @@ def test_adapters_lists_the_family_with_capabilities_and_checkpoint_status(cache
     listed = {a["name"]: a for a in json.loads(run_cli("adapters", "--json", env=cache).stdout)}
     assert FAMILY <= set(listed)
     assert {name: listed[name]["capabilities"] for name in FAMILY} == {
-        **{name: PROMPTABLE for name in FAMILY}, "medsam": "box"}
+        **{name: PROMPTABLE for name in FAMILY},
+        "medsam": "box",
+    }
     assert listed["sam-vit-h"]["checkpoint"] == "missing"
     assert listed["sam-vit-h"]["checkpoint_path"] == str(folder / "sam_vit_h_4b8939.pth")
     assert listed["sam-med2d"]["checkpoint"] == "present (cache, unverified: no published checksum)"
-    assert listed["sam-vit-b"]["checkpoint"].startswith("bad: ") and "does not match the pinned ec2df627" in \
-        listed["sam-vit-b"]["checkpoint"]
+    assert (
+        listed["sam-vit-b"]["checkpoint"].startswith("bad: ")
+        and "does not match the pinned ec2df627" in listed["sam-vit-b"]["checkpoint"]
+    )
 
 
 def test_weights_list_shows_every_family_checkpoint(cache: dict[str, str]) -> None:
@@ -61,10 +65,24 @@ def test_offline_fetch_names_the_url_and_the_exact_path(cache: dict[str, str]) -
 
 
 @pytest.mark.data
-def test_suite_without_checkpoints_skips_the_family_with_reasons(cache: dict[str, str], data_root: Path,
-                                                                 tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "sam-family", "--tasks", "wbc", "--limit", "1", "--data-root", str(data_root),
-                     "--out", str(tmp_path / "out"), "--no-progress", env=cache)
+def test_suite_without_checkpoints_skips_the_family_with_reasons(
+    cache: dict[str, str], data_root: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "run",
+        "--suite",
+        "sam-family",
+        "--tasks",
+        "wbc",
+        "--limit",
+        "1",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        env=cache,
+    )
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     skipped = json.loads((run_dir / "run.json").read_text())["skipped"]
     assert set(skipped) == FAMILY
@@ -76,11 +94,30 @@ def test_suite_without_checkpoints_skips_the_family_with_reasons(cache: dict[str
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_suite_with_random_weights_runs_and_records_speed_and_memory(cache: dict[str, str], data_root: Path,
-                                                                     tmp_path: Path) -> None:
-    result = run_cli("run", "--suite", "sam-family", "--tasks", "wbc", "--limit", "1", "--adapters", "sam-med2d",
-                     "--weights", "random", "--device", "cpu", "--data-root", str(data_root),
-                     "--out", str(tmp_path / "out"), "--no-progress", env=cache)
+def test_suite_with_random_weights_runs_and_records_speed_and_memory(
+    cache: dict[str, str], data_root: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "run",
+        "--suite",
+        "sam-family",
+        "--tasks",
+        "wbc",
+        "--limit",
+        "1",
+        "--adapters",
+        "sam-med2d",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        env=cache,
+    )
     cases = pl.read_parquet(Path(result.stdout.strip().splitlines()[-1]) / "cases.parquet")
     assert (cases["status"] == "ok").all() and (cases["weights"] == "random").all()
     assert cases.filter(pl.col("encode_ms").is_nan() | (pl.col("encode_ms") <= 0)).is_empty()

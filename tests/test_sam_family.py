@@ -52,6 +52,7 @@ def model_input(adapter: SamArchitecture, image: np.ndarray) -> tuple[np.ndarray
 
 # --- MedSAM: MedSAM_Inference.py -------------------------------------------------------------------
 
+
 def medsam_recipe(image: np.ndarray) -> np.ndarray:
     """MedSAM_Inference.py, restated: squash to 1024x1024 with skimage's cubic spline (anti-aliased,
     range kept), cast to uint8, min-max over the whole image; no mean/std, no padding."""
@@ -75,8 +76,10 @@ def test_medsam_input_is_the_official_recipe(medsam: SamArchitecture, shape: tup
 def test_medsam_masks_are_the_sigmoid_resized_bilinearly_then_thresholded(medsam: SamArchitecture) -> None:
     logits = torch.randn(2, 1, 256, 256) * 4
     frame = Frame((300, 500), (1024, 1024))
-    expected = torch.nn.functional.interpolate(torch.sigmoid(logits), (300, 500), mode="bilinear",
-                                               align_corners=False)[:, 0] > 0.5
+    expected = (
+        torch.nn.functional.interpolate(torch.sigmoid(logits), (300, 500), mode="bilinear", align_corners=False)[:, 0]
+        > 0.5
+    )
     assert torch.equal(medsam.postprocess(logits, frame), expected)
 
 
@@ -87,6 +90,7 @@ def test_medsam_refuses_points(medsam: SamArchitecture) -> None:
 
 
 # --- MedicoSAM: medico-sam's percentile normalisation, then micro_sam's SamPredictor ----------------
+
 
 def medicosam_recipe(image: np.ndarray) -> np.ndarray:
     """torch_em's normalize_percentile (1/99, float32, eps 1e-7) x 255 as medico-sam's raw transform,
@@ -105,7 +109,7 @@ def medicosam_recipe(image: np.ndarray) -> np.ndarray:
     size = (int(width * scale + 0.5), int(height * scale + 0.5))
     resized = np.asarray(Image.fromarray(eight_bit).resize(size, Image.Resampling.BILINEAR))
     out = np.zeros((1024, 1024, 3))
-    out[:size[1], :size[0]] = (resized - SAM_MEAN) / SAM_STD
+    out[: size[1], : size[0]] = (resized - SAM_MEAN) / SAM_STD
     return out
 
 
@@ -119,6 +123,7 @@ def test_medicosam_input_is_percentile_then_sam(medicosam: SamArchitecture, shap
 
 
 # --- SAM-Med2D: test.py + DataLoader.TestingDataset ------------------------------------------------
+
 
 def samed2d_recipe(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """cv2.imread order (BGR), (image - mean) / std; both sides < 256: albumentations PadIfNeeded (centred,
@@ -163,6 +168,7 @@ def test_samed2d_masks_crop_the_padding_or_resize(samed2d: SamArchitecture) -> N
 
 # --- batching and feedback (shared by the family; SAM-Med2D's 256 encoder is the cheap one) --------
 
+
 @pytest.fixture(scope="module")
 def samed2d_state(samed2d: SamArchitecture):
     return samed2d.encode(random_image((300, 400), seed=3))
@@ -185,8 +191,9 @@ def test_mixed_prompts_in_one_call_equal_each_prompt_alone(samed2d: SamArchitect
         assert batch.scores[index] == pytest.approx(alone.scores[0], abs=1e-4)
 
 
-def test_feedback_is_the_chosen_low_res_logits_and_changes_the_next_step(samed2d: SamArchitecture,
-                                                                         samed2d_state) -> None:
+def test_feedback_is_the_chosen_low_res_logits_and_changes_the_next_step(
+    samed2d: SamArchitecture, samed2d_state
+) -> None:
     first = samed2d.predict(samed2d_state, MIXED[:1])
     assert first.feedback[0].shape == (1, 64, 64)
     assert np.array_equal(samed2d.postprocess(first.feedback[0][None], samed2d_state.frame).numpy(), first.masks)

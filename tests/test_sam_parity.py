@@ -76,8 +76,10 @@ def test_sam_vit_b_matches_the_official_predictor(adapter: SamViTB, task: str, d
         np.testing.assert_allclose(state.embedding.numpy(), predictor.features.numpy(), atol=1e-5)
     else:
         state = EncodedImage(predictor.features, frame)
-    ours = adapter.predict(state, [Prompt(box=box), Prompt(points=click, point_labels=np.array([1])),
-                                   Prompt(points=clicks, point_labels=labels)])
+    ours = adapter.predict(
+        state,
+        [Prompt(box=box), Prompt(points=click, point_labels=np.array([1])), Prompt(points=clicks, point_labels=labels)],
+    )
     by_box, _, box_logits = predictor.predict(box=box, multimask_output=False)
     candidates, scores, _ = predictor.predict(point_coords=click, point_labels=np.array([1]), multimask_output=True)
     by_clicks, _, _ = predictor.predict(point_coords=clicks, point_labels=labels, multimask_output=False)
@@ -87,6 +89,7 @@ def test_sam_vit_b_matches_the_official_predictor(adapter: SamViTB, task: str, d
 
     refine = Prompt(box=box, points=clicks[1:], point_labels=labels[1:], previous=ours.feedback[0])
     refined = adapter.predict(state, [refine])
-    official, _, _ = predictor.predict(point_coords=clicks[1:], point_labels=labels[1:], box=box,
-                                       mask_input=box_logits, multimask_output=False)
+    official, _, _ = predictor.predict(
+        point_coords=clicks[1:], point_labels=labels[1:], box=box, mask_input=box_logits, multimask_output=False
+    )
     assert iou(refined.masks[0], official[0]) >= 0.999

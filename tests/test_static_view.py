@@ -23,6 +23,7 @@ def test_the_static_view_links_every_entry_of_the_package() -> None:
     for entry in VIEW.iterdir():
         assert entry.is_symlink(), f"{entry} must be a link"
         target = entry.resolve()
-        expected = REPO / ("adapters" if entry.name == "adapters" else "tasks" if entry.name == "tasks"
-                           else f"harness/{entry.name}")
+        expected = REPO / (
+            "adapters" if entry.name == "adapters" else "tasks" if entry.name == "tasks" else f"harness/{entry.name}"
+        )
         assert target == expected.resolve(), f"{entry} points at {target}, not {expected}"

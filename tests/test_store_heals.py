@@ -51,7 +51,8 @@ def finished(tmp_path: Path) -> tuple[RunPlan, RunStore, pl.DataFrame]:
 
 
 def test_truncated_and_empty_parts_are_quarantined_by_name_and_rerun(
-        finished: tuple[RunPlan, RunStore, pl.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    finished: tuple[RunPlan, RunStore, pl.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan, store, reference = finished
     first, second = sorted(store.parts.glob("*.parquet"))[:2]
     first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])  # a write cut short
@@ -70,7 +71,8 @@ def test_truncated_and_empty_parts_are_quarantined_by_name_and_rerun(
 
 
 def test_a_part_whose_rows_belong_to_another_unit_is_quarantined(
-        finished: tuple[RunPlan, RunStore, pl.DataFrame], capsys: pytest.CaptureFixture[str]) -> None:
+    finished: tuple[RunPlan, RunStore, pl.DataFrame], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, store, _ = finished
     first, second = sorted(store.parts.glob("*.parquet"))[:2]
     moved = store.parts / f"{'0' * 20}.ok.parquet"
@@ -85,13 +87,17 @@ def test_a_part_whose_rows_belong_to_another_unit_is_quarantined(
     assert f"{renamed.name} is not a valid part (named failed but its rows say ok)" in err
 
 
-def test_stray_files_warn_and_tmp_leftovers_are_swept(finished: tuple[RunPlan, RunStore, pl.DataFrame],
-                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stray_files_warn_and_tmp_leftovers_are_swept(
+    finished: tuple[RunPlan, RunStore, pl.DataFrame], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan, store, reference = finished
     (store.parts / "notes.txt").write_text("mine")
     (store.parts / "old-results.parquet").write_bytes(b"PAR1")
-    leftovers = [store.parts / ".abc.ok.parquet.k2j4h_x.tmp", store.dir / ".run.json.q8w7e6r.tmp",
-                 store.samples / ".case-x.npz.a1b2c3d4.tmp"]
+    leftovers = [
+        store.parts / ".abc.ok.parquet.k2j4h_x.tmp",
+        store.dir / ".run.json.q8w7e6r.tmp",
+        store.samples / ".case-x.npz.a1b2c3d4.tmp",
+    ]
     for path in leftovers:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half a file")
@@ -105,8 +111,9 @@ def test_stray_files_warn_and_tmp_leftovers_are_swept(finished: tuple[RunPlan, R
     assert scores(RunStore(store.dir).read_cases()).equals(reference)
 
 
-def test_a_second_session_into_the_same_run_refuses_and_names_the_holder(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_session_into_the_same_run_refuses_and_names_the_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plan = quick_plan()
     refusals: list[str] = []
     real_create = executors.create
@@ -131,14 +138,19 @@ def test_a_second_session_into_the_same_run_refuses_and_names_the_holder(tmp_pat
 
 
 def test_a_lock_held_by_a_live_process_refuses_and_a_dead_ones_is_taken_over(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan = quick_plan()
     store = RunStore(tmp_path / plan.run_id)
     store.dir.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        lock = {"pid": sleeper.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00",
-                "command": ["segbench", "run", "--suite", "other"]}
+        lock = {
+            "pid": sleeper.pid,
+            "host": socket.gethostname(),
+            "started": "2026-01-01T00:00:00+00:00",
+            "command": ["segbench", "run", "--suite", "other"],
+        }
         store.lock_path.write_text(json.dumps(lock))
         with pytest.raises(RunLocked, match=f"pid {sleeper.pid} .* \\(segbench run --suite other\\)"):
             execute(plan, tmp_path, progress=False)
@@ -148,8 +160,10 @@ def test_a_lock_held_by_a_live_process_refuses_and_a_dead_ones_is_taken_over(
         sleeper.wait()
     capsys.readouterr()
     manifest = execute(plan, tmp_path, progress=False).read_manifest()  # the pid is dead now
-    assert f"taking over the lock of {plan.run_id} left by a session that is no longer running (pid {sleeper.pid}" \
+    assert (
+        f"taking over the lock of {plan.run_id} left by a session that is no longer running (pid {sleeper.pid}"
         in capsys.readouterr().err
+    )
     assert manifest["status"] == "complete" and not store.lock_path.exists()
     store.lock_path.write_text(json.dumps({**lock, "host": "another-host"}))  # a live pid elsewhere can't be judged
     with pytest.raises(RunLocked, match="on another-host"):
@@ -164,12 +178,15 @@ def test_files_follow_the_umask(finished: tuple[RunPlan, RunStore, pl.DataFrame]
     assert FILE_MODE == 0o666 & ~mask
     for path in [store.manifest_path, store.cases_path, *store.parts.glob("*.parquet")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
-    script = ("import os, sys, stat; os.umask(0o027); from segbench.running.store import RunStore; "
-              "s = RunStore(sys.argv[1]); s.write_manifest({}); "
-              "s.write_unit('u1', []); print(oct(stat.S_IMODE(s.manifest_path.stat().st_mode)), "
-              "oct(stat.S_IMODE((s.parts / 'u1.ok.parquet').stat().st_mode)))")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "masked")], capture_output=True, text=True,
-                            check=True)
+    script = (
+        "import os, sys, stat; os.umask(0o027); from segbench.running.store import RunStore; "
+        "s = RunStore(sys.argv[1]); s.write_manifest({}); "
+        "s.write_unit('u1', []); print(oct(stat.S_IMODE(s.manifest_path.stat().st_mode)), "
+        "oct(stat.S_IMODE((s.parts / 'u1.ok.parquet').stat().st_mode)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "masked")], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["0o640", "0o640"]  # not mkstemp's 0600
 
 
@@ -186,23 +203,29 @@ def test_a_changed_dataset_is_refused_unless_allowed(tmp_path: Path, capsys: pyt
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "pngs.toml").write_text(
         '[task]\nname = "pngs"\n[data]\nreader = "image_mask_pairs"\ndataset = "pngs"\n'
-        'images = "images/*.png"\nmask = "masks/{name}"\n[labels]\norgan = "nonzero"\n[prompts]\nprotocols = ["box"]\n')
+        'images = "images/*.png"\nmask = "masks/{name}"\n[labels]\norgan = "nonzero"\n[prompts]\nprotocols = ["box"]\n'
+    )
     (tmp_path / "bench.toml").write_text(
-        'task_dirs = ["tasks"]\n[suites.files]\nadapters = ["box"]\ntasks = ["pngs"]\n')
+        'task_dirs = ["tasks"]\n[suites.files]\nadapters = ["box"]\ntasks = ["pngs"]\n'
+    )
     write_pngs(tmp_path / "data" / "pngs", 3)
     config = load_config(tmp_path / "bench.toml")
 
     def plan() -> RunPlan:
-        return make_plan(config.suite("files"), discover_tasks(config.task_dirs), device="cpu",
-                         data_root=tmp_path / "data")
+        return make_plan(
+            config.suite("files"), discover_tasks(config.task_dirs), device="cpu", data_root=tmp_path / "data"
+        )
 
     store = execute(plan(), tmp_path / "out", progress=False)
     first = store.read_manifest()["sessions"][0]["datasets"]["pngs"]
     assert first == store.read_manifest()["datasets"]["pngs"] and first["files"] == 6
     mask = tmp_path / "data" / "pngs" / "masks" / "001.png"
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(mask)  # a mask fixed between sessions
-    with pytest.raises(SegbenchError, match=r"data changed since this run's first session: pngs \(6 files, sha256 "
-                                            f"{first['sha256'][:12]} → 6 files"):
+    with pytest.raises(
+        SegbenchError,
+        match=r"data changed since this run's first session: pngs \(6 files, sha256 "
+        f"{first['sha256'][:12]} → 6 files",
+    ):
         execute(plan(), tmp_path / "out", progress=False)
     assert len(store.read_manifest()["sessions"]) == 1 and not store.lock_path.exists()
     capsys.readouterr()
@@ -213,8 +236,9 @@ def test_a_changed_dataset_is_refused_unless_allowed(tmp_path: Path, capsys: pyt
     assert manifest["datasets"]["pngs"] == first  # the run's own record stays the first session's
 
 
-def test_cases_parquet_sha_mismatch_is_detected_and_rebuilt(finished: tuple[RunPlan, RunStore, pl.DataFrame],
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cases_parquet_sha_mismatch_is_detected_and_rebuilt(
+    finished: tuple[RunPlan, RunStore, pl.DataFrame], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, store, reference = finished
     manifest = store.read_manifest()
     assert manifest["cases_sha256"] == hashlib.sha256(store.cases_path.read_bytes()).hexdigest()

@@ -27,50 +27,82 @@ def _write(tmp_path: Path, text: str, name: str = "typo.toml") -> Path:
 
 # (edit of kvasir.toml, what the message must say): the key named, with the near miss where there is one
 TYPOS = {
-    "mask_treshold": (("mask_threshold = 127", "mask_treshold = 127"),
-                      r"\[data\] of reader 'image_mask_pairs': unknown key 'mask_treshold' "
-                      r"\(did you mean 'mask_threshold'\?\)"),
-    "[evalution]": (("[prompts]", "[evalution]\nnsd_tolerance = 1.0\n\n[prompts]"),
-                    r"top level: unknown table \[evalution\] \(did you mean \[evaluation\]\?\)"),
+    "mask_treshold": (
+        ("mask_threshold = 127", "mask_treshold = 127"),
+        r"\[data\] of reader 'image_mask_pairs': unknown key 'mask_treshold' "
+        r"\(did you mean 'mask_threshold'\?\)",
+    ),
+    "[evalution]": (
+        ("[prompts]", "[evalution]\nnsd_tolerance = 1.0\n\n[prompts]"),
+        r"top level: unknown table \[evalution\] \(did you mean \[evaluation\]\?\)",
+    ),
     "dimm": (('license = "', 'dimm = 3\nlicense = "'), r"\[task\]: unknown key 'dimm' \(did you mean 'dim'\?\)"),
     "[dta]": (("[data]", "[dta]"), r"top level: unknown table \[dta\] \(did you mean \[data\]\?\)"),
     "imges": (("images =", "imges ="), r"unknown key 'imges' \(did you mean 'images'\?\)"),
-    "protocol px typo": (('protocols = ["box"]', 'protocols = [{ kind = "box_jitter", pxx = 3 }]'),
-                         r"\[prompts\] protocol 'box_jitter': unknown key 'pxx' \(did you mean 'px'\?\)"),
-    "intensity typo": (("[labels]", '[intensity]\npolicy = "minmax"\nnonzer = true\n\n[labels]'),
-                       r"\[intensity\]: unknown key 'nonzer' \(did you mean 'nonzero'\?\)"),
-    "prompts typo": (('protocols = ["box"]', 'protocols = ["box"]\ninstance = "components"'),
-                     r"\[prompts\]: unknown key 'instance' \(did you mean 'instances'\?\)"),
-    "support typo": (("[prompts]", "[support]\npool_fracton = 0.5\n\n[prompts]"),
-                     r"\[support\]: unknown key 'pool_fracton' \(did you mean 'pool_fraction'\?\)"),
-    "label table typo": (('polyp = "nonzero"', 'polyp = { values = [255], fiel = "x.png" }'),
-                         r"\[labels\.polyp\]: unknown key 'fiel' \(did you mean 'file'\?\)"),
+    "protocol px typo": (
+        ('protocols = ["box"]', 'protocols = [{ kind = "box_jitter", pxx = 3 }]'),
+        r"\[prompts\] protocol 'box_jitter': unknown key 'pxx' \(did you mean 'px'\?\)",
+    ),
+    "intensity typo": (
+        ("[labels]", '[intensity]\npolicy = "minmax"\nnonzer = true\n\n[labels]'),
+        r"\[intensity\]: unknown key 'nonzer' \(did you mean 'nonzero'\?\)",
+    ),
+    "prompts typo": (
+        ('protocols = ["box"]', 'protocols = ["box"]\ninstance = "components"'),
+        r"\[prompts\]: unknown key 'instance' \(did you mean 'instances'\?\)",
+    ),
+    "support typo": (
+        ("[prompts]", "[support]\npool_fracton = 0.5\n\n[prompts]"),
+        r"\[support\]: unknown key 'pool_fracton' \(did you mean 'pool_fraction'\?\)",
+    ),
+    "label table typo": (
+        ('polyp = "nonzero"', 'polyp = { values = [255], fiel = "x.png" }'),
+        r"\[labels\.polyp\]: unknown key 'fiel' \(did you mean 'file'\?\)",
+    ),
 }
 
 BAD_VALUES = {
-    "level forty": (("[labels]", '[intensity]\npolicy = "window"\nlevel = "forty"\n\n[labels]'),
-                    r"\[intensity\] level must be a finite number, got 'forty'"),
-    "bad case_pattern": (("mask_threshold = 127", "mask_threshold = 127\ncase_pattern = '(?P<n>\\d+'"),
-                         r"\[data\] case_pattern is not a valid regular expression"),
-    "threshold string": (("mask_threshold = 127", 'mask_threshold = "high"'),
-                         r"\[data\] mask_threshold must be a finite number, got 'high'"),
+    "level forty": (
+        ("[labels]", '[intensity]\npolicy = "window"\nlevel = "forty"\n\n[labels]'),
+        r"\[intensity\] level must be a finite number, got 'forty'",
+    ),
+    "bad case_pattern": (
+        ("mask_threshold = 127", "mask_threshold = 127\ncase_pattern = '(?P<n>\\d+'"),
+        r"\[data\] case_pattern is not a valid regular expression",
+    ),
+    "threshold string": (
+        ("mask_threshold = 127", 'mask_threshold = "high"'),
+        r"\[data\] mask_threshold must be a finite number, got 'high'",
+    ),
     "threshold nan": (("mask_threshold = 127", "mask_threshold = nan"), r"\[data\] mask_threshold must be a finite"),
     "dim string": (('license = "', 'dim = "3"\nlicense = "'), r"\[task\] dim must be an integer, got '3'"),
     "name number": (('name = "kvasir"', "name = 7"), r"\[task\] name must be a string, got 7"),
-    "policy unknown": (("[labels]", '[intensity]\npolicy = "loud"\n\n[labels]'),
-                       r"\[intensity\] policy must be one of"),
-    "nonzero string": (("[labels]", '[intensity]\npolicy = "percentile"\nnonzero = "yes"\n\n[labels]'),
-                       r"\[intensity\] nonzero must be true or false"),
-    "nsd bool": (("[prompts]", "[evaluation]\nnsd_tolerance = true\n\n[prompts]"),
-                 r"\[evaluation\] nsd_tolerance must be a finite number, got True"),
-    "exclude string": (("mask_threshold = 127", 'mask_threshold = 127\nexclude = "Kvasir-SEG/images/x"'),
-                       r"\[data\] exclude must be a list of strings"),
-    "mask_resize choice": (("mask_threshold = 127", 'mask_threshold = 127\nmask_resize = "bilinear"'),
-                           r"\[data\] mask_resize must be one of \['none', 'nearest'\]"),
+    "policy unknown": (
+        ("[labels]", '[intensity]\npolicy = "loud"\n\n[labels]'),
+        r"\[intensity\] policy must be one of",
+    ),
+    "nonzero string": (
+        ("[labels]", '[intensity]\npolicy = "percentile"\nnonzero = "yes"\n\n[labels]'),
+        r"\[intensity\] nonzero must be true or false",
+    ),
+    "nsd bool": (
+        ("[prompts]", "[evaluation]\nnsd_tolerance = true\n\n[prompts]"),
+        r"\[evaluation\] nsd_tolerance must be a finite number, got True",
+    ),
+    "exclude string": (
+        ("mask_threshold = 127", 'mask_threshold = 127\nexclude = "Kvasir-SEG/images/x"'),
+        r"\[data\] exclude must be a list of strings",
+    ),
+    "mask_resize choice": (
+        ("mask_threshold = 127", 'mask_threshold = 127\nmask_resize = "bilinear"'),
+        r"\[data\] mask_resize must be one of \['none', 'nearest'\]",
+    ),
     "template unknown field": (("{name}", "{nmae}"), r"\[data\] mask uses unknown field\(s\) \['nmae'\]"),
     "unclosed template": (("{name}", "{name"), r"\[data\] mask is not a valid template"),
-    "spacing inf": (("mask_threshold = 127", "mask_threshold = 127\nspacing = [1.0, inf]"),
-                    r"\[data\] spacing must be 2 positive numbers"),
+    "spacing inf": (
+        ("mask_threshold = 127", "mask_threshold = 127\nspacing = [1.0, inf]"),
+        r"\[data\] spacing must be 2 positive numbers",
+    ),
     "protocol list of kinds": (('protocols = ["box"]', 'protocols = [{ kind = ["box"] }]'), r"\[prompts\]"),
 }
 
@@ -139,8 +171,10 @@ def test_a_plugin_reader_declares_its_own_keys(tmp_path: Path) -> None:
     (tmp_path / "d" / "a.txt").write_text("x")
 
     def spec(**data):
-        return parse_task({"task": {"name": "p"}, "data": {"reader": "listing", "dataset": "d", **data},
-                           "labels": {"x": "nonzero"}}, tmp_path / "p.toml")
+        return parse_task(
+            {"task": {"name": "p"}, "data": {"reader": "listing", "dataset": "d", **data}, "labels": {"x": "nonzero"}},
+            tmp_path / "p.toml",
+        )
 
     assert Listing(spec(images="*.txt", colour="red"), tmp_path).case_ids() == ["a"]  # parse leaves plugin keys
     with pytest.raises(ConfigError, match=r"p\.toml: \[data\] of reader 'listing': unknown key 'colur'"):
@@ -154,12 +188,16 @@ def test_a_plugin_reader_declares_its_own_keys(tmp_path: Path) -> None:
 SUITE = '[suites.mine]\nadapters = ["box"]\ntasks = ["phantom"]\n'
 SUITE_ERRORS = {
     "unknown key": (SUITE + "limt = 2\n", r"\[suites\.mine\]: unknown key 'limt' \(did you mean 'limit'\?\)"),
-    "unknown top level": ("task_dir = ['x']\n" + SUITE,
-                          r"top level: unknown key 'task_dir' \(did you mean 'task_dirs'\?\)"),
+    "unknown top level": (
+        "task_dir = ['x']\n" + SUITE,
+        r"top level: unknown key 'task_dir' \(did you mean 'task_dirs'\?\)",
+    ),
     "seed string": (SUITE + 'seed = "1"\n', r"\[suites\.mine\] seed must be an integer, got '1'"),
     "limit zero": (SUITE + "limit = 0\n", r"\[suites\.mine\] limit must be a positive integer"),
-    "protocol typo": (SUITE + 'protocols = [{ kind = "iterative", clicks = 2, strat = "box" }]\n',
-                      r"\[suites\.mine\] protocol 'iterative': unknown key 'strat' \(did you mean 'start'\?\)"),
+    "protocol typo": (
+        SUITE + 'protocols = [{ kind = "iterative", clicks = 2, strat = "box" }]\n',
+        r"\[suites\.mine\] protocol 'iterative': unknown key 'strat' \(did you mean 'start'\?\)",
+    ),
     "protocols string": (SUITE + 'protocols = "box"\n', r"\[suites\.mine\] protocols must be a non-empty list"),
     "suite not a table": ("[suites]\nmine = 3\n", r"\[suites\.mine\] must be a table"),
     "binary": (None, r"bench\.toml: not UTF-8|bench\.toml: cannot read|bench\.toml: not valid TOML"),

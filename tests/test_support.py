@@ -45,8 +45,9 @@ def suite(adapters: tuple[str, ...], protocols: list[Any], seed: int = 0, name: 
     return Suite(name, "", adapters, ("phantom-ic",), parse_protocols(protocols), seed, None, Path("bench.toml"))
 
 
-def run_rows(tmp_path: Path, adapters: tuple[str, ...], protocols: list[Any], seed: int = 0, **plan: Any
-             ) -> pl.DataFrame:
+def run_rows(
+    tmp_path: Path, adapters: tuple[str, ...], protocols: list[Any], seed: int = 0, **plan: Any
+) -> pl.DataFrame:
     made = make_plan(suite(adapters, protocols, seed), {"phantom-ic": task()}, device="cpu", **plan)
     store = execute(made, tmp_path / "out", progress=False)
     return store.read_cases()
@@ -74,16 +75,26 @@ def test_glob_and_case_list_splits_and_their_errors() -> None:
         parse_support_split({"pool_cases": ["nope"]}, Path("t.toml")).split(ids, "t.toml")
     with pytest.raises(ConfigError, match="both must be non-empty"):
         parse_support_split({"pool_glob": "*"}, Path("t.toml")).split(ids, "t.toml")
-    for bad, message in (({}, "exactly one"), ({"pool_glob": "a", "pool_fraction": 0.5}, "exactly one"),
-                         ({"pool_fraction": 1.5}, "between 0 and 1"), ({"pool_cases": []}, "non-empty list"),
-                         ({"pool_fraction": 0.5, "seed": 1}, "unknown key")):
+    for bad, message in (
+        ({}, "exactly one"),
+        ({"pool_glob": "a", "pool_fraction": 0.5}, "exactly one"),
+        ({"pool_fraction": 1.5}, "between 0 and 1"),
+        ({"pool_cases": []}, "non-empty list"),
+        ({"pool_fraction": 0.5, "seed": 1}, "unknown key"),
+    ):
         with pytest.raises(ConfigError, match=message):
             parse_support_split(bad, Path("t.toml"))
 
 
 def test_support_sizes_are_an_axis_of_named_protocols() -> None:
-    specs = parse_protocols(["box", {"kind": "support", "k": [1, 4, 16]}, {"kind": "support", "k": 8, "ensemble": 5},
-                             {"kind": "support", "k": 2, "prompt": "box"}])
+    specs = parse_protocols(
+        [
+            "box",
+            {"kind": "support", "k": [1, 4, 16]},
+            {"kind": "support", "k": 8, "ensemble": 5},
+            {"kind": "support", "k": 2, "prompt": "box"},
+        ]
+    )
     assert [s.name for s in specs] == ["box", "support1", "support4", "support16", "support8x5", "support2+box"]
     assert specs[1].requires == {"support_set"} and specs[-1].requires == {"support_set", "box"}
     for bad in ({"kind": "support", "k": 0}, {"kind": "support", "prompt": "iterative"}, {"kind": "support", "k": []}):
@@ -96,8 +107,9 @@ def test_every_adapter_gets_the_same_support_sets_drawn_only_from_the_pool(tmp_p
     rows = run_rows(tmp_path, ("support-nearest", "support-mean", "universeg"), protocols, weights="random", limit=2)
     assert (rows["status"] == "ok").all()
     assert set(rows["prompt"]) == {"support1", "support3", "support2x2"}
-    assert rows.select((pl.col("support_size") == pl.col("prompt").str.extract(r"support(\d+)").cast(pl.Int32)).all()
-                       ).item()
+    assert rows.select(
+        (pl.col("support_size") == pl.col("prompt").str.extract(r"support(\d+)").cast(pl.Int32)).all()
+    ).item()
     pool, queries = task().support.split([f"phantom-{i:03d}" for i in range(10)], "t")
     assert rows["case_id"].unique().sort().to_list() == sorted(queries[:2])
     sets = {}
@@ -123,20 +135,21 @@ def test_another_seed_draws_other_sets(tmp_path: Path) -> None:
 
 
 def test_plan_drops_sizes_larger_than_the_pool_and_limits_only_queries() -> None:
-    made = make_plan(suite(("support-mean",), [{"kind": "support", "k": [2, 6]}]), {"phantom-ic": task()},
-                     device="cpu", limit=2)
+    made = make_plan(
+        suite(("support-mean",), [{"kind": "support", "k": [2, 6]}]), {"phantom-ic": task()}, device="cpu", limit=2
+    )
     assert made.protocols_for("support-mean", "phantom-ic")[0].name == "support2"
     assert "holds 5 cases" in made.skipped["phantom-ic/support6"]
-    assert [u.case_id for u in made.units] == task().support.split(
-        [f"phantom-{i:03d}" for i in range(10)], "t")[1][:2]
+    assert [u.case_id for u in made.units] == task().support.split([f"phantom-{i:03d}" for i in range(10)], "t")[1][:2]
     no_pool = task(support=None)
     without = make_plan(suite(("support-mean",), [{"kind": "support", "k": 1}]), {"phantom-ic": no_pool}, device="cpu")
     assert not without.units and "declares no [support]" in without.skipped["phantom-ic/support1"]
 
 
 def test_support_request_pairs_each_set_with_its_label(tmp_path: Path) -> None:
-    made = make_plan(suite(("support-mean",), [{"kind": "support", "k": 2, "ensemble": 2}]),
-                     {"phantom-ic": task()}, device="cpu")
+    made = make_plan(
+        suite(("support-mean",), [{"kind": "support", "k": 2, "ensemble": 2}]), {"phantom-ic": task()}, device="cpu"
+    )
     reader = made.reader("phantom-ic")
     pool_ids = task().support.split(reader.case_ids(), "t")[0]
     pool = SupportPool(reader, pool_ids)
@@ -153,8 +166,11 @@ def test_support_request_pairs_each_set_with_its_label(tmp_path: Path) -> None:
     assert ask.given("lesion") == [{"support": ids} for ids in ask.sets["lesion"]]
     # a prompt beside the sets is the one its own protocol draws, at every support size
     jitter = parse_protocols(["box_jitter"])[0]
-    alone = initial_prompt(jitter, Target("organ", 0, query.labels["organ"]),
-                           target_rng(0, "phantom-ic", query.case_id, "organ", 0, jitter.name))
+    alone = initial_prompt(
+        jitter,
+        Target("organ", 0, query.labels["organ"]),
+        target_rng(0, "phantom-ic", query.case_id, "organ", 0, jitter.name),
+    )
     for k in (1, 3):
         beside = parse_protocols([{"kind": "support", "k": k, "prompt": "box_jitter"}])[0]
         drawn = support_request(pool, beside, 0, "phantom-ic", query.case_id, query.labels)
@@ -172,8 +188,12 @@ def test_ensembling_averages_probabilities_and_votes_without_them() -> None:
 class BoxAndSupport(Adapter):
     """Takes a prompt and a support set together; predicts the prompt box and records what it got."""
 
-    meta = AdapterMeta(name="test-box-and-support", family="test", description="",
-                       capabilities=Capabilities(box=True, support_set=True))
+    meta = AdapterMeta(
+        name="test-box-and-support",
+        family="test",
+        description="",
+        capabilities=Capabilities(box=True, support_set=True),
+    )
     calls: list[tuple[list[Prompt], list[Support]]] = []
 
     def load(self, options: LoadOptions) -> None:
@@ -182,8 +202,9 @@ class BoxAndSupport(Adapter):
     def encode(self, image: np.ndarray) -> tuple[int, int]:
         return image.shape[:2]
 
-    def predict(self, state: Any, prompts: Sequence[Prompt] | None = None,
-                support: Sequence[Support] | None = None) -> Prediction:
+    def predict(
+        self, state: Any, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
+    ) -> Prediction:
         assert prompts is not None and support is not None and len(prompts) == len(support)
         self.calls.append((list(prompts), list(support)))
         return Prediction(np.stack([box_mask(p.box, state) for p in prompts]))
@@ -207,8 +228,12 @@ def box_and_support() -> Any:
 
 
 def test_a_protocol_can_pass_a_prompt_and_a_support_set_together(box_and_support: type) -> None:
-    made = make_plan(suite(("test-box-and-support",), [{"kind": "support", "k": 2, "ensemble": 2, "prompt": "box"}]),
-                     {"phantom-ic": task()}, device="cpu", limit=2)
+    made = make_plan(
+        suite(("test-box-and-support",), [{"kind": "support", "k": 2, "ensemble": 2, "prompt": "box"}]),
+        {"phantom-ic": task()},
+        device="cpu",
+        limit=2,
+    )
     runner = UnitRunner(made, "test-box-and-support")
     box_and_support.calls.clear()  # the untimed warm-up call is not the protocol's
     rows = [row for unit in made.units for row in runner.run(unit)]
@@ -227,8 +252,9 @@ def test_the_task_level_resize_reads_cases_at_that_size() -> None:
     made = make_plan(suite(("support-mean",), [{"kind": "support", "k": 1}]), {"phantom-ic": task()}, device="cpu")
     original, _ = phantom(0, 0)
     case = made.reader("phantom-ic").read("phantom-000")
-    assert case.image.shape == (128, 128, 3) and all(m.dtype == bool and m.shape == (128, 128)
-                                                     for m in case.labels.values())
+    assert case.image.shape == (128, 128, 3) and all(
+        m.dtype == bool and m.shape == (128, 128) for m in case.labels.values()
+    )
     assert case.spacing == pytest.approx((original.shape[0] / 128, original.shape[1] / 128))
     with pytest.raises(ConfigError, match="resize"):
         task(data={**TASK["data"], "resize": [128]})

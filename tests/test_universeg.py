@@ -67,7 +67,7 @@ def test_a_batch_of_queries_equals_the_queries_one_by_one(net: UniverSegNet) -> 
     query, images, labels = inputs(3, 2, seed=2)
     with torch.inference_mode():
         batched = net(query, images, labels)
-        single = torch.cat([net(query[i:i + 1], images[i:i + 1], labels[i:i + 1]) for i in range(3)])
+        single = torch.cat([net(query[i : i + 1], images[i : i + 1], labels[i : i + 1]) for i in range(3)])
     assert batched.shape == (3, 1, 64, 64)
     assert torch.allclose(batched, single, atol=1e-4)
 
@@ -92,8 +92,7 @@ def test_a_wrong_layout_names_the_offending_keys(net: UniverSegNet, tmp_path: Pa
         UniverSeg().load(LoadOptions(checkpoint=tmp_path / "renamed.pt"))
 
 
-def test_an_unpinned_checkpoint_says_so_and_is_never_official(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                              ) -> None:
+def test_an_unpinned_checkpoint_says_so_and_is_never_official(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGBENCH_CACHE", str(tmp_path))
     with pytest.raises(checkpoints.CheckpointMissing, match="no published checksum") as missing:
         checkpoints.resolve(CHECKPOINT)

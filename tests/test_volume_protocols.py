@@ -28,13 +28,13 @@ def tumour(data_root: Path) -> np.ndarray:
 def test_key_slices_follow_the_ground_truth(tumour: np.ndarray) -> None:
     first, last = slice_extent(tumour)
     areas = tumour.sum(axis=(1, 2))
-    assert areas[first] > 0 and areas[last] > 0 and not areas[:first].any() and not areas[last + 1:].any()
+    assert areas[first] > 0 and areas[last] > 0 and not areas[:first].any() and not areas[last + 1 :].any()
     middle = key_slice(tumour, "middle")
     assert middle == (first + last) // 2 and areas[middle] > 0
     assert areas[key_slice(tumour, "largest")] == areas.max()
     # a target that skips its middle slice is prompted on the nearest slice that has it
     holed = tumour.copy()
-    holed[middle - 1:middle + 2] = False
+    holed[middle - 1 : middle + 2] = False
     assert key_slice(holed, "middle") in (middle - 2, middle + 2) and holed[key_slice(holed, "middle")].any()
 
 
@@ -75,16 +75,24 @@ def test_3d_click_lands_on_its_slice_and_accumulates(tumour: np.ndarray) -> None
 
 
 def test_protocol_names_dimensions_and_needs() -> None:
-    cases = {"key_slice_box": ("key_box_middle", 1, {"box"}, True),
-             '{"kind": "key_slice_box", "slice": "largest"}': ("key_box_largest", 1, {"box"}, True),
-             "slice_boxes": ("slice_boxes", 1, {"box"}, False),
-             '{"kind": "slice_boxes", "every": 2}': ("slice_boxes_every2", 1, {"box", "volume"}, False),
-             "iterative_3d": ("iterative3d_middle_box5", 6, {"box", "point"}, True)}
+    cases = {
+        "key_slice_box": ("key_box_middle", 1, {"box"}, True),
+        '{"kind": "key_slice_box", "slice": "largest"}': ("key_box_largest", 1, {"box"}, True),
+        "slice_boxes": ("slice_boxes", 1, {"box"}, False),
+        '{"kind": "slice_boxes", "every": 2}': ("slice_boxes_every2", 1, {"box", "volume"}, False),
+        "iterative_3d": ("iterative3d_middle_box5", 6, {"box", "point"}, True),
+    }
     import json
+
     for text, (name, steps, needs, propagates) in cases.items():
         spec = parse_protocol(json.loads(text) if text.startswith("{") else text)
-        assert (spec.name, spec.steps, set(spec.requires), spec.propagates, spec.dim) == (name, steps, needs,
-                                                                                         propagates, 3)
+        assert (spec.name, spec.steps, set(spec.requires), spec.propagates, spec.dim) == (
+            name,
+            steps,
+            needs,
+            propagates,
+            3,
+        )
     assert parse_protocol("box").dim == 2
     with pytest.raises(ValueError, match="slice must be one of"):
         parse_protocol({"kind": "key_slice_box", "slice": "first"})
@@ -93,8 +101,12 @@ def test_protocol_names_dimensions_and_needs() -> None:
 
 
 def test_task_files_reject_protocols_of_the_other_dimension(tmp_path: Path) -> None:
-    document = {"task": {"name": "v", "dim": 3}, "data": {"reader": "npz"}, "labels": {"a": "nonzero"},
-                "prompts": {"protocols": ["box"]}}
+    document = {
+        "task": {"name": "v", "dim": 3},
+        "data": {"reader": "npz"},
+        "labels": {"a": "nonzero"},
+        "prompts": {"protocols": ["box"]},
+    }
     with pytest.raises(ConfigError, match=r"\['box'\] are not for 3D tasks"):
         parse_task(document, tmp_path / "v.toml")
     del document["prompts"]
@@ -103,10 +115,16 @@ def test_task_files_reject_protocols_of_the_other_dimension(tmp_path: Path) -> N
 
 @pytest.mark.data
 def test_plans_run_volumes_and_give_each_task_the_protocols_of_its_dimension(data_root: Path) -> None:
-    suite = Suite("mixed", "", ("litemedsam", "box"), ("brats", "wbc"),
-                  (parse_protocol("box"), parse_protocol("slice_boxes"), parse_protocol({"kind": "slice_boxes",
-                                                                                        "every": 2})),
-                  0, 1, Path("mixed.toml"))
+    suite = Suite(
+        "mixed",
+        "",
+        ("litemedsam", "box"),
+        ("brats", "wbc"),
+        (parse_protocol("box"), parse_protocol("slice_boxes"), parse_protocol({"kind": "slice_boxes", "every": 2})),
+        0,
+        1,
+        Path("mixed.toml"),
+    )
     plan = make_plan(suite, discover_tasks(), device="cpu", data_root=data_root)
     assert [p.name for p in plan.protocols_for("litemedsam", "brats")] == ["slice_boxes"]  # every 2 needs volume
     assert [p.name for p in plan.protocols_for("litemedsam", "wbc")] == ["box"]

@@ -28,6 +28,10 @@ def crop_around(case: Case, label: str, slices: int, margin: int) -> Case:
     y0, y1 = max(0, rows[0] - margin), min(mask.shape[1], rows[-1] + margin + 1)
     x0, x1 = max(0, cols[0] - margin), min(mask.shape[2], cols[-1] + margin + 1)
     window = (slice(z0, z0 + slices), slice(y0, y1), slice(x0, x1))
-    return Case(f"{case.case_id}[crop]", np.ascontiguousarray(case.image[window]),
-                {name: np.ascontiguousarray(m[window]) for name, m in case.labels.items()}, case.spacing,
-                case.sources)
+    return Case(
+        f"{case.case_id}[crop]",
+        np.ascontiguousarray(case.image[window]),
+        {name: np.ascontiguousarray(m[window]) for name, m in case.labels.items()},
+        case.spacing,
+        case.sources,
+    )

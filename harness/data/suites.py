@@ -21,8 +21,15 @@ from segbench.running.kept_masks import DEFAULT_SAVE_MASKS
 from segbench.strict import Kind, check_table, closest
 
 DEFAULT_SUITE = "quick"
-SUITE_KEYS: dict[str, Kind] = {"description": "string", "adapters": "any", "tasks": "any", "protocols": "any",
-                               "seed": "integer", "limit": "integer", "save_masks": "any"}
+SUITE_KEYS: dict[str, Kind] = {
+    "description": "string",
+    "adapters": "any",
+    "tasks": "any",
+    "protocols": "any",
+    "seed": "integer",
+    "limit": "integer",
+    "save_masks": "any",
+}
 
 
 def default_config() -> Path:
@@ -88,9 +95,18 @@ def _parse_suite(name: str, table: Any, path: Path) -> Suite:
     if save_masks == "all":
         save_masks = None
     elif save_masks is not None and (not isinstance(save_masks, int) or isinstance(save_masks, bool) or save_masks < 0):
-        raise ConfigError(path, f"[{where}] save_masks must be an integer >= 0 or \"all\", got {save_masks!r}")
-    return Suite(name, table.get("description", ""), _names(table, "adapters", path, where),
-                 _names(table, "tasks", path, where), protocols, seed, limit, path, save_masks)
+        raise ConfigError(path, f'[{where}] save_masks must be an integer >= 0 or "all", got {save_masks!r}')
+    return Suite(
+        name,
+        table.get("description", ""),
+        _names(table, "adapters", path, where),
+        _names(table, "tasks", path, where),
+        protocols,
+        seed,
+        limit,
+        path,
+        save_masks,
+    )
 
 
 def load_config(path: Path | None = None) -> SuiteConfig:

@@ -57,12 +57,15 @@ class SupportSplit:
             in_pool = set(self.cases)
         else:
             ranked = sorted(case_ids, key=lambda c: hashlib.sha256(f"{self.seed}\x1f{c}".encode()).hexdigest())
-            in_pool = set(ranked[:round(len(ranked) * (self.fraction or 0.0))])
+            in_pool = set(ranked[: round(len(ranked) * (self.fraction or 0.0))])
         pool = [c for c in case_ids if c in in_pool]
         queries = [c for c in case_ids if c not in in_pool]
         if not pool or not queries:
-            raise ConfigError(source, f"[support] splits {len(case_ids)} cases into {len(pool)} support and "
-                                      f"{len(queries)} query cases; both must be non-empty")
+            raise ConfigError(
+                source,
+                f"[support] splits {len(case_ids)} cases into {len(pool)} support and "
+                f"{len(queries)} query cases; both must be non-empty",
+            )
         return pool, queries
 
 
@@ -96,8 +99,10 @@ def unfit_reason(protocol: ProtocolSpec, task_name: str, pool_size: int | None) 
     if pool_size is None:
         return f"{protocol.name} needs a support pool, and task '{task_name}' declares no [support] table"
     if int(protocol.param("k")) > pool_size:
-        return (f"{protocol.name} needs {protocol.param('k')} support examples; the support pool of task "
-                f"'{task_name}' holds {pool_size} cases")
+        return (
+            f"{protocol.name} needs {protocol.param('k')} support examples; the support pool of task "
+            f"'{task_name}' holds {pool_size} cases"
+        )
     return None
 
 
@@ -159,8 +164,9 @@ class SupportRequest:
         return [{"support": ids, **prompt} for ids in self.sets[label]]
 
 
-def support_request(pool: SupportPool, protocol: ProtocolSpec, seed: int, task: str, case_id: str,
-                    labels: Mapping[str, np.ndarray]) -> SupportRequest:
+def support_request(
+    pool: SupportPool, protocol: ProtocolSpec, seed: int, task: str, case_id: str, labels: Mapping[str, np.ndarray]
+) -> SupportRequest:
     """The support sets (and prompts) of every present label of a query case; one target per label
     (a task's ``instances`` mode does not apply: examples show whole labels)."""
     k, members = int(protocol.param("k")), int(protocol.param("ensemble"))
@@ -170,9 +176,13 @@ def support_request(pool: SupportPool, protocol: ProtocolSpec, seed: int, task: 
     prompts = None
     companion = protocol.support_prompt
     if companion is not None:  # keyed like the prompt protocol itself: the same prompt at every support size
-        prompts = [initial_prompt(companion, Target(name, 0, labels[name]),
-                                  target_rng(seed, task, case_id, name, 0, companion.name))
-                   for name in asked for _ in range(members)]
+        prompts = [
+            initial_prompt(
+                companion, Target(name, 0, labels[name]), target_rng(seed, task, case_id, name, 0, companion.name)
+            )
+            for name in asked
+            for _ in range(members)
+        ]
     return SupportRequest(asked, {name: sets[name] for name in asked}, supports, prompts, members, k)
 
 

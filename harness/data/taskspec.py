@@ -90,12 +90,25 @@ class TaskSpec:
 
 
 TABLES = ("task", "data", "labels", "intensity", "prompts", "evaluation", "support")
-TASK_KEYS: dict[str, Kind] = {"name": "string", "version": "any", "description": "string", "modality": "string",
-                              "license": "string", "dim": "integer", "family": "string"}
+TASK_KEYS: dict[str, Kind] = {
+    "name": "string",
+    "version": "any",
+    "description": "string",
+    "modality": "string",
+    "license": "string",
+    "dim": "integer",
+    "family": "string",
+}
 # [data] keys every reader takes; a reader declares its own in ``Reader.DATA_KEYS`` (readers/base.py)
 COMMON_DATA_KEYS: dict[str, Kind] = {"reader": "string", "dataset": "path", "spacing": "any", "resize": "any"}
-INTENSITY_KEYS: dict[str, Kind] = {"policy": POLICIES, "level": "number", "width": "number", "low": "number",
-                                   "high": "number", "nonzero": "boolean"}
+INTENSITY_KEYS: dict[str, Kind] = {
+    "policy": POLICIES,
+    "level": "number",
+    "width": "number",
+    "low": "number",
+    "high": "number",
+    "nonzero": "boolean",
+}
 PROMPTS_KEYS: dict[str, Kind] = {"protocols": "any", "instances": INSTANCE_MODES}
 EVALUATION_KEYS: dict[str, Kind] = {"nsd_tolerance": "number"}
 LABEL_KEYS: dict[str, Kind] = {"file": "template", "values": "any"}
@@ -227,16 +240,27 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     instances = prompts.get("instances", "label")
     mismatched = [p.name for p in protocols if p.dim != dim]
     if mismatched:
-        raise ConfigError(path, f"[prompts] protocol(s) {mismatched} are not for {dim}D tasks "
-                                "(volumes take key_slice_box, slice_boxes, iterative_3d)")
+        raise ConfigError(
+            path,
+            f"[prompts] protocol(s) {mismatched} are not for {dim}D tasks "
+            "(volumes take key_slice_box, slice_boxes, iterative_3d)",
+        )
     spacing = data.get("spacing")
-    if spacing is not None and (not isinstance(spacing, list) or len(spacing) != dim
-                                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-                                           and math.isfinite(v) for v in spacing)):
+    if spacing is not None and (
+        not isinstance(spacing, list)
+        or len(spacing) != dim
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v) for v in spacing
+        )
+    ):
         raise ConfigError(path, f"[data] spacing must be {dim} positive numbers, got {spacing!r}")
     resize = data.get("resize")
-    if resize is not None and (dim != 2 or not isinstance(resize, list) or len(resize) != 2
-                               or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
+    if resize is not None and (
+        dim != 2
+        or not isinstance(resize, list)
+        or len(resize) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)
+    ):
         raise ConfigError(path, f"[data] resize must be two positive integers [rows, cols] (2D only), got {resize!r}")
     evaluation = _table(document, "evaluation", path)
     check_table(evaluation, EVALUATION_KEYS, path, "[evaluation]")

@@ -149,12 +149,15 @@ def spacing_problem(shape: tuple[int, ...], spacing: tuple[float, ...]) -> str |
         return f"spacing {tuple(values)} is anisotropic beyond the metrics' voxel budget (ratio {ratio:.3g})"
     _, reach = _search_reach(tuple(values))
     box = math.prod(int(2 * r + 1) for r in reach)
-    margin = (math.prod(int(n + 1 + 2 * r) for n, r in zip(shape, reach, strict=True))
-              - math.prod(int(n + 1) for n in shape))
+    margin = math.prod(int(n + 1 + 2 * r) for n, r in zip(shape, reach, strict=True)) - math.prod(
+        int(n + 1) for n in shape
+    )
     if box > NEIGHBOURHOOD_BUDGET or margin > MARGIN_BUDGET:
-        return (f"spacing {tuple(values)} is anisotropic beyond the metrics' voxel budget: on a "
-                f"{'x'.join(map(str, shape))} grid their search would take {box:.3g} offsets (budget "
-                f"{NEIGHBOURHOOD_BUDGET:.3g}) and {margin:.3g} voxels beyond the image (budget {MARGIN_BUDGET:.3g})")
+        return (
+            f"spacing {tuple(values)} is anisotropic beyond the metrics' voxel budget: on a "
+            f"{'x'.join(map(str, shape))} grid their search would take {box:.3g} offsets (budget "
+            f"{NEIGHBOURHOOD_BUDGET:.3g}) and {margin:.3g} voxels beyond the image (budget {MARGIN_BUDGET:.3g})"
+        )
     return None
 
 
@@ -171,8 +174,9 @@ def _search_offsets(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]
     return offsets[keep][order], lengths[keep][order]
 
 
-def _directed_distances(sources: np.ndarray, target_grid: np.ndarray, spacing: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def _directed_distances(
+    sources: np.ndarray, target_grid: np.ndarray, spacing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Distance (mm) from each surfel ``sources`` (flat indices into ``target_grid``'s shape) to the
     nearest ``True`` of ``target_grid``, which carries a margin of the search reach on every side.
 
@@ -217,7 +221,7 @@ def _sorted(distances: np.ndarray, rank: np.ndarray, areas: np.ndarray) -> tuple
 
 
 def _strides(shape: tuple[int, ...]) -> np.ndarray:
-    return np.array([int(np.prod(shape[i + 1:])) for i in range(len(shape))])
+    return np.array([int(np.prod(shape[i + 1 :])) for i in range(len(shape))])
 
 
 def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...]) -> SurfaceDistances:
@@ -234,7 +238,7 @@ def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ..
     window = tuple(slice(a, b + 1) for a, b in zip(*box, strict=True))
     spacing_key = tuple(float(s) for s in spacing)
     table = _area_table(spacing_key)
-    full = 2 ** (2 ** gt.ndim) - 1
+    full = 2 ** (2**gt.ndim) - 1
     # surfel codes on the box with one zero layer (for the surfels on its faces); the search grids add
     # the search reach on every side so that no offset leaves them
     reach = np.abs(_search_offsets(spacing_key)[0]).max(axis=0)
@@ -254,8 +258,7 @@ def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ..
         areas.append(table[flat_codes[surfels]])
     if sources[0].size == 0 or sources[1].size == 0:
         # one surface is empty: every distance from the other one is infinite
-        return SurfaceDistances(np.full(len(sources[0]), np.inf), np.full(len(sources[1]), np.inf),
-                                areas[0], areas[1])
+        return SurfaceDistances(np.full(len(sources[0]), np.inf), np.full(len(sources[1]), np.inf), areas[0], areas[1])
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     gt_to_pred, areas_gt = _sorted(*_directed_distances(sources[0], grids[1], spacing_arr), areas[0])
     pred_to_gt, areas_pred = _sorted(*_directed_distances(sources[1], grids[0], spacing_arr), areas[1])
@@ -263,8 +266,9 @@ def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ..
 
 
 def surface_dice(distances: SurfaceDistances, tolerance_mm: float) -> float:
-    overlap = (np.sum(distances.areas_gt[distances.gt_to_pred <= tolerance_mm])
-               + np.sum(distances.areas_pred[distances.pred_to_gt <= tolerance_mm]))
+    overlap = np.sum(distances.areas_gt[distances.gt_to_pred <= tolerance_mm]) + np.sum(
+        distances.areas_pred[distances.pred_to_gt <= tolerance_mm]
+    )
     return float(overlap / (np.sum(distances.areas_gt) + np.sum(distances.areas_pred)))
 
 
@@ -275,8 +279,10 @@ def _directed_percentile(distances: np.ndarray, areas: np.ndarray, percent: floa
 
 
 def robust_hausdorff(distances: SurfaceDistances, percent: float = 95.0) -> float:
-    return max(_directed_percentile(distances.gt_to_pred, distances.areas_gt, percent),
-               _directed_percentile(distances.pred_to_gt, distances.areas_pred, percent))
+    return max(
+        _directed_percentile(distances.gt_to_pred, distances.areas_gt, percent),
+        _directed_percentile(distances.pred_to_gt, distances.areas_pred, percent),
+    )
 
 
 def image_diagonal_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:

@@ -48,16 +48,20 @@ def _inputs(batch: int, prompts: int) -> tuple[list[np.ndarray], list[list[Promp
     return images, boxes
 
 
-def _measure_once(adapter: Adapter, device: str, images: list[np.ndarray], prompts: list[list[Prompt]]
-                  ) -> tuple[float, float]:
+def _measure_once(
+    adapter: Adapter, device: str, images: list[np.ndarray], prompts: list[list[Prompt]]
+) -> tuple[float, float]:
     states, encode_ms = timed(device, adapter.encode_batch, images)
-    decode_ms = sum(timed(device, adapter.predict, state, image_prompts)[1]
-                    for state, image_prompts in zip(states, prompts, strict=True))
+    decode_ms = sum(
+        timed(device, adapter.predict, state, image_prompts)[1]
+        for state, image_prompts in zip(states, prompts, strict=True)
+    )
     return encode_ms, decode_ms
 
 
-def measure(adapter_name: str, device: str, weights: str, batches: list[int], prompts: list[int],
-            repeats: int = 3) -> list[ThroughputRow]:
+def measure(
+    adapter_name: str, device: str, weights: str, batches: list[int], prompts: list[int], repeats: int = 3
+) -> list[ThroughputRow]:
     setup = setup_adapter(adapter_name, weights, device, "fp32", 0, {})
     adapter: Adapter = plugins.adapter_class(adapter_name)()
     adapter.load(setup.options)
@@ -72,8 +76,17 @@ def measure(adapter_name: str, device: str, weights: str, batches: list[int], pr
                 samples = [_measure_once(adapter, device, images, boxes) for _ in range(repeats)]
             encode_ms = statistics.median(s[0] for s in samples)
             decode_ms = statistics.median(s[1] for s in samples)
-            rows.append(ThroughputRow(
-                adapter_name, device, batch, count, encode_ms / batch, decode_ms / (batch * count),
-                images_per_s=1000 * batch / (encode_ms + decode_ms), prompts_per_s=1000 * batch * count / decode_ms,
-                peak_mem_mb=peak.device_mb))
+            rows.append(
+                ThroughputRow(
+                    adapter_name,
+                    device,
+                    batch,
+                    count,
+                    encode_ms / batch,
+                    decode_ms / (batch * count),
+                    images_per_s=1000 * batch / (encode_ms + decode_ms),
+                    prompts_per_s=1000 * batch * count / decode_ms,
+                    peak_mem_mb=peak.device_mb,
+                )
+            )
     return rows

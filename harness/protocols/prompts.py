@@ -82,8 +82,11 @@ class ProtocolSpec:
         if self.kind == "support":
             ensemble = int(self.param("ensemble"))
             prompt = self.support_prompt
-            return (f"support{self.param('k')}" + (f"x{ensemble}" if ensemble != 1 else "")
-                    + (f"+{prompt.name}" if prompt else ""))
+            return (
+                f"support{self.param('k')}"
+                + (f"x{ensemble}" if ensemble != 1 else "")
+                + (f"+{prompt.name}" if prompt else "")
+            )
         if self.kind == "key_slice_box":
             return f"key_box_{self.param('slice')}"
         if self.kind == "slice_boxes":
@@ -202,7 +205,7 @@ def targets_for(labels: Mapping[str, np.ndarray], mode: str) -> list[Target]:
 def target_rng(seed: int, *keys: object) -> np.random.Generator:
     """A generator that depends only on ``seed`` and ``keys`` (stable across processes and machines)."""
     digest = hashlib.sha256("\x1f".join(map(str, keys)).encode()).digest()
-    words = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+    words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
     return np.random.default_rng(np.random.SeedSequence([seed, *words]))
 
 
@@ -226,8 +229,9 @@ def interior_point(mask: np.ndarray) -> tuple[int, ...]:
     ties go to the first index in C order."""
     # on the mask's bounding box padded by one: the same distances (every voxel outside the box is at
     # least as far as the padding) and the same C-order ties, for a fraction of a volume's cost
-    extents = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-               for axis in range(mask.ndim)]
+    extents = [
+        np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis))) for axis in range(mask.ndim)
+    ]
     lows = [int(extent[0]) for extent in extents]
     crop = mask[tuple(slice(extent[0], extent[-1] + 1) for extent in extents)]
     distance = ndimage.distance_transform_edt(np.pad(crop, 1))[(slice(1, -1),) * mask.ndim]

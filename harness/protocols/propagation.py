@@ -40,8 +40,9 @@ def widened_box(mask: np.ndarray, margin: float) -> np.ndarray:
     """Tight box of a 2D mask widened by ``margin`` pixels on every side, clipped to the image."""
     x0, y0, x1, y1 = bounding_box(mask)
     height, width = mask.shape
-    return np.array([max(0.0, x0 - margin), max(0.0, y0 - margin),
-                     min(width - 1.0, x1 + margin), min(height - 1.0, y1 + margin)])
+    return np.array(
+        [max(0.0, x0 - margin), max(0.0, y0 - margin), min(width - 1.0, x1 + margin), min(height - 1.0, y1 + margin)]
+    )
 
 
 def _clicks(prompt: Prompt | None) -> int:
@@ -80,8 +81,10 @@ class SliceStrategy:
             else:
                 self._decode(prompts, {i: list(p.slices) for i, p in enumerate(prompts)})
         else:
-            changed = {i: [z for z, prompt in p.slices.items() if _clicks(prompt) != self._clicks[i].get(z, 0)]
-                       for i, p in enumerate(prompts)}
+            changed = {
+                i: [z for z, prompt in p.slices.items() if _clicks(prompt) != self._clicks[i].get(z, 0)]
+                for i, p in enumerate(prompts)
+            }
             self._decode(prompts, changed)
         return Prediction(self._masks.copy(), None, [None] * len(prompts))
 
@@ -107,8 +110,17 @@ class SliceStrategy:
             for z in slices:
                 given = prompts[i].slices[z]
                 box = given.box if given.box is not None else self.boxes[i].get(z)
-                by_slice[z].append((i, Prompt(box=box, points=given.points, point_labels=given.point_labels,
-                                              previous=self._feedback[i].get(z))))
+                by_slice[z].append(
+                    (
+                        i,
+                        Prompt(
+                            box=box,
+                            points=given.points,
+                            point_labels=given.point_labels,
+                            previous=self._feedback[i].get(z),
+                        ),
+                    )
+                )
         for z in sorted(by_slice):
             self._decode_slice(z, by_slice[z])
 

@@ -49,14 +49,12 @@ def initial_volume_prompt(spec: ProtocolSpec, target: Target) -> VolumePrompt:
         return VolumePrompt({key: Prompt(box=bounding_box(mask[key]))}, key, extent)
     if spec.kind == "slice_boxes":
         every = int(spec.param("every"))
-        slices = {z: Prompt(box=bounding_box(mask[z])) for z in range(extent[0], extent[1] + 1, every)
-                  if mask[z].any()}
+        slices = {z: Prompt(box=bounding_box(mask[z])) for z in range(extent[0], extent[1] + 1, every) if mask[z].any()}
         return VolumePrompt(slices, min(slices), extent)
     raise ValueError(f"protocol kind {spec.kind!r} is not a volume protocol")
 
 
-def refine_volume_prompt(prompt: VolumePrompt, target: Target, predicted: np.ndarray, feedback: Any
-                         ) -> VolumePrompt:
+def refine_volume_prompt(prompt: VolumePrompt, target: Target, predicted: np.ndarray, feedback: Any) -> VolumePrompt:
     """The next iterative prompt: one CVPR 2025 correction click (26-connected largest error component,
     distance-transform maximum) added to the prompt of the slice it falls on."""
     slices = dict(prompt.slices)
@@ -66,6 +64,9 @@ def refine_volume_prompt(prompt: VolumePrompt, target: Target, predicted: np.nda
         on_slice = slices.get(z, Prompt())
         points = on_slice.points if on_slice.points is not None else np.zeros((0, 2))
         labels = on_slice.point_labels if on_slice.point_labels is not None else np.zeros(0, dtype=np.int64)
-        slices[z] = Prompt(box=on_slice.box, points=np.concatenate([points, [[float(x), float(y)]]]),
-                           point_labels=np.concatenate([labels, [label]]))
+        slices[z] = Prompt(
+            box=on_slice.box,
+            points=np.concatenate([points, [[float(x), float(y)]]]),
+            point_labels=np.concatenate([labels, [label]]),
+        )
     return VolumePrompt(slices, prompt.key_slice, prompt.z_range, previous=feedback)

@@ -52,8 +52,12 @@ SLOW_MACHINE = 1.5  # a probe this many times slower than the run's median flags
 DEFAULT_UNIT = "mm"  # what rows without a ``unit`` (older runs) are read as
 PAIR_KEY = ["case_id", "label"]
 # Columns of the row contract that older runs lack; read as nulls.
-CONTRACT_COLUMNS: dict[str, pl.DataType] = {"unit": pl.String(), "diagonal": pl.Float64(), "truth_area": pl.Int64(),
-                                            "pred_area": pl.Int64()}
+CONTRACT_COLUMNS: dict[str, pl.DataType] = {
+    "unit": pl.String(),
+    "diagonal": pl.Float64(),
+    "truth_area": pl.Int64(),
+    "pred_area": pl.Int64(),
+}
 
 AGGREGATION_RULE = (
     "Each (task, prompt protocol, label) is its own ranked table, scored at the protocol's final step. "
@@ -67,7 +71,7 @@ AGGREGATION_RULE = (
     f"{BOOTSTRAP_RESAMPLES} seeded bootstrap resamples of cases (all labels of a case resampled together); the "
     "rank interval is the 2.5-97.5% range of an adapter's rank over the same resamples. Adapters are ranked by "
     "mean Dice; one that a paired Wilcoxon signed-rank test (over the table's (case, label) pairs, penalties "
-    f"included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank (\"1=\"). "
+    f'included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank ("1="). '
     "Baselines are unranked reference rows placed by their score; rows made with random weights carry no accuracy."
 )
 
@@ -78,7 +82,6 @@ def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
     pieces = [piece for piece in re.split(r"(\d+)", name) if piece]
     parts = tuple((0, int(piece)) if piece.isdigit() else (1, piece.casefold()) for piece in pieces)
     return parts, name
-
 
 
 @lru_cache(maxsize=16)
@@ -109,8 +112,7 @@ def _percentiles(statistics: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
-                 ) -> tuple[float, float]:
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of independent values (seeded, so a report is reproducible)."""
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -189,8 +191,10 @@ def _means(matrix: np.ndarray, seed: int = 0) -> tuple[Estimate, Estimate]:
     bootstrap CI over cases."""
     point = _weighted_sums(matrix, np.ones((1, matrix.shape[0])))
     resampled = _weighted_sums(matrix, _case_weights(matrix.shape[0], seed))
-    macro, pooled = (Estimate(float(statistic(*point)[0]), *_percentiles(statistic(*resampled)))
-                     for statistic in (_macro_from, _pooled_from))
+    macro, pooled = (
+        Estimate(float(statistic(*point)[0]), *_percentiles(statistic(*resampled)))
+        for statistic in (_macro_from, _pooled_from)
+    )
     return macro, pooled
 
 
@@ -209,8 +213,9 @@ def _median(matrix: np.ndarray, seed: int = 0) -> Estimate:
     point = float(_pooled_median(matrix))
     if matrix.shape[0] < 2:
         return Estimate(point, point, point)
-    return Estimate(point, *_percentiles(_pooled_median(matrix[_resample_indices(matrix.shape[0], seed,
-                                                                                   BOOTSTRAP_RESAMPLES)])))
+    return Estimate(
+        point, *_percentiles(_pooled_median(matrix[_resample_indices(matrix.shape[0], seed, BOOTSTRAP_RESAMPLES)]))
+    )
 
 
 @dataclass(frozen=True)
@@ -288,8 +293,9 @@ def final_steps(frame: pl.DataFrame) -> pl.DataFrame:
 
 def with_contract_columns(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with the row-contract columns older runs lack, as nulls."""
-    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in CONTRACT_COLUMNS.items()
-               if name not in frame.columns]
+    missing = [
+        pl.lit(None, dtype=dtype).alias(name) for name, dtype in CONTRACT_COLUMNS.items() if name not in frame.columns
+    ]
     return frame.with_columns(missing) if missing else frame
 
 
@@ -303,10 +309,13 @@ def with_slow_machine(frame: pl.DataFrame) -> pl.DataFrame:
     # the median over the run's probe readings, each once (many rows share one reading: a short adapter's
     # single probe must not outweigh a long one's hundreds)
     readings = finite.select(*keys, "probe_ms").unique()
-    medians = (readings.group_by(keys).agg(pl.col("probe_ms").median().alias("_probe_median")) if keys
-               else readings.select(pl.col("probe_ms").median().alias("_probe_median")))
+    medians = (
+        readings.group_by(keys).agg(pl.col("probe_ms").median().alias("_probe_median"))
+        if keys
+        else readings.select(pl.col("probe_ms").median().alias("_probe_median"))
+    )
     joined = frame.join(medians, on=keys, how="left", nulls_equal=True) if keys else frame.join(medians, how="cross")
-    slow = (pl.col("probe_ms").is_finite() & (pl.col("probe_ms") > SLOW_MACHINE * pl.col("_probe_median")))
+    slow = pl.col("probe_ms").is_finite() & (pl.col("probe_ms") > SLOW_MACHINE * pl.col("_probe_median"))
     return joined.with_columns(slow.fill_null(False).alias("slow_machine")).drop("_probe_median")
 
 
@@ -319,16 +328,24 @@ def unit_of(rows: pl.DataFrame) -> str:
     return units.pop() if len(units) == 1 else "/".join(sorted(units))
 
 
-def _combinations(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str]]
-                  ) -> list[tuple[str, str, str]]:
+def _combinations(
+    frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str]]
+) -> list[tuple[str, str, str]]:
     """Every (task, prompt, adapter) the run ran; an adapter whose every case failed before any protocol
     (prompt ``*``), or that was planned for a task and never ran, is listed under every protocol of the task."""
     ran = frame.filter(pl.col("prompt") != "*").select("task", "prompt", "adapter").unique()
     prompts = ran.select("task", "prompt").unique()
     tried = frame.select("task", "adapter")
     if planned:
-        tried = pl.concat([tried, pl.DataFrame({"task": [t for _, t in planned], "adapter": [a for a, _ in planned]},
-                                               schema={"task": pl.String, "adapter": pl.String})])
+        tried = pl.concat(
+            [
+                tried,
+                pl.DataFrame(
+                    {"task": [t for _, t in planned], "adapter": [a for a, _ in planned]},
+                    schema={"task": pl.String, "adapter": pl.String},
+                ),
+            ]
+        )
     never = tried.unique().join(ran.select("task", "adapter"), on=["task", "adapter"], how="anti")
     return sorted(pl.concat([ran, never.join(prompts, on="task").select("task", "prompt", "adapter")]).iter_rows())
 
@@ -336,40 +353,54 @@ def _combinations(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collect
 def _matrix(rows: pl.DataFrame, column: str, index: pl.DataFrame, shape: tuple[int, int]) -> np.ndarray:
     matrix = np.full(shape, np.nan)
     placed = rows.join(index, on=PAIR_KEY)
-    matrix[placed["ci"].to_numpy(), placed["li"].to_numpy()] = placed[column].cast(pl.Float64).fill_null(
-        float("nan")).to_numpy()
+    matrix[placed["ci"].to_numpy(), placed["li"].to_numpy()] = (
+        placed[column].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    )
     return matrix
 
 
 class _TaskPrompt:
     """Everything one (task, prompt) needs: its case set, each adapter's penalised matrices."""
 
-    def __init__(self, task_frame: pl.DataFrame, task: str, prompt: str, adapters: list[str],
-                 planned: Mapping[tuple[str, str], Collection[str]], task_labels: list[str]):
+    def __init__(
+        self,
+        task_frame: pl.DataFrame,
+        task: str,
+        prompt: str,
+        adapters: list[str],
+        planned: Mapping[tuple[str, str], Collection[str]],
+        task_labels: list[str],
+    ):
         self.task, self.prompt, self.adapters = task, prompt, adapters
         self.unit = unit_of(task_frame)  # one unit for every table of the task
         rows = task_frame.filter(pl.col("prompt").is_in([prompt, "*"]) & pl.col("adapter").is_in(adapters))
         self.ok = final_steps(rows.filter((pl.col("status") == "ok") & (pl.col("prompt") == prompt))).unique(
-            ["adapter", *PAIR_KEY], keep="first", maintain_order=True)
+            ["adapter", *PAIR_KEY], keep="first", maintain_order=True
+        )
         self.failed = rows.filter(pl.col("status") != "ok")
         scored = self.ok.select(PAIR_KEY).unique()
         scored_cases = set(scored["case_id"].to_list())
         planned_cases = {case for adapter in adapters for case in planned.get((adapter, task), ())}
         extra = [(case, label) for case in sorted(planned_cases - scored_cases) for label in task_labels]
-        pairs = pl.concat([scored, pl.DataFrame(extra, schema={"case_id": pl.String, "label": pl.String},
-                                                orient="row")]).unique()
+        pairs = pl.concat(
+            [scored, pl.DataFrame(extra, schema={"case_id": pl.String, "label": pl.String}, orient="row")]
+        ).unique()
         self.cases = tuple(sorted(pairs["case_id"].unique().to_list()))
         self.labels = tuple(sorted(pairs["label"].unique().to_list()))
         case_index = {case: i for i, case in enumerate(self.cases)}
         label_index = {label: i for i, label in enumerate(self.labels)}
         self.index = pairs.with_columns(
             pl.col("case_id").replace_strict(case_index, return_dtype=pl.Int64).alias("ci"),
-            pl.col("label").replace_strict(label_index, return_dtype=pl.Int64).alias("li"))
+            pl.col("label").replace_strict(label_index, return_dtype=pl.Int64).alias("li"),
+        )
         shape = (len(self.cases), len(self.labels))
         self.in_set = np.zeros(shape, bool)
         self.in_set[self.index["ci"].to_numpy(), self.index["li"].to_numpy()] = True
-        diagonals = (task_frame.filter(pl.col("diagonal").is_not_null() & pl.col("diagonal").is_finite())
-                     .group_by("case_id").agg(pl.col("diagonal").max()))
+        diagonals = (
+            task_frame.filter(pl.col("diagonal").is_not_null() & pl.col("diagonal").is_finite())
+            .group_by("case_id")
+            .agg(pl.col("diagonal").max())
+        )
         known = dict(diagonals.iter_rows())
         self.diagonal = np.array([known.get(case, np.nan) for case in self.cases], dtype=np.float64)
         self.values: dict[str, dict[str, np.ndarray]] = {}
@@ -386,8 +417,9 @@ class _TaskPrompt:
             hd95[penalised] = np.broadcast_to(self.diagonal[:, None], shape)[penalised]
             self.values[adapter] = {"dice": dice, "nsd": nsd, "hd95": hd95}
 
-    def _failed_mask(self, adapter: str, case_index: Mapping[str, int], label_index: Mapping[str, int],
-                     shape: tuple[int, int]) -> np.ndarray:
+    def _failed_mask(
+        self, adapter: str, case_index: Mapping[str, int], label_index: Mapping[str, int], shape: tuple[int, int]
+    ) -> np.ndarray:
         mask = np.zeros(shape, bool)
         for case, label in self.failed.filter(pl.col("adapter") == adapter).select(PAIR_KEY).iter_rows():
             if case not in case_index:
@@ -407,19 +439,42 @@ class _TaskPrompt:
             return matrix[keep][:, columns]
 
         measured = [a for a in self.adapters if weights[a] != "random"]
-        scores = TableScores(cases, tuple(self.labels[c] for c in columns), cut(self.in_set),
-                             {a: cut(self.values[a]["dice"]) for a in measured},
-                             {a: cut(self.values[a]["nsd"]) for a in measured},
-                             {a: cut(self.values[a]["hd95"]) for a in measured})
+        scores = TableScores(
+            cases,
+            tuple(self.labels[c] for c in columns),
+            cut(self.in_set),
+            {a: cut(self.values[a]["dice"]) for a in measured},
+            {a: cut(self.values[a]["nsd"]) for a in measured},
+            {a: cut(self.values[a]["hd95"]) for a in measured},
+        )
         table_ok = self.ok if label is None else self.ok.filter(pl.col("label") == label)
-        rows = [self._row(adapter, label, weights[adapter], adapter in baselines, scores,
-                          table_ok.filter(pl.col("adapter") == adapter), keep, columns)
-                for adapter in self.adapters]
+        rows = [
+            self._row(
+                adapter,
+                label,
+                weights[adapter],
+                adapter in baselines,
+                scores,
+                table_ok.filter(pl.col("adapter") == adapter),
+                keep,
+                columns,
+            )
+            for adapter in self.adapters
+        ]
         rows.sort(key=lambda r: (not np.isfinite(r.dice.mean), -np.nan_to_num(r.dice.mean, nan=-1.0), r.adapter))
         return Table(self.task, self.prompt, label, rows, scores)
 
-    def _row(self, adapter: str, label: str | None, weights: str, baseline: bool, scores: TableScores,
-             own: pl.DataFrame, keep: np.ndarray, columns: list[int]) -> LeaderboardRow:
+    def _row(
+        self,
+        adapter: str,
+        label: str | None,
+        weights: str,
+        baseline: bool,
+        scores: TableScores,
+        own: pl.DataFrame,
+        keep: np.ndarray,
+        columns: list[int],
+    ) -> LeaderboardRow:
         per_case = own.unique(["case_id"], keep="first", maintain_order=True).sort("case_id")  # sums in a fixed order
         total_s = float(per_case["total_ms"].sum()) / 1000
         failed, missing = (int(mask[keep][:, columns].sum()) for mask in self.penalties[adapter])
@@ -434,17 +489,34 @@ class _TaskPrompt:
             areas = own["pred_area"].drop_nulls()
             empty = int((areas == 0).sum()) if areas.len() else None
         return LeaderboardRow(
-            task=self.task, prompt=self.prompt, adapter=adapter, weights=weights, dice=dice, nsd=nsd, hd95=hd95,
+            task=self.task,
+            prompt=self.prompt,
+            adapter=adapter,
+            weights=weights,
+            dice=dice,
+            nsd=nsd,
+            hd95=hd95,
             throughput=per_case.height / total_s if total_s > 0 else float("nan"),
             latency_ms=float(per_case["total_ms"].median()) if per_case.height else float("nan"),
             peak_mem_mb=float(own["peak_mem_mb"].max()) if own.height else float("nan"),
-            cases=per_case.height, failed=failed, missing=missing, label=label, pooled=pooled, hd95_empty=empty,
-            unit=self.unit, pairs=int(scores.in_set.sum()),
-            baseline=baseline, slow_cases=int(per_case["slow_machine"].sum()) if per_case.height else 0)
+            cases=per_case.height,
+            failed=failed,
+            missing=missing,
+            label=label,
+            pooled=pooled,
+            hd95_empty=empty,
+            unit=self.unit,
+            pairs=int(scores.in_set.sum()),
+            baseline=baseline,
+            slow_cases=int(per_case["slow_machine"].sum()) if per_case.height else 0,
+        )
 
 
-def tables(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str]] | None = None,
-           baselines: Collection[str] = ()) -> list[Table]:
+def tables(
+    frame: pl.DataFrame,
+    planned: Mapping[tuple[str, str], Collection[str]] | None = None,
+    baselines: Collection[str] = (),
+) -> list[Table]:
     """Every table of ``frame`` by the rule: per (task, prompt), the headline table over every label
     (``label`` None) first, then one table per label.
 
@@ -453,8 +525,9 @@ def tables(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str
     """
     frame = with_slow_machine(with_contract_columns(frame))
     planned = planned or {}
-    weights = {adapter: str(group["weights"][0])
-               for (adapter,), group in frame.group_by("adapter")} if frame.height else {}
+    weights = (
+        {adapter: str(group["weights"][0]) for (adapter,), group in frame.group_by("adapter")} if frame.height else {}
+    )
     weights.update({adapter: "pretrained" for adapter, _ in planned if adapter not in weights})
     by_prompt: dict[tuple[str, str], list[str]] = {}
     for task, prompt, adapter in _combinations(frame, planned):
@@ -463,17 +536,21 @@ def tables(frame: pl.DataFrame, planned: Mapping[tuple[str, str], Collection[str
     task_frames = frame.partition_by("task", as_dict=True) if frame.height else {}
     for (task, prompt), adapters in sorted(by_prompt.items(), key=lambda item: (item[0][0], natural_key(item[0][1]))):
         task_frame = task_frames[(task,)]
-        task_labels = sorted(task_frame.filter((pl.col("status") == "ok") & (pl.col("label") != "*"))["label"]
-                             .unique().to_list())
+        task_labels = sorted(
+            task_frame.filter((pl.col("status") == "ok") & (pl.col("label") != "*"))["label"].unique().to_list()
+        )
         scored = _TaskPrompt(task_frame, task, prompt, adapters, planned, task_labels)
         out.append(scored.table(None, weights, baselines))
         out += [scored.table(label, weights, baselines) for label in scored.labels]
     return out
 
 
-def leaderboard(frame: pl.DataFrame, label: str | None = None,
-                planned: Mapping[tuple[str, str], Collection[str]] | None = None,
-                baselines: Iterable[str] = ()) -> list[LeaderboardRow]:
+def leaderboard(
+    frame: pl.DataFrame,
+    label: str | None = None,
+    planned: Mapping[tuple[str, str], Collection[str]] | None = None,
+    baselines: Iterable[str] = (),
+) -> list[LeaderboardRow]:
     """One row per (task, prompt, adapter), best Dice first within each (task, prompt): the headline
     (macro mean over labels), or with ``label`` that label's table."""
     rows = []

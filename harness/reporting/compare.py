@@ -202,6 +202,7 @@ def _machine_ratio(base_probe: np.ndarray, new_probe: np.ndarray) -> float:
 
 def machine_differences(base: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Fields of the two manifests' machines (and GPUs, torch) that differ."""
+
     def facts(manifest: dict[str, Any]) -> dict[str, Any]:
         machine = manifest.get("machine", {})
         accelerator = machine.get("accelerator", {})
@@ -256,11 +257,20 @@ def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Th
     if memory_known and memory_ratio > 1 + thresholds.memory and new_mb - base_mb >= floor_mb:
         regressions.append(f"peak memory x{memory_ratio:.2f} (limit x{1 + thresholds.memory:.2f})")
     return GroupComparison(
-        *key, cases=per_case.height, dice_base=float(rows["dice"].mean()), dice_new=float(rows["dice_new"].mean()),
-        dice_diff=dice_diff, nsd_diff=nsd_diff, machine_ratio=machine, latency_ratio=latency_ratio,  # type: ignore[arg-type]
-        latency_delta_ms=delta_ms, memory_ratio=memory_ratio, regressions=regressions,
+        *key,
+        cases=per_case.height,
+        dice_base=float(rows["dice"].mean()),
+        dice_new=float(rows["dice_new"].mean()),
+        dice_diff=dice_diff,
+        nsd_diff=nsd_diff,
+        machine_ratio=machine,
+        latency_ratio=latency_ratio,  # type: ignore[arg-type]
+        latency_delta_ms=delta_ms,
+        memory_ratio=memory_ratio,
+        regressions=regressions,
         unjudged=None if steady else f"speed not judged: the machine's speed moved x{machine:.2f}",
-        not_judged=not_judged)
+        not_judged=not_judged,
+    )
 
 
 def _median_mb(values: pl.Series) -> float:
@@ -272,10 +282,19 @@ def _median_mb(values: pl.Series) -> float:
 def _unpaired_group(key: tuple[str, str, str]) -> GroupComparison:
     """A group without a case ok in both runs: only its counts can be reported."""
     unknown = (math.nan,) * 3
-    return GroupComparison(*key, cases=0, dice_base=math.nan, dice_new=math.nan, dice_diff=unknown,
-                           nsd_diff=unknown, machine_ratio=math.nan, latency_ratio=unknown,
-                           latency_delta_ms=math.nan, memory_ratio=math.nan,
-                           not_judged=["nothing to compare: no case is ok in both runs"])
+    return GroupComparison(
+        *key,
+        cases=0,
+        dice_base=math.nan,
+        dice_new=math.nan,
+        dice_diff=unknown,
+        nsd_diff=unknown,
+        machine_ratio=math.nan,
+        latency_ratio=unknown,
+        latency_delta_ms=math.nan,
+        memory_ratio=math.nan,
+        not_judged=["nothing to compare: no case is ok in both runs"],
+    )
 
 
 def _case_status(frame: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
@@ -285,28 +304,41 @@ def _case_status(frame: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
     rows = frame.select(*GROUP_KEY, "case_id", (pl.col("status") != "ok").alias("failed"))
     star = rows.filter(pl.col("prompt") == "*").drop("prompt")
     spread = star.join(prompts, on=["adapter", "task"], how="left").with_columns(pl.col("prompt").fill_null("*"))
-    return (pl.concat([rows.filter(pl.col("prompt") != "*"), spread.select(rows.columns)])
-            .group_by(*GROUP_KEY, "case_id").agg(pl.col("failed").any()))
+    return (
+        pl.concat([rows.filter(pl.col("prompt") != "*"), spread.select(rows.columns)])
+        .group_by(*GROUP_KEY, "case_id")
+        .agg(pl.col("failed").any())
+    )
 
 
 def case_counts(base: pl.DataFrame, new: pl.DataFrame) -> dict[tuple[str, str, str], CaseCounts]:
     """:class:`CaseCounts` of every (adapter, task, prompt) that either run has."""
-    prompts = (pl.concat([frame.select(*GROUP_KEY) for frame in (base, new)])
-               .filter(pl.col("prompt") != "*").unique().select("adapter", "task", "prompt"))
-    cases = _case_status(base, prompts).join(_case_status(new, prompts), on=[*GROUP_KEY, "case_id"], how="full",
-                                             coalesce=True, suffix="_new")
+    prompts = (
+        pl.concat([frame.select(*GROUP_KEY) for frame in (base, new)])
+        .filter(pl.col("prompt") != "*")
+        .unique()
+        .select("adapter", "task", "prompt")
+    )
+    cases = _case_status(base, prompts).join(
+        _case_status(new, prompts), on=[*GROUP_KEY, "case_id"], how="full", coalesce=True, suffix="_new"
+    )
     in_base, in_new = pl.col("failed").is_not_null(), pl.col("failed_new").is_not_null()
     ok_base = in_base & ~pl.col("failed")
     summary = cases.group_by(GROUP_KEY).agg(
-        in_base.sum().alias("base"), in_new.sum().alias("new"),
+        in_base.sum().alias("base"),
+        in_new.sum().alias("new"),
         pl.col("failed").fill_null(False).sum().alias("failed_base"),
         pl.col("failed_new").fill_null(False).sum().alias("failed_new"),
         (pl.col("failed") & pl.col("failed_new")).fill_null(False).sum().alias("failed_both"),
-        (in_base & ~in_new).sum().alias("missing_new"), (in_new & ~in_base).sum().alias("missing_base"),
+        (in_base & ~in_new).sum().alias("missing_new"),
+        (in_new & ~in_base).sum().alias("missing_base"),
         (ok_base & pl.col("failed_new").fill_null(False)).sum().alias("lost_failed"),
-        (ok_base & ~in_new).sum().alias("lost_missing"))
-    return {(row.pop("adapter"), row.pop("task"), row.pop("prompt")): CaseCounts(**row)
-            for row in summary.iter_rows(named=True)}
+        (ok_base & ~in_new).sum().alias("lost_missing"),
+    )
+    return {
+        (row.pop("adapter"), row.pop("task"), row.pop("prompt")): CaseCounts(**row)
+        for row in summary.iter_rows(named=True)
+    }
 
 
 def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:
@@ -314,8 +346,10 @@ def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresho
     base_manifest, new_manifest = base_store.read_manifest(), new_store.read_manifest()
     base, new = base_store.read_cases(), new_store.read_cases()
     paired = _paired(base, new)
-    compared = {key: _compare_group(key, rows, thresholds)  # type: ignore[arg-type]
-                for key, rows in paired.group_by(GROUP_KEY)}
+    compared = {
+        key: _compare_group(key, rows, thresholds)  # type: ignore[arg-type]
+        for key, rows in paired.group_by(GROUP_KEY)
+    }
     counts = case_counts(base, new)
     groups = []
     for key in sorted(counts.keys() | compared.keys()):
@@ -324,9 +358,14 @@ def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresho
         group.regressions = [*group.counts.regressions(), *group.regressions]
         groups.append(group)
     matched = paired.height
-    return Comparison(base_manifest, new_manifest, groups, machine_differences(base_manifest, new_manifest),
-                      unmatched_base=final_steps(base.filter(pl.col("status") == "ok")).height - matched,
-                      unmatched_new=final_steps(new.filter(pl.col("status") == "ok")).height - matched)
+    return Comparison(
+        base_manifest,
+        new_manifest,
+        groups,
+        machine_differences(base_manifest, new_manifest),
+        unmatched_base=final_steps(base.filter(pl.col("status") == "ok")).height - matched,
+        unmatched_new=final_steps(new.filter(pl.col("status") == "ok")).height - matched,
+    )
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -336,33 +375,53 @@ def _fmt(value: float, spec: str) -> str:
 def terminal_table(comparison: Comparison) -> str:
     """One line per group: ``cases`` are those ok in both runs (the paired statistics' cases); ``failed``
     counts each run's failed cases, ``unmatched`` the cases only the base / only the new run has."""
-    header = ["adapter", "task", "prompt", "cases", "failed base→new", "unmatched base/new", "Dice base→new",
-              "ΔDice [95% CI]", "machine", "latency ratio [95% CI]", "memory ratio", "verdict"]
+    header = [
+        "adapter",
+        "task",
+        "prompt",
+        "cases",
+        "failed base→new",
+        "unmatched base/new",
+        "Dice base→new",
+        "ΔDice [95% CI]",
+        "machine",
+        "latency ratio [95% CI]",
+        "memory ratio",
+        "verdict",
+    ]
     lines = []
     for g in comparison.groups:
         mean, low, high = g.dice_diff
         ratio, r_low, r_high = g.latency_ratio
-        lines.append([
-            g.adapter, g.task, g.prompt, str(g.cases), f"{g.counts.failed_base}→{g.counts.failed_new}",
-            f"{g.counts.missing_new}/{g.counts.missing_base}",
-            f"{_fmt(g.dice_base, '.3f')}→{_fmt(g.dice_new, '.3f')}",
-            f"{_fmt(mean, '+.3f')} [{_fmt(low, '+.3f')}, {_fmt(high, '+.3f')}]",
-            f"x{_fmt(g.machine_ratio, '.2f')}",
-            f"x{_fmt(ratio, '.2f')} [{_fmt(r_low, '.2f')}, {_fmt(r_high, '.2f')}]",
-            f"x{_fmt(g.memory_ratio, '.2f')}",
-            g.verdict,
-        ])
+        lines.append(
+            [
+                g.adapter,
+                g.task,
+                g.prompt,
+                str(g.cases),
+                f"{g.counts.failed_base}→{g.counts.failed_new}",
+                f"{g.counts.missing_new}/{g.counts.missing_base}",
+                f"{_fmt(g.dice_base, '.3f')}→{_fmt(g.dice_new, '.3f')}",
+                f"{_fmt(mean, '+.3f')} [{_fmt(low, '+.3f')}, {_fmt(high, '+.3f')}]",
+                f"x{_fmt(g.machine_ratio, '.2f')}",
+                f"x{_fmt(ratio, '.2f')} [{_fmt(r_low, '.2f')}, {_fmt(r_high, '.2f')}]",
+                f"x{_fmt(g.memory_ratio, '.2f')}",
+                g.verdict,
+            ]
+        )
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     for row in [header, *lines])
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *lines])
 
 
 def write_html(comparison: Comparison, path: Path) -> Path:
     """A self-contained HTML diff page (inline style, no external files)."""
     import jinja2
 
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("segbench.reporting", "templates"),
-                                     autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("segbench.reporting", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+    )
     environment.filters["fmt"] = _fmt
     html = environment.get_template("compare.html").render(c=comparison)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,16 +58,24 @@ def step_curves(rows: pl.DataFrame) -> list[StepCurve]:
     """One curve per adapter from the rows (every step, status ok) of one task and protocol."""
     curves = []
     for adapter in sorted(rows["adapter"].unique().to_list()):
-        wide = (rows.filter(pl.col("adapter") == adapter)
-                .pivot(on="step", index=PAIR_KEY, values="dice", aggregate_function="first"))
+        wide = rows.filter(pl.col("adapter") == adapter).pivot(
+            on="step", index=PAIR_KEY, values="dice", aggregate_function="first"
+        )
         steps = sorted(int(column) for column in wide.columns if column not in PAIR_KEY)
         matrix = wide.select([str(step) for step in steps]).to_numpy().astype(np.float64)
         cases = wide["case_id"].to_numpy()  # the bootstrap resamples cases, all labels of a case together
         whole = np.isfinite(matrix).all(axis=1)
         complete = matrix[whole]
         auc = Estimate.of(dice_auc(complete), cases[whole]) if len(steps) >= 3 and len(complete) else None
-        curves.append(StepCurve(adapter, tuple(steps), tuple(Estimate.of(matrix[:, k], cases)
-                                                             for k in range(len(steps))), auc, len(complete)))
+        curves.append(
+            StepCurve(
+                adapter,
+                tuple(steps),
+                tuple(Estimate.of(matrix[:, k], cases) for k in range(len(steps))),
+                auc,
+                len(complete),
+            )
+        )
     return curves
 
 
@@ -83,8 +91,11 @@ def split_support_sizes(frame: pl.DataFrame) -> pl.DataFrame:
     if SUPPORT_COLUMN not in frame.columns:
         return frame
     return frame.with_columns(
-        pl.when(_swept_support()).then(pl.format("{} (k={})", pl.col("prompt"), pl.col(SUPPORT_COLUMN)))
-        .otherwise(pl.col("prompt")).alias("prompt"))
+        pl.when(_swept_support())
+        .then(pl.format("{} (k={})", pl.col("prompt"), pl.col(SUPPORT_COLUMN)))
+        .otherwise(pl.col("prompt"))
+        .alias("prompt")
+    )
 
 
 def _series(protocol: str, size: int) -> str:
@@ -99,11 +110,16 @@ def support_curves(final: pl.DataFrame) -> list[SupportCurve]:
     rows = final.filter(pl.col(SUPPORT_COLUMN).is_not_null())
     if rows.height == 0:
         return []
-    rows = rows.with_columns(pl.struct("prompt", SUPPORT_COLUMN).map_elements(
-        lambda value: _series(value["prompt"], value[SUPPORT_COLUMN]), return_dtype=pl.String).alias("series"))
+    rows = rows.with_columns(
+        pl.struct("prompt", SUPPORT_COLUMN)
+        .map_elements(lambda value: _series(value["prompt"], value[SUPPORT_COLUMN]), return_dtype=pl.String)
+        .alias("series")
+    )
     curves = []
-    groups = sorted(rows.group_by("adapter", "series"), key=lambda item: (natural_key(str(item[0][0])),
-                                                                       natural_key(str(item[0][1]))))
+    groups = sorted(
+        rows.group_by("adapter", "series"),
+        key=lambda item: (natural_key(str(item[0][0])), natural_key(str(item[0][1]))),
+    )
     for (adapter, series), group in groups:
         sizes = sorted(int(size) for size in group[SUPPORT_COLUMN].unique())
         at = [group.filter(pl.col(SUPPORT_COLUMN) == size) for size in sizes]

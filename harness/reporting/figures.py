@@ -77,8 +77,10 @@ class Figure:
 
 def styles(adapters: Sequence[str]) -> dict[str, Style]:
     """A fixed (colour, marker) per adapter; past eight adapters the markers keep them apart."""
-    return {name: Style(OKABE_ITO[i % len(OKABE_ITO)], MARKERS[(i + i // len(OKABE_ITO)) % len(MARKERS)])
-            for i, name in enumerate(adapters)}
+    return {
+        name: Style(OKABE_ITO[i % len(OKABE_ITO)], MARKERS[(i + i // len(OKABE_ITO)) % len(MARKERS)])
+        for i, name in enumerate(adapters)
+    }
 
 
 def _svg(figure: MplFigure) -> str:
@@ -87,12 +89,14 @@ def _svg(figure: MplFigure) -> str:
     return buffer.getvalue()
 
 
-def _margins(figure: MplFigure, left_in: float, bottom_in: float = 0.5, right_in: float = 0.2,
-             top_in: float = 0.15) -> None:
+def _margins(
+    figure: MplFigure, left_in: float, bottom_in: float = 0.5, right_in: float = 0.2, top_in: float = 0.15
+) -> None:
     """Fixed margins in inches: a tight bounding box would cost a second draw of every figure."""
     width, height = figure.get_size_inches()
-    figure.subplots_adjust(left=left_in / width, right=1 - right_in / width, bottom=bottom_in / height,
-                           top=1 - top_in / height)
+    figure.subplots_adjust(
+        left=left_in / width, right=1 - right_in / width, bottom=bottom_in / height, top=1 - top_in / height
+    )
 
 
 def _text_width_in(text: str) -> float:
@@ -104,37 +108,56 @@ def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
 
 
-def dice_distribution(name: str, values: Mapping[str, np.ndarray], palette: Mapping[str, Style],
-                      subject: str) -> Figure:
+def dice_distribution(
+    name: str, values: Mapping[str, np.ndarray], palette: Mapping[str, Style], subject: str
+) -> Figure:
     """Box plots of per-(case, label) Dice, one per adapter in the given order (best first, on top)."""
     data = {a: v[np.isfinite(v)] for a, v in values.items() if np.isfinite(v).any()}
-    summary = "; ".join(f"{a}: median {_fmt(float(np.median(d)))}, mean {_fmt(float(d.mean()))}, n = {len(d)}"
-                        for a, d in data.items())
-    return Figure(name, f"Box plots of the Dice of every case and label for {subject}. {summary}.",
-                  f"Dice distribution, {subject}",
-                  partial(_draw_distribution, data, {a: palette[a] for a in data}))
+    summary = "; ".join(
+        f"{a}: median {_fmt(float(np.median(d)))}, mean {_fmt(float(d.mean()))}, n = {len(d)}" for a, d in data.items()
+    )
+    return Figure(
+        name,
+        f"Box plots of the Dice of every case and label for {subject}. {summary}.",
+        f"Dice distribution, {subject}",
+        partial(_draw_distribution, data, {a: palette[a] for a in data}),
+    )
 
 
 def _draw_distribution(data: Mapping[str, np.ndarray], palette: Mapping[str, Style]) -> MplFigure:
     adapters = list(data)
     figure = MplFigure(figsize=(WIDTH_IN, 1.1 + 0.45 * max(len(adapters), 1)))
-    _margins(figure, 0.2 + min(max((_text_width_in(a) for a in adapters), default=0.5), WIDTH_IN / 2),
-             bottom_in=0.75)
+    _margins(figure, 0.2 + min(max((_text_width_in(a) for a in adapters), default=0.5), WIDTH_IN / 2), bottom_in=0.75)
     axes = figure.add_subplot()
     positions = np.arange(len(adapters))[::-1]
     if adapters:
-        boxes = axes.boxplot(list(data.values()), positions=positions, orientation="horizontal", widths=0.55,
-                             patch_artist=True, showmeans=True, flierprops={"markersize": 3},
-                             meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
-                                        "markersize": 4}, medianprops={"color": "black"})
+        boxes = axes.boxplot(
+            list(data.values()),
+            positions=positions,
+            orientation="horizontal",
+            widths=0.55,
+            patch_artist=True,
+            showmeans=True,
+            flierprops={"markersize": 3},
+            meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black", "markersize": 4},
+            medianprops={"color": "black"},
+        )
         rng = np.random.default_rng(0)
         for box, fliers, adapter, y in zip(boxes["boxes"], boxes["fliers"], adapters, positions, strict=True):
             style, points = palette[adapter], data[adapter]
             box.set(facecolor=style.colour, alpha=0.35, edgecolor=style.colour)
             if len(points) <= POINTS_SHOWN:  # every point is drawn, outliers included
                 fliers.set_visible(False)
-                axes.scatter(points, y + rng.uniform(-0.18, 0.18, len(points)), s=9, color=style.colour,
-                             marker=style.marker, edgecolors="none", alpha=0.8, zorder=3)
+                axes.scatter(
+                    points,
+                    y + rng.uniform(-0.18, 0.18, len(points)),
+                    s=9,
+                    color=style.colour,
+                    marker=style.marker,
+                    edgecolors="none",
+                    alpha=0.8,
+                    zorder=3,
+                )
     axes.set_yticks(positions, adapters)
     axes.set_xlim(-0.02, 1.02)
     axes.set_xlabel("Dice per case and label\n(box: quartiles; diamond: mean)")
@@ -147,29 +170,57 @@ def speed_accuracy(name: str, rows: Sequence[LeaderboardRow], palette: Mapping[s
     front = [shown[i] for i in pareto_front([(r.latency_ms, r.dice.mean) for r in shown])]
     points = "; ".join(f"{r.adapter}: Dice {_fmt(r.dice.mean)} at {_fmt(r.latency_ms, 1)} ms" for r in shown)
     on_front = ", ".join(r.adapter for r in front) or "none"
-    return Figure(name, f"Scatter plot of mean Dice against median latency per case for {subject}. {points}. "
-                        f"On the Pareto front (no adapter both faster and more accurate): {on_front}.",
-                  f"Speed and accuracy, {subject}; Pareto front: {on_front}",
-                  partial(_draw_speed_accuracy, shown, front, {r.adapter: palette[r.adapter] for r in shown}))
+    return Figure(
+        name,
+        f"Scatter plot of mean Dice against median latency per case for {subject}. {points}. "
+        f"On the Pareto front (no adapter both faster and more accurate): {on_front}.",
+        f"Speed and accuracy, {subject}; Pareto front: {on_front}",
+        partial(_draw_speed_accuracy, shown, front, {r.adapter: palette[r.adapter] for r in shown}),
+    )
 
 
-def _draw_speed_accuracy(shown: Sequence[LeaderboardRow], front: Sequence[LeaderboardRow],
-                         palette: Mapping[str, Style]) -> MplFigure:
+def _draw_speed_accuracy(
+    shown: Sequence[LeaderboardRow], front: Sequence[LeaderboardRow], palette: Mapping[str, Style]
+) -> MplFigure:
     figure = MplFigure(figsize=(WIDTH_IN, 3.8))
     _margins(figure, 0.85, bottom_in=0.75)
     axes = figure.add_subplot()
     if front:
-        axes.step([r.latency_ms for r in front], [r.dice.mean for r in front], where="post", color="#5f6368",
-                  linestyle="--", linewidth=1, label="Pareto front", zorder=1)
+        axes.step(
+            [r.latency_ms for r in front],
+            [r.dice.mean for r in front],
+            where="post",
+            color="#5f6368",
+            linestyle="--",
+            linewidth=1,
+            label="Pareto front",
+            zorder=1,
+        )
     middle = math.sqrt(min(r.latency_ms for r in shown) * max(r.latency_ms for r in shown)) if shown else 0
     for row in shown:
         style = palette[row.adapter]
         error = [[row.dice.mean - row.dice.low], [row.dice.high - row.dice.mean]]
-        axes.errorbar([row.latency_ms], [row.dice.mean], yerr=error, color=style.colour, marker=style.marker,
-                      markersize=7, capsize=3, linestyle="none", label=row.adapter, zorder=3)
+        axes.errorbar(
+            [row.latency_ms],
+            [row.dice.mean],
+            yerr=error,
+            color=style.colour,
+            marker=style.marker,
+            markersize=7,
+            capsize=3,
+            linestyle="none",
+            label=row.adapter,
+            zorder=3,
+        )
         right = row.latency_ms > middle  # names of the slower half go to the left of their point
-        axes.annotate(row.adapter, (row.latency_ms, row.dice.mean), textcoords="offset points",
-                      xytext=(-6 if right else 6, 4), ha="right" if right else "left", fontsize=MIN_FONT_PT)
+        axes.annotate(
+            row.adapter,
+            (row.latency_ms, row.dice.mean),
+            textcoords="offset points",
+            xytext=(-6 if right else 6, 4),
+            ha="right" if right else "left",
+            fontsize=MIN_FONT_PT,
+        )
     if shown:
         axes.set_xscale("log")
         axes.margins(x=0.08)
@@ -186,31 +237,48 @@ def _draw_speed_accuracy(shown: Sequence[LeaderboardRow], front: Sequence[Leader
 def step_curves(name: str, curves: Sequence[StepCurve], palette: Mapping[str, Style], subject: str) -> Figure:
     """Mean Dice (95% CI band) per interaction step, one line per adapter."""
     summary = "; ".join(
-        f"{c.adapter}: {' → '.join(_fmt(e.mean) for e in c.dice)}"
-        + (f", DSC AUC {_fmt(c.auc.mean)}" if c.auc else "") for c in curves)
+        f"{c.adapter}: {' → '.join(_fmt(e.mean) for e in c.dice)}" + (f", DSC AUC {_fmt(c.auc.mean)}" if c.auc else "")
+        for c in curves
+    )
     lines = [(c.adapter, c.steps, c.dice) for c in curves]
-    return Figure(name, f"Line chart of mean Dice per interaction step for {subject}. {summary}.",
-                  f"Dice per interaction step, {subject}",
-                  partial(_draw_curves, lines, {c.adapter: palette[c.adapter] for c in curves}, log2=False,
-                          xlabel="interaction step\n(0: initial prompt; then 1 click per step)"))
+    return Figure(
+        name,
+        f"Line chart of mean Dice per interaction step for {subject}. {summary}.",
+        f"Dice per interaction step, {subject}",
+        partial(
+            _draw_curves,
+            lines,
+            {c.adapter: palette[c.adapter] for c in curves},
+            log2=False,
+            xlabel="interaction step\n(0: initial prompt; then 1 click per step)",
+        ),
+    )
 
 
 def support_curves(name: str, curves: Sequence[SupportCurve], palette: Mapping[str, Style], subject: str) -> Figure:
     """Mean Dice (95% CI band) per support-set size (log 2 axis), one line per adapter and protocol."""
     several = len({c.protocol for c in curves}) > 1
-    summary = "; ".join(f"{c.adapter} ({c.protocol}): " + ", ".join(f"k={k} {_fmt(e.mean)}"
-                                                                    for k, e in zip(c.sizes, c.dice, strict=True))
-                        for c in curves)
+    summary = "; ".join(
+        f"{c.adapter} ({c.protocol}): "
+        + ", ".join(f"k={k} {_fmt(e.mean)}" for k, e in zip(c.sizes, c.dice, strict=True))
+        for c in curves
+    )
     lines = [(f"{c.adapter} ({c.protocol})" if several else c.adapter, c.sizes, c.dice) for c in curves]
     styles_by_line = {line[0]: palette[c.adapter] for line, c in zip(lines, curves, strict=True)}
-    return Figure(name, f"Line chart of mean Dice per support set size for {subject}. {summary}.",
-                  f"Dice per support set size, {subject}",
-                  partial(_draw_curves, lines, styles_by_line, log2=True,
-                          xlabel="support set size (labelled examples)"))
+    return Figure(
+        name,
+        f"Line chart of mean Dice per support set size for {subject}. {summary}.",
+        f"Dice per support set size, {subject}",
+        partial(_draw_curves, lines, styles_by_line, log2=True, xlabel="support set size (labelled examples)"),
+    )
 
 
-def _draw_curves(lines: Sequence[tuple[str, Sequence[int], Sequence[Estimate]]], palette: Mapping[str, Style],
-                 log2: bool, xlabel: str) -> MplFigure:
+def _draw_curves(
+    lines: Sequence[tuple[str, Sequence[int], Sequence[Estimate]]],
+    palette: Mapping[str, Style],
+    log2: bool,
+    xlabel: str,
+) -> MplFigure:
     """Mean (95% CI band) against an integer axis, one line per (label, xs, estimates)."""
     figure = MplFigure(figsize=(WIDTH_IN, 3.6))
     _margins(figure, 0.85, bottom_in=0.75)
@@ -218,8 +286,9 @@ def _draw_curves(lines: Sequence[tuple[str, Sequence[int], Sequence[Estimate]]],
     for label, xs, estimates in lines:
         style = palette[label]
         axes.plot(xs, [e.mean for e in estimates], color=style.colour, marker=style.marker, label=label)
-        axes.fill_between(xs, [e.low for e in estimates], [e.high for e in estimates], color=style.colour,
-                          alpha=0.15, linewidth=0)
+        axes.fill_between(
+            xs, [e.low for e in estimates], [e.high for e in estimates], color=style.colour, alpha=0.15, linewidth=0
+        )
     ticks = sorted({x for _, xs, _ in lines for x in xs})
     if log2 and ticks:
         axes.set_xscale("log", base=2)

@@ -46,19 +46,30 @@ def _row(ranked: RankedRow) -> dict[str, Any]:
     row = ranked.row
     comparison = ranked.vs_next
     return {
-        "rank": ranked.rank, "shared_rank": ranked.shared,
+        "rank": ranked.rank,
+        "shared_rank": ranked.shared,
         "rank_interval": None if ranked.rank_low is None else [ranked.rank_low, ranked.rank_high],
-        "baseline": row.baseline, "adapter": row.adapter, "weights": row.weights,
-        "dice": _estimate(row.dice), "pooled_dice": None if row.pooled is None else _estimate(row.pooled),
+        "baseline": row.baseline,
+        "adapter": row.adapter,
+        "weights": row.weights,
+        "dice": _estimate(row.dice),
+        "pooled_dice": None if row.pooled is None else _estimate(row.pooled),
         "nsd": _estimate(row.nsd),
         "hd95": {"median": _number(row.hd95.mean), "low": _number(row.hd95.low), "high": _number(row.hd95.high)},
-        "hd95_empty_predictions": row.hd95_empty, "unit": row.unit,
-        "throughput_cases_per_s": _number(row.throughput), "median_latency_ms": _number(row.latency_ms),
-        "peak_memory_mb": _number(row.peak_mem_mb), "slow_machine_cases": row.slow_cases, "cases": row.cases,
+        "hd95_empty_predictions": row.hd95_empty,
+        "unit": row.unit,
+        "throughput_cases_per_s": _number(row.throughput),
+        "median_latency_ms": _number(row.latency_ms),
+        "peak_memory_mb": _number(row.peak_mem_mb),
+        "slow_machine_cases": row.slow_cases,
+        "cases": row.cases,
         "pairs": row.pairs,
-        "failures": row.failures, "failed": row.failed, "missing": row.missing,
-        "vs_next": None if comparison is None else {
-            "pairs": comparison.pairs, "p_value_holm": comparison.p_value, "significant": comparison.significant},
+        "failures": row.failures,
+        "failed": row.failed,
+        "missing": row.missing,
+        "vs_next": None
+        if comparison is None
+        else {"pairs": comparison.pairs, "p_value_holm": comparison.p_value, "significant": comparison.significant},
     }
 
 
@@ -74,12 +85,26 @@ def _overview(site: Site) -> dict[str, Any] | None:
     return {
         "aggregation_rule": site.rule,
         "columns": [{"task": c.task.name, "prompt": c.prompt, "label": c.label} for c in site.overview.columns],
-        "rows": [{"adapter": r.adapter, "baseline": r.baseline, "mean_rank": _number(r.mean_rank),
-                  "mean_rank_over": r.ranked_in,
-                  "cells": [None if cell is None else {
-                      "rank": cell.rank, "shared_rank": cell.shared, "dice": _estimate(cell.row.dice),
-                      "failures": cell.row.failures} for cell in r.cells]}
-                 for r in site.overview.rows],
+        "rows": [
+            {
+                "adapter": r.adapter,
+                "baseline": r.baseline,
+                "mean_rank": _number(r.mean_rank),
+                "mean_rank_over": r.ranked_in,
+                "cells": [
+                    None
+                    if cell is None
+                    else {
+                        "rank": cell.rank,
+                        "shared_rank": cell.shared,
+                        "dice": _estimate(cell.row.dice),
+                        "failures": cell.row.failures,
+                    }
+                    for cell in r.cells
+                ],
+            }
+            for r in site.overview.rows
+        ],
     }
 
 
@@ -102,20 +127,47 @@ class Urls:
 
 def _task(task: TaskPage, urls: Urls) -> dict[str, Any]:
     return {
-        "name": task.name, **urls(f"task-{task.slug}.html"), "family": task.family, "info": task.info,
+        "name": task.name,
+        **urls(f"task-{task.slug}.html"),
+        "family": task.family,
+        "info": task.info,
         "protocols": [_section(section) for section in task.sections],
-        "iterative": [{"prompt": s.prompt, "curves": [
-            {"adapter": c.adapter, "steps": list(c.steps), "dice": [_estimate(e) for e in c.dice],
-             "dsc_auc": _estimate(c.auc) if c.auc else None, "pairs": c.pairs} for c in s.curves]}
-            for s in task.iterative],
-        "support": [{"adapter": c.adapter, "protocol": c.protocol, "sizes": list(c.sizes),
-                     "dice": [_estimate(e) for e in c.dice]} for c in task.support],
+        "iterative": [
+            {
+                "prompt": s.prompt,
+                "curves": [
+                    {
+                        "adapter": c.adapter,
+                        "steps": list(c.steps),
+                        "dice": [_estimate(e) for e in c.dice],
+                        "dsc_auc": _estimate(c.auc) if c.auc else None,
+                        "pairs": c.pairs,
+                    }
+                    for c in s.curves
+                ],
+            }
+            for s in task.iterative
+        ],
+        "support": [
+            {
+                "adapter": c.adapter,
+                "protocol": c.protocol,
+                "sizes": list(c.sizes),
+                "dice": [_estimate(e) for e in c.dice],
+            }
+            for c in task.support
+        ],
     }
 
 
 def _adapter(page: AdapterPage, urls: Urls) -> dict[str, Any]:
-    return {"name": page.name, **urls(f"adapter-{page.slug}.html"), "adapter": page.adapter,
-            "runs": [run_id for _, run_id in page.runs], "facts": page.facts}
+    return {
+        "name": page.name,
+        **urls(f"adapter-{page.slug}.html"),
+        "adapter": page.adapter,
+        "runs": [run_id for _, run_id in page.runs],
+        "facts": page.facts,
+    }
 
 
 def _run(manifest: dict[str, Any], state: Completeness) -> dict[str, Any]:
@@ -123,8 +175,7 @@ def _run(manifest: dict[str, Any], state: Completeness) -> dict[str, Any]:
     return {**{key: manifest.get(key) for key in RUN_FIELDS}, **state.record()}
 
 
-def document(site: Site, title: str, base_url: str | None, version: str,
-             states: list[Completeness]) -> dict[str, Any]:
+def document(site: Site, title: str, base_url: str | None, version: str, states: list[Completeness]) -> dict[str, Any]:
     """The whole ``leaderboard.json``; ``states`` says per run, in the order of ``site.runs``, how complete it is."""
     urls = Urls(base_url)
     return {

@@ -54,8 +54,10 @@ THUMBNAIL_SIZE = 96  # pixels: the long side of a support case's thumbnail
 OVERLAY_QUALITY = 80  # WebP quality of the drawn overlays (docs/leaderboard.md: sizes against PNG)
 OVERLAY_METHOD = 2  # WebP effort: a third of the time of the default 4 for 5% more bytes (a report draws hundreds)
 PICKS = ("best", "median", "worst")
-LEGEND = ("true positive bluish green, false positive vermillion, false negative yellow; "
-          "prompt in white: box as a rectangle, positive click as a disc with a plus, negative click as a cross")
+LEGEND = (
+    "true positive bluish green, false positive vermillion, false negative yellow; "
+    "prompt in white: box as a rectangle, positive click as a disc with a plus, negative click as a cross"
+)
 
 
 def _content_name(folder: str, data: bytes) -> str:
@@ -123,8 +125,12 @@ def draw_prompts(pixels: np.ndarray, prompts: Sequence[dict[str, Any]], shape: t
         for (x, y), sign in zip(prompt.get("points", []), prompt.get("labels", []), strict=False):
             cx, cy = (round(v) for v in at(x, y))
             if sign:
-                draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=PROMPT_RGB, outline=EDGE_RGB,
-                             width=max(1, thickness // 2 + 1))
+                draw.ellipse(
+                    [cx - radius, cy - radius, cx + radius, cy + radius],
+                    fill=PROMPT_RGB,
+                    outline=EDGE_RGB,
+                    width=max(1, thickness // 2 + 1),
+                )
                 arm = radius - 1 - thickness
                 draw.line([cx - arm, cy, cx + arm, cy], fill=EDGE_RGB, width=thickness)
                 draw.line([cx, cy - arm, cx, cy + arm], fill=EDGE_RGB, width=thickness)
@@ -143,7 +149,7 @@ def box_masks(prompts: Sequence[dict[str, Any]], shape: tuple[int, int]) -> list
         if "box" in prompt:
             x0, y0, x1, y1 = (max(0, int(round(v))) for v in prompt["box"])
             mask = np.zeros(shape, bool)
-            mask[y0:y1 + 1, x0:x1 + 1] = True
+            mask[y0 : y1 + 1, x0 : x1 + 1] = True
             masks.append(mask)
     return masks
 
@@ -328,17 +334,37 @@ class Drilldown:
         """What ``leaderboard.json`` holds of it."""
         return {
             "adapters": self.adapters,
-            "picks": [{"picks": list(p.names), "adapter": p.adapter, "case_id": p.case_id, "label": p.label,
-                       "n": p.position, "of": p.total, "cells": [
-                           {"adapter": c.adapter, "status": c.status, "dice": _json_number(c.dice),
-                            "nsd": _json_number(c.nsd), "hd95": _json_number(c.hd95), "unit": c.unit,
-                            "error": c.error, "slice": c.overlay.slice_index if c.overlay else None,
+            "picks": [
+                {
+                    "picks": list(p.names),
+                    "adapter": p.adapter,
+                    "case_id": p.case_id,
+                    "label": p.label,
+                    "n": p.position,
+                    "of": p.total,
+                    "cells": [
+                        {
+                            "adapter": c.adapter,
+                            "status": c.status,
+                            "dice": _json_number(c.dice),
+                            "nsd": _json_number(c.nsd),
+                            "hd95": _json_number(c.hd95),
+                            "unit": c.unit,
+                            "error": c.error,
+                            "slice": c.overlay.slice_index if c.overlay else None,
                             "image": c.overlay.file if c.overlay else None,
                             "zoom": c.overlay.zoom if c.overlay else None,
-                            "support": [s.case_id for s in c.overlay.support] if c.overlay else []}
-                           for c in p.cells]} for p in self.picks],
-            "failures": {adapter: [{"case_id": f.case_id, "label": f.label, "error": f.error} for f in failures]
-                         for adapter, failures in self.failures.items()},
+                            "support": [s.case_id for s in c.overlay.support] if c.overlay else [],
+                        }
+                        for c in p.cells
+                    ],
+                }
+                for p in self.picks
+            ],
+            "failures": {
+                adapter: [{"case_id": f.case_id, "label": f.label, "error": f.error} for f in failures]
+                for adapter, failures in self.failures.items()
+            },
         }
 
 
@@ -360,8 +386,14 @@ def _sample_protocol(prompt: str) -> str:
     return re.sub(r" \(k=\d+\)$", "", prompt)
 
 
-def drilldown(final: pl.DataFrame, failed: pl.DataFrame, saved: dict[tuple[str, str], SavedPrediction],
-              prompt: str, adapters: Sequence[str], folder: str = "cases") -> Drilldown:
+def drilldown(
+    final: pl.DataFrame,
+    failed: pl.DataFrame,
+    saved: dict[tuple[str, str], SavedPrediction],
+    prompt: str,
+    adapters: Sequence[str],
+    folder: str = "cases",
+) -> Drilldown:
     """The drill-down of ``adapters`` (the columns, in that order) from ``final`` (one task and protocol,
     final step, status ok) and ``failed`` (the same task's failed rows of this protocol or of no protocol,
     ``*``), drawing from the kept masks in ``saved`` ((adapter, case id) → its sample); images are named
@@ -370,8 +402,11 @@ def drilldown(final: pl.DataFrame, failed: pl.DataFrame, saved: dict[tuple[str, 
     ok = {(row["adapter"], row["case_id"], row["label"]): row for row in final.to_dicts()}
     failures: dict[str, list[Failure]] = {}
     failed_at: dict[tuple[str, str, str], str] = {}
-    for row in failed.sort("adapter", "case_id", "label").unique(["adapter", "case_id", "label"],
-                                                                  maintain_order=True).to_dicts():
+    for row in (
+        failed.sort("adapter", "case_id", "label")
+        .unique(["adapter", "case_id", "label"], maintain_order=True)
+        .to_dicts()
+    ):
         failure = Failure(row["case_id"], row["label"], _first_line(row["error"]))
         failures.setdefault(row["adapter"], []).append(failure)
         failed_at[(row["adapter"], row["case_id"], row["label"])] = failure.error
@@ -382,16 +417,35 @@ def drilldown(final: pl.DataFrame, failed: pl.DataFrame, saved: dict[tuple[str, 
         key = (adapter, case_id, label)
         if key not in drawn:
             sample = saved.get((adapter, case_id))
-            drawn[key] = (Overlay(adapter, prompt, case_id, label, row["dice"], sample, protocol_key,
-                                  json.loads(row.get("prompt_json") or "[]"), folder)
-                          if sample is not None and sample.has(protocol_key, label) else None)
+            drawn[key] = (
+                Overlay(
+                    adapter,
+                    prompt,
+                    case_id,
+                    label,
+                    row["dice"],
+                    sample,
+                    protocol_key,
+                    json.loads(row.get("prompt_json") or "[]"),
+                    folder,
+                )
+                if sample is not None and sample.has(protocol_key, label)
+                else None
+            )
         return drawn[key]
 
     def cell(adapter: str, case_id: str, label: str) -> Cell:
         row = ok.get((adapter, case_id, label))
         if row is not None:
-            return Cell(adapter, "ok", row["dice"], _finite(row["nsd"]), _finite(row["hd95"]), row.get("unit"),
-                        overlay=overlay_of(adapter, case_id, label, row))
+            return Cell(
+                adapter,
+                "ok",
+                row["dice"],
+                _finite(row["nsd"]),
+                _finite(row["hd95"]),
+                row.get("unit"),
+                overlay=overlay_of(adapter, case_id, label, row),
+            )
         error = failed_at.get((adapter, case_id, label)) or failed_at.get((adapter, case_id, "*"))
         return Cell(adapter, "failed", error=error) if error is not None else Cell(adapter, "not run")
 
@@ -399,6 +453,15 @@ def drilldown(final: pl.DataFrame, failed: pl.DataFrame, saved: dict[tuple[str, 
     for adapter in columns:
         for names, position, row in pick_cases(final.filter(pl.col("adapter") == adapter)):
             total = int(final.filter((pl.col("adapter") == adapter) & pl.col("dice").is_not_nan()).height)
-            picks.append(Pick(names, adapter, row["case_id"], row["label"], position, total,
-                              tuple(cell(other, row["case_id"], row["label"]) for other in columns)))
+            picks.append(
+                Pick(
+                    names,
+                    adapter,
+                    row["case_id"],
+                    row["label"],
+                    position,
+                    total,
+                    tuple(cell(other, row["case_id"], row["label"]) for other in columns),
+                )
+            )
     return Drilldown(columns, picks, {a: failures[a] for a in columns if a in failures})

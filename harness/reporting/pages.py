@@ -44,8 +44,20 @@ FAMILY_IN_CONTEXT = "In-context (support sets)"
 FAMILY_ORDER = (FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT)
 # What the pages read of a manifest's task and adapter records; runs made by older versions lack some.
 TASK_FIELDS = ("version", "description", "modality", "license", "dataset", "labels", "nsd_tolerance", "dim", "family")
-ADAPTER_FIELDS = ("family", "version", "description", "license", "reference", "input_size", "preprocessing",
-                  "capabilities", "weights", "checkpoint", "precision", "checkpoint_spec")
+ADAPTER_FIELDS = (
+    "family",
+    "version",
+    "description",
+    "license",
+    "reference",
+    "input_size",
+    "preprocessing",
+    "capabilities",
+    "weights",
+    "checkpoint",
+    "precision",
+    "checkpoint_spec",
+)
 
 
 def _with_fields(record: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -73,8 +85,10 @@ def load_runs(run_dirs: list[Path]) -> list[LoadedRun]:
     seen: dict[str, Path] = {}
     for run in runs:
         if run.run_id in seen:
-            raise SegbenchError(f"{seen[run.run_id]} and {run.store.dir} have the same run id '{run.run_id}': "
-                                "make one of them again with another --run-id")
+            raise SegbenchError(
+                f"{seen[run.run_id]} and {run.store.dir} have the same run id '{run.run_id}': "
+                "make one of them again with another --run-id"
+            )
         seen[run.run_id] = run.store.dir
     return runs
 
@@ -83,8 +97,13 @@ def _identity(run: LoadedRun, adapter: str) -> tuple[Any, ...]:
     """What must be equal for two runs' results of an adapter to be shown as one adapter's."""
     facts = run.manifest.get("adapters", {}).get(adapter, {})
     checkpoint = facts.get("checkpoint") or {}
-    return (facts.get("version"), facts.get("weights"), checkpoint.get("sha256"), facts.get("precision"),
-            run.manifest.get("config", {}).get("device"))
+    return (
+        facts.get("version"),
+        facts.get("weights"),
+        checkpoint.get("sha256"),
+        facts.get("precision"),
+        run.manifest.get("config", {}).get("device"),
+    )
 
 
 def display_names(runs: list[LoadedRun]) -> dict[tuple[str, str], str]:
@@ -108,9 +127,14 @@ def display_names(runs: list[LoadedRun]) -> dict[tuple[str, str], str]:
 def combined_cases(runs: list[LoadedRun]) -> pl.DataFrame:
     """All rows under their site names; runs written by other segbench versions may lack columns."""
     names = display_names(runs)
-    frames = [run.cases.with_columns(pl.col("adapter").replace(
-        {adapter: names[(run.run_id, adapter)] for adapter in run.cases["adapter"].unique().to_list()}))
-        for run in runs]
+    frames = [
+        run.cases.with_columns(
+            pl.col("adapter").replace(
+                {adapter: names[(run.run_id, adapter)] for adapter in run.cases["adapter"].unique().to_list()}
+            )
+        )
+        for run in runs
+    ]
     return pl.concat(frames, how="diagonal_relaxed")
 
 
@@ -232,14 +256,19 @@ def overview(tasks: list[TaskPage]) -> Overview:
             labelled = len(section.label_tables) > 1
             columns.append(OverviewColumn(task, section.prompt, None, section.table.rows, several, labelled))
             if labelled:
-                columns += [OverviewColumn(task, section.prompt, table.label, table.rows, several, labelled)
-                            for table in section.label_tables]
+                columns += [
+                    OverviewColumn(task, section.prompt, table.label, table.rows, several, labelled)
+                    for table in section.label_tables
+                ]
     adapters = sorted({r.row.adapter for column in columns for r in column.rows})
     rows = []
     for adapter in adapters:
         cells = [column.cell(adapter) for column in columns]
-        ranked = [(column.title, cell.rank) for column, cell in zip(columns, cells, strict=True)
-                  if column.label is None and cell is not None and cell.rank is not None]
+        ranked = [
+            (column.title, cell.rank)
+            for column, cell in zip(columns, cells, strict=True)
+            if column.label is None and cell is not None and cell.rank is not None
+        ]
         baseline = any(cell is not None and cell.row.baseline for cell in cells)
         mean_rank = sum(rank for _, rank in ranked) / len(ranked) if ranked else None
         rows.append(OverviewRow(adapter, baseline, cells, mean_rank, [title for title, _ in ranked]))
@@ -293,9 +322,12 @@ def planned_cases(runs: list[LoadedRun]) -> dict[tuple[str, str], set[str]]:
 def baseline_adapters(runs: list[LoadedRun]) -> set[str]:
     """Site names of the adapters whose manifest family is ``baseline``."""
     names = display_names(runs)
-    return {names.get((run.run_id, adapter), adapter) for run in runs
-            for adapter, facts in (run.manifest.get("adapters") or {}).items()
-            if isinstance(facts, dict) and facts.get("family") == "baseline"}
+    return {
+        names.get((run.run_id, adapter), adapter)
+        for run in runs
+        for adapter, facts in (run.manifest.get("adapters") or {}).items()
+        if isinstance(facts, dict) and facts.get("family") == "baseline"
+    }
 
 
 def _measured(frame: pl.DataFrame) -> pl.DataFrame:
@@ -317,14 +349,16 @@ class SiteBuilder:
         self.saved = _saved_by_task(runs)
         self.info: dict[str, dict[str, Any]] = {}
         for run in runs:
-            self.info.update({name: _with_fields(info, TASK_FIELDS)
-                              for name, info in run.manifest.get("tasks", {}).items()})
+            self.info.update(
+                {name: _with_fields(info, TASK_FIELDS) for name, info in run.manifest.get("tasks", {}).items()}
+            )
 
     def _final(self, task: str) -> pl.DataFrame:
         return self.final_by_task.get((task,), self.final.clear())
 
-    def _section(self, task: str, task_slug: str, prompt: str, headline: Table, by_label: list[Table],
-                 swept: bool) -> PromptSection:
+    def _section(
+        self, task: str, task_slug: str, prompt: str, headline: Table, by_label: list[Table], swept: bool
+    ) -> PromptSection:
         """One protocol's tables, figures and overlays; a protocol of a support-size sweep (``swept``)
         leaves its figures to the task's support-size curve."""
         final = self._final(task).filter(pl.col("prompt") == prompt)
@@ -336,12 +370,22 @@ class SiteBuilder:
         # every adapter with a Dice, baselines included, in table order; the penalties are in the values
         order = [r.row.adapter for r in table.rows if r.row.adapter in headline.scores.dice]
         values = {a: headline.scores.pair_dice(a) for a in order}
-        shown = [figures.dice_distribution(f"{name}-dice", values, self.palette, subject),
-                 figures.speed_accuracy(f"{name}-speed", rows, self.palette, subject)] if values and not swept else []
-        failed = _measured(self.tables_frame.filter((pl.col("task") == task) & (pl.col("status") != "ok")
-                                                    & pl.col("prompt").is_in([prompt, "*"])))
-        overlays = drilldown(final, failed, self.saved.get(task, {}), prompt, [r.row.adapter for r in table.rows],
-                             f"cases/{task_slug}")
+        shown = (
+            [
+                figures.dice_distribution(f"{name}-dice", values, self.palette, subject),
+                figures.speed_accuracy(f"{name}-speed", rows, self.palette, subject),
+            ]
+            if values and not swept
+            else []
+        )
+        failed = _measured(
+            self.tables_frame.filter(
+                (pl.col("task") == task) & (pl.col("status") != "ok") & pl.col("prompt").is_in([prompt, "*"])
+            )
+        )
+        overlays = drilldown(
+            final, failed, self.saved.get(task, {}), prompt, [r.row.adapter for r in table.rows], f"cases/{task_slug}"
+        )
         return PromptSection(prompt, table, label_tables, shown, overlays)
 
     def task_page(self, task: str, task_tables: list[Table]) -> TaskPage:
@@ -350,26 +394,47 @@ class SiteBuilder:
         headlines = {t.prompt: t for t in task_tables if t.label is None}
         task_ok = self.frame.filter((pl.col("task") == task) & (pl.col("status") == "ok"))
         support = support_curves(_measured(final_steps(task_ok)))
-        swept = (set(self._final(task).filter(pl.col(SUPPORT_COLUMN).is_not_null())["prompt"].unique())
-                 if any(len(curve.sizes) > 1 for curve in support) else set())
-        sections = [self._section(task, task_slug, prompt, headline,
-                                  [t for t in task_tables if t.prompt == prompt and t.label is not None],
-                                  prompt in swept)
-                    for prompt, headline in headlines.items()]
+        swept = (
+            set(self._final(task).filter(pl.col(SUPPORT_COLUMN).is_not_null())["prompt"].unique())
+            if any(len(curve.sizes) > 1 for curve in support)
+            else set()
+        )
+        sections = [
+            self._section(
+                task,
+                task_slug,
+                prompt,
+                headline,
+                [t for t in task_tables if t.prompt == prompt and t.label is not None],
+                prompt in swept,
+            )
+            for prompt, headline in headlines.items()
+        ]
         iterative = []
         measured_ok = _measured(task_frame.filter(pl.col("status") == "ok"))
         for prompt in headlines:
             steps = measured_ok.filter(pl.col("prompt") == prompt)
             if is_iterative(steps):
                 curves = step_curves(steps)
-                figure = figures.step_curves(f"{task_slug}-{slug(prompt)}-steps", curves, self.palette,
-                                             f"task {task}, prompt {prompt}")
+                figure = figures.step_curves(
+                    f"{task_slug}-{slug(prompt)}-steps", curves, self.palette, f"task {task}, prompt {prompt}"
+                )
                 iterative.append(IterativeSection(prompt, curves, figure))
-        support_figure = (figures.support_curves(f"{task_slug}-support", support, self.palette, f"task {task}")
-                          if support else None)
+        support_figure = (
+            figures.support_curves(f"{task_slug}-support", support, self.palette, f"task {task}") if support else None
+        )
         info = self.info.get(task, _with_fields({}, TASK_FIELDS))
-        return TaskPage(task, task_slug, info, family(info, bool(support)), sections, iterative, support,
-                        support_figure, unit_of(with_contract_columns(task_frame)))
+        return TaskPage(
+            task,
+            task_slug,
+            info,
+            family(info, bool(support)),
+            sections,
+            iterative,
+            support,
+            support_figure,
+            unit_of(with_contract_columns(task_frame)),
+        )
 
     def adapter_pages(self, tasks: list[TaskPage]) -> list[AdapterPage]:
         pages = []
@@ -380,14 +445,22 @@ class SiteBuilder:
                     owners[name].append((index, run, adapter))
         for name, owned in sorted(owners.items()):
             _, first, adapter = owned[0]
-            page = AdapterPage(name, slug(name), adapter, [(index, run.run_id) for index, run, _ in owned],
-                               _with_fields(first.manifest.get("adapters", {}).get(adapter, {}), ADAPTER_FIELDS),
-                               self.palette[name])
+            page = AdapterPage(
+                name,
+                slug(name),
+                adapter,
+                [(index, run.run_id) for index, run, _ in owned],
+                _with_fields(first.manifest.get("adapters", {}).get(adapter, {}), ADAPTER_FIELDS),
+                self.palette[name],
+            )
             for task in tasks:
                 for section in task.sections:
                     ranked = sum(r.rank is not None for r in section.table.rows)
-                    page.results += [AdapterResult(task, section.prompt, r, ranked)
-                                     for r in section.table.rows if r.row.adapter == name]
+                    page.results += [
+                        AdapterResult(task, section.prompt, r, ranked)
+                        for r in section.table.rows
+                        if r.row.adapter == name
+                    ]
             pages.append(page)
         return pages
 
@@ -400,5 +473,11 @@ class SiteBuilder:
         for task in tasks:
             families[task.family].append(task)
         order = sorted(families, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f))
-        return Site([run.manifest for run in self.runs], tasks, self.adapter_pages(tasks),
-                    {f: families[f] for f in order}, self.palette, overview(tasks))
+        return Site(
+            [run.manifest for run in self.runs],
+            tasks,
+            self.adapter_pages(tasks),
+            {f: families[f] for f in order},
+            self.palette,
+            overview(tasks),
+        )

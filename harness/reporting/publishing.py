@@ -24,10 +24,12 @@ import polars as pl
 HIDDEN_KEYS = frozenset({"host", "hostname", "node", "nodename"})
 # An absolute path inside a string: a POSIX path (or ~/, ~user/) that starts a word, or after '=', a quote or
 # a bracket (not after ':' or a letter, so URLs and "n/a" stay), a file:// URL, or a Windows drive path.
-_PATH = re.compile(r"""file://[^\s'"]+"""
-                   r"""|(?<![\w.:/~\\-])~[\w.-]*/[^\s'"`,;()\[\]{}<>|]*"""
-                   r"""|(?<![\w.:/~\\-])/[^\s'"`,;()\[\]{}<>|]+"""
-                   r"""|(?<![\w])[A-Za-z]:\\[^\s'"`,;<>|]*""")
+_PATH = re.compile(
+    r"""file://[^\s'"]+"""
+    r"""|(?<![\w.:/~\\-])~[\w.-]*/[^\s'"`,;()\[\]{}<>|]*"""
+    r"""|(?<![\w.:/~\\-])/[^\s'"`,;()\[\]{}<>|]+"""
+    r"""|(?<![\w])[A-Za-z]:\\[^\s'"`,;<>|]*"""
+)
 
 
 def last_component(path: str) -> str:
@@ -44,8 +46,11 @@ def scrub_text(text: str) -> str:
 def publishable(value: Any) -> Any:
     """A manifest (or any part of one) as it may be published: no host names, no absolute paths."""
     if isinstance(value, dict):
-        return {scrub_text(key) if isinstance(key, str) else key: publishable(item)
-                for key, item in value.items() if key not in HIDDEN_KEYS}
+        return {
+            scrub_text(key) if isinstance(key, str) else key: publishable(item)
+            for key, item in value.items()
+            if key not in HIDDEN_KEYS
+        }
     if isinstance(value, list | tuple):
         return [publishable(item) for item in value]
     if isinstance(value, str):
@@ -57,8 +62,11 @@ def publishable_cases(cases: pl.DataFrame) -> pl.DataFrame:
     """A run's rows as they may be published: error texts without machine paths, no host column values."""
     if "error" in cases.columns:
         errors = cases["error"].drop_nulls().unique().to_list()
-        cases = cases.with_columns(pl.col("error").replace_strict(
-            {error: scrub_text(error) for error in errors}, default=pl.col("error"), return_dtype=pl.String))
+        cases = cases.with_columns(
+            pl.col("error").replace_strict(
+                {error: scrub_text(error) for error in errors}, default=pl.col("error"), return_dtype=pl.String
+            )
+        )
     if "host" in cases.columns:
         cases = cases.with_columns(pl.lit(None, dtype=cases.schema["host"]).alias("host"))
     return cases
@@ -83,8 +91,12 @@ class Completeness:
         return f"incomplete: {self.done} of {self.planned if self.planned is not None else '?'} units"
 
     def record(self) -> dict[str, Any]:
-        return {"complete": self.complete, "units_done": self.done, "units_planned": self.planned,
-                "reasons": list(self.reasons)}
+        return {
+            "complete": self.complete,
+            "units_done": self.done,
+            "units_planned": self.planned,
+            "reasons": list(self.reasons),
+        }
 
 
 def _planned(manifest: dict[str, Any]) -> set[tuple[str, str, str]] | None:

@@ -101,8 +101,11 @@ def _rank_intervals(scores: TableScores, adapters: list[str]) -> list[tuple[int,
 def rank_rows(rows: Sequence[LeaderboardRow], scores: TableScores) -> list[RankedRow]:
     """``rows`` of one table with ranks, rank intervals and adjacent paired tests, in the table's order
     (by score, baselines and rows without a Dice placed among them without a rank)."""
-    ranked = [row for row in rows if row.accuracy_known and math.isfinite(row.dice.mean) and not row.baseline
-              and row.adapter in scores.dice]
+    ranked = [
+        row
+        for row in rows
+        if row.accuracy_known and math.isfinite(row.dice.mean) and not row.baseline and row.adapter in scores.dice
+    ]
     ranked.sort(key=lambda row: (-row.dice.mean, row.adapter))
     tests: list[tuple[int, float]] = []
     for upper, lower in zip(ranked, ranked[1:], strict=False):
@@ -118,10 +121,17 @@ def rank_rows(rows: Sequence[LeaderboardRow], scores: TableScores) -> list[Ranke
     for position, row in enumerate(ranked):
         comparison = Comparison(tests[position][0], adjusted[position]) if position < len(tests) else None
         low, high = intervals[position]
-        by_adapter[row.adapter] = RankedRow(row, ranks[position], comparison, low, high,
-                                            shared=ranks.count(ranks[position]) > 1)
-    order = sorted(rows, key=lambda r: (not (r.accuracy_known and math.isfinite(r.dice.mean)),
-                                        -np.nan_to_num(r.dice.mean, nan=-1.0), r.adapter))
+        by_adapter[row.adapter] = RankedRow(
+            row, ranks[position], comparison, low, high, shared=ranks.count(ranks[position]) > 1
+        )
+    order = sorted(
+        rows,
+        key=lambda r: (
+            not (r.accuracy_known and math.isfinite(r.dice.mean)),
+            -np.nan_to_num(r.dice.mean, nan=-1.0),
+            r.adapter,
+        ),
+    )
     return [by_adapter.get(row.adapter, RankedRow(row, None, None)) for row in order]
 
 

@@ -79,8 +79,13 @@ def _p_value(value: float) -> str:
 def _environment(template_dirs: Sequence[Path] = ()) -> jinja2.Environment:
     builtin = jinja2.PackageLoader("segbench.reporting", "templates")
     environment = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(d) for d in template_dirs]),
-                                    jinja2.PrefixLoader({"segbench": builtin}), builtin]),
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+                jinja2.PrefixLoader({"segbench": builtin}),
+                builtin,
+            ]
+        ),
         autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
         undefined=jinja2.StrictUndefined,
     )
@@ -131,15 +136,18 @@ def _written_before(out: Path) -> list[str]:
     listing = out / SITE_MANIFEST
     if not listing.is_file():
         if any(out.iterdir()):
-            raise SegbenchError(f"--out {out} is not empty and is not a segbench site (it has no {SITE_MANIFEST}): "
-                                "segbench report writes into an empty folder or one it wrote before, where it "
-                                "replaces exactly the files it wrote; choose another folder or empty this one")
+            raise SegbenchError(
+                f"--out {out} is not empty and is not a segbench site (it has no {SITE_MANIFEST}): "
+                "segbench report writes into an empty folder or one it wrote before, where it "
+                "replaces exactly the files it wrote; choose another folder or empty this one"
+            )
         return []
     try:
         files = json.loads(listing.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SegbenchError(f"{listing} is not a segbench site listing ({error}); delete it to rebuild "
-                            f"the site into {out}") from error
+        raise SegbenchError(
+            f"{listing} is not a segbench site listing ({error}); delete it to rebuild the site into {out}"
+        ) from error
     safe = []
     for name in files:
         relative = Path(str(name))
@@ -170,12 +178,18 @@ def _move_into_place(stage: Path, out: Path, before: list[str]) -> None:
 def publishable_runs(runs: list[LoadedRun]) -> tuple[list[LoadedRun], list[Completeness]]:
     """The runs with their manifests and rows in publishable form, and how complete each run is."""
     states = [completeness(run.run_id, index, run.manifest, run.cases) for index, run in enumerate(runs, start=1)]
-    return [dataclasses.replace(run, manifest=publishable(run.manifest), cases=publishable_cases(run.cases))
-            for run in runs], states
+    return [
+        dataclasses.replace(run, manifest=publishable(run.manifest), cases=publishable_cases(run.cases)) for run in runs
+    ], states
 
 
-def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboard", base_url: str | None = None,
-               extra_template_dirs: Sequence[Path] = ()) -> Path:
+def build_site(
+    run_dirs: list[Path],
+    out: Path,
+    title: str = "segbench leaderboard",
+    base_url: str | None = None,
+    extra_template_dirs: Sequence[Path] = (),
+) -> Path:
     """Write the site for ``run_dirs`` into ``out`` and return the path of its ``index.html``."""
     base_url = _normalised_base_url(base_url)
     overrides = template_dirs(extra_template_dirs)
@@ -184,11 +198,19 @@ def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboa
     site = SiteBuilder(runs).build()
     environment = _environment(overrides)
     incomplete = [state for state in states if not state.complete]
-    common: dict[str, Any] = {"title": title, "version": __version__, "base_url": base_url, "site": site,
-                              "alpha": ALPHA, "incomplete": incomplete, "completeness": states}
+    common: dict[str, Any] = {
+        "title": title,
+        "version": __version__,
+        "base_url": base_url,
+        "site": site,
+        "alpha": ALPHA,
+        "incomplete": incomplete,
+        "completeness": states,
+    }
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
     try:
+
         def write(filename: str, template: str, **context: Any) -> None:
             page = environment.get_template(template).render(**common, filename=filename, **context)
             (stage / filename).write_text(page, encoding="utf-8")
@@ -207,8 +229,9 @@ def build_site(run_dirs: list[Path], out: Path, title: str = "segbench leaderboa
             write(f"adapter-{adapter.slug}.html", "adapter.html", page=f"adapter-{adapter.slug}", adapter=adapter)
         write("runs.html", "runs.html", page="runs")
         _copy_static(environment, overrides, stage)
-        text = json.dumps(document(site, title, base_url, __version__, states), indent=1, allow_nan=False,
-                          default=str, sort_keys=True)
+        text = json.dumps(
+            document(site, title, base_url, __version__, states), indent=1, allow_nan=False, default=str, sort_keys=True
+        )
         (stage / "leaderboard.json").write_text(text + "\n", encoding="utf-8")
         _move_into_place(stage, out, before)
     finally:

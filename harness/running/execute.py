@@ -60,17 +60,28 @@ def dataset_checksums(plan: RunPlan) -> dict[str, Any]:
 def adapter_facts(setup: AdapterSetup) -> dict[str, Any]:
     """What the report shows about an adapter, so it never needs the adapter installed."""
     meta = plugins.adapter_class(setup.name).meta
-    return {"family": meta.family, "version": meta.version, "description": meta.description,
-            "license": meta.license, "reference": meta.reference, "input_size": meta.input_size,
-            "preprocessing": meta.preprocessing, "capabilities": meta.capabilities.names(),
-            "weights": setup.weights, "checkpoint": setup.checkpoint, "precision": setup.options.precision,
-            "checkpoint_spec": meta.checkpoint.describe() if meta.checkpoint else None,
-            "distribution": setup.code.get("distribution"), "fingerprint": setup.fingerprint,
-            "code": {name: module["sha256"] for name, module in setup.code.get("modules", {}).items()}}
+    return {
+        "family": meta.family,
+        "version": meta.version,
+        "description": meta.description,
+        "license": meta.license,
+        "reference": meta.reference,
+        "input_size": meta.input_size,
+        "preprocessing": meta.preprocessing,
+        "capabilities": meta.capabilities.names(),
+        "weights": setup.weights,
+        "checkpoint": setup.checkpoint,
+        "precision": setup.options.precision,
+        "checkpoint_spec": meta.checkpoint.describe() if meta.checkpoint else None,
+        "distribution": setup.code.get("distribution"),
+        "fingerprint": setup.fingerprint,
+        "code": {name: module["sha256"] for name, module in setup.code.get("modules", {}).items()},
+    }
 
 
-def new_manifest(plan: RunPlan, command: Sequence[str] | None = None,
-                 datasets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def new_manifest(
+    plan: RunPlan, command: Sequence[str] | None = None, datasets: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A new run's manifest; ``datasets``: its data checksums (``dataset_checksums``), computed if not given."""
     return {
         "run_id": plan.run_id,
@@ -80,11 +91,21 @@ def new_manifest(plan: RunPlan, command: Sequence[str] | None = None,
         "segbench_version": __version__,
         "config": plan.config,
         "config_hash": plan.config_hash,
-        "tasks": {name: {"version": spec.version, "description": spec.description, "reader": spec.reader,
-                         "dataset": spec.dataset, "modality": spec.modality, "license": spec.license,
-                         "nsd_tolerance": spec.nsd_tolerance, "dim": spec.dim, "family": spec.family,
-                         "labels": [label.name for label in spec.labels]}
-                  for name, spec in plan.tasks.items()},
+        "tasks": {
+            name: {
+                "version": spec.version,
+                "description": spec.description,
+                "reader": spec.reader,
+                "dataset": spec.dataset,
+                "modality": spec.modality,
+                "license": spec.license,
+                "nsd_tolerance": spec.nsd_tolerance,
+                "dim": spec.dim,
+                "family": spec.family,
+                "labels": [label.name for label in spec.labels],
+            }
+            for name, spec in plan.tasks.items()
+        },
         "adapters": {name: adapter_facts(setup) for name, setup in plan.adapters.items()},
         "fingerprints": plan.fingerprints,
         "planned": plan.planned(),
@@ -108,22 +129,35 @@ def _supersede(plan: RunPlan, store: RunStore) -> int:
     owners = Counter(store.part_adapters(stale).values())
     store.supersede(stale)
     for adapter, count in sorted(owners.items()):
-        print(f"superseded: {count} unit(s) of {adapter} made by other code, weights or options than this plan's; "
-              f"moved to {store.parts.name}/superseded/ and left out of the results", file=sys.stderr)
+        print(
+            f"superseded: {count} unit(s) of {adapter} made by other code, weights or options than this plan's; "
+            f"moved to {store.parts.name}/superseded/ and left out of the results",
+            file=sys.stderr,
+        )
     return len(stale)
 
 
 def _data_changes(first: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The tasks whose data checksums differ from the first session's (tasks either lacks are not judged)."""
-    return [f"{task} ({first[task].get('files')} files, sha256 {str(first[task].get('sha256'))[:12]} → "
-            f"{now[task].get('files')} files, sha256 {str(now[task].get('sha256'))[:12]})"
-            for task in sorted(set(first) & set(now)) if first[task] != now[task]]
+    return [
+        f"{task} ({first[task].get('files')} files, sha256 {str(first[task].get('sha256'))[:12]} → "
+        f"{now[task].get('files')} files, sha256 {str(now[task].get('sha256'))[:12]})"
+        for task in sorted(set(first) & set(now))
+        if first[task] != now[task]
+    ]
 
 
-def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: bool = False,
-            progress: bool = True, executor_options: Mapping[str, Any] | None = None,
-            command: Sequence[str] | None = None, fresh: bool = False,
-            allow_data_change: bool = False) -> RunStore:
+def execute(
+    plan: RunPlan,
+    out: Path,
+    executor: str = "local",
+    retry_failed: bool = False,
+    progress: bool = True,
+    executor_options: Mapping[str, Any] | None = None,
+    command: Sequence[str] | None = None,
+    fresh: bool = False,
+    allow_data_change: bool = False,
+) -> RunStore:
     """Run every pending unit of ``plan`` into ``out/<run_id>`` with the executor ``executor`` built from
     ``executor_options``; resumes a run already there, whichever executor made it, unless ``fresh``
     (which first removes what an earlier run wrote there). ``command`` is recorded as the command line.
@@ -134,13 +168,22 @@ def execute(plan: RunPlan, out: Path, executor: str = "local", retry_failed: boo
         raise SegbenchError(f"run id {problem}")
     store = RunStore(Path(out) / plan.run_id)
     with store.locked(command):
-        return _execute_locked(plan, store, executor, retry_failed, progress, executor_options, command, fresh,
-                               allow_data_change)
+        return _execute_locked(
+            plan, store, executor, retry_failed, progress, executor_options, command, fresh, allow_data_change
+        )
 
 
-def _execute_locked(plan: RunPlan, store: RunStore, executor: str, retry_failed: bool, progress: bool,
-                    executor_options: Mapping[str, Any] | None, command: Sequence[str] | None, fresh: bool,
-                    allow_data_change: bool) -> RunStore:
+def _execute_locked(
+    plan: RunPlan,
+    store: RunStore,
+    executor: str,
+    retry_failed: bool,
+    progress: bool,
+    executor_options: Mapping[str, Any] | None,
+    command: Sequence[str] | None,
+    fresh: bool,
+    allow_data_change: bool,
+) -> RunStore:
     if fresh:
         store.clear()
     store.sweep_temporaries()
@@ -150,34 +193,51 @@ def _execute_locked(plan: RunPlan, store: RunStore, executor: str, retry_failed:
     if resumed:
         manifest = store.read_manifest()
         if manifest.get("config_hash") != plan.config_hash:
-            raise SegbenchError(f"{store.dir} holds a run of another configuration; choose another --out, "
-                                "--run-id or --fresh")
+            raise SegbenchError(
+                f"{store.dir} holds a run of another configuration; choose another --out, --run-id or --fresh"
+            )
         changed = _data_changes(manifest.get("datasets") or {}, datasets)
         if changed and not allow_data_change:
-            raise SegbenchError(f"{store.dir}: the data changed since this run's first session: {'; '.join(changed)}; "
-                                "its rows would mix two datasets. Use --fresh to start again, another --out, or "
-                                "--allow-data-change to resume anyway (recorded in run.json)")
+            raise SegbenchError(
+                f"{store.dir}: the data changed since this run's first session: {'; '.join(changed)}; "
+                "its rows would mix two datasets. Use --fresh to start again, another --out, or "
+                "--allow-data-change to resume anyway (recorded in run.json)"
+            )
         for change in changed:
-            print(f"warning: data changed since the first session, resuming anyway (--allow-data-change): {change}",
-                  file=sys.stderr)
-        manifest.update(adapters={name: adapter_facts(setup) for name, setup in plan.adapters.items()},
-                        fingerprints=plan.fingerprints, planned=plan.planned(),
-                        command=list(command) if command is not None else manifest.get("command"))
+            print(
+                f"warning: data changed since the first session, resuming anyway (--allow-data-change): {change}",
+                file=sys.stderr,
+            )
+        manifest.update(
+            adapters={name: adapter_facts(setup) for name, setup in plan.adapters.items()},
+            fingerprints=plan.fingerprints,
+            planned=plan.planned(),
+            command=list(command) if command is not None else manifest.get("command"),
+        )
     else:
         manifest = new_manifest(plan, command, datasets)
     chosen = executors.create(executor, executor_options)
     superseded = _supersede(plan, store) if resumed else 0
     done = store.done_units()
-    pending: list[WorkUnit] = [u for u in plan.units
-                               if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")]
+    pending: list[WorkUnit] = [
+        u for u in plan.units if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")
+    ]
     if resumed:
         print(f"resumed: {len(plan.units) - len(pending)} units reused, {len(pending)} to run", file=sys.stderr)
-    session = {"started": _now(), "executor": executor, "executor_options": dict(executor_options or {}),
-               "pending_units": len(pending),
-               "skipped_units": len(plan.units) - len(pending), "superseded_units": superseded,
-               "command": list(command) if command is not None else None, "fingerprints": plan.fingerprints,
-               "git": environment.git_commit(), "host": environment.host(), "segbench_version": __version__,
-               "datasets": datasets}
+    session = {
+        "started": _now(),
+        "executor": executor,
+        "executor_options": dict(executor_options or {}),
+        "pending_units": len(pending),
+        "skipped_units": len(plan.units) - len(pending),
+        "superseded_units": superseded,
+        "command": list(command) if command is not None else None,
+        "fingerprints": plan.fingerprints,
+        "git": environment.git_commit(),
+        "host": environment.host(),
+        "segbench_version": __version__,
+        "datasets": datasets,
+    }
     if changed:
         session["data_changed"] = changed
     manifest["sessions"].append(session)
@@ -200,16 +260,23 @@ def _execute_locked(plan: RunPlan, store: RunStore, executor: str, retry_failed:
     failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()
     written = store.done_units()
     missing = sum(unit.unit_id not in written for unit in plan.units)
-    manifest.update(status="complete" if not missing else "incomplete", rows=frame.height,
-                    units=frame["unit_id"].n_unique(), failed_units=failed_units, missing_units=missing,
-                    cases_sha256=store.cases_sha256)
+    manifest.update(
+        status="complete" if not missing else "incomplete",
+        rows=frame.height,
+        units=frame["unit_id"].n_unique(),
+        failed_units=failed_units,
+        missing_units=missing,
+        cases_sha256=store.cases_sha256,
+    )
     session.update(ended=_now(), executor_settings=dict(settings or {}))
     store.write_manifest(manifest)
     return store
 
 
-SUMMARY_RULE = ("dice, nsd: means pooled over the ok (case, label, protocol) rows at each protocol's final step, "
-                "failed cases left out: a quick summary, not the report's ranking")
+SUMMARY_RULE = (
+    "dice, nsd: means pooled over the ok (case, label, protocol) rows at each protocol's final step, "
+    "failed cases left out: a quick summary, not the report's ranking"
+)
 
 
 @dataclass
@@ -237,18 +304,27 @@ def summarize(frame: pl.DataFrame) -> RunSummary:
     if frame.is_empty():
         return RunSummary([], {}, [])
     ok = final_steps(frame).filter(pl.col("status") == "ok")
-    means = {(a, t): (d, n) for a, t, d, n in
-             ok.group_by("adapter", "task").agg(pl.col("dice").mean(), pl.col("nsd").mean()).iter_rows()}
-    counts = frame.group_by("adapter", "task").agg(
-        pl.col("case_id").n_unique().alias("cases"),
-        pl.col("case_id").filter(pl.col("status") != "ok").n_unique().alias("failed")).sort("adapter", "task")
+    means = {
+        (a, t): (d, n)
+        for a, t, d, n in ok.group_by("adapter", "task").agg(pl.col("dice").mean(), pl.col("nsd").mean()).iter_rows()
+    }
+    counts = (
+        frame.group_by("adapter", "task")
+        .agg(
+            pl.col("case_id").n_unique().alias("cases"),
+            pl.col("case_id").filter(pl.col("status") != "ok").n_unique().alias("failed"),
+        )
+        .sort("adapter", "task")
+    )
     nan = float("nan")
-    pairs = [PairSummary(a, t, cases, *means.get((a, t), (nan, nan)), failed)
-             for a, t, cases, failed in counts.iter_rows()]
+    pairs = [
+        PairSummary(a, t, cases, *means.get((a, t), (nan, nan)), failed) for a, t, cases, failed in counts.iter_rows()
+    ]
     failed_rows = frame.filter(pl.col("status") != "ok")
-    first_errors = {a: e or "(no error text)" for a, e in
-                    failed_rows.group_by("adapter", maintain_order=True).agg(pl.col("error").first()).iter_rows()}
+    first_errors = {
+        a: e or "(no error text)"
+        for a, e in failed_rows.group_by("adapter", maintain_order=True).agg(pl.col("error").first()).iter_rows()
+    }
     per_unit = frame.group_by("adapter", "unit_id").agg((pl.col("status") != "ok").any().alias("failed"))
-    all_failed = sorted(a for a, every in per_unit.group_by("adapter").agg(pl.col("failed").all()).iter_rows()
-                        if every)
+    all_failed = sorted(a for a, every in per_unit.group_by("adapter").agg(pl.col("failed").all()).iter_rows() if every)
     return RunSummary(pairs, first_errors, all_failed)

@@ -116,10 +116,18 @@ class MaskSample:
         def cut(array: np.ndarray) -> np.ndarray:
             return array[index] if index is not None else array
 
-        return cls(unit.adapter, unit.task, unit.case_id, preview(cut(case.image)), index,
-                   {label: cut(mask).astype(bool) for label, mask in truth.items()},
-                   {prompt: {label: cut(mask).astype(bool) for label, mask in by_label.items()}
-                    for prompt, by_label in predictions.items()})
+        return cls(
+            unit.adapter,
+            unit.task,
+            unit.case_id,
+            preview(cut(case.image)),
+            index,
+            {label: cut(mask).astype(bool) for label, mask in truth.items()},
+            {
+                prompt: {label: cut(mask).astype(bool) for label, mask in by_label.items()}
+                for prompt, by_label in predictions.items()
+            },
+        )
 
     @property
     def case_file(self) -> str:
@@ -131,18 +139,37 @@ class MaskSample:
 
     def write_case(self, handle: BinaryIO) -> None:
         labels = sorted(self.truth)
-        meta = {"task": self.task, "case_id": self.case_id, "shape": list(self.shape), "labels": labels,
-                "slice": self.slice_index}
+        meta = {
+            "task": self.task,
+            "case_id": self.case_id,
+            "shape": list(self.shape),
+            "labels": labels,
+            "slice": self.slice_index,
+        }
         preview_bytes = np.frombuffer(webp(self.image, PREVIEW_QUALITY), dtype=np.uint8)
-        np.savez_compressed(handle, meta=np.array(json.dumps(meta)), image_webp=preview_bytes,
-                            **{f"truth_{i}": _pack(self.truth[label]) for i, label in enumerate(labels)})
+        np.savez_compressed(
+            handle,
+            meta=np.array(json.dumps(meta)),
+            image_webp=preview_bytes,
+            **{f"truth_{i}": _pack(self.truth[label]) for i, label in enumerate(labels)},
+        )
 
     def write_predictions(self, handle: BinaryIO) -> None:
         keys = sorted((prompt, label) for prompt, by_label in self.predictions.items() for label in by_label)
-        meta = {"adapter": self.adapter, "task": self.task, "case_id": self.case_id, "case_file": self.case_file,
-                "shape": list(self.shape), "slice": self.slice_index, "masks": [list(key) for key in keys]}
-        np.savez_compressed(handle, meta=np.array(json.dumps(meta)),
-                            **{f"mask_{i}": _pack(self.predictions[p][label]) for i, (p, label) in enumerate(keys)})
+        meta = {
+            "adapter": self.adapter,
+            "task": self.task,
+            "case_id": self.case_id,
+            "case_file": self.case_file,
+            "shape": list(self.shape),
+            "slice": self.slice_index,
+            "masks": [list(key) for key in keys],
+        }
+        np.savez_compressed(
+            handle,
+            meta=np.array(json.dumps(meta)),
+            **{f"mask_{i}": _pack(self.predictions[p][label]) for i, (p, label) in enumerate(keys)},
+        )
 
 
 @dataclass(frozen=True)

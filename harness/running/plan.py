@@ -122,19 +122,35 @@ def resolve_device(device: str, check: bool = True) -> str:
     return device
 
 
-def setup_adapter(name: str, weights: str, device: str, precision: Precision, seed: int,
-                  overrides: dict[str, Path], offload: bool = False) -> AdapterSetup:
+def setup_adapter(
+    name: str,
+    weights: str,
+    device: str,
+    precision: Precision,
+    seed: int,
+    overrides: dict[str, Path],
+    offload: bool = False,
+) -> AdapterSetup:
     """Resolve an adapter's checkpoint (raising CheckpointMissing when absent) into load options."""
     meta = plugins.adapter_class(name).meta
     spec = meta.checkpoint
     if spec is None:
         return AdapterSetup(name, LoadOptions(device, None, False, precision, seed, offload), "none")
     if weights == "random":
-        return AdapterSetup(name, LoadOptions(device, None, True, precision, seed, offload), "random",
-                            {"name": spec.name, "random": True})
+        return AdapterSetup(
+            name,
+            LoadOptions(device, None, True, precision, seed, offload),
+            "random",
+            {"name": spec.name, "random": True},
+        )
     found = checkpoints.resolve(spec, overrides.get(spec.name))
-    info = {"name": spec.name, "path": str(found.path), "sha256": found.sha256, "source": found.source,
-            "official": found.official}
+    info = {
+        "name": spec.name,
+        "path": str(found.path),
+        "sha256": found.sha256,
+        "source": found.source,
+        "official": found.official,
+    }
     return AdapterSetup(name, LoadOptions(device, found.path, False, precision, seed, offload), "pretrained", info)
 
 
@@ -187,8 +203,10 @@ def adapter_code(cls: type) -> dict[str, Any]:
         name = klass.__module__
         if name not in modules:
             module = sys.modules.get(name)
-            modules[name] = {"sha256": _source_sha256(module) if module else None,
-                             "distribution": distribution_of(name)}
+            modules[name] = {
+                "sha256": _source_sha256(module) if module else None,
+                "distribution": distribution_of(name),
+            }
         for extra in klass.__dict__.get("code_modules", ()):
             if extra not in modules:
                 modules[extra] = {"sha256": _unimported_source_sha256(extra), "distribution": distribution_of(extra)}
@@ -200,10 +218,19 @@ def adapter_fingerprint(setup: AdapterSetup) -> AdapterSetup:
     cls = plugins.adapter_class(setup.name)
     code = adapter_code(cls)
     options = setup.options
-    made_of = {"adapter": setup.name, "version": cls.meta.version, "code": code,
-               "checkpoint_sha256": (setup.checkpoint or {}).get("sha256"), "weights": setup.weights,
-               "precision": options.precision, "offload": options.offload, "random_weights": options.random_weights,
-               "seed": options.seed, "metrics": METRICS_VERSION, "segbench": __version__}
+    made_of = {
+        "adapter": setup.name,
+        "version": cls.meta.version,
+        "code": code,
+        "checkpoint_sha256": (setup.checkpoint or {}).get("sha256"),
+        "weights": setup.weights,
+        "precision": options.precision,
+        "offload": options.offload,
+        "random_weights": options.random_weights,
+        "seed": options.seed,
+        "metrics": METRICS_VERSION,
+        "segbench": __version__,
+    }
     digest = hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
     return dataclasses.replace(setup, fingerprint=digest, code=code)
 
@@ -213,18 +240,47 @@ def task_file_sha256(task: TaskSpec) -> str | None:
     return _file_sha256(str(task.source))
 
 
-def unit_id(adapter: str, fingerprint: str, task: TaskSpec, case_id: str,
-            protocols: tuple[ProtocolSpec, ...], seed: int, task_sha256: str | None = None) -> str:
-    key = "\x1f".join([adapter, fingerprint, task.name, task.version, task_sha256 or "", case_id,
-                       ",".join(f"{p.name}{p.kind}{sorted(p.params)!r}" for p in protocols), str(seed)])
+def unit_id(
+    adapter: str,
+    fingerprint: str,
+    task: TaskSpec,
+    case_id: str,
+    protocols: tuple[ProtocolSpec, ...],
+    seed: int,
+    task_sha256: str | None = None,
+) -> str:
+    key = "\x1f".join(
+        [
+            adapter,
+            fingerprint,
+            task.name,
+            task.version,
+            task_sha256 or "",
+            case_id,
+            ",".join(f"{p.name}{p.kind}{sorted(p.params)!r}" for p in protocols),
+            str(seed),
+        ]
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, ...] | None = None,
-              limit: int | None = None, device: str = "auto", weights: str = "pretrained",
-              precision: Precision = "fp32", checkpoint_overrides: dict[str, Path] | None = None,
-              data_root: Path | None = None, run_id: str | None = None, warmup: bool = True,
-              offload: bool = False, save_masks: int | str | None = None, check_device: bool = True) -> RunPlan:
+def make_plan(
+    suite: Suite,
+    tasks: dict[str, TaskSpec],
+    *,
+    adapters: tuple[str, ...] | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+    weights: str = "pretrained",
+    precision: Precision = "fp32",
+    checkpoint_overrides: dict[str, Path] | None = None,
+    data_root: Path | None = None,
+    run_id: str | None = None,
+    warmup: bool = True,
+    offload: bool = False,
+    save_masks: int | str | None = None,
+    check_device: bool = True,
+) -> RunPlan:
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
     device = resolve_device(device, check_device)
@@ -233,8 +289,9 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         plugins.adapter_class(name)  # fails early, naming the installed adapters
     missing = [t for t in suite.tasks if t not in tasks]
     if missing:
-        raise ConfigError(suite.source, f"suite '{suite.name}' names unknown task(s) {missing} "
-                                        f"(known: {', '.join(sorted(tasks))})")
+        raise ConfigError(
+            suite.source, f"suite '{suite.name}' names unknown task(s) {missing} (known: {', '.join(sorted(tasks))})"
+        )
     limit = limit if limit is not None else suite.limit
     # None: the suite's; "all" (--save-masks all): every case, stored as None like a suite's default
     save_masks = suite.save_masks if save_masks is None else None if save_masks == "all" else save_masks
@@ -246,8 +303,9 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
     setups: dict[str, AdapterSetup] = {}
     for name in adapter_names:
         try:
-            setups[name] = adapter_fingerprint(setup_adapter(name, weights, device, precision, suite.seed,
-                                                             checkpoint_overrides or {}, offload))
+            setups[name] = adapter_fingerprint(
+                setup_adapter(name, weights, device, precision, suite.seed, checkpoint_overrides or {}, offload)
+            )
         except checkpoints.CheckpointError as error:
             skipped[name] = str(error)
 
@@ -275,19 +333,32 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
             skipped.update({f"{task_name}/{p}": reason for p, reason in unfit.items() if reason})
             supported = tuple(p for p in supported if not unfit[p.name])
             if not supported:
-                skipped[f"{name}/{task_name}"] = (f"{name} supports none of {[p.name for p in wanted]} "
-                                                  f"for this {spec.dim}D task (capabilities: {sorted(capabilities)})")
+                skipped[f"{name}/{task_name}"] = (
+                    f"{name} supports none of {[p.name for p in wanted]} "
+                    f"for this {spec.dim}D task (capabilities: {sorted(capabilities)})"
+                )
                 continue
             protocols[f"{name}/{task_name}"] = supported
-            units += [WorkUnit(unit_id(name, setups[name].fingerprint, spec, case, supported, suite.seed,
-                                       task_hashes[task_name]), name, task_name, case)
-                      for case in case_ids[task_name]]
+            units += [
+                WorkUnit(
+                    unit_id(name, setups[name].fingerprint, spec, case, supported, suite.seed, task_hashes[task_name]),
+                    name,
+                    task_name,
+                    case,
+                )
+                for case in case_ids[task_name]
+            ]
 
     config = {
         "suite": suite.name,
-        "adapters": {name: {"version": plugins.adapter_class(name).meta.version, "weights": s.weights,
-                            "checkpoint_sha256": (s.checkpoint or {}).get("sha256")}
-                     for name, s in setups.items()},
+        "adapters": {
+            name: {
+                "version": plugins.adapter_class(name).meta.version,
+                "weights": s.weights,
+                "checkpoint_sha256": (s.checkpoint or {}).get("sha256"),
+            }
+            for name, s in setups.items()
+        },
         "tasks": {name: {"version": spec.version, "cases": len(case_ids[name])} for name, spec in chosen.items()},
         "protocols": {key: [p.name for p in value] for key, value in protocols.items()},
         "seed": suite.seed,
@@ -300,5 +371,19 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], *, adapters: tuple[str, 
         **({"offload": True} if offload else {}),  # changes memory, not results
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return RunPlan(run_id or f"{suite.name}-{config_hash[:10]}", suite.name, config, config_hash, chosen,
-                   protocols, data_root, suite.seed, device, setups, units, skipped, warmup, save_masks)
+    return RunPlan(
+        run_id or f"{suite.name}-{config_hash[:10]}",
+        suite.name,
+        config,
+        config_hash,
+        chosen,
+        protocols,
+        data_root,
+        suite.seed,
+        device,
+        setups,
+        units,
+        skipped,
+        warmup,
+        save_masks,
+    )

@@ -81,14 +81,40 @@ def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: An
     (positional-only parameters: ``unit`` is also a column, the unit of distances).
     Executors use it to record a unit whose worker died as ``failed`` (its case unread: no unit, no diagonal)."""
     setup = plan.adapters[unit.adapter]
-    row = {"run_id": plan.run_id, "unit_id": unit.unit_id, "adapter": unit.adapter,
-           "task": unit.task, "task_version": plan.tasks[unit.task].version, "case_id": unit.case_id,
-           "label": "*", "prompt": "*", "step": 0, "instances": 0, "dice": NAN, "nsd": NAN,
-           "hd95": NAN, "unit": None, "diagonal": NAN, "truth_area": None, "pred_area": None,
-           "encode_ms": NAN, "decode_ms": NAN, "total_ms": NAN, "peak_mem_mb": NAN,
-           "peak_rss_mb": NAN, "probe_ms": NAN, "device": setup.options.device, "threads": None, "host": host,
-           "gpu": gpu, "weights": setup.weights, "status": "ok", "error": None, "prompt_json": None,
-           "support_size": None}
+    row = {
+        "run_id": plan.run_id,
+        "unit_id": unit.unit_id,
+        "adapter": unit.adapter,
+        "task": unit.task,
+        "task_version": plan.tasks[unit.task].version,
+        "case_id": unit.case_id,
+        "label": "*",
+        "prompt": "*",
+        "step": 0,
+        "instances": 0,
+        "dice": NAN,
+        "nsd": NAN,
+        "hd95": NAN,
+        "unit": None,
+        "diagonal": NAN,
+        "truth_area": None,
+        "pred_area": None,
+        "encode_ms": NAN,
+        "decode_ms": NAN,
+        "total_ms": NAN,
+        "peak_mem_mb": NAN,
+        "peak_rss_mb": NAN,
+        "probe_ms": NAN,
+        "device": setup.options.device,
+        "threads": None,
+        "host": host,
+        "gpu": gpu,
+        "weights": setup.weights,
+        "status": "ok",
+        "error": None,
+        "prompt_json": None,
+        "support_size": None,
+    }
     row.update(values)
     return row
 
@@ -163,8 +189,7 @@ class UnitRunner:
             return [self._row(unit, status="failed", error=error_text(error))]
         facts = case_facts(case)
         if not any(mask.any() for mask in self._labels(self.plan.tasks[unit.task], case).values()):
-            return [self._row(unit, status="failed", error=_no_ground_truth(self.plan.tasks[unit.task], case),
-                              **facts)]
+            return [self._row(unit, status="failed", error=_no_ground_truth(self.plan.tasks[unit.task], case), **facts)]
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
@@ -196,9 +221,15 @@ class UnitRunner:
             return case.labels
         return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
 
-    def _run_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
-                      encode_ms: float, kept: dict[str, dict[str, np.ndarray]] | None = None
-                      ) -> list[dict[str, Any]]:
+    def _run_protocol(
+        self,
+        unit: WorkUnit,
+        case: Case,
+        state: Any,
+        protocol: ProtocolSpec,
+        encode_ms: float,
+        kept: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> list[dict[str, Any]]:
         """The protocol's rows; its final masks go into ``kept`` (by protocol and label) when given."""
         if protocol.kind == "support":
             return self._run_support_protocol(unit, case, state, protocol, encode_ms, kept)
@@ -214,8 +245,10 @@ class UnitRunner:
             else:
                 steps = self._image_steps(unit, case, state, protocol, targets)
         except Exception as error:
-            return [self._row(unit, label=label, prompt=protocol.name, status="failed", error=error_text(error))
-                    for label in sorted({t.label for t in targets})]
+            return [
+                self._row(unit, label=label, prompt=protocol.name, status="failed", error=error_text(error))
+                for label in sorted({t.label for t in targets})
+            ]
         # volume adapters encode while they propagate: no separate encoder time (NaN) to add
         total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
         predicted = [_union_by_label(targets, masks, labels) for _, masks, _ in steps]
@@ -226,49 +259,90 @@ class UnitRunner:
             for label, mask in by_label.items():
                 scores = evaluate(labels[label], mask, case.spacing, spec.nsd_tolerance)
                 described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
-                rows.append(self._row(
-                    unit, label=label, prompt=protocol.name, step=step, instances=len(described),
-                    dice=scores.dice, nsd=scores.nsd, hd95=scores.hd95, **_areas(labels[label], mask),
-                    encode_ms=encode_ms, decode_ms=decode_ms, total_ms=total_ms,
-                    prompt_json=json.dumps(described, separators=(",", ":"))))
+                rows.append(
+                    self._row(
+                        unit,
+                        label=label,
+                        prompt=protocol.name,
+                        step=step,
+                        instances=len(described),
+                        dice=scores.dice,
+                        nsd=scores.nsd,
+                        hd95=scores.hd95,
+                        **_areas(labels[label], mask),
+                        encode_ms=encode_ms,
+                        decode_ms=decode_ms,
+                        total_ms=total_ms,
+                        prompt_json=json.dumps(described, separators=(",", ":")),
+                    )
+                )
         return rows
 
-    def _run_support_protocol(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec,
-                              encode_ms: float, kept: dict[str, dict[str, np.ndarray]] | None = None
-                              ) -> list[dict[str, Any]]:
+    def _run_support_protocol(
+        self,
+        unit: WorkUnit,
+        case: Case,
+        state: Any,
+        protocol: ProtocolSpec,
+        encode_ms: float,
+        kept: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> list[dict[str, Any]]:
         spec = self.plan.tasks[unit.task]
         labels = self._labels(spec, case)
         try:
             ask = support_request(self._pool(unit.task), protocol, self.plan.seed, unit.task, unit.case_id, labels)
             if not ask.labels:
                 return []
-            prediction, decode_ms = timed(self.setup.options.device, self.adapter.predict, state, ask.prompts,
-                                          ask.supports)
+            prediction, decode_ms = timed(
+                self.setup.options.device, self.adapter.predict, state, ask.prompts, ask.supports
+            )
             _check_prediction(prediction, len(ask.supports), case)
             masks = ensemble_masks(prediction, ask.members)
         except Exception as error:
-            return [self._row(unit, label=name, prompt=protocol.name, support_size=protocol.param("k"),
-                              status="failed", error=error_text(error))
-                    for name in sorted(name for name, mask in labels.items() if mask.any())]
+            return [
+                self._row(
+                    unit,
+                    label=name,
+                    prompt=protocol.name,
+                    support_size=protocol.param("k"),
+                    status="failed",
+                    error=error_text(error),
+                )
+                for name in sorted(name for name, mask in labels.items() if mask.any())
+            ]
         if kept is not None:
             kept[protocol.name] = dict(zip(ask.labels, masks, strict=True))
         rows = []
         for name, mask in zip(ask.labels, masks, strict=True):
             scores = evaluate(labels[name], mask, case.spacing, spec.nsd_tolerance)
-            rows.append(self._row(
-                unit, label=name, prompt=protocol.name, instances=1, support_size=ask.size, dice=scores.dice,
-                nsd=scores.nsd, hd95=scores.hd95, **_areas(labels[name], mask), encode_ms=encode_ms,
-                decode_ms=decode_ms, total_ms=encode_ms + decode_ms,
-                prompt_json=json.dumps(ask.given(name), separators=(",", ":"))))
+            rows.append(
+                self._row(
+                    unit,
+                    label=name,
+                    prompt=protocol.name,
+                    instances=1,
+                    support_size=ask.size,
+                    dice=scores.dice,
+                    nsd=scores.nsd,
+                    hd95=scores.hd95,
+                    **_areas(labels[name], mask),
+                    encode_ms=encode_ms,
+                    decode_ms=decode_ms,
+                    total_ms=encode_ms + decode_ms,
+                    prompt_json=json.dumps(ask.given(name), separators=(",", ":")),
+                )
+            )
         return rows
 
-    def _image_steps(self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec, targets: list[Target]
-                     ) -> list[tuple[float, np.ndarray, list[Prompt]]]:
+    def _image_steps(
+        self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec, targets: list[Target]
+    ) -> list[tuple[float, np.ndarray, list[Prompt]]]:
         """Every step of a 2D protocol: (decode time, masks of the targets, the prompts)."""
         device = self.setup.options.device
         prompts: list[Prompt] = [
-            initial_prompt(protocol, t, target_rng(self.plan.seed, unit.task, unit.case_id, t.label, t.instance,
-                                                   protocol.name))
+            initial_prompt(
+                protocol, t, target_rng(self.plan.seed, unit.task, unit.case_id, t.label, t.instance, protocol.name)
+            )
             for t in targets
         ]
         steps: list[tuple[float, np.ndarray, list[Prompt]]] = []
@@ -278,8 +352,10 @@ class UnitRunner:
             steps.append((decode_ms, prediction.masks, prompts))
             if step + 1 < protocol.steps:
                 feedback = prediction.feedback or [None] * len(prompts)
-                prompts = [refine_prompt(p, t, m, f)
-                           for p, t, m, f in zip(prompts, targets, prediction.masks, feedback, strict=True)]
+                prompts = [
+                    refine_prompt(p, t, m, f)
+                    for p, t, m, f in zip(prompts, targets, prediction.masks, feedback, strict=True)
+                ]
         return steps
 
 
@@ -316,8 +392,7 @@ def _areas(truth: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
     return {"truth_area": int(np.count_nonzero(truth)), "pred_area": int(np.count_nonzero(predicted))}
 
 
-def _union_by_label(targets: list[Target], masks: np.ndarray, labels: dict[str, np.ndarray]
-                    ) -> dict[str, np.ndarray]:
+def _union_by_label(targets: list[Target], masks: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The prediction of each label: the union of its instances' masks."""
     out: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(next(iter(labels.values())).shape, bool))
     for target, mask in zip(targets, masks, strict=True):
@@ -345,9 +420,11 @@ def absent_labels(plan: RunPlan, frame: pl.DataFrame) -> list[str]:
         for label in spec.labels:
             if label.name != "*" and label.name not in seen:
                 cases = ok["case_id"].n_unique()
-                notices.append(f"task '{name}': label '{label.name}' is in none of the {cases} case(s) scored "
-                               f"(values {list(label.values) if label.values else 'nonzero'} match no mask); "
-                               f"it has no rows ({spec.source})")
+                notices.append(
+                    f"task '{name}': label '{label.name}' is in none of the {cases} case(s) scored "
+                    f"(values {list(label.values) if label.values else 'nonzero'} match no mask); "
+                    f"it has no rows ({spec.source})"
+                )
     return notices
 
 

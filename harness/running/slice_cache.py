@@ -51,8 +51,7 @@ def slice_image(volume: np.ndarray, z: int) -> np.ndarray:
 class SliceEncodings:
     """Encodings of the slices of one volume, computed on first use and kept within a byte budget."""
 
-    def __init__(self, encode: Callable[[np.ndarray], Any], volume: np.ndarray, device: str,
-                 budget: int | None = None):
+    def __init__(self, encode: Callable[[np.ndarray], Any], volume: np.ndarray, device: str, budget: int | None = None):
         self._encode = encode
         self.volume = volume
         self.device = device

@@ -169,8 +169,9 @@ def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows written by an older segbench, with the columns added since then (as nulls), in schema order."""
-    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in CASE_SCHEMA.items()
-               if name not in frame.columns]
+    missing = [
+        pl.lit(None, dtype=dtype).alias(name) for name, dtype in CASE_SCHEMA.items() if name not in frame.columns
+    ]
     if not missing:
         return frame
     extra = [name for name in frame.columns if name not in CASE_SCHEMA]
@@ -227,9 +228,13 @@ class RunStore:
 
     def acquire(self, command: Sequence[str] | None = None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        mine = {"pid": os.getpid(), "pid_start": _pid_start(os.getpid()), "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "command": list(command) if command is not None else None}
+        mine = {
+            "pid": os.getpid(),
+            "pid_start": _pid_start(os.getpid()),
+            "host": socket.gethostname(),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": list(command) if command is not None else None,
+        }
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f"{LOCK_NAME}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as handle:
@@ -245,8 +250,11 @@ class RunStore:
                     if holder is None or not self._stale(holder):
                         raise RunLocked(self._held_message(holder)) from None
                     if holder:
-                        print(f"notice: taking over the lock of {self.dir.name} left by a session that is no longer "
-                              f"running (pid {holder.get('pid')}, started {holder.get('started')})", file=sys.stderr)
+                        print(
+                            f"notice: taking over the lock of {self.dir.name} left by a session that is no longer "
+                            f"running (pid {holder.get('pid')}, started {holder.get('started')})",
+                            file=sys.stderr,
+                        )
                     self.lock_path.unlink(missing_ok=True)
                     continue
                 _fsync(self.dir)
@@ -303,12 +311,16 @@ class RunStore:
 
     def _held_message(self, holder: Mapping[str, Any] | None) -> str:
         if holder is None:
-            return (f"{self.lock_path} exists but cannot be read; if no segbench session is running into "
-                    f"{self.dir}, remove it")
+            return (
+                f"{self.lock_path} exists but cannot be read; if no segbench session is running into "
+                f"{self.dir}, remove it"
+            )
         command = " ".join(holder.get("command") or []) or "?"
-        return (f"{self.dir} is in use by another segbench session: pid {holder.get('pid')} on "
-                f"{holder.get('host')}, started {holder.get('started')} ({command}); wait for it to finish, or "
-                f"choose another --out or --run-id (if that session is gone, remove {self.lock_path})")
+        return (
+            f"{self.dir} is in use by another segbench session: pid {holder.get('pid')} on "
+            f"{holder.get('host')}, started {holder.get('started')} ({command}); wait for it to finish, or "
+            f"choose another --out or --run-id (if that session is gone, remove {self.lock_path})"
+        )
 
     def sweep_temporaries(self) -> int:
         """Remove the ``.tmp`` files killed writers left (only while holding the lock); how many."""
@@ -381,8 +393,10 @@ class RunStore:
             os.replace(path, target)
             _fsync(self.parts)
         self._valid.pop(path, None)
-        self._warn_once(f"{self.parts.name}/{path.name} is not a valid part ({reason}); moved to "
-                        f"{self.parts.name}/quarantine/{target.name}, its unit will run again")
+        self._warn_once(
+            f"{self.parts.name}/{path.name} is not a valid part ({reason}); moved to "
+            f"{self.parts.name}/quarantine/{target.name}, its unit will run again"
+        )
 
     def valid_parts(self) -> dict[str, tuple[str, Path, pl.DataFrame]]:
         """unit id → (status, path, rows) of every valid part; bad parts are quarantined (or, without the
@@ -495,10 +509,14 @@ class RunStore:
         if expected is None or actual == expected:
             return conform(pl.read_parquet(self.cases_path))
         if not stamps:
-            raise SegbenchError(f"{self.cases_path}: its sha256 {actual[:12]}… is not the {expected[:12]}… run.json "
-                                "records, and there are no parts to rebuild it from")
-        _warn(f"{self.cases_path.name}: its sha256 {actual[:12]}… is not the {expected[:12]}… run.json records; "
-              f"the rows are read from {self.parts.name}/ again")
+            raise SegbenchError(
+                f"{self.cases_path}: its sha256 {actual[:12]}… is not the {expected[:12]}… run.json "
+                "records, and there are no parts to rebuild it from"
+            )
+        _warn(
+            f"{self.cases_path.name}: its sha256 {actual[:12]}… is not the {expected[:12]}… run.json records; "
+            f"the rows are read from {self.parts.name}/ again"
+        )
         if not self.healing:
             return self._read_parts()
         frame = self.consolidate()

@@ -56,6 +56,7 @@ class VolumeSession:
         prompts = [initial_volume_prompt(protocol, target) for target in targets]
         strategy = None
         if self.native:
+
             def predict(batch: list[VolumePrompt]) -> Any:
                 return self.adapter.predict_volume(self.state, batch)
         else:
@@ -71,7 +72,9 @@ class VolumeSession:
             steps.append(VolumeStep(elapsed - encoder, masks, prompts))
             if step + 1 < protocol.steps:
                 feedback = prediction.feedback or [None] * len(prompts)
-                prompts = [refine_volume_prompt(p, t, m, f)
-                           for p, t, m, f in zip(prompts, targets, masks, feedback, strict=True)]
+                prompts = [
+                    refine_volume_prompt(p, t, m, f)
+                    for p, t, m, f in zip(prompts, targets, masks, feedback, strict=True)
+                ]
         encode_ms = self.encodings.cost_ms(strategy.touched) if strategy and self.encodings else math.nan
         return steps, encode_ms

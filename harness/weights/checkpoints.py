@@ -106,8 +106,7 @@ class CheckpointSpec:
         return bool(self.sha256) and not self.manual_download
 
     def describe(self) -> dict[str, Any]:
-        out = {"name": self.name, "filename": self.filename, "url": self.url, "sha256": self.sha256,
-               "size": self.size}
+        out = {"name": self.name, "filename": self.filename, "url": self.url, "sha256": self.sha256, "size": self.size}
         if self.xxh128:
             out["xxh128"] = self.xxh128
         return out
@@ -165,8 +164,9 @@ def _remembered_digest(path: Path, algorithm: str = "sha256") -> str:
     known = saved.get("key") == key
     if known and isinstance(saved.get(algorithm), str):
         return str(saved[algorithm])
-    digests = {name: value for name, value in saved.items() if name != "key" and isinstance(value, str)} if known \
-        else {}
+    digests = (
+        {name: value for name, value in saved.items() if name != "key" and isinstance(value, str)} if known else {}
+    )
     digests[algorithm] = file_digest(path, algorithm)
     if _memo_key(path) == key:  # the file did not change while it was hashed
         _write_memo(path, key, digests)
@@ -360,8 +360,9 @@ def _check_format(path: Path) -> None:
         raise CheckpointError(f"{path}: unreadable: not a PyTorch checkpoint (zip or legacy format expected)")
 
 
-def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objects: bool = False
-                    ) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    path: Path, strip_prefixes: tuple[str, ...] = (), skip_objects: bool = False
+) -> dict[str, torch.Tensor]:
     """Load a checkpoint without executing code from it and normalise its layout to a flat state dict.
 
     Accepts a plain state dict or one wrapped in ``model`` / ``model_state`` / ``state_dict`` (other
@@ -390,18 +391,17 @@ def read_state_dict(path: Path, strip_prefixes: tuple[str, ...] = (), skip_objec
             break
         state = state[wrapper]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(
-            f"{path}: no state dict found (expected tensors, optionally under one of {WRAPPER_KEYS})"
-        )
+        raise CheckpointError(f"{path}: no state dict found (expected tensors, optionally under one of {WRAPPER_KEYS})")
     flat = dict(state)
     for prefix in ("module.", *strip_prefixes):
         if flat and all(key.startswith(prefix) for key in flat):
-            flat = {key[len(prefix):]: value for key, value in flat.items()}
+            flat = {key[len(prefix) :]: value for key, value in flat.items()}
     return flat
 
 
-def apply_state_dict(module: torch.nn.Module, state: Mapping[str, Any], source: Path | str, strict: bool = True
-                     ) -> None:
+def apply_state_dict(
+    module: torch.nn.Module, state: Mapping[str, Any], source: Path | str, strict: bool = True
+) -> None:
     """Load ``state`` into ``module``; with ``strict``, any missing/unexpected/mis-shaped key is an error
     that lists the keys (never a silent drop)."""
     own = module.state_dict()

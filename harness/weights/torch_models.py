@@ -27,8 +27,9 @@ def inference(options: LoadOptions) -> Iterator[None]:
             yield
 
 
-def prepare(model: torch.nn.Module, options: LoadOptions, strip_prefixes: tuple[str, ...] = (),
-            skip_objects: bool = False) -> torch.nn.Module:
+def prepare(
+    model: torch.nn.Module, options: LoadOptions, strip_prefixes: tuple[str, ...] = (), skip_objects: bool = False
+) -> torch.nn.Module:
     """Load the checkpoint (or keep the seeded random initialisation) and move the model to the device.
 
     Build the model inside :func:`seeded` so random weights are the same on every machine. See

@@ -42,7 +42,7 @@ def brats_pair() -> tuple[np.ndarray, np.ndarray, tuple[float, ...]] | None:
     centre = int(np.argmax(label.sum(axis=(1, 2))))
     start = max(0, min(centre - 32, label.shape[0] - 64))
     gt = np.zeros(SHAPE, dtype=bool)
-    gt[:, 8:248, 8:248] = label[start:start + 64]
+    gt[:, 8:248, 8:248] = label[start : start + 64]
     grown = ndimage.binary_dilation(gt)
     pred = np.zeros_like(gt)
     pred[1:, 1:, 1:] = grown[:-1, :-1, :-1]
@@ -51,8 +51,10 @@ def brats_pair() -> tuple[np.ndarray, np.ndarray, tuple[float, ...]] | None:
 
 def reference(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...]) -> tuple[float, float]:
     distances = surface_distance.compute_surface_distances(gt, pred, spacing)
-    return (surface_distance.compute_surface_dice_at_tolerance(distances, TOLERANCE_MM),
-            surface_distance.compute_robust_hausdorff(distances, 95))
+    return (
+        surface_distance.compute_surface_dice_at_tolerance(distances, TOLERANCE_MM),
+        surface_distance.compute_robust_hausdorff(distances, 95),
+    )
 
 
 def ours(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...]) -> tuple[float, float]:
@@ -81,8 +83,10 @@ def test_nsd_hd95_speed_against_surface_distance(benchmark, name: str) -> None: 
     assert got == pytest.approx(expected, abs=1e-6)
     ratio = median_seconds(reference, gt, pred, spacing) / benchmark.stats.stats.median
     benchmark.extra_info["speedup_vs_surface_distance"] = round(ratio, 1)
-    print(f"\n{name}: NSD {got[0]:.6f}, HD95 {got[1]:.4f} mm (equal to surface-distance); "
-          f"segbench is {ratio:.1f}x faster than surface-distance")
+    print(
+        f"\n{name}: NSD {got[0]:.6f}, HD95 {got[1]:.4f} mm (equal to surface-distance); "
+        f"segbench is {ratio:.1f}x faster than surface-distance"
+    )
     assert ratio >= 10
 
 

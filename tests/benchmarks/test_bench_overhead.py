@@ -47,11 +47,16 @@ def bare_case(model: torch.nn.Module, image_path: Path, mask_path: Path) -> np.n
         embedding = model.image_encoder(torch.from_numpy(np.stack([padded])).float().permute(0, 3, 1, 2))
         box_tensor = torch.as_tensor(np.stack(boxes)[:, None, :], dtype=torch.float32)
         sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
-        logits, _ = model.mask_decoder(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
-        upscaled = F.interpolate(logits[..., :height, :width], size=image.shape[:2], mode="bilinear",
-                                 align_corners=False)
+        logits, _ = model.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        upscaled = F.interpolate(
+            logits[..., :height, :width], size=image.shape[:2], mode="bilinear", align_corners=False
+        )
         return (torch.sigmoid(upscaled) > 0.5).numpy()
 
 
@@ -84,7 +89,9 @@ def test_overhead_litemedsam_cpu(benchmark, data_root: Path) -> None:  # type: i
     bare, harness, outside = benchmark.pedantic(interleaved, args=(runner, plan.units), rounds=1, iterations=1)
     overhead = float(np.median(np.array(harness) / np.array(bare))) - 1
     benchmark.extra_info.update(bare_s=sum(bare), harness_s=sum(harness), overhead=overhead)
-    print(f"\nLiteMedSAM on CPU, {len(plan.units)} WBC cases: bare {sum(bare):.2f} s, segbench {sum(harness):.2f} s; "
-          f"overhead (median of paired ratios) {overhead:+.1%} (limit {LIMIT_CPU:.0%}); segbench's own time "
-          f"outside the timed model calls: median {1000 * float(np.median(outside)):.0f} ms per case")
+    print(
+        f"\nLiteMedSAM on CPU, {len(plan.units)} WBC cases: bare {sum(bare):.2f} s, segbench {sum(harness):.2f} s; "
+        f"overhead (median of paired ratios) {overhead:+.1%} (limit {LIMIT_CPU:.0%}); segbench's own time "
+        f"outside the timed model calls: median {1000 * float(np.median(outside)):.0f} ms per case"
+    )
     assert overhead <= LIMIT_CPU

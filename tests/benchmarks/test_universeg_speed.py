@@ -30,6 +30,7 @@ def test_universeg_predict(benchmark: Any, k: int) -> None:
     support = [Support([e[0] for e in examples], [e[1]["organ"] for e in examples])]
     state = adapter.encode(image)
     benchmark.extra_info.update(device=DEVICE, support_size=k)
-    prediction = benchmark.pedantic(lambda: timed(DEVICE, adapter.predict, state, None, support)[0],
-                                    rounds=3, warmup_rounds=1)
+    prediction = benchmark.pedantic(
+        lambda: timed(DEVICE, adapter.predict, state, None, support)[0], rounds=3, warmup_rounds=1
+    )
     assert prediction.masks.shape == (1, *image.shape[:2])

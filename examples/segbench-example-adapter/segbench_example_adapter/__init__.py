@@ -37,7 +37,7 @@ class ClickRegionGrowing(Adapter):
         if prompt.box is not None:
             x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
             allowed[:] = False
-            allowed[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = True
+            allowed[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
             seeds.append(((y0 + y1) // 2, (x0 + x1) // 2))
         points = prompt.points if prompt.points is not None else np.zeros((0, 2))
         labels = prompt.point_labels if prompt.point_labels is not None else np.zeros(0)
@@ -55,8 +55,9 @@ class ClickRegionGrowing(Adapter):
         keep = {components[r, c] for r, c in seeds} - {0}
         return np.isin(components, list(keep))
 
-    def predict(self, state: np.ndarray, prompts: Sequence[Prompt] | None = None,
-                support: Sequence[Support] | None = None) -> Prediction:
+    def predict(
+        self, state: np.ndarray, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
+    ) -> Prediction:
         if not prompts:
             raise ValueError("clicks needs prompts")
         masks = np.stack([self._one(state, p) for p in prompts])

@@ -19,8 +19,12 @@ __all__ = ["BUILTIN_READERS", "Reader"]
 
 # the task parser checks a built-in reader's [data] keys at once (taskspec.parse_task)
 BUILTIN_READERS: dict[str, type[Reader]] = {
-    "image_mask_pairs": ImageMaskPairs, "samed2d_index": SamMed2DIndex, "nifti": NiftiVolumes,
-    "hdf5": Hdf5Volumes, "npz": NpzCases, "phantom": PhantomCases,
+    "image_mask_pairs": ImageMaskPairs,
+    "samed2d_index": SamMed2DIndex,
+    "nifti": NiftiVolumes,
+    "hdf5": Hdf5Volumes,
+    "npz": NpzCases,
+    "phantom": PhantomCases,
 }
 
 

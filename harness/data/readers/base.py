@@ -15,8 +15,7 @@ from segbench.errors import ConfigError
 from segbench.strict import Kind, path_problem
 
 
-def confined(root: Path, relative: str | Path, task_file: Path | str, key: str,
-             boundary: Path | None = None) -> Path:
+def confined(root: Path, relative: str | Path, task_file: Path | str, key: str, boundary: Path | None = None) -> Path:
     """``root / relative``, or a ConfigError naming ``task_file`` and ``key`` unless it stays inside
     ``boundary`` (default ``root``): as text (relative, no ``..``, no NUL) and once resolved, every
     symlink followed. Every path a reader opens or lists passes through here first."""
@@ -32,8 +31,11 @@ def confined(root: Path, relative: str | Path, task_file: Path | str, key: str,
     except (OSError, RuntimeError) as error:  # a symlink loop, an unreadable folder
         raise ConfigError(task_file, f"{key}: {text!r} cannot be resolved ({error})") from None
     if not resolved.is_relative_to(limit):
-        raise ConfigError(task_file, f"{key}: {text!r} leads outside the data root (a symlink to another "
-                                     "place?); segbench reads only files inside the data root")
+        raise ConfigError(
+            task_file,
+            f"{key}: {text!r} leads outside the data root (a symlink to another "
+            "place?); segbench reads only files inside the data root",
+        )
     return path
 
 
@@ -61,13 +63,14 @@ class Reader(ABC):
         self.data_root: Path | None = None
         if task.needs_data_root:
             if data_root is None:
-                raise ConfigError(task.source, f"task '{task.name}' reads files: give --data-root or set "
-                                               "SEGBENCH_DATA")
+                raise ConfigError(task.source, f"task '{task.name}' reads files: give --data-root or set SEGBENCH_DATA")
             self.data_root = Path(data_root)
             self.root = confined(self.data_root, task.dataset, task.source, "[data] dataset")
             if not self.root.is_dir():
-                raise ConfigError(task.source, f"dataset folder {self.root} does not exist "
-                                               f"(data root {data_root}, dataset '{task.dataset}')")
+                raise ConfigError(
+                    task.source,
+                    f"dataset folder {self.root} does not exist (data root {data_root}, dataset '{task.dataset}')",
+                )
         else:
             self.root = Path(".")
 
@@ -130,8 +133,11 @@ class GlobCases:
         for path in found:
             case_id = self.case_id(path)
             if case_id in paths:
-                raise ConfigError(self.reader.task.source, f"files {paths[case_id]} and {path} both make case "
-                                                           f"'{case_id}'; narrow [data] '{self.glob}' or remove one")
+                raise ConfigError(
+                    self.reader.task.source,
+                    f"files {paths[case_id]} and {path} both make case "
+                    f"'{case_id}'; narrow [data] '{self.glob}' or remove one",
+                )
             paths[case_id] = path
         return paths
 

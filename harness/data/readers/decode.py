@@ -69,8 +69,11 @@ def apply_intensity(array: np.ndarray, spec: IntensitySpec, path: Path | str, ch
         raise DataError(path, f"image holds {bad} non-finite pixel(s) (NaN or inf)")
     if spec.policy == "rgb8":
         if array.dtype != np.uint8:
-            raise DataError(path, f"intensity policy 'rgb8' expects 8-bit pixels, got {array.dtype}; "
-                                  "use policy 'minmax', 'window' or 'percentile'")
+            raise DataError(
+                path,
+                f"intensity policy 'rgb8' expects 8-bit pixels, got {array.dtype}; "
+                "use policy 'minmax', 'window' or 'percentile'",
+            )
         out = array
     elif spec.policy == "minmax":
         out = _to_uint8(array, float(array.min()), float(array.max()))
@@ -108,8 +111,9 @@ def decode_mask(array: np.ndarray, data: Mapping[str, Any], path: Path | str, pl
     return array
 
 
-def select_labels(mask: np.ndarray, specs: Sequence[LabelSpec], path: Path | str | None = None
-                  ) -> dict[str, np.ndarray]:
+def select_labels(
+    mask: np.ndarray, specs: Sequence[LabelSpec], path: Path | str | None = None
+) -> dict[str, np.ndarray]:
     """Bool masks for the labels whose values live in ``mask`` ("nonzero" = union of all values).
 
     With ``path`` (the mask's file), nonzero values that no label claims are warned about, naming the
@@ -124,8 +128,11 @@ def select_labels(mask: np.ndarray, specs: Sequence[LabelSpec], path: Path | str
         if stray.size:
             shown = ", ".join(str(v) for v in stray[:8].tolist()) + (", ..." if stray.size > 8 else "")
             declared = ", ".join(f"{spec.name} = {list(spec.values or ())}" for spec in specs)
-            warnings.warn(f"{path}: mask values [{shown}] match no declared label ({declared}); "
-                          "they are read as background", DataWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: mask values [{shown}] match no declared label ({declared}); they are read as background",
+                DataWarning,
+                stacklevel=2,
+            )
     return out
 
 

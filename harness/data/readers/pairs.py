@@ -48,16 +48,22 @@ class ImageMaskPairs(Reader):
         files = [self.cases.paths[case_id]]
         if self.mask_template is not None:
             files.append(self.cases.resolve(self.mask_template, case_id, "[data] mask"))
-        files += [self.cases.resolve(label.file, case_id, f"[labels.{label.name}] file")
-                  for label in self.task.labels if label.file]
+        files += [
+            self.cases.resolve(label.file, case_id, f"[labels.{label.name}] file")
+            for label in self.task.labels
+            if label.file
+        ]
         return files
 
     def _mask(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
         mask = decode_mask(read_image_file(path), self.task.data, path, planar=True)
         if mask.shape != shape:
             if self.resize == "none":
-                raise DataError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                                      f"{shape[1]}x{shape[0]} (set mask_resize = \"nearest\" if intended)")
+                raise DataError(
+                    path,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                    f'{shape[1]}x{shape[0]} (set mask_resize = "nearest" if intended)',
+                )
             mask = resize_nearest(mask, shape)
         return mask
 

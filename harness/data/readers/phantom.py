@@ -18,8 +18,9 @@ from segbench.data.taskspec import TaskSpec
 from segbench.errors import ConfigError
 
 
-def _ellipse(shape: tuple[int, int], center: tuple[float, float], radii: tuple[float, float], angle: float
-             ) -> np.ndarray:
+def _ellipse(
+    shape: tuple[int, int], center: tuple[float, float], radii: tuple[float, float], angle: float
+) -> np.ndarray:
     rows, cols = np.indices(shape, dtype=np.float64)
     dy, dx = rows - center[0], cols - center[1]
     cos, sin = np.cos(angle), np.sin(angle)

@@ -29,8 +29,9 @@ class SamMed2DIndex(Reader):
         super().__init__(task, data_root)
         self.pattern = re.compile(self.option("label_pattern", str, default=r"^.+?_(?P<label>[a-z].*)_\d+$"))
         if "label" not in self.pattern.groupindex:
-            raise ConfigError(task.source, "[data] label_pattern needs a (?P<label>...) group, got "
-                                           f"{self.pattern.pattern!r}")
+            raise ConfigError(
+                task.source, f"[data] label_pattern needs a (?P<label>...) group, got {self.pattern.pattern!r}"
+            )
         self.masks: dict[str, list[Path]] = {}
         for name in self.option("index", list, required=True):
             path = self.confined(name, "[data] index")

@@ -60,13 +60,20 @@ class _VolumeReader(Reader):
             raise DataError(path, "the file stores no spacing; give [data] spacing in the task file")
         return self.task.spacing
 
-    def _case(self, case_id: str, image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...],
-              path: Path, unit: str = "mm", mask_path: Path | None = None) -> Case:
+    def _case(
+        self,
+        case_id: str,
+        image: np.ndarray,
+        mask: np.ndarray,
+        spacing: tuple[float, ...],
+        path: Path,
+        unit: str = "mm",
+        mask_path: Path | None = None,
+    ) -> Case:
         planar = self.task.dim == 2
         pixels = apply_intensity(image, self.task.intensity, path, channels=planar)
         mask_path = mask_path or path
-        labels = select_labels(decode_mask(mask, self.task.data, mask_path, planar=planar), self.task.labels,
-                               mask_path)
+        labels = select_labels(decode_mask(mask, self.task.data, mask_path, planar=planar), self.task.labels, mask_path)
         return Case(case_id, pixels, labels, spacing, tuple(self.files(case_id)), unit)
 
 
@@ -106,8 +113,9 @@ class NiftiVolumes(_VolumeReader):
         if mask.shape != image.shape:
             raise DataError(mask_path, f"label volume {mask.shape} differs from image {image.shape}")
         spacing = tuple(reversed(zooms)) if self.axes == "xyz" else zooms
-        return self._case(case_id, _to_zyx(image, self.axes), _to_zyx(mask, self.axes), spacing, image_path,
-                          mask_path=mask_path)
+        return self._case(
+            case_id, _to_zyx(image, self.axes), _to_zyx(mask, self.axes), spacing, image_path, mask_path=mask_path
+        )
 
 
 class Hdf5Volumes(_VolumeReader):
@@ -142,8 +150,7 @@ class NpzCases(_VolumeReader):
     default; or ``"zyx"``). Arrays are (D, H, W) already, so ``axes`` defaults to ``"zyx"``."""
 
     file_axes = "zyx"
-    DATA_KEYS = {**_VolumeReader.DATA_KEYS, "image_key": "string", "label_key": "string",
-                 "spacing_order": AXES}
+    DATA_KEYS = {**_VolumeReader.DATA_KEYS, "image_key": "string", "label_key": "string", "spacing_order": AXES}
 
     def read(self, case_id: str) -> Case:
         path = self.cases.paths[case_id]

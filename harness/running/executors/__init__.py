@@ -33,8 +33,9 @@ from segbench.running.store import RunStore
 
 
 class Executor(Protocol):
-    def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore,
-            done: Callable[[WorkUnit], None]) -> Mapping[str, Any] | None: ...
+    def run(
+        self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]
+    ) -> Mapping[str, Any] | None: ...
 
 
 def create(name: str, options: Mapping[str, Any] | None = None) -> Executor:
@@ -46,8 +47,9 @@ def create(name: str, options: Mapping[str, Any] | None = None) -> Executor:
         unknown = sorted(set(options) - set(parameters))
         if unknown:
             takes = ", ".join(parameters) or "none"
-            raise SegbenchError(f"executor '{name}' does not take the option(s) {', '.join(unknown)} "
-                                f"(its options: {takes})")
+            raise SegbenchError(
+                f"executor '{name}' does not take the option(s) {', '.join(unknown)} (its options: {takes})"
+            )
     return factory(**options)
 
 

@@ -55,12 +55,27 @@ class Retries:
         """Count a lost attempt at ``unit``: None if it should run again, else its ``failed`` rows."""
         self.attempts[unit.unit_id] += 1
         tried = self.attempts[unit.unit_id]
-        log.warning("worker lost while running %s/%s/%s (attempt %d of %d): %s", unit.adapter, unit.task,
-                    unit.case_id, tried, 1 + self.max_retries, error)
+        log.warning(
+            "worker lost while running %s/%s/%s (attempt %d of %d): %s",
+            unit.adapter,
+            unit.task,
+            unit.case_id,
+            tried,
+            1 + self.max_retries,
+            error,
+        )
         if tried <= self.max_retries:
             return None
-        return [unit_row(self.plan, unit, host, gpu, status="failed",
-                         error=f"its worker died in {tried} attempt(s) at this unit; last: {error}")]
+        return [
+            unit_row(
+                self.plan,
+                unit,
+                host,
+                gpu,
+                status="failed",
+                error=f"its worker died in {tried} attempt(s) at this unit; last: {error}",
+            )
+        ]
 
 
 def describe(error: BaseException) -> str:
@@ -68,8 +83,14 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def dispatch(pool: WorkerPool, plan: RunPlan, units: list[WorkUnit], store: RunStore,
-             done: Callable[[WorkUnit], None], max_retries: int) -> None:
+def dispatch(
+    pool: WorkerPool,
+    plan: RunPlan,
+    units: list[WorkUnit],
+    store: RunStore,
+    done: Callable[[WorkUnit], None],
+    max_retries: int,
+) -> None:
     """Run ``units`` on ``pool``: shard ``k`` on worker ``k``, one unit in flight per worker."""
     queues = [deque(shard) for shard in shard_units(plan, units, pool.size)]
     retries = Retries(plan, max_retries)

@@ -12,8 +12,7 @@ from segbench.running.store import RunStore
 
 
 class LocalExecutor:
-    def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore,
-            done: Callable[[WorkUnit], None]) -> None:
+    def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]) -> None:
         worker = Worker(plan)
         try:
             for unit in by_adapter(plan, units):

@@ -40,8 +40,10 @@ def gpu_ids(visible: str | None, count: int) -> list[str]:
 def check_unpinned(plan: RunPlan, executor: str) -> None:
     """Executors that place workers on GPUs need ``--device cuda`` (or cpu), not one pinned GPU."""
     if plan.device.startswith("cuda:"):
-        raise SegbenchError(f"--device {plan.device} pins one GPU; the {executor} executor gives each worker "
-                            "its own GPU: use --device cuda")
+        raise SegbenchError(
+            f"--device {plan.device} pins one GPU; the {executor} executor gives each worker "
+            "its own GPU: use --device cuda"
+        )
 
 
 class MultiGpuExecutor:
@@ -54,22 +56,27 @@ class MultiGpuExecutor:
         check_unpinned(plan, "multigpu")
         if plan.device == "cpu":
             if not self.workers:
-                raise SegbenchError("the multigpu executor runs one worker per GPU and this run is on the CPU "
-                                    "(--device cpu, or no GPU found); use --executor local, or ask for CPU "
-                                    "worker processes explicitly with --workers N")
+                raise SegbenchError(
+                    "the multigpu executor runs one worker per GPU and this run is on the CPU "
+                    "(--device cpu, or no GPU found); use --executor local, or ask for CPU "
+                    "worker processes explicitly with --workers N"
+                )
             return [{} for _ in range(self.workers)]
         import torch
 
         gpus = gpu_ids(os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
         workers = self.workers or len(gpus)
         if workers > len(gpus):
-            raise SegbenchError(f"--workers {workers}, but this machine shows {len(gpus)} GPU(s) "
-                                f"({', '.join(gpus) or 'none'}); the multigpu executor never puts two "
-                                "workers on one GPU")
+            raise SegbenchError(
+                f"--workers {workers}, but this machine shows {len(gpus)} GPU(s) "
+                f"({', '.join(gpus) or 'none'}); the multigpu executor never puts two "
+                "workers on one GPU"
+            )
         return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus[:workers]]
 
-    def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore,
-            done: Callable[[WorkUnit], None]) -> Mapping[str, Any]:
+    def run(
+        self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]
+    ) -> Mapping[str, Any]:
         environments = self._environments(plan)
         threads = self.threads or max(1, (os.cpu_count() or 1) // len(environments))
         pool = ProcessWorkerPool(plan, environments, threads)
@@ -77,8 +84,11 @@ class MultiGpuExecutor:
             dispatch(pool, plan, units, store, done, self.max_retries)
         finally:
             pool.close()
-        return {"workers": len(environments), "threads": threads,
-                "gpus": [env.get("CUDA_VISIBLE_DEVICES", "") for env in environments]}
+        return {
+            "workers": len(environments),
+            "threads": threads,
+            "gpus": [env.get("CUDA_VISIBLE_DEVICES", "") for env in environments],
+        }
 
 
 class ProcessWorkerPool:
@@ -94,8 +104,12 @@ class ProcessWorkerPool:
         self.pools = [self._start(worker) for worker in range(self.size)]
 
     def _start(self, worker: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                   initargs=(self.plan, self.environments[worker], self.threads, os.getpid()))
+        return ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.plan, self.environments[worker], self.threads, os.getpid()),
+        )
 
     def submit(self, worker: int, unit: WorkUnit) -> Future[Rows]:
         return self.pools[worker].submit(_run_unit, unit)

@@ -28,15 +28,17 @@ log = logging.getLogger(__name__)
 class RayExecutor:
     remote = True  # workers may run on other machines
 
-    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None,
-                 max_retries: int = 2):
+    def __init__(
+        self, address: str | None = None, workers: int | None = None, threads: int | None = None, max_retries: int = 2
+    ):
         self.address = address
         self.workers = workers
         self.threads = threads
         self.max_retries = max_retries
 
-    def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore,
-            done: Callable[[WorkUnit], None]) -> Mapping[str, Any]:
+    def run(
+        self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]
+    ) -> Mapping[str, Any]:
         import ray
 
         check_unpinned(plan, "ray")
@@ -51,14 +53,19 @@ class RayExecutor:
                 dispatch(pool, plan, units, store, done, self.max_retries)
             finally:
                 pool.close()
-            return {"workers": workers, "threads": threads, "gpus_per_worker": gpus,
-                    "address": ray.get_runtime_context().gcs_address}
+            return {
+                "workers": workers,
+                "threads": threads,
+                "gpus_per_worker": gpus,
+                "address": ray.get_runtime_context().gcs_address,
+            }
         finally:
             if started:
                 ray.shutdown()
 
-    def _shape(self, plan: RunPlan, resources: Mapping[str, float], nodes: list[dict[str, Any]]
-               ) -> tuple[int, int, int]:
+    def _shape(
+        self, plan: RunPlan, resources: Mapping[str, float], nodes: list[dict[str, Any]]
+    ) -> tuple[int, int, int]:
         """(workers, threads per worker, GPUs per worker) for this cluster."""
         cpus, cluster_gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         if plan.device == "cpu":
@@ -68,11 +75,16 @@ class RayExecutor:
             gpus = 1
             workers = self.workers or cluster_gpus
             if not workers:
-                raise SegbenchError("the Ray cluster has no GPU; run with --device cpu, or pass --workers N to "
-                                    "wait for an autoscaler to add GPU nodes")
+                raise SegbenchError(
+                    "the Ray cluster has no GPU; run with --device cpu, or pass --workers N to "
+                    "wait for an autoscaler to add GPU nodes"
+                )
             if workers > cluster_gpus:
-                log.warning("%d GPU workers asked for, the Ray cluster has %d GPU(s) now: the others wait for "
-                            "GPUs to be added", workers, cluster_gpus)
+                log.warning(
+                    "%d GPU workers asked for, the Ray cluster has %d GPU(s) now: the others wait for GPUs to be added",
+                    workers,
+                    cluster_gpus,
+                )
         threads = self.threads or max(1, cpus // workers)
         return workers, threads, gpus
 

@@ -63,27 +63,44 @@ class ShardJob:
 class SubmititExecutor:
     remote = True  # workers may run on other machines
 
-    def __init__(self, workers: int = 1, threads: int | None = None, cluster: str | None = None,
-                 folder: str | None = None, slurm_partition: str | None = None, timeout_min: int = 240,
-                 mem_gb: float | None = None, max_retries: int = 2, poll_s: float = 5.0, **slurm_parameters: Any):
+    def __init__(
+        self,
+        workers: int = 1,
+        threads: int | None = None,
+        cluster: str | None = None,
+        folder: str | None = None,
+        slurm_partition: str | None = None,
+        timeout_min: int = 240,
+        mem_gb: float | None = None,
+        max_retries: int = 2,
+        poll_s: float = 5.0,
+        **slurm_parameters: Any,
+    ):
         others = sorted(key for key in slurm_parameters if not key.startswith("slurm_"))
         if others:
-            raise SegbenchError(f"executor 'submitit' does not take the option(s) {', '.join(others)} (its "
-                                "options: workers, threads, cluster, folder, slurm_partition, timeout_min, mem_gb, "
-                                "max_retries, poll_s, and any submitit slurm_* parameter)")
+            raise SegbenchError(
+                f"executor 'submitit' does not take the option(s) {', '.join(others)} (its "
+                "options: workers, threads, cluster, folder, slurm_partition, timeout_min, mem_gb, "
+                "max_retries, poll_s, and any submitit slurm_* parameter)"
+            )
         if workers < 1:
             raise SegbenchError("--workers must be at least 1")
         self.workers = workers
         self.threads = threads
         self.cluster = cluster
         self.folder = folder
-        self.parameters = {"slurm_partition": slurm_partition, "timeout_min": int(timeout_min), "mem_gb": mem_gb,
-                           **slurm_parameters}
+        self.parameters = {
+            "slurm_partition": slurm_partition,
+            "timeout_min": int(timeout_min),
+            "mem_gb": mem_gb,
+            **slurm_parameters,
+        }
         self.max_retries = max_retries
         self.poll_s = poll_s
 
-    def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore,
-            done: Callable[[WorkUnit], None]) -> Mapping[str, Any]:
+    def run(
+        self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]
+    ) -> Mapping[str, Any]:
         import submitit
 
         check_unpinned(plan, "submitit")
@@ -92,11 +109,19 @@ class SubmititExecutor:
         cuda = plan.device.startswith("cuda")
         on_this_machine = executor.cluster in ("local", "debug")
         if on_this_machine and cuda and self.workers > 1:
-            raise SegbenchError("submitit's local executor would put every job on GPU 0; use --workers 1, or the "
-                                "multigpu executor")
+            raise SegbenchError(
+                "submitit's local executor would put every job on GPU 0; use --workers 1, or the multigpu executor"
+            )
         threads = self.threads or (max(1, (os.cpu_count() or 1) // self.workers) if on_this_machine else None)
-        executor.update_parameters(name=f"segbench-{plan.run_id}", nodes=1, tasks_per_node=1, gpus_per_node=int(cuda),
-                                   cpus_per_task=threads, slurm_array_parallelism=self.workers, **self.parameters)
+        executor.update_parameters(
+            name=f"segbench-{plan.run_id}",
+            nodes=1,
+            tasks_per_node=1,
+            gpus_per_node=int(cuda),
+            cpus_per_task=threads,
+            slurm_array_parallelism=self.workers,
+            **self.parameters,
+        )
         retries = Retries(plan, self.max_retries)
         pending, arrays = units, 0
         while pending:
@@ -104,8 +129,13 @@ class SubmititExecutor:
             before = store.part_stamps()
             jobs = executor.submit_array([ShardJob(plan, store.dir, shard, threads) for shard in shards])
             arrays += 1
-            log.info("submitted %d job(s) for %d unit(s) to %s: %s", len(jobs), len(pending), executor.cluster,
-                     ", ".join(job.job_id for job in jobs))
+            log.info(
+                "submitted %d job(s) for %d unit(s) to %s: %s",
+                len(jobs),
+                len(pending),
+                executor.cluster,
+                ", ".join(job.job_id for job in jobs),
+            )
             try:
                 written = self._wait(jobs, pending, before, store, done)
             except BaseException:
@@ -117,11 +147,22 @@ class SubmititExecutor:
                 left = [unit for unit in shard if unit.unit_id not in written]
                 if left:
                     pending += self._after_lost_job(job, left, retries, store, done)
-        return {"workers": self.workers, "threads": threads, "cluster": executor.cluster, "arrays": arrays,
-                "folder": str(folder)}
+        return {
+            "workers": self.workers,
+            "threads": threads,
+            "cluster": executor.cluster,
+            "arrays": arrays,
+            "folder": str(folder),
+        }
 
-    def _wait(self, jobs: list[Any], units: list[WorkUnit], before: Mapping[str, Any], store: RunStore,
-              done: Callable[[WorkUnit], None]) -> set[str]:
+    def _wait(
+        self,
+        jobs: list[Any],
+        units: list[WorkUnit],
+        before: Mapping[str, Any],
+        store: RunStore,
+        done: Callable[[WorkUnit], None],
+    ) -> set[str]:
         """Wait for the jobs, reporting units as their parts appear; the ids of the units written."""
         written: set[str] = set()
         while True:
@@ -135,8 +176,9 @@ class SubmititExecutor:
                 return written
             time.sleep(self.poll_s)
 
-    def _after_lost_job(self, job: Any, left: list[WorkUnit], retries: Retries, store: RunStore,
-                        done: Callable[[WorkUnit], None]) -> list[WorkUnit]:
+    def _after_lost_job(
+        self, job: Any, left: list[WorkUnit], retries: Retries, store: RunStore, done: Callable[[WorkUnit], None]
+    ) -> list[WorkUnit]:
         """The units to run again of a job that ended with ``left`` unwritten."""
         from submitit.core.utils import FailedJobError
 

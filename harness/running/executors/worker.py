@@ -37,8 +37,7 @@ class Worker:
             except Exception as error:
                 self.broken[unit.adapter] = f"{LOAD_FAILED}{error_text(error)}"
         if unit.adapter in self.broken:
-            return [unit_row(self.plan, unit, environment.host(), "", status="failed",
-                             error=self.broken[unit.adapter])]
+            return [unit_row(self.plan, unit, environment.host(), "", status="failed", error=self.broken[unit.adapter])]
         assert self.runner is not None
         return self.runner.run(unit)
 
