@@ -16,9 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from segbench.hookspecs import hookimpl
-from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.interface import (
+    Adapter,
+    AdapterMeta,
+    Capabilities,
+    CheckpointSpec,
+    LoadOptions,
+    Prediction,
+    Prompt,
+    Support,
+)
 from segbench.lazy import lazy_import
-from segbench.weights.checkpoints import CheckpointSpec
 from segbench.weights.torch_models import inference, prepare, seeded
 
 cv2 = lazy_import("cv2")

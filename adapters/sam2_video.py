@@ -12,7 +12,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 if TYPE_CHECKING:
     from segbench.adapters.sam2family import LazyFrames
-    from segbench.running.slice_cache import SliceEncodings
+    from segbench.protocols.slice_cache import SliceEncodings
 
 
 class VolumePredictor(SAM2VideoPredictor):

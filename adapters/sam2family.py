@@ -15,7 +15,7 @@ One model object serves both paths:
   reverse, and take the union (MedSAM2's ``medsam2_infer_3D_CT.py`` recipe); subclasses may post-process
   the volume (MedSAM2 keeps the largest connected component). Frames are made lazily from the
   volume (never all at once), and the image-encoder features of each slice are kept in a
-  :class:`~segbench.running.slice_cache.SliceEncodings` shared by every target, pass, protocol and step of
+  :class:`~segbench.protocols.slice_cache.SliceEncodings` shared by every target, pass, protocol and step of
   the volume, so every slice is encoded once (SAM2 itself keeps only the last frame's features).
   With ``LoadOptions.offload`` the propagation state (memories, masks) is stored on the CPU
   (``offload_state_to_cpu``); frames are always made on the CPU.
@@ -40,6 +40,7 @@ from segbench.interface import (
     Adapter,
     AdapterMeta,
     Capabilities,
+    CheckpointSpec,
     LoadOptions,
     Prediction,
     Prompt,
@@ -47,8 +48,7 @@ from segbench.interface import (
     VolumePrompt,
 )
 from segbench.lazy import lazy_import
-from segbench.running.slice_cache import SliceEncodings
-from segbench.weights.checkpoints import CheckpointSpec
+from segbench.protocols.slice_cache import SliceEncodings
 from segbench.weights.torch_models import inference, prepare, seeded
 
 torch = lazy_import("torch")

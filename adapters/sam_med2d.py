@@ -29,9 +29,8 @@ import numpy as np
 
 from segbench.adapters.sam_base import Frame, PromptShape, SamArchitecture
 from segbench.hookspecs import hookimpl
-from segbench.interface import AdapterMeta, Capabilities
+from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec
 from segbench.lazy import lazy_import
-from segbench.weights.checkpoints import CheckpointSpec
 
 cv2 = lazy_import("cv2")
 torch = lazy_import("torch")

@@ -27,9 +27,17 @@ from PIL import Image
 
 from segbench.data.readers.decode import resize_nearest
 from segbench.hookspecs import hookimpl
-from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.interface import (
+    Adapter,
+    AdapterMeta,
+    Capabilities,
+    CheckpointSpec,
+    LoadOptions,
+    Prediction,
+    Prompt,
+    Support,
+)
 from segbench.lazy import lazy_import
-from segbench.weights.checkpoints import CheckpointSpec
 from segbench.weights.torch_models import inference, prepare, seeded
 
 torch = lazy_import("torch")

@@ -24,7 +24,7 @@ from segbench import __version__
 from segbench.errors import SegbenchError
 
 if TYPE_CHECKING:
-    from segbench.running.execute import RunSummary
+    from segbench.reporting.run_summary import RunSummary
 
 DEFAULT_OUT = Path("results")
 FAILED_EXIT = 3  # `segbench run`: an adapter failed every case (or, with --fail-on-error, any case failed)
@@ -200,8 +200,9 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     suite, tasks, adapters = _validated_run(args)
 
+    from segbench.reporting.run_summary import summarize
     from segbench.running import executors
-    from segbench.running.execute import execute, summarize
+    from segbench.running.execute import execute
     from segbench.running.plan import make_plan
 
     remote = getattr(executors.factory_of(args.executor), "remote", False)  # the driver may have no GPU
@@ -248,7 +249,7 @@ def _score(value: float) -> str:
 def _print_summary(summary: RunSummary, fail_on_error: bool) -> int:
     """The run's table and each failing adapter's first error, on stderr; the exit status: 3 when an
     adapter failed every one of its cases (or, with ``fail_on_error``, when any case failed), else 0."""
-    from segbench.running.execute import SUMMARY_RULE
+    from segbench.reporting.run_summary import SUMMARY_RULE
 
     rows = [
         {
@@ -355,8 +356,8 @@ def _integers(value: str) -> list[int]:
 
 def cmd_throughput(args: argparse.Namespace) -> int:
     _adapter_names(_names(args.adapters) or ())
-    from segbench.measuring.throughput import measure
     from segbench.running.plan import resolve_device
+    from segbench.running.throughput import measure
 
     device = resolve_device(args.device)
     rows = [

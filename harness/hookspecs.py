@@ -47,5 +47,17 @@ def segbench_report_template_dirs() -> list[str]:
     ``style.css`` and ``sort.js`` can be overridden the same way, and the files of a ``static/``
     folder in such a directory are copied to the site's ``static/`` folder (logos, fonts).
 
-    Report plugins are found through their own entry-point group, ``segbench.reporting.report``, so that
+    Report plugins are found through their own entry-point group, ``segbench.report``, so that
     publishing a leaderboard never imports model code."""
+
+
+@hookspec
+def segbench_register_protocols(register: Callable[[type], None]) -> None:
+    """Call ``register(ProtocolKindClass)`` for every prompt protocol kind this plugin provides; task and
+    suite files name it by the class's ``kind`` (``protocols = [{kind = "my_kind", ...}]``)."""
+
+
+@hookspec
+def segbench_register_metrics(register: Callable[[Any], None]) -> None:
+    """Call ``register(MetricSpec(...))`` (:class:`segbench.measuring.metric_table.MetricSpec`) for every
+    metric this plugin provides; a task selects metrics with ``[evaluation] metrics = [...]``."""

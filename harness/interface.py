@@ -33,8 +33,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from segbench.weights.checkpoints import CheckpointSpec
-
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
@@ -52,6 +50,44 @@ class Capabilities:
 
     def names(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name)]
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """The official identity of one checkpoint file.
+
+    ``sha256 = ""`` marks a file whose authors publish no digest (and ``size = 0`` an unknown size):
+    such a file is used without a check, recorded with the sha256 it has, and never marked official.
+    """
+
+    name: str
+    filename: str
+    url: str
+    sha256: str  # "" where the publisher gives none
+    size: int  # bytes; 0 where the publisher gives none
+    bundled: tuple[str, str] | None = None  # (package, resource) of a package that ships the file
+    manual_download: bool = False  # the URL needs a browser (e.g. Google Drive), so no `weights fetch`
+    xxh128: str = ""  # the publisher's xxh128, for files published with no sha256
+
+    @property
+    def pin(self) -> tuple[str, str] | None:
+        """``(algorithm, digest)`` the file must match, or None when nothing is published."""
+        if self.sha256:
+            return "sha256", self.sha256
+        if self.xxh128:
+            return "xxh128", self.xxh128
+        return None
+
+    @property
+    def fetchable(self) -> bool:
+        """``segbench weights fetch`` downloads only files with a plain URL and a published sha256."""
+        return bool(self.sha256) and not self.manual_download
+
+    def describe(self) -> dict[str, Any]:
+        out = {"name": self.name, "filename": self.filename, "url": self.url, "sha256": self.sha256, "size": self.size}
+        if self.xxh128:
+            out["xxh128"] = self.xxh128
+        return out
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from segbench.errors import SegbenchError
 from segbench.strict import closest
 
 ENTRY_POINT_GROUPS = ("segbench.adapters", "segbench.plugins")
-REPORT_ENTRY_POINT_GROUP = "segbench.reporting.report"
+REPORT_ENTRY_POINT_GROUP = "segbench.report"
 
 ADAPTER_MODULES = (
     "segbench.adapters.baselines",
@@ -49,6 +49,8 @@ DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
     "segbench_register_adapters": ADAPTER_MODULES,
     "segbench_register_readers": ("segbench.data.readers",),
     "segbench_register_executors": ("segbench.running.executors",),
+    "segbench_register_protocols": ("segbench.protocols.kinds",),
+    "segbench_register_metrics": ("segbench.measuring.metric_table",),
 }
 HOOKS = tuple(name for name in dir(hookspecs) if name.startswith("segbench_"))
 
@@ -147,13 +149,15 @@ def loaded_plugin_manager() -> SegbenchPluginManager:
     return manager
 
 
-def _collect(hook_name: str, keyed: bool) -> dict[str, Any]:
+def _collect(
+    hook_name: str, keyed: bool, name_of: Callable[[Any], str] = lambda value: value.meta.name
+) -> dict[str, Any]:
     found: dict[str, Any] = {}
     owners: dict[str, str] = {}
 
     def make_register(owner: str) -> Callable[..., None]:
         def register(*args: Any) -> None:
-            name, value = (args[0], args[1]) if keyed else (args[0].meta.name, args[0])
+            name, value = (args[0], args[1]) if keyed else (name_of(args[0]), args[0])
             if name in found:
                 raise SegbenchError(f"{hook_name}: '{name}' is registered twice ({owners[name]} and {owner})")
             found[name] = value
@@ -190,6 +194,18 @@ def executors() -> dict[str, Callable[..., Any]]:
     return _collect("segbench_register_executors", keyed=True)
 
 
+@cache
+def protocols() -> dict[str, type]:
+    """Protocol kind classes by their ``kind``."""
+    return _collect("segbench_register_protocols", keyed=False, name_of=lambda kind: kind.kind)
+
+
+@cache
+def metrics() -> dict[str, Any]:
+    """Metric specs by name (:class:`segbench.measuring.metric_table.MetricSpec`)."""
+    return _collect("segbench_register_metrics", keyed=False, name_of=lambda spec: spec.name)
+
+
 def broken_plugins() -> list[BrokenPlugin]:
     """The plugins that failed to load so far (call :func:`adapters` first to try the adapter modules)."""
     return list(plugin_manager().broken)
@@ -202,7 +218,7 @@ def plugin_warnings() -> list[str]:
 
 @cache
 def report_plugin_manager() -> pluggy.PluginManager:
-    """The plugins of ``segbench report`` alone (entry-point group ``segbench.reporting.report``): publishing a
+    """The plugins of ``segbench report`` alone (entry-point group ``segbench.report``): publishing a
     leaderboard never imports model code."""
     manager = pluggy.PluginManager("segbench")
     manager.add_hookspecs(hookspecs)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from segbench.interface import CheckpointSpec
 from segbench.weights import checkpoints
-from segbench.weights.checkpoints import CheckpointError, CheckpointSpec
+from segbench.weights.checkpoints import CheckpointError
 
 
 class Tiny(torch.nn.Module):

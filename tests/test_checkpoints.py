@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from segbench.interface import CheckpointSpec
 from segbench.weights import checkpoints
-from segbench.weights.checkpoints import CheckpointError, CheckpointMissing, CheckpointSpec
+from segbench.weights.checkpoints import CheckpointError, CheckpointMissing
 
 
 class Tiny(torch.nn.Module):

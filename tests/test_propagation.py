@@ -13,8 +13,8 @@ from segbench.interface import LoadOptions
 from segbench.measuring.metrics import evaluate
 from segbench.protocols.prompts import bounding_box, parse_protocol, targets_for
 from segbench.protocols.propagation import MARGIN_AT_256, SliceStrategy, widened_box
+from segbench.protocols.slice_cache import SliceEncodings, nbytes
 from segbench.protocols.volume_prompts import initial_volume_prompt, slice_extent
-from segbench.running.slice_cache import SliceEncodings, nbytes
 from segbench.running.volume_runner import VolumeSession
 from segbench.weights import checkpoints
 

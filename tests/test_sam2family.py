@@ -18,7 +18,7 @@ from segbench.adapters.medsam2 import largest_component
 from segbench.adapters.sam2family import LazyFrames, SAM2Family, build_model, package_config
 from segbench.interface import LoadOptions, Prompt
 from segbench.protocols.prompts import bounding_box, interior_point
-from segbench.running.slice_cache import SliceEncodings
+from segbench.protocols.slice_cache import SliceEncodings
 from segbench.weights.checkpoints import CheckpointError
 
 from .conftest import run_cli

@@ -17,7 +17,6 @@ from segbench.data.taskspec import check_protocol_tables
 from segbench.errors import ConfigError
 from segbench.names import name_problem
 from segbench.protocols.prompts import ProtocolSpec, parse_protocols
-from segbench.running.kept_masks import DEFAULT_SAVE_MASKS
 from segbench.strict import Kind, check_table, closest
 
 DEFAULT_SUITE = "quick"
@@ -30,6 +29,8 @@ SUITE_KEYS: dict[str, Kind] = {
     "limit": "integer",
     "save_masks": "any",
 }
+
+DEFAULT_SAVE_MASKS: int | None = None  # every case
 
 
 def default_config() -> Path:

@@ -15,7 +15,7 @@ Iterative protocols on volumes (``iterative_3d``) start with a propagation; each
 click re-decodes only the slice it falls on, with that slice's box and all its clicks (a 2D model
 has no way to carry a click to other slices).
 
-Encoder passes are shared through :class:`~segbench.running.slice_cache.SliceEncodings`, and all targets of
+Encoder passes are shared through :class:`~segbench.protocols.slice_cache.SliceEncodings`, and all targets of
 a volume move through the slices together, so each slice is encoded once and its prompts decoded in
 one batch.
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 from segbench.interface import Adapter, Prediction, Prompt, VolumePrompt, check_masks
 from segbench.protocols.prompts import bounding_box
-from segbench.running.slice_cache import SliceEncodings
+from segbench.protocols.slice_cache import SliceEncodings
 
 # LiteMedSAM widens the previous slice's box by 3 px in its 256-pixel input frame.
 MARGIN_AT_256 = 3

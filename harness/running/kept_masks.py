@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 SAMPLE_KEY = "_mask_sample"  # the key of a result row that carries its unit's MaskSample
 PREVIEW_SIZE = 512
 PREVIEW_QUALITY = 90  # WebP quality of a kept preview: for looking at, never scored
-DEFAULT_SAVE_MASKS: int | None = None  # every case
 
 
 def sampled_cases(units: Iterable[WorkUnit], count: int | None, seed: int) -> frozenset[tuple[str, str]]:

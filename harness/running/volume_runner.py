@@ -3,7 +3,7 @@
 A :class:`VolumeSession` belongs to one work unit (one adapter, one volume). Adapters with
 ``Capabilities(volume=True)`` get ``encode_volume`` once and ``predict_volume`` per protocol step;
 every other adapter runs through :class:`~segbench.protocols.propagation.SliceStrategy` with one
-:class:`~segbench.running.slice_cache.SliceEncodings` shared by all labels, protocols and steps of the volume.
+:class:`~segbench.protocols.slice_cache.SliceEncodings` shared by all labels, protocols and steps of the volume.
 
 Timing per protocol: for 2D adapters ``encode_ms`` is the encoder time of the slices the protocol used
 (each slice's first pass, whichever protocol paid it) and ``decode_ms`` a step's time without encoder
@@ -23,8 +23,8 @@ from segbench.interface import Adapter, VolumePrompt, check_masks
 from segbench.measuring.cost import timed
 from segbench.protocols.prompts import ProtocolSpec, Target
 from segbench.protocols.propagation import SliceStrategy
+from segbench.protocols.slice_cache import SliceEncodings
 from segbench.protocols.volume_prompts import initial_volume_prompt, refine_volume_prompt
-from segbench.running.slice_cache import SliceEncodings
 
 
 @dataclass
