@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,13 @@ class Case:
     the metrics cannot use (not finite, not positive, or beyond their voxel budget:
     :func:`segbench.measuring.metrics.spacing_problem`) and non-finite pixels are a :class:`DataError` naming the
     case's file, which the runner records as a failed row.
+
+    Three optional extras travel with a case and change nothing adapters receive: ``raw``, the pixels
+    before the intensity policy in the file's own dtype (HU after DICOM rescale), in ``image``'s axis
+    order; ``affine``, the 4x4 matrix from array index (in ``image``'s axis order) to RAS+ world
+    millimetres, for writing predictions back in the source geometry (running/prediction_writers.py);
+    and ``given``, prompts the dataset itself ships (CVPR npz ``boxes``, ``clicks``, ``clicks_order``,
+    ``prev_pred``), so a protocol can replay a challenge's own prompts.
     """
 
     case_id: str
@@ -36,6 +45,9 @@ class Case:
     spacing: tuple[float, ...]
     sources: tuple[Path, ...] = field(default_factory=tuple)
     unit: str = "mm"
+    raw: np.ndarray | None = None
+    affine: np.ndarray | None = None
+    given: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ndim(self) -> int:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from segbench.data.readers.base import Reader
+from segbench.data.readers.cvpr import CvprNpz
+from segbench.data.readers.dicom import DicomSeries
+from segbench.data.readers.nnunet import DecathlonLayout, NnUNetRaw
 from segbench.data.readers.pairs import ImageMaskPairs
 from segbench.data.readers.phantom import PhantomCases
 from segbench.data.readers.samed2d import SamMed2DIndex
@@ -25,6 +28,10 @@ BUILTIN_READERS: dict[str, type[Reader]] = {
     "hdf5": Hdf5Volumes,
     "npz": NpzCases,
     "phantom": PhantomCases,
+    "nnunet_raw": NnUNetRaw,
+    "decathlon": DecathlonLayout,
+    "cvpr_npz": CvprNpz,
+    "dicom": DicomSeries,
 }
 
 

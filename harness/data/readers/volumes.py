@@ -74,7 +74,7 @@ class _VolumeReader(Reader):
         pixels = apply_intensity(image, self.task.intensity, path, channels=planar)
         mask_path = mask_path or path
         labels = select_labels(decode_mask(mask, self.task.data, mask_path, planar=planar), self.task.labels, mask_path)
-        return Case(case_id, pixels, labels, spacing, tuple(self.files(case_id)), unit)
+        return Case(case_id, pixels, labels, spacing, tuple(self.files(case_id)), unit, raw=image)
 
 
 class NiftiVolumes(_VolumeReader):

@@ -1,0 +1,199 @@
+"""DICOM series from PACS, with their labels as DICOM-SEG (highdicom) or RTSTRUCT contours.
+
+A case is a folder (``[data] cases`` glob, default every folder of the dataset) holding the slices of
+one image series and one SEG or RTSTRUCT object. Geometry comes from the headers only: slices sorted
+along the normal of ``ImageOrientationPatient`` by ``ImagePositionPatient``, in-plane spacing from
+``PixelSpacing`` (row spacing, column spacing), slice spacing from the positions; the affine (LPS, as
+DICOM stores it, flipped to RAS+ for ``Case.affine``) maps (slice, row, column) to millimetres. Pixels
+are ``stored * RescaleSlope + RescaleIntercept`` per slice (Hounsfield units for CT) before the
+task's intensity policy; ``Case.raw`` keeps them.
+
+Labels: a SEG's segments by ``SegmentNumber``, read frame by source instance through highdicom (the SEG
+must reference the series' instances, as highdicom and most viewers write them); an RTSTRUCT's ROIs by
+``ROINumber``, each closed planar contour mapped to voxel indices through the inverse affine and
+filled with :func:`skimage.draw.polygon` (pixel centres inside), contours of one slice combined by
+exclusive or so an inner contour cuts a hole, as the standard's even-odd rule has it. A task label's
+``values`` are segment or ROI numbers (``"nonzero"``: all of them); segments may overlap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segbench.data.case import Case
+from segbench.data.readers.base import Reader
+from segbench.data.readers.decode import apply_intensity
+from segbench.data.readers.volume_files import LPS_TO_RAS
+from segbench.data.taskspec import TaskSpec
+from segbench.errors import ConfigError, DataError
+
+LABEL_MODALITIES = ("SEG", "RTSTRUCT")
+
+
+def _dcmread(path: Path, pixels: bool) -> Any:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except Exception as error:  # pydicom raises InvalidDicomError, OSError, ValueError, ...
+        raise DataError(path, f"cannot read DICOM file ({error})") from None
+
+
+def series_geometry(headers: list[Any], path: Path) -> tuple[list[int], tuple[float, float, float], np.ndarray]:
+    """(slice order, spacing (slice, row, col), LPS affine from (slice, row, col) to mm) of a series."""
+    try:
+        orientation = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
+        positions = np.asarray([h.ImagePositionPatient for h in headers], dtype=np.float64)
+        row_spacing, col_spacing = (float(v) for v in headers[0].PixelSpacing)
+    except AttributeError as error:
+        raise DataError(path, f"image series lacks a geometry attribute ({error})") from None
+    along_row, along_col = orientation[:3], orientation[3:]  # direction of increasing column / row index
+    normal = np.cross(along_row, along_col)
+    order = [int(i) for i in np.argsort(positions @ normal, kind="stable")]
+    positions = positions[order]
+    if len(order) > 1:
+        step = (positions[-1] - positions[0]) / (len(order) - 1)
+        gaps = np.diff(positions @ normal)
+        if np.any(gaps <= 0) or np.ptp(gaps) > 0.01 * max(float(np.mean(gaps)), 1e-6) + 1e-3:
+            raise DataError(path, "slices are not evenly spaced (duplicate or missing slices?)")
+    else:
+        step = normal * float(getattr(headers[0], "SliceThickness", 1.0) or 1.0)
+    affine = np.eye(4)
+    affine[:3, 0] = step
+    affine[:3, 1] = along_col * row_spacing
+    affine[:3, 2] = along_row * col_spacing
+    affine[:3, 3] = positions[0]
+    return order, (float(np.linalg.norm(step)), row_spacing, col_spacing), affine
+
+
+def _rescaled(dataset: Any) -> np.ndarray:
+    pixels = dataset.pixel_array
+    slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept == 0:
+        return pixels
+    return pixels.astype(np.float64) * slope + intercept
+
+
+def _narrow(volume: np.ndarray) -> np.ndarray:
+    """Integral values (HU) as int16/int32, others float32."""
+    if np.array_equal(volume, np.round(volume)):
+        low, high = volume.min(), volume.max()
+        return volume.astype(np.int16 if -(2**15) <= low and high < 2**15 else np.int32)
+    return volume.astype(np.float32)
+
+
+class DicomSeries(Reader):
+    """``[data]``: ``cases`` (glob of case folders, default ``"*"``), ``exclude``."""
+
+    DATA_KEYS = {"cases": "glob", "exclude": "strings"}
+
+    def __init__(self, task: TaskSpec, data_root: Path | None):
+        super().__init__(task, data_root)
+        if task.dim != 3:
+            raise ConfigError(task.source, "reader 'dicom' reads volumes: set [task] dim = 3")
+        pattern = self.option("cases", str, default="*")
+        self.folders: dict[str, Path] = {}
+        for match in sorted(self.root.glob(pattern)):
+            folder = self.confined(match.relative_to(self.root), f"[data] cases {pattern!r} matched")
+            if folder.is_dir():
+                self.folders[folder.relative_to(self.root).as_posix()] = folder
+        for case_id in self.option("exclude", list, default=[]):
+            self.folders.pop(case_id, None)
+        if not self.folders:
+            raise ConfigError(task.source, f"no case folder matches {pattern!r} under {self.root}")
+
+    def case_ids(self) -> list[str]:
+        return list(self.folders)
+
+    def files(self, case_id: str) -> list[Path]:
+        folder = self.folders[case_id]
+        return sorted(
+            self.confined(p.relative_to(self.root), "case file")
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def _split(self, case_id: str) -> tuple[list[tuple[Path, Any]], tuple[Path, Any]]:
+        """The image slices (path, header) and the one label object of a case folder."""
+        images: list[tuple[Path, Any]] = []
+        labels: list[tuple[Path, Any]] = []
+        for path in self.files(case_id):
+            header = _dcmread(path, pixels=False)
+            (labels if getattr(header, "Modality", "") in LABEL_MODALITIES else images).append((path, header))
+        folder = self.folders[case_id]
+        if len(labels) != 1:
+            raise DataError(folder, f"expected one SEG or RTSTRUCT file, found {len(labels)}")
+        series = {getattr(h, "SeriesInstanceUID", "") for _, h in images}
+        if len(series) != 1:
+            raise DataError(folder, f"expected the slices of one image series, found {len(series)} series")
+        return images, labels[0]
+
+    def read(self, case_id: str) -> Case:
+        images, (label_path, label_header) = self._split(case_id)
+        order, spacing, lps = series_geometry([h for _, h in images], images[0][0])
+        slices = [images[i][0] for i in order]
+        raw = _narrow(np.stack([_rescaled(_dcmread(path, pixels=True)) for path in slices]))
+        uids = [str(images[i][1].SOPInstanceUID) for i in order]
+        if label_header.Modality == "SEG":
+            segments = self._seg(label_path, uids, raw.shape)
+        else:
+            segments = self._rtstruct(label_path, lps, raw.shape)
+        labels: dict[str, np.ndarray] = {}
+        for spec in self.task.labels:
+            numbers = list(segments) if spec.values is None else [v for v in spec.values if v in segments]
+            union = np.zeros(raw.shape, dtype=bool)
+            for number in numbers:
+                union |= segments[number]
+            labels[spec.name] = union
+        pixels = apply_intensity(raw, self.task.intensity, slices[0], channels=False)
+        return Case(
+            case_id, pixels, labels, spacing, tuple(self.files(case_id)), "mm", raw=raw, affine=LPS_TO_RAS @ lps
+        )
+
+    @staticmethod
+    def _seg(path: Path, uids: list[str], shape: tuple[int, ...]) -> dict[int, np.ndarray]:
+        import highdicom
+
+        try:
+            seg = highdicom.seg.segread(path)
+            numbers = [int(n) for n in seg.segment_numbers]
+            pixels = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=uids,
+                segment_numbers=numbers,
+                assert_missing_frames_are_empty=True,
+            )
+        except Exception as error:  # highdicom raises ValueError, KeyError, AttributeError for bad SEGs
+            raise DataError(path, f"cannot read DICOM-SEG against its series ({error})") from None
+        if pixels.shape[:3] != shape:
+            raise DataError(path, f"segmentation frames {pixels.shape[:3]} differ from the series {shape}")
+        return {number: pixels[..., index] > 0 for index, number in enumerate(numbers)}
+
+    @staticmethod
+    def _rtstruct(path: Path, lps: np.ndarray, shape: tuple[int, ...]) -> dict[int, np.ndarray]:
+        from skimage.draw import polygon
+
+        dataset = _dcmread(path, pixels=False)
+        to_index = np.linalg.inv(lps)
+        segments: dict[int, np.ndarray] = {
+            int(roi.ROINumber): np.zeros(shape, dtype=bool) for roi in getattr(dataset, "StructureSetROISequence", [])
+        }
+        for roi in getattr(dataset, "ROIContourSequence", []):
+            number = int(roi.ReferencedROINumber)
+            mask = segments.setdefault(number, np.zeros(shape, dtype=bool))
+            for contour in getattr(roi, "ContourSequence", []):
+                if getattr(contour, "ContourGeometricType", "CLOSED_PLANAR") != "CLOSED_PLANAR":
+                    continue
+                points = np.asarray(contour.ContourData, dtype=np.float64).reshape(-1, 3)
+                index = (to_index @ np.c_[points, np.ones(len(points))].T)[:3]
+                plane = int(round(float(np.mean(index[0]))))
+                if not 0 <= plane < shape[0] or np.ptp(index[0]) > 0.5:
+                    raise DataError(path, f"ROI {number}: a contour lies off the series' slices (slice {plane})")
+                rows, cols = polygon(index[1], index[2], shape=shape[1:])
+                fill = np.zeros(shape[1:], dtype=bool)
+                fill[rows, cols] = True
+                mask[plane] ^= fill
+        return segments
