@@ -468,9 +468,50 @@ def cmd_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks_init(args: argparse.Namespace) -> int:
+    """``tasks init PATH``: the task file for a dataset folder, to stdout or ``--write FILE``."""
+    from segbench.data.layouts import init_task
+
+    path = Path(args.target)
+    root = _data_root(args.data_root) or path.resolve().parent
+    text = init_task(path, root, args.name)
+    if args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+        print(args.write)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_tasks_check(args: argparse.Namespace) -> int:
+    """``tasks check TASK`` (a task name, or a task file): read every case, print the summary; exit 1 if
+    a case failed."""
+    from segbench.data.task_check import check_task
+    from segbench.data.taskspec import discover_tasks, load_task
+    from segbench.errors import ConfigError
+
+    if args.target.endswith(".toml"):
+        spec = load_task(Path(args.target))
+    else:
+        tasks = discover_tasks(_suite_config(args).task_dirs)
+        if args.target not in tasks:
+            raise ConfigError(args.target, _unknown("task", args.target, list(tasks)))
+        spec = tasks[args.target]
+    result = check_task(spec, _data_root(args.data_root))
+    print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
+    return 1 if result.failed else 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from segbench.data.taskspec import discover_tasks
+    from segbench.errors import ConfigError
 
+    if args.action != "list" and not args.target:
+        raise ConfigError(f"tasks {args.action}", "needs a PATH (init) or TASK (check)")
+    if args.action == "init":
+        return cmd_tasks_init(args)
+    if args.action == "check":
+        return cmd_tasks_check(args)
     config = _suite_config(args)
     rows = [
         {
@@ -698,9 +739,16 @@ def build_parser() -> argparse.ArgumentParser:
     adapters.add_argument("--json", action="store_true")
     adapters.set_defaults(handler=cmd_adapters)
 
-    tasks = commands.add_parser("tasks", help="list task definitions")
+    tasks = commands.add_parser(
+        "tasks", help="list task definitions; `tasks init PATH` writes one for a dataset, `tasks check TASK` reads it"
+    )
+    tasks.add_argument("action", nargs="?", default="list", choices=["list", "init", "check"])
+    tasks.add_argument("target", nargs="?", help="init: the dataset folder; check: a task name or task file")
     tasks.add_argument("--json", action="store_true")
     tasks.add_argument("--config", help="suite file whose task_dirs to include")
+    tasks.add_argument("--data-root", help="folder holding the datasets (default: $SEGBENCH_DATA)")
+    tasks.add_argument("--name", help="init: the task's name (default: from the folder)")
+    tasks.add_argument("--write", metavar="FILE", help="init: write the task file here instead of printing it")
     tasks.set_defaults(handler=cmd_tasks)
 
     suites = commands.add_parser("suites", help="list the suites of the config (adapters, tasks, protocols)")

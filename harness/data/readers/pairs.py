@@ -1,7 +1,13 @@
-"""2D images with mask files beside them (WBC, Kvasir, CVC, DRIVE, CHASE, chest X-ray, OCT layers)."""
+"""2D images with mask files beside them (WBC, Kvasir, CVC, DRIVE, CHASE, chest X-ray, OCT layers).
+
+Per-image pixel sizes kept apart in a CSV (ultrasound sets such as HC18: ``filename,pixel size(mm)``)
+come in through ``spacing_csv`` and ``spacing_columns``: the first column names the image (its case
+id, file name or stem), the others hold one (square pixels) or two (row, column) spacings in mm.
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +30,18 @@ RESIZE_MODES = ("none", "nearest")
 class ImageMaskPairs(Reader):
     """``[data]``: ``images`` (glob), ``mask`` (template of the label mask file), optional per-label
     ``file`` templates (one file per label), ``mask_levels`` / ``mask_threshold``, ``mask_resize``
-    (``"nearest"`` resizes masks stored at another size than the image), ``case_pattern``, ``exclude``.
+    (``"nearest"`` resizes masks stored at another size than the image), ``case_pattern``, ``exclude``,
+    ``spacing_csv`` / ``spacing_columns`` (per-image spacing, see the module's note).
     """
 
-    DATA_KEYS = {**GLOB_KEYS, **MASK_VALUE_KEYS, "mask": "template", "mask_resize": RESIZE_MODES}
+    DATA_KEYS = {
+        **GLOB_KEYS,
+        **MASK_VALUE_KEYS,
+        "mask": "template",
+        "mask_resize": RESIZE_MODES,
+        "spacing_csv": "path",
+        "spacing_columns": "strings",
+    }
 
     def __init__(self, task: TaskSpec, data_root: Path | None):
         super().__init__(task, data_root)
@@ -40,6 +54,44 @@ class ImageMaskPairs(Reader):
             raise ConfigError(task.source, f"[data] mask_resize must be one of {RESIZE_MODES}")
         if not self.cases.paths:
             raise ConfigError(task.source, f"no image matches {self.cases.glob!r} under {self.root}")
+        self.spacing_table = self._spacing_table()
+
+    def _spacing_table(self) -> dict[str, tuple[float, float]] | None:
+        """Image name -> (row, col) spacing from ``spacing_csv``, or None when the task names none."""
+        name = self.option("spacing_csv", str)
+        columns = self.option("spacing_columns", list)
+        if name is None:
+            if columns is not None:
+                raise ConfigError(self.task.source, "[data] spacing_columns needs spacing_csv")
+            return None
+        if columns is None or len(columns) not in (2, 3):
+            raise ConfigError(
+                self.task.source, "[data] spacing_columns must name the image column and 1 or 2 spacing columns"
+            )
+        path = self.confined(name, "[data] spacing_csv")
+        table: dict[str, tuple[float, float]] = {}
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                for line, row in enumerate(csv.DictReader(handle), start=2):
+                    try:
+                        values = [float(row[column]) for column in columns[1:]]
+                        table[str(row[columns[0]]).strip()] = (values[0], values[-1])
+                    except KeyError as error:
+                        raise ConfigError(self.task.source, f"{path}: no column {error}") from None
+                    except (TypeError, ValueError):
+                        raise ConfigError(self.task.source, f"{path} line {line}: spacing is not a number") from None
+        except OSError as error:
+            raise ConfigError(self.task.source, f"[data] spacing_csv {path}: {error.strerror}") from None
+        return table
+
+    def _spacing(self, case_id: str) -> tuple[tuple[float, ...], str]:
+        if self.spacing_table is None:
+            return (self.task.spacing, "mm") if self.task.spacing else ((1.0, 1.0), "px")
+        path = self.cases.paths[case_id]
+        for key in (case_id, path.name, path.stem):
+            if key in self.spacing_table:
+                return self.spacing_table[key], "mm"
+        raise DataError(path, f"no row for this image in [data] spacing_csv {self.task.data['spacing_csv']!r}")
 
     def case_ids(self) -> list[str]:
         return list(self.cases.paths)
@@ -53,6 +105,8 @@ class ImageMaskPairs(Reader):
             for label in self.task.labels
             if label.file
         ]
+        if self.spacing_table is not None:  # the spacings are data too: the CSV is checksummed with the case
+            files.append(self.confined(self.task.data["spacing_csv"], "[data] spacing_csv"))
         return files
 
     def _mask(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -80,5 +134,5 @@ class ImageMaskPairs(Reader):
             if label.file is not None:
                 path = self.cases.resolve(label.file, case_id, f"[labels.{label.name}] file")
                 labels.update(select_labels(self._mask(path, shape), [label], path))
-        spacing, unit = (self.task.spacing, "mm") if self.task.spacing else ((1.0, 1.0), "px")
+        spacing, unit = self._spacing(case_id)
         return Case(case_id, image, labels, spacing, tuple(self.files(case_id)), unit)

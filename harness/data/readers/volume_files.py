@@ -5,8 +5,8 @@ NIfTI through nibabel (its header's zooms and affine as stored); every other end
 (``.mha``, ``.nrrd``, ``.nii`` via SimpleITK when asked, ``.tif`` stacks) through SimpleITK, whose
 ``GetArrayFromImage`` is already (z, y, x); 2D endings (``.png``, ``.bmp``, ``.jpg``) through Pillow.
 Arrays come out as (slice, row, column) = (z, y, x) for volumes, (row, column) for 2D; ``spacing`` is
-in the same order; ``affine`` maps that index order (with a 0 third index in 2D) to RAS+ millimetres (SimpleITK's LPS directions
-flipped), so a prediction can be written back over its source.
+in the same order; ``affine`` maps that index order (with a 0 third index in 2D) to RAS+ millimetres
+(SimpleITK's LPS directions flipped), so a prediction can be written back over its source.
 """
 
 from __future__ import annotations
