@@ -32,9 +32,7 @@ PROMPT_KEYS = ("boxes", "clicks", "clicks_order", "prev_pred")
 
 def _plain(value: np.ndarray) -> Any:
     """An npz array as plain Python (lists, dicts, numbers); ``prev_pred`` stays an array."""
-    if value.dtype == object:
-        return [_plain_object(item) for item in value.reshape(-1)] if value.ndim else _plain_object(value.item())
-    return value.tolist()
+    return _plain_object(value.tolist())  # nested lists keep the array's shape; objects inside are converted
 
 
 def _plain_object(item: Any) -> Any:
