@@ -291,3 +291,16 @@ def test_predictions_written_out_are_read_back_in_place(formats: Path, tmp_path:
     prediction = box_prediction(npz_case.labels["label_1"])
     with np.load(writers.write_cvpr_npz(npz_case, {"label_1": prediction}, tmp_path / "case1.npz")) as npz:
         assert np.array_equal(npz["segs"] == 1, prediction) and np.allclose(npz["spacing"], fd.ZOOMS)
+
+
+def test_a_symlink_out_of_the_data_root_is_refused(formats: Path, tmp_path: Path) -> None:
+    from segbench.errors import ConfigError
+
+    data = tmp_path / "data"
+    shutil.copytree(formats / "data" / "nn", data / "nn")
+    outside = tmp_path / "outside.nii.gz"
+    shutil.copy(data / "nn" / "imagesTr" / "case_000_0000.nii.gz", outside)
+    (data / "nn" / "imagesTr" / "case_000_0000.nii.gz").unlink()
+    (data / "nn" / "imagesTr" / "case_000_0000.nii.gz").symlink_to(outside)
+    with pytest.raises(ConfigError, match="outside the data root"):
+        plugins.readers()["nnunet_raw"](load_task(formats / "tasks" / "nn.toml"), data)
