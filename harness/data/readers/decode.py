@@ -37,7 +37,8 @@ def read_image_file(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "file not found")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image: Image.Image = opened
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             elif image.mode == "1":

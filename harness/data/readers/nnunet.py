@@ -30,9 +30,16 @@ from segbench.data.readers.decode import apply_intensity, decode_mask, select_la
 from segbench.data.readers.volume_files import load_image
 from segbench.data.taskspec import TaskSpec
 from segbench.errors import ConfigError, DataError
+from segbench.strict import Kind
 
 SPLITS = ("train", "test")
-DATASET_KEYS = {"split": SPLITS, "fold": "integer", "splits": "path", "channel": "integer", "exclude": "strings"}
+DATASET_KEYS: dict[str, Kind] = {
+    "split": SPLITS,
+    "fold": "integer",
+    "splits": "path",
+    "channel": "integer",
+    "exclude": "strings",
+}
 
 
 def read_dataset_json(reader: Reader) -> dict[str, Any]:

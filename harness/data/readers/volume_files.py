@@ -12,6 +12,7 @@ in the same order; ``affine`` maps that index order (with a 0 third index in 2D)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def ending(path: Path) -> str:
 def _nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
     import nibabel
 
-    volume = nibabel.load(path)
+    volume: Any = nibabel.load(path)  # a Nifti1Image (nibabel types load() as its base class)
     array = np.asarray(volume.dataobj)
     affine = np.asarray(volume.affine, dtype=np.float64)
     zooms = tuple(float(z) for z in volume.header.get_zooms()[: min(array.ndim, 3)])

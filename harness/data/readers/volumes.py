@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -96,7 +96,7 @@ class NiftiVolumes(_VolumeReader):
         if not path.is_file():
             raise DataError(path, "file not found")
         try:
-            volume = nibabel.load(path)
+            volume: Any = nibabel.load(path)  # a Nifti1Image (nibabel types load() as its base class)
             array = np.asarray(volume.dataobj)
             zooms = tuple(float(z) for z in volume.header.get_zooms()[:3])
         except Exception as error:  # nibabel raises many types for corrupt files
