@@ -256,3 +256,20 @@ def dicom_with_rtstruct(folder: Path, seed: int = 0) -> tuple[np.ndarray, np.nda
     rt.ROIContourSequence = Sequence([roi_contour])
     rt.save_as(folder / "rtstruct.dcm", enforce_file_format=True)
     return hu, label
+
+
+def nnunet_raw_2d(root: Path, cases: int = 2) -> Path:
+    """An nnU-Net v2 raw dataset of 2D PNG slices (one grey channel), which store no spacing."""
+    from PIL import Image
+
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for index in range(cases):
+        image, label = block_volume(index)
+        Image.fromarray(np.clip(image[..., 4].T / 2, 0, 255).astype(np.uint8)).save(
+            root / "imagesTr" / f"s{index}_0000.png"
+        )
+        Image.fromarray(label[..., 4].T).save(root / "labelsTr" / f"s{index}.png")
+    dataset = {"channel_names": {"0": "US"}, "labels": {"background": 0, "block": [1, 2]}, "file_ending": ".png"}
+    (root / "dataset.json").write_text(json.dumps(dataset))
+    return root

@@ -304,3 +304,20 @@ def test_a_symlink_out_of_the_data_root_is_refused(formats: Path, tmp_path: Path
     (data / "nn" / "imagesTr" / "case_000_0000.nii.gz").symlink_to(outside)
     with pytest.raises(ConfigError, match="outside the data root"):
         plugins.readers()["nnunet_raw"](load_task(formats / "tasks" / "nn.toml"), data)
+
+
+def test_nnunet_2d_pngs_are_read_in_pixels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    fd.nnunet_raw_2d(tmp_path / "data" / "us")
+    target = tmp_path / "us.toml"
+    status, _, err = segbench(
+        "tasks", "init", str(tmp_path / "data" / "us"), "--data-root", str(tmp_path / "data"), "--write", str(target)
+    )
+    assert status == 0, err
+    spec = load_task(target)
+    assert spec.dim == 2 and spec.intensity.policy == "rgb8" and spec.protocols[0].name == "box"
+    case = plugins.readers()["nnunet_raw"](spec, tmp_path / "data").read("s1")
+    truth = np.asarray(Image.open(tmp_path / "data" / "us" / "labelsTr" / "s1.png"))
+    assert case.unit == "px" and case.spacing == (1.0, 1.0) and case.image.shape == (*truth.shape, 3)
+    assert np.array_equal(case.labels["block"], truth >= 1)

@@ -16,7 +16,7 @@ from segbench import plugins
 from segbench.data.task_check import check_task
 from segbench.data.taskspec import discover_tasks, load_task
 
-from .test_formats import run, segbench, write_config
+from .test_formats import box_prediction, run, segbench, write_config
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 CASES = 2
@@ -76,3 +76,19 @@ def test_written_tasks_score_as_the_hand_written_ones(data_root: Path, tmp_path:
     assert dice("init-brats-nnunet", "tumour_core") == dice("brats", "tumour_core")
     assert dice("init-brats-mri", "foreground") == dice("brats", "whole_tumour")
     assert dice("init-la-heart-mri", "label_1") == dice("la-heart", "left_atrium")
+
+
+def test_a_brats_prediction_is_written_over_its_source(data_root: Path, tmp_path: Path) -> None:
+    import nibabel
+    import numpy as np
+
+    from segbench.running.prediction_writers import write_nifti
+
+    brats = plugins.readers()["nifti"](discover_tasks()["brats"], data_root)
+    case_id = brats.case_ids()[0]
+    case = brats.read(case_id)
+    prediction = box_prediction(case.labels["tumour_core"])
+    written = nibabel.load(write_nifti(case, prediction, tmp_path / "pred.nii.gz"))
+    source = nibabel.load(brats.files(case_id)[0])
+    assert np.allclose(written.affine, source.affine) and written.shape == source.shape
+    assert np.array_equal(np.asarray(written.dataobj) == 1, prediction.transpose(2, 1, 0))

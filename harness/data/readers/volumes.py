@@ -90,7 +90,7 @@ class NiftiVolumes(_VolumeReader):
         return [self.cases.paths[case_id], self.cases.resolve(self.mask_template, case_id, "[data] mask")]
 
     @staticmethod
-    def _load(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    def _load(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
         import nibabel
 
         if not path.is_file():
@@ -99,23 +99,26 @@ class NiftiVolumes(_VolumeReader):
             volume: Any = nibabel.load(path)  # a Nifti1Image (nibabel types load() as its base class)
             array = np.asarray(volume.dataobj)
             zooms = tuple(float(z) for z in volume.header.get_zooms()[:3])
+            affine = np.asarray(volume.affine, dtype=np.float64)
         except Exception as error:  # nibabel raises many types for corrupt files
             raise DataError(path, f"cannot read NIfTI volume ({error})") from None
         if array.ndim != 3:
             raise DataError(path, f"expected a 3D volume, got shape {array.shape}")
-        return array, zooms
+        return array, zooms, affine
 
     def read(self, case_id: str) -> Case:
         image_path = self.cases.paths[case_id]
         mask_path = self.cases.resolve(self.mask_template, case_id, "[data] mask")
-        image, zooms = self._load(image_path)
-        mask, _ = self._load(mask_path)
+        image, zooms, affine = self._load(image_path)
+        mask, _, _ = self._load(mask_path)
         if mask.shape != image.shape:
             raise DataError(mask_path, f"label volume {mask.shape} differs from image {image.shape}")
         spacing = tuple(reversed(zooms)) if self.axes == "xyz" else zooms
-        return self._case(
+        case = self._case(
             case_id, _to_zyx(image, self.axes), _to_zyx(mask, self.axes), spacing, image_path, mask_path=mask_path
         )
+        case.affine = affine[:, [2, 1, 0, 3]] if self.axes == "xyz" else affine  # index (z, y, x) -> RAS mm
+        return case
 
 
 class Hdf5Volumes(_VolumeReader):
