@@ -321,3 +321,28 @@ def test_nnunet_2d_pngs_are_read_in_pixels(tmp_path: Path) -> None:
     truth = np.asarray(Image.open(tmp_path / "data" / "us" / "labelsTr" / "s1.png"))
     assert case.unit == "px" and case.spacing == (1.0, 1.0) and case.image.shape == (*truth.shape, 3)
     assert np.array_equal(case.labels["block"], truth >= 1)
+
+
+def test_per_image_spacing_from_a_csv(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "data" / "us"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    sizes = {"a.png": 0.1, "b.png": 0.25, "c.png": 0.3}
+    for name in sizes:
+        image, label = fd.block_volume(len(name))
+        Image.fromarray(np.clip(image[..., 3].T / 2, 0, 255).astype(np.uint8)).save(data / "images" / name)
+        Image.fromarray(label[..., 3].T * 255).save(data / "masks" / name)
+    rows = "".join(f"{name},{size}\n" for name, size in sizes.items() if name != "c.png")
+    (data / "pixel_sizes.csv").write_text("filename,pixel size(mm)\n" + rows)
+    task = tmp_path / "us.toml"
+    task.write_text(
+        '[task]\nname = "us"\n[data]\nreader = "image_mask_pairs"\ndataset = "us"\nimages = "images/*.png"\n'
+        'mask = "masks/{name}"\nspacing_csv = "pixel_sizes.csv"\nspacing_columns = ["filename", "pixel size(mm)"]\n'
+        '[labels]\nblock = "nonzero"\n'
+    )
+    result = check_task(load_task(task), tmp_path / "data")
+    assert result.read == 2 and result.spacing_low == [0.1, 0.1] and result.spacing_high == [0.25, 0.25]
+    assert list(result.failed) == ["images/c"] and "pixel_sizes.csv" in result.failed["images/c"]
+    assert result.units == {"mm"}

@@ -67,6 +67,10 @@ class Case:
         if self.image.dtype.kind in "fc" and not np.isfinite(self.image).all():
             bad = int(np.count_nonzero(~np.isfinite(self.image)))
             raise DataError(where, f"image holds {bad} non-finite pixel(s) (NaN or inf)")
+        if self.raw is not None and tuple(self.raw.shape[: self.ndim]) != self.shape:
+            raise DataError(where, f"raw pixels have shape {self.raw.shape}, image has {self.shape}")
+        if self.affine is not None and np.shape(self.affine) != (4, 4):
+            raise DataError(where, f"affine must be 4x4, got shape {np.shape(self.affine)}")
         for name, mask in self.labels.items():
             if mask.shape != self.shape:
                 raise DataError(where, f"label '{name}' has shape {mask.shape}, image has {self.shape}")
