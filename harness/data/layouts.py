@@ -93,14 +93,17 @@ def _first_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
 def _nnunet(path: Path, document: Mapping[str, Any]) -> Layout:
     ending = str(document.get("file_ending", ".nii.gz"))
     labels: dict[str, Any] = {}
+    notes = []
     for name, value in (document.get("labels") or {}).items():
         values = value if isinstance(value, list) else [value]
-        if values and values != [0]:
+        if str(name) == "ignore":  # nnU-Net v2's unannotated voxels: not a structure to segment
+            notes.append(f"label 'ignore' = {value} left out: its voxels are scored as background")
+        elif values and values != [0]:
             labels[label_key(str(name))] = [int(v) for v in values]
     channels = document.get("channel_names") or {}
     modality = str(channels.get("0", "")) if isinstance(channels, dict) else ""
     images = sorted((path / "imagesTr").glob(f"*_0000{ending}"))
-    notes = [f"nnU-Net raw dataset, file_ending {ending!r}, channels {dict(channels)}"]
+    notes.insert(0, f"nnU-Net raw dataset, file_ending {ending!r}, channels {dict(channels)}")
     dim, low, dtype = (2 if ending in (".png", ".bmp", ".jpg", ".jpeg", ".tif") else 3), None, ""
     if images:
         array, _ = _first_volume(images[0])
