@@ -22,6 +22,7 @@ import pytest
 from segbench import cli, plugins
 from segbench.data.task_check import check_task
 from segbench.data.taskspec import load_task
+from segbench.interface import VolumePrompt
 from segbench.running import prediction_writers as writers
 
 from . import formats_data as fd
@@ -346,3 +347,26 @@ def test_per_image_spacing_from_a_csv(tmp_path: Path) -> None:
     assert result.read == 2 and result.spacing_low == [0.1, 0.1] and result.spacing_high == [0.25, 0.25]
     assert list(result.failed) == ["images/c"] and "pixel_sizes.csv" in result.failed["images/c"]
     assert result.units == {"mm"}
+
+
+def test_given_boxes_replay_as_the_contract_s_prompts(formats: Path) -> None:
+    from segbench.adapters.baselines import BoxBaseline
+    from segbench.data.given_prompts import given_boxes
+
+    flat = reader(formats, "cv2d").read("case1")
+    prompts = given_boxes(flat)
+    adapter = BoxBaseline()
+    for value, name in ((1, "label_1"), (2, "label_2")):
+        prompt = prompts[value]
+        assert not isinstance(prompt, VolumePrompt)
+        predicted = adapter.predict(flat.image, [prompt]).masks[0]
+        assert np.array_equal(predicted, box_prediction(flat.labels[name]))  # the given box is the tight box
+    for task in ("cv3d", "cv25"):
+        volume = reader(formats, task).read("case0")
+        prompt = given_boxes(volume)[2]
+        assert isinstance(prompt, VolumePrompt)
+        z = np.nonzero(volume.labels["label_2"])[0]
+        assert prompt.z_range == (z.min(), z.max()) and prompt.key_slice == (z.min() + z.max()) // 2
+        key = volume.labels["label_2"][prompt.key_slice]
+        predicted = adapter.predict(volume.image[prompt.key_slice], [prompt.slices[prompt.key_slice]]).masks[0]
+        assert np.array_equal(predicted, box_prediction(key))
