@@ -370,3 +370,13 @@ def test_given_boxes_replay_as_the_contract_s_prompts(formats: Path) -> None:
         key = volume.labels["label_2"][prompt.key_slice]
         predicted = adapter.predict(volume.image[prompt.key_slice], [prompt.slices[prompt.key_slice]]).masks[0]
         assert np.array_equal(predicted, box_prediction(key))
+
+
+def test_a_broken_dicom_slice_is_a_failed_case_naming_it(formats: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(formats / "data" / "dcmseg", data / "dcmseg")
+    (data / "dcmseg" / "case1" / "README.txt").write_text("exported from PACS")  # not DICOM: passed over
+    broken = data / "dcmseg" / "case2" / "slice003.dcm"
+    broken.write_bytes(broken.read_bytes()[:400])  # a truncated slice
+    result = check_task(load_task(formats / "tasks" / "dcmseg.toml"), data)
+    assert result.read == 1 and list(result.failed) == ["case2"] and "slice003.dcm" in result.failed["case2"]

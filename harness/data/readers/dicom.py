@@ -1,7 +1,8 @@
 """DICOM series from PACS, with their labels as DICOM-SEG (highdicom) or RTSTRUCT contours.
 
 A case is a folder (``[data] cases`` glob, default every folder of the dataset) holding the slices of
-one image series and one SEG or RTSTRUCT object. Geometry comes from the headers only: slices sorted
+one image series and one SEG or RTSTRUCT object (non-DICOM files, a DICOMDIR, reports and plans are
+passed over; any other DICOM file must be a slice). Geometry comes from the headers only: slices sorted
 along the normal of ``ImageOrientationPatient`` by ``ImagePositionPatient``, in-plane spacing from
 ``PixelSpacing`` (row spacing, column spacing), slice spacing from the positions; the affine (LPS, as
 DICOM stores it, flipped to RAS+ for ``Case.affine``) maps (slice, row, column) to millimetres. Pixels
@@ -31,6 +32,8 @@ from segbench.data.taskspec import TaskSpec
 from segbench.errors import ConfigError, DataError
 
 LABEL_MODALITIES = ("SEG", "RTSTRUCT")
+OTHER_MODALITIES = ("SR", "PR", "KO", "DOC", "RTPLAN", "RTDOSE", "REG")  # objects beside a series, passed over
+DICOMDIR = "1.2.840.10008.1.3.10"
 
 
 def _dcmread(path: Path, pixels: bool) -> Any:
@@ -40,6 +43,17 @@ def _dcmread(path: Path, pixels: bool) -> Any:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except Exception as error:  # pydicom raises InvalidDicomError, OSError, ValueError, ...
         raise DataError(path, f"cannot read DICOM file ({error})") from None
+
+
+def _is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file (the ``DICM`` magic after the 128-byte preamble): PACS exports
+    carry other files beside the slices (notes, checksums) that are no part of the case."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError as error:
+        raise DataError(path, f"cannot read file ({error.strerror})") from None
+    return head[128:132] == b"DICM"
 
 
 def series_geometry(headers: list[Any], path: Path) -> tuple[list[int], tuple[float, float, float], np.ndarray]:
@@ -122,8 +136,18 @@ class DicomSeries(Reader):
         images: list[tuple[Path, Any]] = []
         labels: list[tuple[Path, Any]] = []
         for path in self.files(case_id):
+            if not _is_dicom(path):
+                continue
             header = _dcmread(path, pixels=False)
-            (labels if getattr(header, "Modality", "") in LABEL_MODALITIES else images).append((path, header))
+            modality = getattr(header, "Modality", "")
+            if modality in LABEL_MODALITIES:
+                labels.append((path, header))
+            elif modality in OTHER_MODALITIES or header.file_meta.get("MediaStorageSOPClassUID") == DICOMDIR:
+                continue
+            elif "ImagePositionPatient" not in header:
+                raise DataError(path, "not a slice of an image series (no ImagePositionPatient; truncated?)")
+            else:
+                images.append((path, header))
         folder = self.folders[case_id]
         if len(labels) != 1:
             raise DataError(folder, f"expected one SEG or RTSTRUCT file, found {len(labels)}")
