@@ -138,9 +138,21 @@ ROWS, COLS, SLICES = 24, 28, 6
 PIXEL = (0.75, 0.6)  # row spacing, column spacing (PixelSpacing)
 THICKNESS = 2.0
 INTERCEPT = -1024.0
+AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))  # ImageOrientationPatient: along a row, along a column
+CORONAL = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0))  # slices stacked along +y (anterior to posterior)
+CORNER = np.array([-20.0, -15.0, 40.0])
 
 
-def dicom_series(folder: Path, seed: int = 0) -> tuple[list[object], np.ndarray, np.ndarray]:
+def world(orientation: tuple[tuple[float, ...], tuple[float, ...]], k: float, row: float, col: float) -> np.ndarray:
+    """LPS millimetres of (slice k, row, col) of the generated series, from its definition."""
+    along_row, along_col = np.asarray(orientation[0]), np.asarray(orientation[1])
+    normal = np.cross(along_row, along_col)
+    return CORNER + k * THICKNESS * normal + row * PIXEL[0] * along_col + col * PIXEL[1] * along_row
+
+
+def dicom_series(
+    folder: Path, seed: int = 0, orientation: tuple[tuple[float, ...], tuple[float, ...]] = AXIAL
+) -> tuple[list[object], np.ndarray, np.ndarray]:
     """CT slices (written in shuffled order), their HU volume (slice, row, col) and a block label."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -166,8 +178,8 @@ def dicom_series(folder: Path, seed: int = 0) -> tuple[list[object], np.ndarray,
         ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID, ds.SeriesNumber = "", "", "1", 1
         ds.InstanceNumber = int(k) + 1
         ds.Manufacturer = "segbench-tests"
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-20.0, -15.0, 40.0 + THICKNESS * int(k)]
+        ds.ImageOrientationPatient = [*orientation[0], *orientation[1]]
+        ds.ImagePositionPatient = [float(v) for v in world(orientation, int(k), 0, 0)]
         ds.PixelSpacing = list(PIXEL)
         ds.SliceThickness = THICKNESS
         ds.Rows, ds.Columns = ROWS, COLS
@@ -181,7 +193,7 @@ def dicom_series(folder: Path, seed: int = 0) -> tuple[list[object], np.ndarray,
 
 
 def sorted_series(datasets: list[object]) -> list[object]:
-    return sorted(datasets, key=lambda d: float(d.ImagePositionPatient[2]))  # type: ignore[attr-defined]
+    return sorted(datasets, key=lambda d: int(d.InstanceNumber))  # type: ignore[attr-defined]
 
 
 def dicom_with_seg(folder: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -214,14 +226,16 @@ def dicom_with_seg(folder: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return hu, label
 
 
-def dicom_with_rtstruct(folder: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def dicom_with_rtstruct(
+    folder: Path, seed: int = 0, orientation: tuple[tuple[float, ...], tuple[float, ...]] = CORONAL
+) -> tuple[np.ndarray, np.ndarray]:
     """An RTSTRUCT whose contours are rectangles through pixel edges (half-integer indices), so the
     pixels whose centres they enclose are known without any polygon code: the test's label."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
-    datasets, hu, label = dicom_series(folder, seed)
+    datasets, hu, label = dicom_series(folder, seed, orientation)
     first = sorted_series(datasets)[0]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = RTStructureSetStorage, generate_uid()
@@ -236,15 +250,13 @@ def dicom_with_rtstruct(folder: Path, seed: int = 0) -> tuple[np.ndarray, np.nda
     roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID  # type: ignore[attr-defined]
     rt.StructureSetROISequence = Sequence([roi])
     contours = []
-    x0, y0 = -20.0, -15.0
     for k in range(SLICES):
         if not label[k].any():
             continue
         rows, cols = np.nonzero(label[k])
         r0, r1, c0, c1 = rows.min() - 0.5, rows.max() + 0.5, cols.min() - 0.5, cols.max() + 0.5
-        z = 40.0 + THICKNESS * k
         corners = [(r0, c0), (r0, c1), (r1, c1), (r1, c0)]
-        points = [[x0 + c * PIXEL[1], y0 + r * PIXEL[0], z] for r, c in corners]
+        points = [world(orientation, k, r, c).tolist() for r, c in corners]
         contour = Dataset()
         contour.ContourGeometricType = "CLOSED_PLANAR"
         contour.NumberOfContourPoints = len(points)

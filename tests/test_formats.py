@@ -265,7 +265,7 @@ def test_predictions_written_out_are_read_back_in_place(formats: Path, tmp_path:
     prediction = box_prediction(series.labels["organ"])
     seg = pydicom.dcmread(writers.write_dicom_seg(series, {"organ": prediction}, tmp_path / "pred.dcm"))
     slices = {str(d.SOPInstanceUID): d for d in map(pydicom.dcmread, series.sources) if d.Modality == "CT"}
-    z_order = sorted(slices, key=lambda uid: float(slices[uid].ImagePositionPatient[2]))
+    z_order = sorted(slices, key=lambda uid: int(slices[uid].InstanceNumber))  # the generator's slice k is k + 1
     frames = seg.pixel_array.reshape(-1, *series.shape[1:])
     assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "organ"
     seen = np.zeros(series.shape, bool)
@@ -281,10 +281,19 @@ def test_predictions_written_out_are_read_back_in_place(formats: Path, tmp_path:
     volume = nibabel.load(writers.write_nifti(rt, prediction, tmp_path / "rt.nii.gz"))
     headers = sorted(
         (d for d in map(pydicom.dcmread, rt.sources) if d.Modality == "CT"),
-        key=lambda d: float(d.ImagePositionPatient[2]),
+        key=lambda d: int(d.InstanceNumber),
     )
+    assert [float(v) for v in headers[0].ImageOrientationPatient] == [*fd.CORONAL[0], *fd.CORONAL[1]]
     for k, row, col in [(0, 0, 0), (3, 5, 7), (5, 23, 27)]:  # world position of a voxel, from pydicom's headers
-        lps = np.asarray(headers[k].ImagePositionPatient, float) + [col * fd.PIXEL[1], row * fd.PIXEL[0], 0.0]
+        header = headers[k]
+        along_row, along_col = (
+            np.asarray(header.ImageOrientationPatient[:3]),
+            np.asarray(header.ImageOrientationPatient[3:]),
+        )
+        spacing = [float(v) for v in header.PixelSpacing]
+        lps = (
+            np.asarray(header.ImagePositionPatient, float) + col * spacing[1] * along_row + row * spacing[0] * along_col
+        )
         assert volume.affine @ [col, row, k, 1] == pytest.approx([-lps[0], -lps[1], lps[2], 1.0])
     assert np.array_equal(np.asarray(volume.dataobj) == 1, prediction.transpose(2, 1, 0))
 
