@@ -389,3 +389,21 @@ def test_a_broken_dicom_slice_is_a_failed_case_naming_it(formats: Path, tmp_path
     broken.write_bytes(broken.read_bytes()[:400])  # a truncated slice
     result = check_task(load_task(formats / "tasks" / "dcmseg.toml"), data)
     assert result.read == 1 and list(result.failed) == ["case2"] and "slice003.dcm" in result.failed["case2"]
+
+
+def test_a_seg_without_source_references_is_placed_by_position(formats: Path, tmp_path: Path) -> None:
+    import pydicom
+
+    data = tmp_path / "data"
+    shutil.copytree(formats / "data" / "dcmseg", data / "dcmseg")
+    path = data / "dcmseg" / "case1" / "labels.seg.dcm"
+    seg = pydicom.dcmread(path)
+    for group in seg.PerFrameFunctionalGroupsSequence:  # as some exporters write it: positions only
+        del group.DerivationImageSequence
+    for keyword in ("ReferencedSeriesSequence", "SourceImageSequence"):
+        if keyword in seg:
+            delattr(seg, keyword)
+    seg.save_as(path)
+    _, _, truth = fd.dicom_series(tmp_path / "series1", seed=1)
+    case = plugins.readers()["dicom"](load_task(formats / "tasks" / "dcmseg.toml"), data).read("case1")
+    assert np.array_equal(case.labels["organ"], truth)

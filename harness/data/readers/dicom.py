@@ -9,8 +9,9 @@ DICOM stores it, flipped to RAS+ for ``Case.affine``) maps (slice, row, column) 
 are ``stored * RescaleSlope + RescaleIntercept`` per slice (Hounsfield units for CT) before the
 task's intensity policy; ``Case.raw`` keeps them.
 
-Labels: a SEG's segments by ``SegmentNumber``, read frame by source instance through highdicom (the SEG
-must reference the series' instances, as highdicom and most viewers write them); an RTSTRUCT's ROIs by
+Labels: a SEG's segments by ``SegmentNumber``, read frame by source instance through highdicom (as
+highdicom and most viewers write them), or, when the SEG references no instances, frame by plane
+position on the series' grid; an RTSTRUCT's ROIs by
 ``ROINumber``, each closed planar contour mapped to voxel indices through the inverse affine and
 filled with :func:`skimage.draw.polygon` (pixel centres inside), contours of one slice combined by
 exclusive or so an inner contour cuts a hole, as the standard's even-odd rule has it. A task label's
@@ -100,6 +101,35 @@ def _narrow(volume: np.ndarray) -> np.ndarray:
     return volume.astype(np.float32)
 
 
+def _seg_by_position(seg: Any, path: Path, lps: np.ndarray, shape: tuple[int, ...], why: str) -> dict[int, np.ndarray]:
+    """Frames placed by ``PlanePositionSequence``: each frame's position, mapped through the series'
+    inverse affine, must fall on a slice's grid (within a hundredth of a voxel)."""
+    to_index = np.linalg.inv(lps)
+    frames = np.asarray(seg.pixel_array).reshape(-1, *np.shape(seg.pixel_array)[-2:])
+    if frames.shape[1:] != shape[1:]:
+        raise DataError(path, f"SEG frames are {frames.shape[1:]}, the series' slices {shape[1:]} ({why})")
+    segments: dict[int, np.ndarray] = {}
+    try:
+        groups = seg.PerFrameFunctionalGroupsSequence
+        shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+        for frame, group in zip(frames, groups, strict=True):
+            position = np.asarray(group.PlanePositionSequence[0].ImagePositionPatient, dtype=np.float64)
+            identification = group.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence
+            number = int(identification[0].ReferencedSegmentNumber)
+            index = (to_index @ np.append(position, 1.0))[:3]
+            if np.abs(index - np.round(index)).max() > 0.01 or np.round(index[1:]).any():
+                raise DataError(path, f"a SEG frame at {position.tolist()} lies off the series' grid ({why})")
+            k = int(round(float(index[0])))
+            if not 0 <= k < shape[0]:
+                raise DataError(path, f"a SEG frame at {position.tolist()} lies outside the series ({why})")
+            segments.setdefault(number, np.zeros(shape, dtype=bool))[k] |= frame > 0
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+        raise DataError(path, f"cannot place the SEG's frames on the series ({error}; {why})") from None
+    for number in (int(n) for n in seg.segment_numbers):
+        segments.setdefault(number, np.zeros(shape, dtype=bool))
+    return segments
+
+
 class DicomSeries(Reader):
     """``[data]``: ``cases`` (glob of case folders, default ``"*"``), ``exclude``."""
 
@@ -163,7 +193,7 @@ class DicomSeries(Reader):
         raw = _narrow(np.stack([_rescaled(_dcmread(path, pixels=True)) for path in slices]))
         uids = [str(images[i][1].SOPInstanceUID) for i in order]
         if label_header.Modality == "SEG":
-            segments = self._seg(label_path, uids, raw.shape)
+            segments = self._seg(label_path, uids, lps, raw.shape)
         else:
             segments = self._rtstruct(label_path, lps, raw.shape)
         labels: dict[str, np.ndarray] = {}
@@ -179,19 +209,24 @@ class DicomSeries(Reader):
         )
 
     @staticmethod
-    def _seg(path: Path, uids: list[str], shape: tuple[int, ...]) -> dict[int, np.ndarray]:
+    def _seg(path: Path, uids: list[str], lps: np.ndarray, shape: tuple[int, ...]) -> dict[int, np.ndarray]:
+        """A SEG's segments on the series' grid: by the source instances its frames reference
+        (highdicom), else, for SEGs that reference none, by each frame's plane position."""
         import highdicom
 
         try:
             seg = highdicom.seg.segread(path)
             numbers = [int(n) for n in seg.segment_numbers]
+        except Exception as error:  # highdicom raises ValueError, KeyError, AttributeError for bad SEGs
+            raise DataError(path, f"cannot read DICOM-SEG ({error})") from None
+        try:
             pixels = seg.get_pixels_by_source_instance(
                 source_sop_instance_uids=uids,
                 segment_numbers=numbers,
                 assert_missing_frames_are_empty=True,
             )
-        except Exception as error:  # highdicom raises ValueError, KeyError, AttributeError for bad SEGs
-            raise DataError(path, f"cannot read DICOM-SEG against its series ({error})") from None
+        except Exception as error:  # no (or other) source references: place frames by position
+            return _seg_by_position(seg, path, lps, shape, str(error))
         if pixels.shape[:3] != shape:
             raise DataError(path, f"segmentation frames {pixels.shape[:3]} differ from the series {shape}")
         return {number: pixels[..., index] > 0 for index, number in enumerate(numbers)}
