@@ -111,10 +111,10 @@ def _seg_by_position(seg: Any, path: Path, lps: np.ndarray, shape: tuple[int, ..
     segments: dict[int, np.ndarray] = {}
     try:
         groups = seg.PerFrameFunctionalGroupsSequence
-        shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+        shared: Any = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else {}
         for frame, group in zip(frames, groups, strict=True):
             position = np.asarray(group.PlanePositionSequence[0].ImagePositionPatient, dtype=np.float64)
-            identification = group.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence
+            identification = group.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
             number = int(identification[0].ReferencedSegmentNumber)
             index = (to_index @ np.append(position, 1.0))[:3]
             if np.abs(index - np.round(index)).max() > 0.01 or np.round(index[1:]).any():
