@@ -407,3 +407,32 @@ def test_a_seg_without_source_references_is_placed_by_position(formats: Path, tm
     _, _, truth = fd.dicom_series(tmp_path / "series1", seed=1)
     case = plugins.readers()["dicom"](load_task(formats / "tasks" / "dcmseg.toml"), data).read("case1")
     assert np.array_equal(case.labels["organ"], truth)
+
+
+def test_an_mha_dataset_keeps_simpleitk_s_geometry(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    root = tmp_path / "data" / "mha"
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+    image, label = fd.block_volume(1)
+    direction = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated in plane
+    for array, path in ((image, "imagesTr/m_0000.mha"), (label, "labelsTr/m.mha")):
+        volume = sitk.GetImageFromArray(array.transpose(2, 1, 0))  # SimpleITK arrays are (z, y, x)
+        volume.SetSpacing(fd.ZOOMS)
+        volume.SetOrigin(fd.ORIGIN)
+        volume.SetDirection(direction)
+        sitk.WriteImage(volume, str(root / path))
+    dataset = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "block": [1, 2]}, "file_ending": ".mha"}
+    (root / "dataset.json").write_text(json.dumps(dataset))
+    target = tmp_path / "mha.toml"
+    status, _, err = segbench("tasks", "init", str(root), "--data-root", str(tmp_path / "data"), "--write", str(target))
+    assert status == 0, err
+    case = plugins.readers()["nnunet_raw"](load_task(target), tmp_path / "data").read("m")
+    assert case.spacing == pytest.approx(tuple(reversed(fd.ZOOMS)))
+    assert np.array_equal(case.labels["block"], label.transpose(2, 1, 0) >= 1)
+    written = nibabel.load(writers.write_nifti(case, case.labels["block"], tmp_path / "m.nii.gz"))
+    source = sitk.ReadImage(str(root / "labelsTr" / "m.mha"))
+    for index in [(0, 0, 0), (5, 7, 3), (31, 27, 7)]:  # (x, y, z) voxel -> LPS by SimpleITK, RAS by nibabel
+        x, y, z = source.TransformIndexToPhysicalPoint(index)
+        assert written.affine @ [*index, 1] == pytest.approx([-x, -y, z, 1.0])
