@@ -54,11 +54,14 @@ def initial(gt: np.ndarray, offset: list[int], erode: int) -> np.ndarray:
 
 
 def fix(pred: np.ndarray, gt: np.ndarray, cls: int, center: list[int], radius: int) -> np.ndarray:
-    grid = np.ogrid[tuple(slice(0, n) for n in gt.shape)]
+    """Inside the ball of ``radius`` voxels around ``center``, class ``cls`` becomes the ground truth's."""
+    window = tuple(slice(max(0, c - radius), c + radius + 1) for c in center)
+    grid = np.ogrid[tuple(slice(w.start, min(w.stop, n)) for w, n in zip(window, gt.shape, strict=True))]
     region = sum((g - c) ** 2 for g, c in zip(grid, center, strict=True)) <= radius**2
     pred = pred.copy()
-    pred[region & (gt == cls)] = cls
-    pred[region & (gt != cls) & (pred == cls)] = 0
+    local_pred, local_gt = pred[window], gt[window]
+    local_pred[region & (local_gt == cls)] = cls
+    local_pred[region & (local_gt != cls) & (local_pred == cls)] = 0
     return pred
 
 

@@ -158,7 +158,7 @@ def test_cldice_against_panoptica_2d_and_3d() -> None:
     for _ in range(4):
         gt = vessels((96, 96), rng)
         pairs.append((gt, ndimage.binary_dilation(gt) ^ (rng.random(gt.shape) < 0.01), (1.0, 1.0)))
-    for gt, pred, spacing in cases(3, 8)[:4]:
+    for gt, pred, spacing in cases(3, 8)[:2]:
         pairs.append((gt, pred, spacing))
     for gt, pred, spacing in pairs:
         expected = cldice_module._compute_centerline_dice_coefficient(gt, pred)
