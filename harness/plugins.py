@@ -50,7 +50,11 @@ DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
     "segbench_register_readers": ("segbench.data.readers",),
     "segbench_register_executors": ("segbench.running.executors",),
     "segbench_register_protocols": ("segbench.protocols.kinds",),
-    "segbench_register_metrics": ("segbench.measuring.metric_table",),
+    "segbench_register_metrics": (
+        "segbench.measuring.metric_table",
+        "segbench.measuring.shape_metrics",
+        "segbench.measuring.instances",
+    ),
 }
 HOOKS = tuple(name for name in dir(hookspecs) if name.startswith("segbench_"))
 

@@ -8,13 +8,20 @@ iterates this table instead of naming Dice, NSD and HD95.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, TypeVar
 
 import numpy as np
 
 from segbench.hookspecs import hookimpl
 from segbench.measuring import metrics
+
+_T = TypeVar("_T")
+
+# The edge-case policy's version (docs/metrics.md has the table): bump it with metrics.METRICS_VERSION when
+# what an empty ground truth or prediction gives changes, so rows and pages say which policy scored them.
+POLICY_VERSION = "2026.1"
 
 
 @dataclass
@@ -25,10 +32,32 @@ class ScoringInputs:
     predicted: np.ndarray  # bool, same shape
     spacing: tuple[float, ...]
     tolerance_mm: float
+    _shared: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @cached_property
+    def distances(self) -> metrics.SurfaceDistances | None:
+        """Surfel distances both ways (one computation for NSD, HD95, ASSD, MASD); None if a mask is empty."""
+        if not self.truth.any() or not self.predicted.any():
+            return None
+        return metrics.surface_distances(self.truth, self.predicted, self.spacing)
 
     @cached_property
     def scores(self) -> metrics.Scores:
-        return metrics.evaluate(self.truth, self.predicted, self.spacing, self.tolerance_mm)
+        distances = self.distances
+        if distances is None:  # the empty-mask policy of metrics.evaluate
+            return metrics.evaluate(self.truth, self.predicted, self.spacing, self.tolerance_mm)
+        return metrics.Scores(
+            metrics.dice(self.truth, self.predicted),
+            metrics.surface_dice(distances, self.tolerance_mm),
+            metrics.robust_hausdorff(distances),
+        )
+
+    def shared(self, key: str, compute: Callable[[ScoringInputs], _T]) -> _T:
+        """Work that several metrics of one plugin share (connected components, skeletons), computed
+        once per pair; ``key`` names it (prefix it with the plugin's module to avoid clashes)."""
+        if key not in self._shared:
+            self._shared[key] = compute(self)
+        return self._shared[key]
 
 
 @dataclass(frozen=True)
