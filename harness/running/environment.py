@@ -67,7 +67,7 @@ def package_versions() -> dict[str, Any]:
     """``{distribution: version or None}`` for :data:`PACKAGES` and OpenCV, and under ``"plugins"`` the
     distribution of every plugin module (see :func:`plugin_distributions`)."""
     versions: dict[str, Any] = {name: _version(name) for name in PACKAGES}
-    opencv = {name: version for name in OPENCV if (version := _version(name)) is not None}
+    opencv: dict[str, str | None] = {name: version for name in OPENCV if (version := _version(name)) is not None}
     versions.update(opencv or {OPENCV[0]: None})
     versions["plugins"] = plugin_distributions()
     return versions

@@ -157,7 +157,7 @@ def setup_adapter(
 
 @cache
 def _distributions() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+    return dict(importlib.metadata.packages_distributions())
 
 
 def distribution_of(module: str) -> dict[str, str] | None:
