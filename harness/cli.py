@@ -457,7 +457,7 @@ def cmd_check_adapter(args: argparse.Namespace) -> int:
     _adapter_names([args.name])
     checker = Checker(
         plugins.adapter_class(args.name),
-        args.weights,
+        "pretrained" if args.checkpoint else args.weights,  # a file given is a file to check
         Path(args.checkpoint) if args.checkpoint else None,
         _resolved_device(args.device),
     )
@@ -735,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["random", "pretrained"],
         help="random (default: no download) or the adapter's checkpoint, verified as for a run",
     )
-    check.add_argument("--checkpoint", help="a local checkpoint file for --weights pretrained (checked as for a run)")
+    check.add_argument("--checkpoint", help="a local checkpoint file to load (implies --weights pretrained)")
     check.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
     check.set_defaults(handler=cmd_check_adapter)
 
