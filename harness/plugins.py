@@ -196,8 +196,8 @@ class Registry:
         return value
 
     def check(self, value: Any, contract: type | None) -> str | None:
-        """Why ``value`` cannot be registered here (None when it can)."""
-        shown = getattr(value, "__qualname__", None) or repr(value)
+        """Why ``value`` cannot be registered here ("<value>, which is not ..."), or None when it can."""
+        shown = value.__qualname__ if isinstance(value, type) else repr(value)
         if contract is not None:
             if self.instances:
                 ok = isinstance(value, contract)
@@ -205,11 +205,11 @@ class Registry:
                 ok = isinstance(value, type) and issubclass(value, contract)
             if not ok:
                 relation = "an instance" if self.instances else "a subclass"
-                return f"{shown} is not {relation} of {contract.__module__}.{contract.__qualname__}"
+                return f"{shown}, which is not {relation} of {contract.__module__}.{contract.__qualname__}"
         elif self.keyed and not callable(value):
-            return f"{shown} is not callable"
+            return f"{shown}, which is not callable"
         elif not self.keyed and not isinstance(value, type):
-            return f"{shown} is not a class"
+            return f"{shown}, which is not a class"
         return None
 
 
@@ -251,7 +251,7 @@ def collect(registry: Registry, manager: SegbenchPluginManager | None = None) ->
             value = args[-1]
             problem = registry.check(value, contract)
             if problem:
-                raise PluginContractError(f"{where} registered {problem}, which no {registry.what} can be")
+                raise PluginContractError(f"{where} registered {problem}")
             try:
                 name = args[0] if registry.keyed else registry.name_of(value)
             except (AttributeError, TypeError) as error:

@@ -155,7 +155,7 @@ def test_hooks_are_called_through_pluggy_and_each_plugin_is_isolated() -> None:
     assert set(broken) == {"not_a_class", "raising"}
     assert broken["raising"].error == "RuntimeError: offline"
     assert "plugin 'not_a_class'" in broken["not_a_class"].error
-    assert "'clicks' is not a subclass of segbench.interface.Adapter" in broken["not_a_class"].error
+    assert "registered 'clicks', which is not a subclass of segbench.interface.Adapter" in broken["not_a_class"].error
     # every plugin's hook went through pluggy's caller, alone
     assert all(hook == "segbench_register_adapters" and len(impls) == 1 for hook, impls in called)
     assert {"good", "not_a_class", "raising", "segbench.adapters.baselines"} <= {impls[0] for _, impls in called}
@@ -184,8 +184,8 @@ def test_registries_check_what_they_are_given() -> None:
     assert "dict-reader" not in plugins.collect(plugins.READERS, manager)
     assert "dice" in plugins.collect(plugins.METRICS, manager)
     errors = {b.name: b.error for b in manager.broken}
-    assert "dict is not a subclass of segbench.data.readers.base.Reader" in errors["readers_lab"]
-    assert "is not an instance of segbench.measuring.metric_table.MetricSpec" in errors["metrics_lab"]
+    assert "registered dict, which is not a subclass of segbench.data.readers.base.Reader" in errors["readers_lab"]
+    assert "which is not an instance of segbench.measuring.metric_table.MetricSpec" in errors["metrics_lab"]
 
 
 class _GalleryPlugin:
