@@ -448,6 +448,33 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_adapter(args: argparse.Namespace) -> int:
+    """The adapter contract on one adapter (segbench.running.adapter_check): a line per check, exit 1 on a
+    failure; for authors of third-party adapters, and run on every built-in one by the tests."""
+    from segbench import plugins
+    from segbench.running.adapter_check import Checker
+
+    _adapter_names([args.name])
+    checker = Checker(
+        plugins.adapter_class(args.name),
+        "pretrained" if args.checkpoint else args.weights,  # a file given is a file to check
+        Path(args.checkpoint) if args.checkpoint else None,
+        _resolved_device(args.device),
+    )
+    failed = 0
+    for result in checker.run():
+        print(result.line(), flush=True)
+        failed += result.status == "fail"
+    print(f"{args.name}: {'FAILED' if failed else 'passed'} ({failed} check(s) failed)")
+    return 1 if failed else 0
+
+
+def _resolved_device(device: str) -> str:
+    from segbench.running.plan import resolve_device
+
+    return resolve_device(device)
+
+
 def cmd_suites(args: argparse.Namespace) -> int:
     config = _suite_config(args)
     rows = [
@@ -738,6 +765,20 @@ def build_parser() -> argparse.ArgumentParser:
     adapters = commands.add_parser("adapters", help="list installed adapters")
     adapters.add_argument("--json", action="store_true")
     adapters.set_defaults(handler=cmd_adapters)
+
+    check = commands.add_parser(
+        "check-adapter", help="check one adapter against the adapter contract (a line per check; exit 1 on a failure)"
+    )
+    check.add_argument("name", help="the adapter's name (segbench adapters lists them)")
+    check.add_argument(
+        "--weights",
+        default="random",
+        choices=["random", "pretrained"],
+        help="random (default: no download) or the adapter's checkpoint, verified as for a run",
+    )
+    check.add_argument("--checkpoint", help="a local checkpoint file to load (implies --weights pretrained)")
+    check.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
+    check.set_defaults(handler=cmd_check_adapter)
 
     tasks = commands.add_parser(
         "tasks", help="list task definitions; `tasks init PATH` writes one for a dataset, `tasks check TASK` reads it"

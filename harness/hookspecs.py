@@ -1,7 +1,11 @@
-"""The plugin hooks of segbench (pluggy). Built-in adapters, readers and executors use them exactly
-as third-party packages do; the built-ins are listed in ``segbench.plugins.DEFAULT_PLUGINS``, third-party
-plugins are found through the entry-point groups ``segbench.adapters`` and ``segbench.plugins``. A function
-named like a hook but without ``@hookimpl`` is never called (``segbench adapters`` warns about it).
+"""The plugin hooks of segbench (pluggy). Built-in adapters, readers, executors, protocol kinds, metrics
+and pages use them exactly as third-party packages do; the built-ins are the modules listed in
+``segbench.plugins.DEFAULT_PLUGINS`` (registered at start-up, no install metadata needed), third-party
+plugins are found through the entry-point groups ``segbench.adapters`` and ``segbench.plugins`` (report
+plugins: ``segbench.report``). A function named like a hook but without ``@hookimpl`` is never called
+(``segbench adapters`` warns about it). What each ``register`` takes is checked when it is called
+(``segbench.plugins.Registry``): a plugin that registers something else is listed as broken, naming it.
+Every hook is documented in docs/plugins.md (tests/test_plugins.py checks it).
 
 A plugin module looks like::
 
@@ -40,6 +44,14 @@ def segbench_register_executors(register: Callable[[str, Callable[..., Any]], No
 
 
 @hookspec
+def segbench_register_pages(register: Callable[[Any], None]) -> None:
+    """Call ``register(Page(...))`` (:class:`segbench.reporting.site_pages.Page`) for every page this plugin
+    adds to the leaderboard site: its name, its template (from a ``segbench_report_template_dirs``
+    directory) and the files it writes for a site. Like the template hook it is asked only by
+    ``segbench report`` and found through the ``segbench.report`` entry-point group."""
+
+
+@hookspec
 def segbench_report_template_dirs() -> list[str]:
     """Return directories of jinja2 templates that override segbench's own leaderboard templates
     (a lab's branding). A template found there replaces the built-in one of the same name; the
@@ -49,6 +61,7 @@ def segbench_report_template_dirs() -> list[str]:
 
     Report plugins are found through their own entry-point group, ``segbench.report``, so that
     publishing a leaderboard never imports model code."""
+    raise NotImplementedError  # a specification: pluggy calls the plugins' implementations, never this
 
 
 @hookspec

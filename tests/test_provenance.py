@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from segbench.plugins import ENTRY_POINT_GROUPS
+from segbench.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUPS
 from segbench.running import environment
 
 PREPROCESSING = (
@@ -54,11 +54,15 @@ def test_every_plugin_is_listed_with_its_distribution() -> None:
     entries = {
         entry.name: entry for group in ENTRY_POINT_GROUPS for entry in importlib.metadata.entry_points(group=group)
     }
-    assert set(plugins) == set(entries)
+    builtin = {module.rpartition(".")[2]: module for modules in DEFAULT_PLUGINS.values() for module in modules}
+    assert set(plugins) == set(entries) | set(builtin)
     for name, record in plugins.items():
-        assert record["module"] == entries[name].module and record["group"] == entries[name].group
+        if name in entries:
+            assert record["module"] == entries[name].module and record["group"] == entries[name].group
+        else:  # built in: segbench's own modules, registered without entry points
+            assert record["module"] == builtin[name] and record["group"] == "built-in"
     segbench = {"distribution": "segbench", "version": importlib.metadata.version("segbench")}
-    for name in ("baselines", "litemedsam", "readers", "executors"):  # built in: segbench's own entry points
+    for name in ("baselines", "litemedsam", "readers", "executors"):
         assert {key: plugins[name][key] for key in segbench} == segbench
 
 

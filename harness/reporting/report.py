@@ -15,6 +15,10 @@ Templates are jinja2, autoescaped. A lab brands its pages with its own templates
 with ``--template-dir`` or by plugins (``segbench_report_template_dirs``) come before the built-in
 ones (a jinja2 ChoiceLoader, as datasette does), and the built-in ones stay reachable as
 ``segbench/NAME``.
+
+Pages are registered parts (:mod:`segbench.reporting.site_pages`): the build renders every page
+registered through ``segbench_register_pages``, the built-in ones and any a report plugin adds; two
+pages that would write the same file stop the build, naming both.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from segbench.reporting.publishing import Completeness, completeness, publishabl
 from segbench.reporting.ranking import ALPHA
 
 STATIC_FILES = ("style.css", "sort.js")
+RESERVED_FILES = (*STATIC_FILES, "leaderboard.json")  # written by the build, never by a page
 SITE_MANIFEST = ".segbench-site.json"  # the files the last build wrote, relative to the site folder
 STAGE_PREFIX = ".segbench-build-"  # a build's staging folder inside the site folder
 
@@ -198,7 +203,10 @@ def build_site(
     site = SiteBuilder(runs).build()
     environment = _environment(overrides)
     incomplete = [state for state in states if not state.complete]
+    planned = [(page, list(page.files(site))) for page in plugins.pages().values()]
+    nav = [{"href": files[0][0], "label": page.nav} for page, files in planned if page.nav and files]
     common: dict[str, Any] = {
+        "nav": nav,  # links to the pages that ask for one (plugins'), after the built-in links
         "title": title,
         "version": __version__,
         "base_url": base_url,
@@ -216,18 +224,20 @@ def build_site(
             (stage / filename).write_text(page, encoding="utf-8")
 
         (stage / "figures").mkdir()
-        write("index.html", "index.html", page="index")
         for task in site.tasks:
             for figure in task.figures:
                 figure.write(stage / "figures")
             for section in task.sections:
                 for overlay in section.overlays:
                     overlay.write(stage)
-            write(f"task-{task.slug}.html", "task.html", page=f"task-{task.slug}", task=task)
-            write(f"cases-{task.slug}.html", "cases.html", page=f"task-{task.slug}", task=task)
-        for adapter in site.adapters:
-            write(f"adapter-{adapter.slug}.html", "adapter.html", page=f"adapter-{adapter.slug}", adapter=adapter)
-        write("runs.html", "runs.html", page="runs")
+        writer: dict[str, str] = {}  # filename -> the page that wrote it
+        for page, files in planned:
+            for filename, context in files:
+                if filename in writer or filename in RESERVED_FILES:
+                    by = f"the page '{writer[filename]}'" if filename in writer else "segbench report itself"
+                    raise SegbenchError(f"page '{page.name}' writes {filename}, which {by} writes")
+                writer[filename] = page.name
+                write(filename, page.template, **{"page": Path(filename).stem, **context})
         _copy_static(environment, overrides, stage)
         text = json.dumps(
             document(site, title, base_url, __version__, states), indent=1, allow_nan=False, default=str, sort_keys=True

@@ -2,9 +2,9 @@
 
 The versions are those of every package that can change a number: the models' runtimes, every library
 that reads, resizes or draws an image (a different OpenCV or Pillow interpolates differently, a different
-nibabel may orient a volume differently), and the distribution of each plugin registered through
-segbench's entry points. The git record names the remote without its credentials, so a run.json can be
-shared as it is.
+nibabel may orient a volume differently), and the distribution of each plugin (segbench's own modules
+and those registered through its entry points). The git record names the remote without its credentials,
+so a run.json can be shared as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from segbench.plugins import ENTRY_POINT_GROUPS
+from segbench.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUPS
 
 # Distribution names; a package that is not installed is recorded as None.
 PACKAGES = (
@@ -67,16 +67,17 @@ def package_versions() -> dict[str, Any]:
     """``{distribution: version or None}`` for :data:`PACKAGES` and OpenCV, and under ``"plugins"`` the
     distribution of every plugin module (see :func:`plugin_distributions`)."""
     versions: dict[str, Any] = {name: _version(name) for name in PACKAGES}
-    opencv = {name: version for name in OPENCV if (version := _version(name)) is not None}
+    opencv: dict[str, str | None] = {name: version for name in OPENCV if (version := _version(name)) is not None}
     versions.update(opencv or {OPENCV[0]: None})
     versions["plugins"] = plugin_distributions()
     return versions
 
 
 def plugin_distributions() -> dict[str, dict[str, str | None]]:
-    """``{entry point name: {"group", "module", "distribution", "version"}}`` for every entry point in
-    segbench's plugin groups (the built-in adapters belong to the distribution ``segbench``). Nothing is
-    imported: the facts come from the installed distributions' metadata."""
+    """``{name: {"group", "module", "distribution", "version"}}`` for every plugin: the built-in modules of
+    :data:`~segbench.plugins.DEFAULT_PLUGINS` (group ``"built-in"``, distribution ``segbench``, named by
+    their module's last part, e.g. ``baselines``) and every entry point in segbench's plugin groups (named
+    by the entry point). Nothing is imported: the facts come from the installed distributions' metadata."""
     found: dict[str, dict[str, str | None]] = {}
     for group in ENTRY_POINT_GROUPS:
         for entry in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
@@ -90,7 +91,11 @@ def plugin_distributions() -> dict[str, dict[str, str | None]]:
                     "version": dist.version if dist else None,
                 },
             )
-    return found
+    builtin: dict[str, str | None] = {"group": "built-in", "distribution": "segbench", "version": _version("segbench")}
+    for module in sorted({module for modules in DEFAULT_PLUGINS.values() for module in modules}):
+        name = module.rpartition(".")[2]
+        found.setdefault(name if name not in found else module, {**builtin, "module": module})
+    return dict(sorted(found.items()))
 
 
 def public_remote(url: str) -> str | None:

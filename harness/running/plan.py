@@ -26,6 +26,7 @@ import importlib.util
 import inspect
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -38,7 +39,7 @@ from segbench.data.suites import Suite
 from segbench.data.support_sets import unfit_reason
 from segbench.data.taskspec import TaskSpec
 from segbench.errors import ConfigError
-from segbench.interface import Adapter, LoadOptions, Precision
+from segbench.interface import Adapter, Capabilities, LoadOptions, Precision
 from segbench.measuring.metrics import METRICS_VERSION
 from segbench.protocols.prompts import ProtocolSpec
 from segbench.weights import checkpoints
@@ -156,7 +157,7 @@ def setup_adapter(
 
 @cache
 def _distributions() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+    return dict(importlib.metadata.packages_distributions())
 
 
 def distribution_of(module: str) -> dict[str, str] | None:
@@ -264,6 +265,12 @@ def unit_id(
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def supported_protocols(wanted: Sequence[ProtocolSpec], capabilities: Capabilities) -> tuple[ProtocolSpec, ...]:
+    """The protocols of ``wanted`` an adapter with ``capabilities`` takes; the others are not run for it."""
+    declared = set(capabilities.names())
+    return tuple(p for p in wanted if p.requires <= declared)
+
+
 def make_plan(
     suite: Suite,
     tasks: dict[str, TaskSpec],
@@ -328,7 +335,7 @@ def make_plan(
         for task_name, spec in chosen.items():
             # a suite's protocols apply to the tasks of their dimension (2D kinds to images, 3D to volumes)
             wanted = tuple(p for p in suite.protocols or spec.protocols if p.dim == spec.dim)
-            supported = tuple(p for p in wanted if p.requires <= capabilities)
+            supported = supported_protocols(wanted, meta.capabilities)
             unfit = {p.name: unfit_reason(p, task_name, pool_sizes.get(task_name)) for p in supported}
             skipped.update({f"{task_name}/{p}": reason for p, reason in unfit.items() if reason})
             supported = tuple(p for p in supported if not unfit[p.name])

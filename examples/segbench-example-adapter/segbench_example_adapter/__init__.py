@@ -1,5 +1,8 @@
 """``clicks``: grey-level region growing from positive clicks (and the box centre), cut by negative
-clicks and the box. A real, if simple, interactive method that uses every kind of prompt."""
+clicks and the box. A real, if simple, interactive method that uses every kind of prompt.
+
+The package's second adapter, ``tinyseg`` (:mod:`segbench_example_adapter.tinyseg`), is a small torch
+model with a bundled checkpoint: the worked example of docs/adapters.md."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from scipy import ndimage
 
 from segbench import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench_example_adapter.tinyseg import TinySeg
 
 TOLERANCE = 40  # grey levels around the seeds' mean that still belong to the region
 CUT_RADIUS = 6  # pixels removed around a negative click
@@ -65,5 +69,6 @@ class ClickRegionGrowing(Adapter):
 
 
 @hookimpl
-def segbench_register_adapters(register: Callable[[type], None]) -> None:
+def segbench_register_adapters(register: Callable[[type[Adapter]], None]) -> None:
     register(ClickRegionGrowing)
+    register(TinySeg)
