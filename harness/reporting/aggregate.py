@@ -87,7 +87,8 @@ def aggregation_rule(specs: Sequence[MetricSpec] = BUILTIN_METRICS) -> str:
         f"{BOOTSTRAP_RESAMPLES} seeded bootstrap resamples of cases (all labels of a case resampled together); the "
         "rank interval is the 2.5-97.5% range of an adapter's rank over the same resamples. Adapters are ranked by "
         f"mean {headline.label}; one that a paired Wilcoxon signed-rank test (over the table's (case, label) pairs, "
-        f'penalties included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank ("1="). '
+        f"penalties included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank "
+        '("1="). '
         "Baselines are unranked reference rows placed by their score; rows made with random weights carry no accuracy."
     )
 

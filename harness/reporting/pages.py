@@ -21,8 +21,8 @@ from typing import Any
 import polars as pl
 
 from segbench.errors import SegbenchError
-from segbench.reporting import figures
 from segbench.measuring.metric_table import BUILTIN_METRICS, MetricSpec, shown_metrics, summaries_text
+from segbench.reporting import figures
 from segbench.reporting.aggregate import (
     AGGREGATION_RULE,
     Table,
