@@ -8,16 +8,20 @@ The rule (``AGGREGATION_RULE`` is the same text, shown on the pages):
 - A table's case set is every (case, label) pair any adapter of the table scored (status ok), plus the
   cases the runs planned for its adapters (manifest ``planned``; a planned case nobody scored brings
   the labels the task was scored on elsewhere). An adapter without an ok row for a pair of the set
-  (failed, timed out, never ran) scores the penalty Dice 0, NSD 0, HD95 = the case's image diagonal
-  (``diagonal``, from any row of the case; NaN in runs that did not record it, which then leave the
-  HD95 penalty out). A failed row with label ``*`` (the case could not be read) fails every label of
-  the case, and one with prompt ``*`` every protocol. The penalised pairs are counted beside the
+  (failed, timed out, never ran) scores each metric's penalty (``MetricSpec.penalty`` of
+  ``segbench.measuring.metric_table``: Dice 0, NSD 0, HD95 = the case's image diagonal, ``diagonal``,
+  from any row of the case; NaN in runs that did not record it, which then leave the HD95 penalty out).
+  A pair is scored where the headline (Dice) is. The metrics are those of the table that the task's rows
+  carry; a metric an adapter's rows never carried (another run chose other metrics) is NaN, not 0. A
+  failed row with label ``*`` (the case could not be read) fails every label of the case, and one with
+  prompt ``*`` every protocol. The penalised pairs are counted beside the
   mean, failed and missing apart. So failing can never raise a mean: a failed pair scores the worst
   value there is.
 - A task's headline (per protocol) is the macro mean over its labels, the mean of the per-label
   means, so a label with more cases does not outweigh the others; the pooled mean over the (case,
-  label) pairs is a secondary figure. HD95 is the median over the pairs (penalties included), with
-  the number of empty predictions (``pred_area == 0``) beside it, in the rows' ``unit`` (px where the
+  label) pairs is a secondary figure; every metric summarised by a ``mean`` is a macro mean likewise.
+  HD95 (a ``median`` metric) is the median over the pairs (penalties included), with the number of
+  empty predictions (``pred_area == 0``) beside it, in the rows' ``unit`` (px where the
   images had no spacing, mm otherwise; runs that did not record a unit read as mm).
 - Confidence intervals: percentile bootstrap over CASES, seeded: a resample draws case ids, and all
   labels (and instances) of a drawn case come with it. Every adapter of a table is evaluated on the

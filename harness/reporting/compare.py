@@ -369,7 +369,7 @@ def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresho
     metrics = compared_metrics(base, new)
     paired = _paired(base, new, metrics)
     compared = {
-        key: _compare_group(key, rows, thresholds, metrics)  # type: ignore[arg-type]
+        key: _compare_group(key, rows, thresholds, metrics)
         for key, rows in paired.group_by(GROUP_KEY)
     }
     counts = case_counts(base, new)
