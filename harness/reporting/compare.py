@@ -368,10 +368,7 @@ def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresho
     base, new = base_store.read_cases(), new_store.read_cases()
     metrics = compared_metrics(base, new)
     paired = _paired(base, new, metrics)
-    compared = {
-        key: _compare_group(key, rows, thresholds, metrics)
-        for key, rows in paired.group_by(GROUP_KEY)
-    }
+    compared = {key: _compare_group(key, rows, thresholds, metrics) for key, rows in paired.group_by(GROUP_KEY)}
     counts = case_counts(base, new)
     groups = []
     for key in sorted(counts.keys() | compared.keys()):
