@@ -16,9 +16,12 @@ import jsonschema
 import polars as pl
 import pytest
 
+from segbench.data.suites import load_config
+from segbench.data.taskspec import discover_tasks
 from segbench.errors import ConfigError
 from segbench.measuring.metric_table import DEFAULT_NAMES, task_metrics, unit_key
 from segbench.reporting.leaderboard_json import schema
+from segbench.running.plan import make_plan
 
 from .conftest import run_cli
 
@@ -130,3 +133,20 @@ def test_unit_ids_change_with_the_metrics_but_not_for_the_default_table() -> Non
     assert unit_key(task_metrics(["dice"])) == "dice@1"
     bumped = (dataclasses.replace(default[0], version="2"), *default[1:])
     assert unit_key(bumped) not in ("", unit_key(default))
+
+
+def test_a_plan_checks_the_names_and_keys_units_by_the_metrics() -> None:
+    """The default table, named or not, leaves the unit ids as they were; another choice changes them."""
+    tasks = discover_tasks()
+    suite = load_config().suite("quick")
+
+    def ids(metrics: tuple[str, ...] | None) -> list[str]:
+        chosen = {**tasks, "phantom": dataclasses.replace(tasks["phantom"], metrics=metrics)}
+        plan = make_plan(suite, chosen, adapters=("box",), device="cpu", limit=2, warmup=False)
+        return [unit.unit_id for unit in plan.units]
+
+    default = ids(None)
+    assert ids(DEFAULT_NAMES) == default
+    assert set(ids(("dice",))).isdisjoint(default)
+    with pytest.raises(ConfigError, match="unknown metric 'hd59'; did you mean 'hd95'"):
+        ids(("dice", "hd59"))
