@@ -79,6 +79,7 @@ class TaskSpec:
     modality: str = ""
     license: str = ""
     family: str = ""  # the task's group on the leaderboard overview ("" → by kind: 2D, 3D, in-context)
+    metrics: tuple[str, ...] | None = None  # [evaluation] metrics; None: the default table (Dice, NSD, HD95)
     source: Path = field(default=Path("<memory>"))
 
     @property
@@ -110,7 +111,7 @@ INTENSITY_KEYS: dict[str, Kind] = {
     "nonzero": "boolean",
 }
 PROMPTS_KEYS: dict[str, Kind] = {"protocols": "any", "instances": INSTANCE_MODES}
-EVALUATION_KEYS: dict[str, Kind] = {"nsd_tolerance": "number"}
+EVALUATION_KEYS: dict[str, Kind] = {"nsd_tolerance": "number", "metrics": "any"}
 LABEL_KEYS: dict[str, Kind] = {"file": "template", "values": "any"}
 TEMPLATE_FIELDS = ("id", "dir", "stem", "name")  # what GlobCases.fields gives every template (readers/base.py)
 
@@ -267,6 +268,11 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     tolerance = evaluation.get("nsd_tolerance", 2.0)
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ConfigError(path, f"[evaluation] nsd_tolerance must be a number >= 0, got {tolerance!r}")
+    metrics = evaluation.get("metrics")  # names are checked against the metric registry when a run is planned
+    if metrics is not None and (
+        not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics)
+    ):
+        raise ConfigError(path, f"[evaluation] metrics must be a list of metric names, got {metrics!r}")
     return TaskSpec(
         name=_require(task, "name", str, path, "task"),
         version=str(version),
@@ -286,6 +292,7 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
         modality=task.get("modality", ""),
         license=task.get("license", ""),
         family=task.get("family", ""),
+        metrics=tuple(metrics) if metrics is not None else None,
         source=path,
     )
 

@@ -8,16 +8,20 @@ The rule (``AGGREGATION_RULE`` is the same text, shown on the pages):
 - A table's case set is every (case, label) pair any adapter of the table scored (status ok), plus the
   cases the runs planned for its adapters (manifest ``planned``; a planned case nobody scored brings
   the labels the task was scored on elsewhere). An adapter without an ok row for a pair of the set
-  (failed, timed out, never ran) scores the penalty Dice 0, NSD 0, HD95 = the case's image diagonal
-  (``diagonal``, from any row of the case; NaN in runs that did not record it, which then leave the
-  HD95 penalty out). A failed row with label ``*`` (the case could not be read) fails every label of
-  the case, and one with prompt ``*`` every protocol. The penalised pairs are counted beside the
+  (failed, timed out, never ran) scores each metric's penalty (``MetricSpec.penalty`` of
+  ``segbench.measuring.metric_table``: Dice 0, NSD 0, HD95 = the case's image diagonal, ``diagonal``,
+  from any row of the case; NaN in runs that did not record it, which then leave the HD95 penalty out).
+  A pair is scored where the headline (Dice) is. The metrics are those of the table that the task's rows
+  carry; a metric an adapter's rows never carried (another run chose other metrics) is NaN, not 0. A
+  failed row with label ``*`` (the case could not be read) fails every label of the case, and one with
+  prompt ``*`` every protocol. The penalised pairs are counted beside the
   mean, failed and missing apart. So failing can never raise a mean: a failed pair scores the worst
   value there is.
 - A task's headline (per protocol) is the macro mean over its labels, the mean of the per-label
   means, so a label with more cases does not outweigh the others; the pooled mean over the (case,
-  label) pairs is a secondary figure. HD95 is the median over the pairs (penalties included), with
-  the number of empty predictions (``pred_area == 0``) beside it, in the rows' ``unit`` (px where the
+  label) pairs is a secondary figure; every metric summarised by a ``mean`` is a macro mean likewise.
+  HD95 (a ``median`` metric) is the median over the pairs (penalties included), with the number of
+  empty predictions (``pred_area == 0``) beside it, in the rows' ``unit`` (px where the
   images had no spacing, mm otherwise; runs that did not record a unit read as mm).
 - Confidence intervals: percentile bootstrap over CASES, seeded: a resample draws case ids, and all
   labels (and instances) of a drawn case come with it. Every adapter of a table is evaluated on the
@@ -36,18 +40,18 @@ the latency, so a figure measured on a busy machine says so.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 import polars as pl
 
+from segbench.measuring.metric_table import BUILTIN_METRICS, HEADLINE, MetricSpec, shown_metrics
+
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05  # the paired tests' significance level (segbench.reporting.ranking)
-PENALTY_DICE = 0.0
-PENALTY_NSD = 0.0
 SLOW_MACHINE = 1.5  # a probe this many times slower than the run's median flags the case
 DEFAULT_UNIT = "mm"  # what rows without a ``unit`` (older runs) are read as
 PAIR_KEY = ["case_id", "label"]
@@ -59,21 +63,41 @@ CONTRACT_COLUMNS: dict[str, pl.DataType] = {
     "pred_area": pl.Int64(),
 }
 
-AGGREGATION_RULE = (
-    "Each (task, prompt protocol, label) is its own ranked table, scored at the protocol's final step. "
-    "A table's case set is every (case, label) pair any of its adapters scored, plus the cases the run planned "
-    "for them. An adapter without a scored row for a pair of the set (failed, timed out or never ran) gets the "
-    f"penalty Dice {PENALTY_DICE:g}, NSD {PENALTY_NSD:g}, HD95 = the case's image diagonal, and the number of such "
-    "pairs stands beside its mean (failed / missing). A task's headline is the macro mean over its labels (the "
-    "mean of the per-label means); the pooled mean over all (case, label) pairs is a secondary column. HD95 is "
-    "the median over the pairs, penalties included, with the number of empty predictions beside it; distances "
-    "are in px where the images have no spacing, in mm where they have. 95% confidence intervals come from "
-    f"{BOOTSTRAP_RESAMPLES} seeded bootstrap resamples of cases (all labels of a case resampled together); the "
-    "rank interval is the 2.5-97.5% range of an adapter's rank over the same resamples. Adapters are ranked by "
-    "mean Dice; one that a paired Wilcoxon signed-rank test (over the table's (case, label) pairs, penalties "
-    f'included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank ("1="). '
-    "Baselines are unranked reference rows placed by their score; rows made with random weights carry no accuracy."
-)
+
+def aggregation_rule(specs: Sequence[MetricSpec] = BUILTIN_METRICS) -> str:
+    """The rule in words for the metric table ``specs`` (the headline first), shown on the pages."""
+    headline = specs[0]
+    medians = [spec.label for spec in specs if spec.summary == "median"]
+    if medians:
+        medians_text = (
+            f"{' and '.join(medians)} {'is' if len(medians) == 1 else 'are'} the median over the pairs, penalties "
+            "included, with the number of empty predictions beside it"
+        )
+    else:
+        medians_text = "The number of empty predictions stands beside each row"
+    distances = (
+        "; distances are in px where the images have no spacing, in mm where they have"
+        if any(spec.unit == "length" for spec in specs)
+        else ""
+    )
+    return (
+        "Each (task, prompt protocol, label) is its own ranked table, scored at the protocol's final step. "
+        "A table's case set is every (case, label) pair any of its adapters scored, plus the cases the run planned "
+        "for them. An adapter without a scored row for a pair of the set (failed, timed out or never ran) gets the "
+        f"penalty {', '.join(spec.penalty_text() for spec in specs)}, and the number of such "
+        "pairs stands beside its mean (failed / missing). A task's headline is the macro mean over its labels (the "
+        "mean of the per-label means); the pooled mean over all (case, label) pairs is a secondary column. "
+        f"{medians_text}{distances}. 95% confidence intervals come from "
+        f"{BOOTSTRAP_RESAMPLES} seeded bootstrap resamples of cases (all labels of a case resampled together); the "
+        "rank interval is the 2.5-97.5% range of an adapter's rank over the same resamples. Adapters are ranked by "
+        f"mean {headline.label}; one that a paired Wilcoxon signed-rank test (over the table's (case, label) pairs, "
+        f"penalties included, Holm-adjusted, α = {ALPHA:g}) cannot separate from the adapter above shares its rank "
+        '("1="). '
+        "Baselines are unranked reference rows placed by their score; rows made with random weights carry no accuracy."
+    )
+
+
+AGGREGATION_RULE = aggregation_rule()  # the rule of the default metric table (Dice, NSD, HD95)
 
 
 def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
@@ -218,6 +242,9 @@ def _median(matrix: np.ndarray, seed: int = 0) -> Estimate:
     )
 
 
+NAN_ESTIMATE = Estimate(float("nan"), float("nan"), float("nan"))
+
+
 @dataclass(frozen=True)
 class TableScores:
     """The penalised scores of one table: per adapter a (cases, labels) matrix per metric, NaN outside the
@@ -226,10 +253,21 @@ class TableScores:
     cases: tuple[str, ...]
     labels: tuple[str, ...]
     in_set: np.ndarray  # (cases, labels) bool
-    dice: Mapping[str, np.ndarray]
-    nsd: Mapping[str, np.ndarray]
-    hd95: Mapping[str, np.ndarray]
+    values: Mapping[str, Mapping[str, np.ndarray]]  # metric name -> adapter -> matrix (the table's metrics)
     seed: int = 0
+
+    @property
+    def dice(self) -> Mapping[str, np.ndarray]:
+        """The headline's matrices (Dice: ``HEADLINE``), by adapter."""
+        return self.values[HEADLINE]
+
+    @property
+    def nsd(self) -> Mapping[str, np.ndarray]:
+        return self.values.get("nsd", {})
+
+    @property
+    def hd95(self) -> Mapping[str, np.ndarray]:
+        return self.values.get("hd95", {})
 
     def resampled_dice(self, adapter: str) -> np.ndarray:
         """The headline (macro mean Dice) of ``adapter`` in each bootstrap resample of cases."""
@@ -247,9 +285,10 @@ class LeaderboardRow:
     prompt: str
     adapter: str
     weights: str
-    dice: Estimate  # the headline: macro mean over labels (the label's mean in a per-label table)
-    nsd: Estimate  # macro mean as Dice
-    hd95: Estimate  # MEDIAN over the pairs (``mean`` holds the median) with its bootstrap CI
+    # per metric of the table, by name: a "mean" metric's macro mean over labels (the label's mean in a
+    # per-label table), a "median" one's MEDIAN over the pairs (``mean`` holds the median), with bootstrap CIs;
+    # a metric the table has but the adapter's rows never carried: NaN (null in the JSON, never 0)
+    metrics: Mapping[str, Estimate]
     throughput: float  # cases per second
     latency_ms: float  # median per case
     peak_mem_mb: float
@@ -268,6 +307,23 @@ class LeaderboardRow:
     def accuracy_known(self) -> bool:
         return self.weights != "random"
 
+    def metric(self, name: str) -> Estimate:
+        """The estimate of metric ``name`` (NaN when the table has no such metric)."""
+        return self.metrics.get(name, NAN_ESTIMATE)
+
+    @property
+    def dice(self) -> Estimate:
+        """The headline (Dice, ``HEADLINE``): macro mean over labels."""
+        return self.metric(HEADLINE)
+
+    @property
+    def nsd(self) -> Estimate:
+        return self.metric("nsd")
+
+    @property
+    def hd95(self) -> Estimate:
+        return self.metric("hd95")
+
     @property
     def failures(self) -> int:
         """Penalised pairs of the case set, failed or missing."""
@@ -283,6 +339,7 @@ class Table:
     label: str | None
     rows: list[LeaderboardRow]  # best Dice first; rows without a Dice last
     scores: TableScores
+    metrics: tuple[MetricSpec, ...] = field(default=BUILTIN_METRICS)  # the table's metrics, the headline first
 
 
 def final_steps(frame: pl.DataFrame) -> pl.DataFrame:
@@ -370,8 +427,9 @@ class _TaskPrompt:
         adapters: list[str],
         planned: Mapping[tuple[str, str], Collection[str]],
         task_labels: list[str],
+        metrics: Sequence[MetricSpec] = BUILTIN_METRICS,
     ):
-        self.task, self.prompt, self.adapters = task, prompt, adapters
+        self.task, self.prompt, self.adapters, self.metrics = task, prompt, adapters, tuple(metrics)
         self.unit = unit_of(task_frame)  # one unit for every table of the task
         rows = task_frame.filter(pl.col("prompt").is_in([prompt, "*"]) & pl.col("adapter").is_in(adapters))
         self.ok = final_steps(rows.filter((pl.col("status") == "ok") & (pl.col("prompt") == prompt))).unique(
@@ -405,17 +463,20 @@ class _TaskPrompt:
         self.diagonal = np.array([known.get(case, np.nan) for case in self.cases], dtype=np.float64)
         self.values: dict[str, dict[str, np.ndarray]] = {}
         self.penalties: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # adapter -> (failed, missing) masks
+        diagonals_by_pair = np.broadcast_to(self.diagonal[:, None], shape)
         for adapter in adapters:
             own = self.ok.filter(pl.col("adapter") == adapter)
-            dice = _matrix(own, "dice", self.index, shape)
-            scored_mask = np.isfinite(dice)
-            penalised = self.in_set & ~scored_mask
+            matrices = {spec.name: _matrix(own, spec.name, self.index, shape) for spec in self.metrics}
+            # a pair is scored where the headline is; every other pair of the set is penalised
+            penalised = self.in_set & ~np.isfinite(matrices[HEADLINE])
             failed_mask = self._failed_mask(adapter, case_index, label_index, shape) & penalised
             self.penalties[adapter] = (failed_mask, penalised & ~failed_mask)
-            nsd, hd95 = _matrix(own, "nsd", self.index, shape), _matrix(own, "hd95", self.index, shape)
-            dice[penalised], nsd[penalised] = PENALTY_DICE, PENALTY_NSD
-            hd95[penalised] = np.broadcast_to(self.diagonal[:, None], shape)[penalised]
-            self.values[adapter] = {"dice": dice, "nsd": nsd, "hd95": hd95}
+            for spec in self.metrics:
+                matrix = matrices[spec.name]
+                if spec.name != HEADLINE and own.height and not np.isfinite(matrix).any():
+                    continue  # the adapter's rows never carried this metric (another run's choice): NaN, not 0
+                matrix[penalised] = spec.penalty_values(diagonals_by_pair)[penalised]
+            self.values[adapter] = matrices
 
     def _failed_mask(
         self, adapter: str, case_index: Mapping[str, int], label_index: Mapping[str, int], shape: tuple[int, int]
@@ -443,9 +504,7 @@ class _TaskPrompt:
             cases,
             tuple(self.labels[c] for c in columns),
             cut(self.in_set),
-            {a: cut(self.values[a]["dice"]) for a in measured},
-            {a: cut(self.values[a]["nsd"]) for a in measured},
-            {a: cut(self.values[a]["hd95"]) for a in measured},
+            {spec.name: {a: cut(self.values[a][spec.name]) for a in measured} for spec in self.metrics},
         )
         table_ok = self.ok if label is None else self.ok.filter(pl.col("label") == label)
         rows = [
@@ -462,7 +521,7 @@ class _TaskPrompt:
             for adapter in self.adapters
         ]
         rows.sort(key=lambda r: (not np.isfinite(r.dice.mean), -np.nan_to_num(r.dice.mean, nan=-1.0), r.adapter))
-        return Table(self.task, self.prompt, label, rows, scores)
+        return Table(self.task, self.prompt, label, rows, scores, self.metrics)
 
     def _row(
         self,
@@ -478,14 +537,17 @@ class _TaskPrompt:
         per_case = own.unique(["case_id"], keep="first", maintain_order=True).sort("case_id")  # sums in a fixed order
         total_s = float(per_case["total_ms"].sum()) / 1000
         failed, missing = (int(mask[keep][:, columns].sum()) for mask in self.penalties[adapter])
-        nan = Estimate(float("nan"), float("nan"), float("nan"))
-        dice = nsd = hd95 = nan
-        pooled: Estimate | None = nan
+        estimates = dict.fromkeys((spec.name for spec in self.metrics), NAN_ESTIMATE)
+        pooled: Estimate | None = NAN_ESTIMATE
         empty: int | None = None
         if weights != "random" and scores.cases:
-            dice, pooled = _means(scores.dice[adapter])
-            nsd, _ = _means(scores.nsd[adapter])
-            hd95 = _median(scores.hd95[adapter])
+            for spec in self.metrics:
+                matrix = scores.values[spec.name][adapter]
+                if spec.summary == "median":
+                    estimates[spec.name] = _median(matrix)
+                else:
+                    estimates[spec.name], spec_pooled = _means(matrix)
+                    pooled = spec_pooled if spec.name == HEADLINE else pooled
             areas = own["pred_area"].drop_nulls()
             empty = int((areas == 0).sum()) if areas.len() else None
         return LeaderboardRow(
@@ -493,9 +555,7 @@ class _TaskPrompt:
             prompt=self.prompt,
             adapter=adapter,
             weights=weights,
-            dice=dice,
-            nsd=nsd,
-            hd95=hd95,
+            metrics=estimates,
             throughput=per_case.height / total_s if total_s > 0 else float("nan"),
             latency_ms=float(per_case["total_ms"].median()) if per_case.height else float("nan"),
             peak_mem_mb=float(own["peak_mem_mb"].max()) if own.height else float("nan"),
@@ -512,18 +572,37 @@ class _TaskPrompt:
         )
 
 
+def task_metrics_of(task_frame: pl.DataFrame, specs: Sequence[MetricSpec]) -> tuple[MetricSpec, ...]:
+    """The metrics of ``specs`` a task's rows carry (a value in some ok row), the headline always."""
+    ok = task_frame.filter(pl.col("status") == "ok")
+    return tuple(
+        spec
+        for spec in specs
+        if spec.name == HEADLINE or (spec.name in ok.columns and ok[spec.name].cast(pl.Float64).is_finite().any())
+    )
+
+
+def with_metric_columns(frame: pl.DataFrame, specs: Sequence[MetricSpec]) -> pl.DataFrame:
+    """``frame`` with a (null) column for each metric of ``specs`` it lacks."""
+    missing = [pl.lit(None, dtype=pl.Float64).alias(spec.name) for spec in specs if spec.name not in frame.columns]
+    return frame.with_columns(missing) if missing else frame
+
+
 def tables(
     frame: pl.DataFrame,
     planned: Mapping[tuple[str, str], Collection[str]] | None = None,
     baselines: Collection[str] = (),
+    metrics: Sequence[MetricSpec] | None = None,
 ) -> list[Table]:
     """Every table of ``frame`` by the rule: per (task, prompt), the headline table over every label
     (``label`` None) first, then one table per label.
 
     ``planned`` maps (adapter, task) to the case ids the runs planned for it (absent in older runs);
-    ``baselines`` names the adapters shown as unranked reference rows.
+    ``baselines`` names the adapters shown as unranked reference rows; ``metrics`` is the metric table
+    (default: the registered metrics among the frame's columns); a task's tables show those its rows carry.
     """
-    frame = with_slow_machine(with_contract_columns(frame))
+    metrics = tuple(metrics) if metrics is not None else shown_metrics(frame.columns)
+    frame = with_metric_columns(with_slow_machine(with_contract_columns(frame)), metrics)
     planned = planned or {}
     weights = (
         {adapter: str(group["weights"][0]) for (adapter,), group in frame.group_by("adapter")} if frame.height else {}
@@ -539,7 +618,9 @@ def tables(
         task_labels = sorted(
             task_frame.filter((pl.col("status") == "ok") & (pl.col("label") != "*"))["label"].unique().to_list()
         )
-        scored = _TaskPrompt(task_frame, task, prompt, adapters, planned, task_labels)
+        scored = _TaskPrompt(
+            task_frame, task, prompt, adapters, planned, task_labels, task_metrics_of(task_frame, metrics)
+        )
         out.append(scored.table(None, weights, baselines))
         out += [scored.table(label, weights, baselines) for label in scored.labels]
     return out

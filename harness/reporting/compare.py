@@ -3,9 +3,10 @@
 Rows of the two runs are matched on (adapter, task, case, label, prompt, step); every comparison is
 paired over the matched cases, per (adapter, task, prompt):
 
-* **accuracy**: mean paired difference of Dice and NSD (new − base, final prompt step) with a 95%
-  percentile bootstrap CI (seeded); a regression when the drop exceeds ``--fail-dice`` and the CI
-  excludes zero;
+* **accuracy**: mean paired difference of every metric the tables summarise by a mean and both runs'
+  rows carry (Dice and NSD by default: ``segbench.measuring.metric_table``; new − base, final prompt step)
+  with a 95% percentile bootstrap CI (seeded); a regression when the headline's (Dice's) drop exceeds
+  ``--fail-dice`` and the CI excludes zero;
 * **speed**: geometric mean of the per-case latency ratios (``total_ms`` new / base), divided by the
   machine's slowdown between the runs, with a 95% Student-t CI on the log ratios; a regression when
   the whole CI lies above ``1 + --fail-speed`` and the median per-case difference is at least
@@ -62,6 +63,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from segbench.measuring.metric_table import HEADLINE, MetricSpec, shown_metrics
 from segbench.reporting.aggregate import bootstrap_ci, final_steps
 from segbench.running.store import RunStore
 
@@ -124,8 +126,7 @@ class GroupComparison:
     cases: int
     dice_base: float
     dice_new: float
-    dice_diff: tuple[float, float, float]  # mean, CI low, CI high
-    nsd_diff: tuple[float, float, float]
+    diffs: dict[str, tuple[float, float, float]]  # per compared metric: mean, CI low, CI high
     machine_ratio: float  # the machine's slowdown between the runs (median probe_ms new / base)
     latency_ratio: tuple[float, float, float]  # geometric mean over cases, machine-adjusted; CI low, CI high
     latency_delta_ms: float  # median per-case difference
@@ -134,6 +135,14 @@ class GroupComparison:
     unjudged: str | None = None  # why speed was not judged (the machine moved by more than the tolerance)
     counts: CaseCounts = field(default_factory=CaseCounts)
     not_judged: list[str] = field(default_factory=list)  # measures with nothing to judge (0 or no values)
+
+    @property
+    def dice_diff(self) -> tuple[float, float, float]:
+        return self.diffs.get(HEADLINE, (math.nan,) * 3)
+
+    @property
+    def nsd_diff(self) -> tuple[float, float, float]:
+        return self.diffs.get("nsd", (math.nan,) * 3)
 
     @property
     def verdict(self) -> str:
@@ -150,6 +159,7 @@ class Comparison:
     machine_differences: dict[str, tuple[Any, Any]]
     unmatched_base: int
     unmatched_new: int
+    metrics: tuple[MetricSpec, ...] = ()  # the compared metrics (mean-summarised, in both runs), headline first
 
     @property
     def regressed(self) -> bool:
@@ -216,17 +226,30 @@ def machine_differences(base: dict[str, Any], new: dict[str, Any]) -> dict[str, 
     return {key: (a[key], b[key]) for key in a if a[key] != b[key]}
 
 
-def _paired(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
-    keep = [*ROW_KEY, "dice", "nsd", "total_ms", "peak_mem_mb", "probe_ms", "weights", "device"]
+def compared_metrics(base: pl.DataFrame, new: pl.DataFrame) -> tuple[MetricSpec, ...]:
+    """The metrics a comparison pairs: those summarised by a mean whose column both runs' rows carry."""
+    shared = set(base.columns) & set(new.columns)
+    return tuple(spec for spec in shown_metrics(shared) if spec.summary == "mean")
+
+
+def _paired(base: pl.DataFrame, new: pl.DataFrame, metrics: tuple[MetricSpec, ...]) -> pl.DataFrame:
+    keep = [*ROW_KEY, *(spec.name for spec in metrics), "total_ms", "peak_mem_mb", "probe_ms", "weights", "device"]
     ok = [final_steps(frame.filter(pl.col("status") == "ok")).select(keep) for frame in (base, new)]
     return ok[0].join(ok[1], on=ROW_KEY, how="inner", suffix="_new")
 
 
-def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Thresholds) -> GroupComparison:
+def _compare_group(
+    key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Thresholds, metrics: tuple[MetricSpec, ...]
+) -> GroupComparison:
     accuracy_known = (rows["weights"] != "random").all() and (rows["weights_new"] != "random").all()
     unknown = (math.nan,) * 3
-    dice_diff = _mean_bootstrap((rows["dice_new"] - rows["dice"]).to_numpy()) if accuracy_known else unknown
-    nsd_diff = _mean_bootstrap((rows["nsd_new"] - rows["nsd"]).to_numpy()) if accuracy_known else unknown
+    diffs = {
+        spec.name: _mean_bootstrap((rows[f"{spec.name}_new"] - rows[spec.name]).cast(pl.Float64).to_numpy())
+        if accuracy_known
+        else unknown
+        for spec in metrics
+    }
+    dice_diff = diffs[HEADLINE]
     per_case = rows.unique(["case_id"], keep="first")
     base_ms = per_case["total_ms"].cast(pl.Float64).fill_null(math.nan).to_numpy()
     new_ms = per_case["total_ms_new"].cast(pl.Float64).fill_null(math.nan).to_numpy()
@@ -261,8 +284,7 @@ def _compare_group(key: tuple[str, str, str], rows: pl.DataFrame, thresholds: Th
         cases=per_case.height,
         dice_base=float(rows["dice"].mean()),
         dice_new=float(rows["dice_new"].mean()),
-        dice_diff=dice_diff,
-        nsd_diff=nsd_diff,
+        diffs=diffs,
         machine_ratio=machine,
         latency_ratio=latency_ratio,  # type: ignore[arg-type]
         latency_delta_ms=delta_ms,
@@ -287,8 +309,7 @@ def _unpaired_group(key: tuple[str, str, str]) -> GroupComparison:
         cases=0,
         dice_base=math.nan,
         dice_new=math.nan,
-        dice_diff=unknown,
-        nsd_diff=unknown,
+        diffs={},
         machine_ratio=math.nan,
         latency_ratio=unknown,
         latency_delta_ms=math.nan,
@@ -345,11 +366,9 @@ def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresho
     base_store, new_store = RunStore(base_dir), RunStore(new_dir)
     base_manifest, new_manifest = base_store.read_manifest(), new_store.read_manifest()
     base, new = base_store.read_cases(), new_store.read_cases()
-    paired = _paired(base, new)
-    compared = {
-        key: _compare_group(key, rows, thresholds)  # type: ignore[arg-type]
-        for key, rows in paired.group_by(GROUP_KEY)
-    }
+    metrics = compared_metrics(base, new)
+    paired = _paired(base, new, metrics)
+    compared = {key: _compare_group(key, rows, thresholds, metrics) for key, rows in paired.group_by(GROUP_KEY)}
     counts = case_counts(base, new)
     groups = []
     for key in sorted(counts.keys() | compared.keys()):
@@ -365,6 +384,7 @@ def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresho
         machine_differences(base_manifest, new_manifest),
         unmatched_base=final_steps(base.filter(pl.col("status") == "ok")).height - matched,
         unmatched_new=final_steps(new.filter(pl.col("status") == "ok")).height - matched,
+        metrics=metrics,
     )
 
 
@@ -423,7 +443,7 @@ def write_html(comparison: Comparison, path: Path) -> Path:
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["fmt"] = _fmt
-    html = environment.get_template("compare.html").render(c=comparison)
+    html = environment.get_template("compare.html").render(c=comparison, nan=math.nan)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path

@@ -1,7 +1,10 @@
 """``leaderboard.json``: the site's figures for machines, beside the HTML.
 
 Every number the pages show is here with its uncertainty (``mean``, ``low``, ``high`` of the 95%
-bootstrap CI); what was not measured is ``null``. Pages are named relative to the site folder and,
+bootstrap CI); what was not measured is ``null``. ``metrics`` describes the metric table (name, label,
+unit, direction, digits, summary, edge cases, penalty); every table row carries each of them under its
+name: a ``mean`` metric as an estimate, a ``median`` one as ``median``, ``low``, ``high``, and ``null``
+where the task's rows did not carry the metric (never 0). Pages are named relative to the site folder and,
 with ``--base-url``, also as absolute URLs. Each run says whether it is complete (``complete``,
 ``units_done`` of ``units_planned``); ``complete`` at the top is false when any run is not.
 
@@ -16,6 +19,7 @@ import math
 from importlib import resources
 from typing import Any
 
+from segbench.measuring.metric_table import HEADLINE, MetricSpec
 from segbench.reporting.aggregate import Estimate
 from segbench.reporting.pages import AdapterPage, PromptSection, RankedTable, Site, TaskPage
 from segbench.reporting.publishing import Completeness
@@ -39,23 +43,44 @@ def _estimate(estimate: Estimate) -> dict[str, float | None]:
     return {"mean": _number(estimate.mean), "low": _number(estimate.low), "high": _number(estimate.high)}
 
 
-def _row(ranked: RankedRow) -> dict[str, Any]:
+def _metric_value(spec: MetricSpec, estimate: Estimate) -> dict[str, float | None]:
+    if spec.summary == "median":
+        return {"median": _number(estimate.mean), "low": _number(estimate.low), "high": _number(estimate.high)}
+    return _estimate(estimate)
+
+
+def metric_record(spec: MetricSpec) -> dict[str, Any]:
+    """What the document says of one metric of the table."""
+    return {
+        "name": spec.name,
+        "label": spec.label,
+        "unit": spec.unit,
+        "higher_is_better": spec.higher_is_better,
+        "digits": spec.digits,
+        "summary": spec.summary,
+        "edge_cases": spec.edge_cases,
+        "penalty": spec.penalty,
+        "headline": spec.name == HEADLINE,
+    }
+
+
+def _row(ranked: RankedRow, table_metrics: tuple[MetricSpec, ...], metrics: tuple[MetricSpec, ...]) -> dict[str, Any]:
     """One adapter's row of a table: the figures by the aggregation rule (``aggregation_rule`` of the
     document), its rank (shared where the paired test cannot separate it from the one above), rank
-    interval, and the penalised pairs (failed, missing) beside the mean."""
+    interval, and the penalised pairs (failed, missing) beside the mean. Every metric of the site's table
+    (``metrics``) is a key; those the table lacks (``table_metrics``) are null."""
     row = ranked.row
     comparison = ranked.vs_next
+    present = {spec.name for spec in table_metrics}
     return {
+        **{spec.name: _metric_value(spec, row.metric(spec.name)) if spec.name in present else None for spec in metrics},
         "rank": ranked.rank,
         "shared_rank": ranked.shared,
         "rank_interval": None if ranked.rank_low is None else [ranked.rank_low, ranked.rank_high],
         "baseline": row.baseline,
         "adapter": row.adapter,
         "weights": row.weights,
-        "dice": _estimate(row.dice),
         "pooled_dice": None if row.pooled is None else _estimate(row.pooled),
-        "nsd": _estimate(row.nsd),
-        "hd95": {"median": _number(row.hd95.mean), "low": _number(row.hd95.low), "high": _number(row.hd95.high)},
         "hd95_empty_predictions": row.hd95_empty,
         "unit": row.unit,
         "throughput_cases_per_s": _number(row.throughput),
@@ -73,8 +98,8 @@ def _row(ranked: RankedRow) -> dict[str, Any]:
     }
 
 
-def _table(table: RankedTable) -> list[dict[str, Any]]:
-    return [_row(ranked) for ranked in table.rows]
+def _table(table: RankedTable, metrics: tuple[MetricSpec, ...]) -> list[dict[str, Any]]:
+    return [_row(ranked, table.metrics, metrics) for ranked in table.rows]
 
 
 def _overview(site: Site) -> dict[str, Any] | None:
@@ -108,11 +133,11 @@ def _overview(site: Site) -> dict[str, Any] | None:
     }
 
 
-def _section(section: PromptSection) -> dict[str, Any]:
+def _section(section: PromptSection, metrics: tuple[MetricSpec, ...]) -> dict[str, Any]:
     return {
         "prompt": section.prompt,
-        "rows": _table(section.table),  # the headline: macro mean over labels
-        "labels": {table.label: _table(table) for table in section.label_tables},
+        "rows": _table(section.table, metrics),  # the headline: macro mean over labels
+        "labels": {table.label: _table(table, metrics) for table in section.label_tables},
         "drilldown": section.overlays.record(),
     }
 
@@ -125,13 +150,14 @@ class Urls:
         return {"page": page, **({"url": f"{self.base_url}/{page}"} if self.base_url else {})}
 
 
-def _task(task: TaskPage, urls: Urls) -> dict[str, Any]:
+def _task(task: TaskPage, urls: Urls, metrics: tuple[MetricSpec, ...]) -> dict[str, Any]:
     return {
         "name": task.name,
         **urls(f"task-{task.slug}.html"),
         "family": task.family,
         "info": task.info,
-        "protocols": [_section(section) for section in task.sections],
+        "metrics": [spec.name for spec in task.metrics],
+        "protocols": [_section(section, metrics) for section in task.sections],
         "iterative": [
             {
                 "prompt": s.prompt,
@@ -185,7 +211,8 @@ def document(site: Site, title: str, base_url: str | None, version: str, states:
         **({"base_url": base_url} if base_url else {}),
         "complete": all(state.complete for state in states),
         "runs": [_run(run, state) for run, state in zip(site.runs, states, strict=True)],
-        "tasks": [_task(task, urls) for task in site.tasks],
+        "metrics": [metric_record(spec) for spec in site.metrics],
+        "tasks": [_task(task, urls, site.metrics) for task in site.tasks],
         "adapters": [_adapter(page, urls) for page in site.adapters],
         "overview": _overview(site),
     }

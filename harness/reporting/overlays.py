@@ -1,7 +1,7 @@
 """The case drill-down of one (task, protocol): for each adapter, its best, median and worst
 (case, label) of the run, each shown for every adapter side by side, and the cases it failed.
 
-Picks. An adapter's ok final-step rows are ordered by Dice, ties broken by case id then label; the
+Picks. An adapter's ok final-step rows are ordered by the headline metric (Dice), ties broken by case id then label; the
 worst is the first, the median the lower middle, the best the last, and a pick says where it stands
 ("worst of 40 cases for A", "20 of 40"). Every picked (case, label) gets one cell per adapter, in the
 table's order, so a column always holds one adapter and a row one case: drawn when the adapter
@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +41,7 @@ import polars as pl
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from segbench.measuring.metric_table import BUILTIN_METRICS, HEADLINE, MetricSpec
 from segbench.running.kept_masks import SavedPrediction, case_key, read_case, webp
 
 TP_RGB = (0x00, 0x9E, 0x73)  # Okabe–Ito bluish green: true positive
@@ -274,12 +275,26 @@ class Cell:
 
     adapter: str
     status: str  # "ok", "failed" or "not run"
-    dice: float = float("nan")
-    nsd: float = float("nan")
-    hd95: float = float("nan")
-    unit: str | None = None  # of HD95: "mm" or "px"; None when the run did not say
+    scores: Mapping[str, float] = field(default_factory=dict)  # by metric name (NaN where not finite)
+    unit: str | None = None  # of distances: "mm" or "px"; None when the run did not say
     error: str | None = None  # the error's first line, failed cells
     overlay: Overlay | None = None  # None: failed, not run, or its masks were not kept
+    metrics: tuple[MetricSpec, ...] = BUILTIN_METRICS  # the task's metric table, in the caption's order
+
+    def score(self, name: str) -> float:
+        return self.scores.get(name, float("nan"))
+
+    @property
+    def dice(self) -> float:
+        return self.score(HEADLINE)
+
+    @property
+    def nsd(self) -> float:
+        return self.score("nsd")
+
+    @property
+    def hd95(self) -> float:
+        return self.score("hd95")
 
 
 @dataclass(frozen=True)
@@ -346,9 +361,7 @@ class Drilldown:
                         {
                             "adapter": c.adapter,
                             "status": c.status,
-                            "dice": _json_number(c.dice),
-                            "nsd": _json_number(c.nsd),
-                            "hd95": _json_number(c.hd95),
+                            **{spec.name: _json_number(c.score(spec.name)) for spec in c.metrics},
                             "unit": c.unit,
                             "error": c.error,
                             "slice": c.overlay.slice_index if c.overlay else None,
@@ -369,9 +382,9 @@ class Drilldown:
 
 
 def pick_cases(rows: pl.DataFrame) -> list[tuple[tuple[str, ...], int, dict]]:
-    """Best, median (lower) and worst rows by Dice, ties broken by case and label, as (names, 1-based
-    position from the lowest Dice, row); a row that is several picks at once is listed once."""
-    ordered = rows.filter(pl.col("dice").is_not_nan()).sort("dice", "case_id", "label").to_dicts()
+    """Best, median (lower) and worst rows by the headline (Dice), ties broken by case and label, as (names,
+    1-based position from the lowest Dice, row); a row that is several picks at once is listed once."""
+    ordered = rows.filter(pl.col(HEADLINE).is_not_nan()).sort(HEADLINE, "case_id", "label").to_dicts()
     if not ordered:
         return []
     positions = {"best": len(ordered) - 1, "median": (len(ordered) - 1) // 2, "worst": 0}
@@ -393,11 +406,13 @@ def drilldown(
     prompt: str,
     adapters: Sequence[str],
     folder: str = "cases",
+    metrics: Sequence[MetricSpec] = BUILTIN_METRICS,
 ) -> Drilldown:
     """The drill-down of ``adapters`` (the columns, in that order) from ``final`` (one task and protocol,
     final step, status ok) and ``failed`` (the same task's failed rows of this protocol or of no protocol,
     ``*``), drawing from the kept masks in ``saved`` ((adapter, case id) → its sample); images are named
-    under ``folder`` and drawn by :meth:`Overlay.write`."""
+    under ``folder`` and drawn by :meth:`Overlay.write`; each cell shows the task's ``metrics``."""
+    metrics = tuple(metrics)
     columns = [a for a in adapters if (final["adapter"] == a).any() or (failed["adapter"] == a).any()]
     ok = {(row["adapter"], row["case_id"], row["label"]): row for row in final.to_dicts()}
     failures: dict[str, list[Failure]] = {}
@@ -423,7 +438,7 @@ def drilldown(
                     prompt,
                     case_id,
                     label,
-                    row["dice"],
+                    row[HEADLINE],
                     sample,
                     protocol_key,
                     json.loads(row.get("prompt_json") or "[]"),
@@ -440,19 +455,20 @@ def drilldown(
             return Cell(
                 adapter,
                 "ok",
-                row["dice"],
-                _finite(row["nsd"]),
-                _finite(row["hd95"]),
+                {spec.name: _finite(row.get(spec.name)) for spec in metrics},
                 row.get("unit"),
                 overlay=overlay_of(adapter, case_id, label, row),
+                metrics=metrics,
             )
         error = failed_at.get((adapter, case_id, label)) or failed_at.get((adapter, case_id, "*"))
-        return Cell(adapter, "failed", error=error) if error is not None else Cell(adapter, "not run")
+        if error is not None:
+            return Cell(adapter, "failed", error=error, metrics=metrics)
+        return Cell(adapter, "not run", metrics=metrics)
 
     picks = []
     for adapter in columns:
         for names, position, row in pick_cases(final.filter(pl.col("adapter") == adapter)):
-            total = int(final.filter((pl.col("adapter") == adapter) & pl.col("dice").is_not_nan()).height)
+            total = int(final.filter((pl.col("adapter") == adapter) & pl.col(HEADLINE).is_not_nan()).height)
             picks.append(
                 Pick(
                     names,

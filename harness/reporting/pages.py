@@ -21,8 +21,17 @@ from typing import Any
 import polars as pl
 
 from segbench.errors import SegbenchError
+from segbench.measuring.metric_table import BUILTIN_METRICS, MetricSpec, shown_metrics, summaries_text
 from segbench.reporting import figures
-from segbench.reporting.aggregate import AGGREGATION_RULE, Table, final_steps, tables, unit_of, with_contract_columns
+from segbench.reporting.aggregate import (
+    AGGREGATION_RULE,
+    Table,
+    aggregation_rule,
+    final_steps,
+    tables,
+    unit_of,
+    with_contract_columns,
+)
 from segbench.reporting.curves import (
     SUPPORT_COLUMN,
     StepCurve,
@@ -149,6 +158,7 @@ class RankedTable:
     prompt: str
     label: str | None  # None: every label
     rows: list[RankedRow]
+    metrics: tuple[MetricSpec, ...] = BUILTIN_METRICS  # the table's metric columns, the headline first
 
 
 @dataclass
@@ -178,6 +188,7 @@ class TaskPage:
     support: list[SupportCurve]
     support_figure: Figure | None
     unit: str = "mm"  # of HD95 and the NSD tolerance: "px" where the images have no spacing
+    metrics: tuple[MetricSpec, ...] = BUILTIN_METRICS  # the metrics its rows carry, the headline first
 
     @property
     def figures(self) -> list[Figure]:
@@ -284,7 +295,13 @@ class Site:
     families: dict[str, list[TaskPage]]
     palette: dict[str, Style]
     overview: Overview | None = None
-    rule: str = AGGREGATION_RULE
+    rule: str = AGGREGATION_RULE  # the rule for the site's metric table (``metrics``)
+    metrics: tuple[MetricSpec, ...] = BUILTIN_METRICS
+
+    @property
+    def summaries(self) -> str:
+        """How each metric is summarised, for the pages' footer: "Dice and NSD: mean, HD95: median"."""
+        return summaries_text(self.metrics)
 
 
 def family(info: dict[str, Any], has_support: bool) -> str:
@@ -341,6 +358,7 @@ class SiteBuilder:
     def __init__(self, runs: list[LoadedRun]):
         self.runs = runs
         self.frame = combined_cases(runs)
+        self.metrics = shown_metrics(self.frame.columns)  # every metric some run's rows carry
         self.tables_frame = split_support_sizes(self.frame)
         self.final = _measured(final_steps(self.tables_frame.filter(pl.col("status") == "ok")))
         self.final_by_task = self.final.partition_by("task", as_dict=True)
@@ -363,8 +381,8 @@ class SiteBuilder:
         leaves its figures to the task's support-size curve."""
         final = self._final(task).filter(pl.col("prompt") == prompt)
         rows = headline.rows
-        table = RankedTable(prompt, None, rank_table(headline))
-        label_tables = [RankedTable(prompt, t.label, rank_table(t)) for t in by_label]
+        table = RankedTable(prompt, None, rank_table(headline), headline.metrics)
+        label_tables = [RankedTable(prompt, t.label, rank_table(t), t.metrics) for t in by_label]
         subject = f"task {task}, prompt {prompt}"
         name = f"{task_slug}-{slug(prompt)}"
         # every adapter with a Dice, baselines included, in table order; the penalties are in the values
@@ -384,7 +402,13 @@ class SiteBuilder:
             )
         )
         overlays = drilldown(
-            final, failed, self.saved.get(task, {}), prompt, [r.row.adapter for r in table.rows], f"cases/{task_slug}"
+            final,
+            failed,
+            self.saved.get(task, {}),
+            prompt,
+            [r.row.adapter for r in table.rows],
+            f"cases/{task_slug}",
+            headline.metrics,
         )
         return PromptSection(prompt, table, label_tables, shown, overlays)
 
@@ -434,6 +458,7 @@ class SiteBuilder:
             support,
             support_figure,
             unit_of(with_contract_columns(task_frame)),
+            next(iter(task_tables)).metrics if task_tables else BUILTIN_METRICS,
         )
 
     def adapter_pages(self, tasks: list[TaskPage]) -> list[AdapterPage]:
@@ -466,7 +491,7 @@ class SiteBuilder:
 
     def build(self) -> Site:
         by_task: dict[str, list[Table]] = defaultdict(list)
-        for table in tables(self.tables_frame, planned_cases(self.runs), baseline_adapters(self.runs)):
+        for table in tables(self.tables_frame, planned_cases(self.runs), baseline_adapters(self.runs), self.metrics):
             by_task[table.task].append(table)
         tasks = [self.task_page(task, task_tables) for task, task_tables in sorted(by_task.items())]
         families: dict[str, list[TaskPage]] = defaultdict(list)
@@ -480,4 +505,6 @@ class SiteBuilder:
             {f: families[f] for f in order},
             self.palette,
             overview(tasks),
+            aggregation_rule(self.metrics),
+            self.metrics,
         )

@@ -1,4 +1,5 @@
-"""The quick look ``segbench run`` ends with: per (adapter, task) cases, mean Dice and NSD, failures.
+"""The quick look ``segbench run`` ends with: per (adapter, task) cases, the mean of each metric the
+tables summarise by a mean (Dice and NSD by default; ``segbench.measuring.metric_table``), failures.
 
 Not the leaderboard's rule (that is :data:`segbench.reporting.aggregate.AGGREGATION_RULE`): a first glance
 at what the run produced, with the rule it follows printed beside it.
@@ -6,10 +7,11 @@ at what the run produced, with the rule it follows printed beside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
+from segbench.measuring.metric_table import shown_metrics
 from segbench.reporting.aggregate import final_steps
 
 SUMMARY_RULE = (
@@ -23,9 +25,16 @@ class PairSummary:
     adapter: str
     task: str
     cases: int
-    dice: float  # NaN when no row is ok
-    nsd: float
     failed: int  # cases with a failed row
+    means: dict[str, float] = field(default_factory=dict)  # by metric; NaN when no row is ok (or has the metric)
+
+    @property
+    def dice(self) -> float:
+        return self.means.get("dice", float("nan"))
+
+    @property
+    def nsd(self) -> float:
+        return self.means.get("nsd", float("nan"))
 
 
 @dataclass
@@ -38,14 +47,15 @@ class RunSummary:
 
 
 def summarize(frame: pl.DataFrame) -> RunSummary:
-    """Per (adapter, task): cases, mean Dice and NSD at each protocol's final step, failed cases; each
-    failing adapter's first error; the adapters that failed every case."""
+    """Per (adapter, task): cases, each mean-summarised metric's mean at each protocol's final step, failed
+    cases; each failing adapter's first error; the adapters that failed every case."""
     if frame.is_empty():
         return RunSummary([], {}, [])
     ok = final_steps(frame).filter(pl.col("status") == "ok")
+    names = [spec.name for spec in shown_metrics(frame.columns) if spec.summary == "mean"]
     means = {
-        (a, t): (d, n)
-        for a, t, d, n in ok.group_by("adapter", "task").agg(pl.col("dice").mean(), pl.col("nsd").mean()).iter_rows()
+        (row.pop("adapter"), row.pop("task")): row
+        for row in ok.group_by("adapter", "task").agg(pl.col(name).mean() for name in names).iter_rows(named=True)
     }
     counts = (
         frame.group_by("adapter", "task")
@@ -57,7 +67,8 @@ def summarize(frame: pl.DataFrame) -> RunSummary:
     )
     nan = float("nan")
     pairs = [
-        PairSummary(a, t, cases, *means.get((a, t), (nan, nan)), failed) for a, t, cases, failed in counts.iter_rows()
+        PairSummary(a, t, cases, failed, {name: nan if v is None else v for name, v in means.get((a, t), {}).items()})
+        for a, t, cases, failed in counts.iter_rows()
     ]
     failed_rows = frame.filter(pl.col("status") != "ok")
     first_errors = {

@@ -40,6 +40,7 @@ from segbench.data.support_sets import unfit_reason
 from segbench.data.taskspec import TaskSpec
 from segbench.errors import ConfigError
 from segbench.interface import Adapter, Capabilities, LoadOptions, Precision
+from segbench.measuring.metric_table import task_metrics, unit_key
 from segbench.measuring.metrics import METRICS_VERSION
 from segbench.protocols.prompts import ProtocolSpec
 from segbench.weights import checkpoints
@@ -249,7 +250,10 @@ def unit_id(
     protocols: tuple[ProtocolSpec, ...],
     seed: int,
     task_sha256: str | None = None,
+    metrics: str = "",
 ) -> str:
+    """The unit's content key; ``metrics`` is :func:`segbench.measuring.metric_table.unit_key` of the metrics
+    it computes ("" for the default table, which leaves today's ids as they were)."""
     key = "\x1f".join(
         [
             adapter,
@@ -260,6 +264,7 @@ def unit_id(
             case_id,
             ",".join(f"{p.name}{p.kind}{sorted(p.params)!r}" for p in protocols),
             str(seed),
+            *([metrics] if metrics else []),
         ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -305,6 +310,8 @@ def make_plan(
     if save_masks is not None and (not isinstance(save_masks, int) or save_masks < 0):
         raise ConfigError("--save-masks", f"must be >= 0, got {save_masks}")
     chosen = {name: tasks[name] for name in suite.tasks}
+    # unknown metric names fail here, before any adapter loads
+    metric_keys = {name: unit_key(task_metrics(spec.metrics, spec.source)) for name, spec in chosen.items()}
 
     skipped: dict[str, str] = {}
     setups: dict[str, AdapterSetup] = {}
@@ -348,7 +355,16 @@ def make_plan(
             protocols[f"{name}/{task_name}"] = supported
             units += [
                 WorkUnit(
-                    unit_id(name, setups[name].fingerprint, spec, case, supported, suite.seed, task_hashes[task_name]),
+                    unit_id(
+                        name,
+                        setups[name].fingerprint,
+                        spec,
+                        case,
+                        supported,
+                        suite.seed,
+                        task_hashes[task_name],
+                        metric_keys[task_name],
+                    ),
                     name,
                     task_name,
                     case,

@@ -36,7 +36,8 @@ from segbench.data.taskspec import TaskSpec
 from segbench.errors import DataError, SegbenchError
 from segbench.interface import Adapter, MaskError, Prediction, Prompt, Support, check_masks
 from segbench.measuring.cost import MachineProbe, current_rss_mb, peak_memory, timed
-from segbench.measuring.metrics import evaluate, image_diagonal_mm
+from segbench.measuring.metric_table import ScoringInputs, score, task_metrics
+from segbench.measuring.metrics import image_diagonal_mm
 from segbench.protocols.prompts import (
     ProtocolSpec,
     Target,
@@ -252,12 +253,13 @@ class UnitRunner:
         # volume adapters encode while they propagate: no separate encoder time (NaN) to add
         total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
         predicted = [_union_by_label(targets, masks, labels) for _, masks, _ in steps]
+        metric_specs = task_metrics(spec.metrics, spec.source)
         if kept is not None:
             kept[protocol.name] = predicted[-1]
         rows = []
         for step, ((decode_ms, _, step_prompts), by_label) in enumerate(zip(steps, predicted, strict=True)):
             for label, mask in by_label.items():
-                scores = evaluate(labels[label], mask, case.spacing, spec.nsd_tolerance)
+                scores = score(ScoringInputs(labels[label], mask, case.spacing, spec.nsd_tolerance), metric_specs)
                 described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
                 rows.append(
                     self._row(
@@ -266,9 +268,7 @@ class UnitRunner:
                         prompt=protocol.name,
                         step=step,
                         instances=len(described),
-                        dice=scores.dice,
-                        nsd=scores.nsd,
-                        hd95=scores.hd95,
+                        **scores,
                         **_areas(labels[label], mask),
                         encode_ms=encode_ms,
                         decode_ms=decode_ms,
@@ -313,8 +313,9 @@ class UnitRunner:
         if kept is not None:
             kept[protocol.name] = dict(zip(ask.labels, masks, strict=True))
         rows = []
+        metric_specs = task_metrics(spec.metrics, spec.source)
         for name, mask in zip(ask.labels, masks, strict=True):
-            scores = evaluate(labels[name], mask, case.spacing, spec.nsd_tolerance)
+            scores = score(ScoringInputs(labels[name], mask, case.spacing, spec.nsd_tolerance), metric_specs)
             rows.append(
                 self._row(
                     unit,
@@ -322,9 +323,7 @@ class UnitRunner:
                     prompt=protocol.name,
                     instances=1,
                     support_size=ask.size,
-                    dice=scores.dice,
-                    nsd=scores.nsd,
-                    hd95=scores.hd95,
+                    **scores,
                     **_areas(labels[name], mask),
                     encode_ms=encode_ms,
                     decode_ms=decode_ms,

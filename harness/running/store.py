@@ -40,6 +40,7 @@ from typing import Any
 
 import polars as pl
 
+from segbench import plugins
 from segbench.errors import SegbenchError
 from segbench.running.kept_masks import SAMPLE_KEY, MaskSample
 from segbench.weights.checkpoints import sha256_file
@@ -164,7 +165,13 @@ def _write_with(path: Path, write: Any) -> None:
 
 
 def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame([{k: row.get(k) for k in CASE_SCHEMA} for row in rows], schema=CASE_SCHEMA)
+    """The rows in the schema, plus a Float64 column for each metric of a plugin's that a row carries
+    (segbench.measuring.metric_table: one column per metric, named by it), after the schema's columns."""
+    rows = list(rows)
+    extra = {key for row in rows for key in row if key not in CASE_SCHEMA and key != SAMPLE_KEY}
+    metrics = sorted(extra & set(plugins.metrics())) if extra else []
+    schema = {**CASE_SCHEMA, **dict.fromkeys(metrics, pl.Float64)}
+    return pl.DataFrame([{k: row.get(k) for k in schema} for row in rows], schema=schema)
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
@@ -485,7 +492,8 @@ class RunStore:
         frames = [frame for _, _, frame in self.valid_parts().values()]
         if not frames:
             return rows_frame([])
-        return pl.concat(frames, how="vertical").sort(SORT_KEY)
+        # diagonal: tasks that chose other metrics carry other metric columns (null where a part has none)
+        return pl.concat(frames, how="diagonal").sort(SORT_KEY)
 
     def consolidate(self) -> pl.DataFrame:
         """Merge the valid parts into ``cases.parquet`` (atomically) and return the rows; its sha256 is then
