@@ -13,8 +13,8 @@ A protocol turns a *target* (one label of a case, or one connected component of 
 ``support``        in-context: ``k`` labelled examples of the target's label from the task's support pool,
                    ``ensemble`` such sets averaged, optionally with a ``prompt`` (one of the one-step
                    kinds above) passed together with each set. ``k = [1, 2, 4]`` in a protocol list
-                   expands into one protocol per size (the support-size axis). Drawing the sets is
-                   :mod:`segbench.data.support_sets`'s job.
+                   expands into one protocol per size (the support-size axis). The pool is
+                   :mod:`segbench.data.support_sets`'s; the draw, :func:`segbench.protocols.kinds.support_request`.
 
 Volume protocols (3D tasks; their geometry lives in :mod:`segbench.protocols.volume_prompts`):
 
