@@ -11,6 +11,7 @@ from segbench.adapters.baselines import BoxBaseline
 from segbench.adapters.litemedsam import CHECKPOINT, LiteMedSAM
 from segbench.interface import LoadOptions
 from segbench.measuring.metrics import evaluate
+from segbench.protocols.base import ProtocolInputs
 from segbench.protocols.prompts import bounding_box, parse_protocol, targets_for
 from segbench.protocols.propagation import MARGIN_AT_256, SliceStrategy, widened_box
 from segbench.protocols.slice_cache import SliceEncodings, nbytes
@@ -83,9 +84,12 @@ def test_litemedsam_runs_both_strategies_on_a_real_volume_sharing_its_encoder_pa
     case = crop_around(tumour, "tumour_core", slices=6, margin=0)
     targets = targets_for(case.labels, "label")
     session = VolumeSession(litemedsam, case.image, "cpu")
-    slicewise, encode_slicewise = session.run(parse_protocol("slice_boxes"), targets)
+    inputs = ProtocolInputs(0, "brats", case.case_id, case.labels)  # its targets: `targets`, in that order
+    slicewise_run = session.run(parse_protocol("slice_boxes"), inputs)
+    slicewise, encode_slicewise = slicewise_run.steps, slicewise_run.encode_ms
     misses = session.encodings.misses
-    propagated, encode_propagated = session.run(parse_protocol("key_slice_box"), targets)
+    propagated_run = session.run(parse_protocol("key_slice_box"), inputs)
+    propagated, encode_propagated = propagated_run.steps, propagated_run.encode_ms
     assert session.encodings.misses == misses == len(case.image)  # the second strategy encodes nothing new
     assert encode_propagated == pytest.approx(encode_slicewise)  # each is charged the slices it used
     for index, target in enumerate(targets):

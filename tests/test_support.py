@@ -16,11 +16,12 @@ from segbench import plugins
 from segbench.adapters.baselines import box_mask
 from segbench.data.readers.phantom import phantom
 from segbench.data.suites import Suite
-from segbench.data.support_sets import SupportPool, SupportSplit, ensemble_masks, parse_support_split, support_request
+from segbench.data.support_sets import SupportPool, SupportSplit, ensemble_masks, parse_support_split
 from segbench.data.taskspec import TaskSpec, parse_task
 from segbench.errors import ConfigError
 from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.protocols.kinds import support_request
 from segbench.protocols.prompts import Target, bounding_box, initial_prompt, parse_protocols, target_rng
 from segbench.reporting.report import build_site
 from segbench.running.execute import execute
@@ -236,7 +237,7 @@ def test_a_protocol_can_pass_a_prompt_and_a_support_set_together(box_and_support
     )
     runner = UnitRunner(made, "test-box-and-support")
     box_and_support.calls.clear()  # the untimed warm-up call is not the protocol's
-    rows = [row for unit in made.units for row in runner.run(unit)]
+    rows = [row for unit in made.units for row in runner.run(unit).rows]
     assert {row["prompt"] for row in rows} == {"support2x2+box"} and all(r["status"] == "ok" for r in rows)
     assert len(box_and_support.calls) == 2
     for unit, (prompts, supports) in zip(made.units, box_and_support.calls, strict=True):

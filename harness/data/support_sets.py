@@ -8,7 +8,8 @@ is one of ``pool_glob`` (case ids matching any of the globs), ``pool_cases`` (a 
 case id: independent of the listing order, and adding cases displaces at most as many pool members).
 
 For a query case and one of its labels, a ``support`` protocol draws ``ensemble`` sets of ``k``
-distinct pool examples among the pool cases where that label is present. The generator is keyed by
+distinct pool examples among the pool cases where that label is present (the request itself, sets and
+prompts for every label of the case: :func:`segbench.protocols.kinds.support_request`). The generator is keyed by
 (suite seed, task, case, label, k, set index) and never by adapter, so every in-context adapter sees
 exactly the same sets. A label whose pool holds fewer than ``k`` examples is not asked at that size
 (the plan already drops sizes larger than the whole pool, with a reason in the run manifest).
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segbench.errors import ConfigError
-from segbench.interface import Prediction, Prompt, Support
-from segbench.protocols.prompts import ProtocolSpec, Target, initial_prompt, target_rng
+from segbench.interface import Prediction, Support
+from segbench.protocols.prompts import ProtocolSpec, target_rng
 
 if TYPE_CHECKING:
     from segbench.data.case import Case
@@ -94,13 +95,14 @@ def parse_support_split(table: Any, path: Path) -> SupportSplit:
 
 def unfit_reason(protocol: ProtocolSpec, task_name: str, pool_size: int | None) -> str | None:
     """Why a support protocol cannot run on a task (no pool, or a pool smaller than ``k``), else None."""
-    if protocol.kind != "support":
+    size = protocol.handler.support_size
+    if size is None:  # a prompted kind
         return None
     if pool_size is None:
         return f"{protocol.name} needs a support pool, and task '{task_name}' declares no [support] table"
-    if int(protocol.param("k")) > pool_size:
+    if size > pool_size:
         return (
-            f"{protocol.name} needs {protocol.param('k')} support examples; the support pool of task "
+            f"{protocol.name} needs {size} support examples; the support pool of task "
             f"'{task_name}' holds {pool_size} cases"
         )
     return None
@@ -143,47 +145,6 @@ class SupportPool:
     def support(self, case_ids: Sequence[str], label: str) -> Support:
         cases = [self.cases[c] for c in case_ids]
         return Support([case.image for case in cases], [case.labels[label] for case in cases])
-
-
-@dataclass
-class SupportRequest:
-    """What one ``predict`` call of a support protocol asks: ``members`` support sets per label, label
-    by label, and, when the protocol names a prompt, that label's prompt beside each set."""
-
-    labels: list[str]
-    sets: dict[str, list[list[str]]]  # label -> the pool case ids of each of its sets
-    supports: list[Support]
-    prompts: list[Prompt] | None
-    members: int
-    size: int
-
-    def given(self, label: str) -> list[dict[str, Any]]:
-        """A JSON-ready record of what the adapter was given for ``label`` (one entry per set)."""
-        first = self.labels.index(label) * self.members
-        prompt = self.prompts[first].describe() if self.prompts else {}
-        return [{"support": ids, **prompt} for ids in self.sets[label]]
-
-
-def support_request(
-    pool: SupportPool, protocol: ProtocolSpec, seed: int, task: str, case_id: str, labels: Mapping[str, np.ndarray]
-) -> SupportRequest:
-    """The support sets (and prompts) of every present label of a query case; one target per label
-    (a task's ``instances`` mode does not apply: examples show whole labels)."""
-    k, members = int(protocol.param("k")), int(protocol.param("ensemble"))
-    sets = {name: pool.draw(seed, task, case_id, name, k, members) for name, mask in labels.items() if mask.any()}
-    asked = [name for name, drawn in sets.items() if drawn]
-    supports = [pool.support(ids, name) for name in asked for ids in sets[name]]
-    prompts = None
-    companion = protocol.support_prompt
-    if companion is not None:  # keyed like the prompt protocol itself: the same prompt at every support size
-        prompts = [
-            initial_prompt(
-                companion, Target(name, 0, labels[name]), target_rng(seed, task, case_id, name, 0, companion.name)
-            )
-            for name in asked
-            for _ in range(members)
-        ]
-    return SupportRequest(asked, {name: sets[name] for name in asked}, supports, prompts, members, k)
 
 
 def ensemble_masks(prediction: Prediction, members: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 from segbench.data.support_sets import SPLIT_KEYS, SupportSplit, parse_support_split
 from segbench.errors import ConfigError
-from segbench.protocols.prompts import KINDS, ProtocolSpec, parse_protocols
+from segbench.protocols.prompts import ProtocolSpec, known_kinds, parse_protocols
 from segbench.strict import Kind, check_keys, check_table, check_value, template_fields
 
 BUILTIN_TASK_DIR = Path(str(importlib.resources.files("segbench.tasks")))
@@ -157,9 +157,10 @@ def _parse_intensity(table: Mapping[str, Any], path: Path) -> IntensitySpec:
 
 def check_protocol_tables(values: list[Any], path: Path | str, where: str = "[prompts]") -> None:
     """Unknown parameters of a protocol table, with a "did you mean" (prompts.parse_protocol checks the rest)."""
+    kinds = known_kinds()
     for value in values:
-        if isinstance(value, Mapping) and isinstance(value.get("kind"), str) and value["kind"] in KINDS:
-            check_keys(value, {"kind", *KINDS[value["kind"]]}, path, f"{where} protocol '{value['kind']}'")
+        if isinstance(value, Mapping) and isinstance(value.get("kind"), str) and value["kind"] in kinds:
+            check_keys(value, {"kind", *kinds[value["kind"]].defaults}, path, f"{where} protocol '{value['kind']}'")
 
 
 def check_data(data: Mapping[str, Any], reader_keys: Mapping[str, Kind], path: Path | str, reader: str) -> None:
@@ -244,7 +245,7 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
         raise ConfigError(
             path,
             f"[prompts] protocol(s) {mismatched} are not for {dim}D tasks "
-            "(volumes take key_slice_box, slice_boxes, iterative_3d)",
+            f"(volumes take {', '.join(kind for kind, cls in known_kinds().items() if cls.dim == 3)})",
         )
     spacing = data.get("spacing")
     if spacing is not None and (

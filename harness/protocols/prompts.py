@@ -13,8 +13,8 @@ A protocol turns a *target* (one label of a case, or one connected component of 
 ``support``        in-context: ``k`` labelled examples of the target's label from the task's support pool,
                    ``ensemble`` such sets averaged, optionally with a ``prompt`` (one of the one-step
                    kinds above) passed together with each set. ``k = [1, 2, 4]`` in a protocol list
-                   expands into one protocol per size (the support-size axis). Drawing the sets is
-                   :mod:`segbench.data.support_sets`'s job.
+                   expands into one protocol per size (the support-size axis). The pool is
+                   :mod:`segbench.data.support_sets`'s; the draw, :func:`segbench.protocols.kinds.support_request`.
 
 Volume protocols (3D tasks; their geometry lives in :mod:`segbench.protocols.volume_prompts`):
 
@@ -26,6 +26,11 @@ Volume protocols (3D tasks; their geometry lives in :mod:`segbench.protocols.vol
 ``iterative_3d``   a key-slice box, then ``clicks`` 3D correction clicks (26-connected error
                    components), as in the CVPR 2025 challenge.
 
+Each kind is a class in :mod:`segbench.protocols.kinds` (what a kind is: :mod:`segbench.protocols.base`),
+registered through the ``segbench_register_protocols`` hook like a third-party kind; this module holds
+the geometry the kinds share as plain functions, the seeding, and :class:`ProtocolSpec`, the handle by
+which tasks, plans and results name a protocol.
+
 Randomness comes from :func:`target_rng`, keyed by (seed, task, case, label, instance, protocol) and
 never by adapter, so every adapter receives the same prompts. Correction clicks depend on each
 adapter's own errors by design; they are deterministic given its predictions.
@@ -36,102 +41,78 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from segbench import plugins
+from segbench.errors import SegbenchError
 from segbench.interface import Prompt
 from segbench.lazy import lazy_import
+from segbench.protocols.base import ProtocolKind, Target
 
 ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and planning need no scipy
 
-KINDS: dict[str, dict[str, Any]] = {
-    "box": {},
-    "box_jitter": {"px": 5},
-    "center_point": {},
-    "random_points": {"k": 3},
-    "iterative": {"start": "box", "clicks": 5},
-    "support": {"k": 1, "ensemble": 1, "prompt": "none"},
-    "key_slice_box": {"slice": "middle"},
-    "slice_boxes": {"every": 1},
-    "iterative_3d": {"slice": "middle", "clicks": 5},
-}
-VOLUME_KINDS = frozenset({"key_slice_box", "slice_boxes", "iterative_3d"})
-STARTS = ("box", "center_point")
-SUPPORT_PROMPTS = ("none", "box", "box_jitter", "center_point", "random_points")
-KEY_SLICES = ("middle", "largest")
+
+def known_kinds() -> dict[str, type[ProtocolKind]]:
+    """The protocol kind classes by ``kind``, built-in and third-party (``segbench_register_protocols``)."""
+    known: dict[str, type[ProtocolKind]] = {}
+    for kind, cls in plugins.protocols().items():
+        if not (isinstance(cls, type) and issubclass(cls, ProtocolKind)):
+            raise SegbenchError(f"protocol kind {kind!r} is registered as {cls!r}, not a ProtocolKind subclass")
+        known[kind] = cls
+    return known
+
+
+def kind_class(kind: str) -> type[ProtocolKind]:
+    known = known_kinds()
+    if kind not in known:
+        raise ValueError(f"unknown protocol kind {kind!r} (known: {', '.join(known)})")
+    return known[kind]
 
 
 @dataclass(frozen=True)
 class ProtocolSpec:
+    """A protocol as a task or suite names it: its kind and the parameters the file gave (sorted;
+    defaults are not filled in, so unit ids stay as they were). Everything else comes from its kind's
+    class (:attr:`handler`)."""
+
     kind: str
     params: tuple[tuple[str, Any], ...] = ()
 
+    @cached_property
+    def handler(self) -> ProtocolKind:
+        """The kind's object with these parameters."""
+        return kind_class(self.kind)(dict(self.params))
+
     def param(self, key: str) -> Any:
-        return dict(self.params).get(key, KINDS[self.kind].get(key))
+        return self.handler.param(key)
 
     @property
     def name(self) -> str:
         """The protocol's name in results: ``box``, ``box_jitter5``, ``points3``, ``iterative_box5``."""
-        if self.kind == "box_jitter":
-            return f"box_jitter{self.param('px')}"
-        if self.kind == "random_points":
-            return f"points{self.param('k')}"
-        if self.kind == "iterative":
-            return f"iterative_{'box' if self.param('start') == 'box' else 'point'}{self.param('clicks')}"
-        if self.kind == "support":
-            ensemble = int(self.param("ensemble"))
-            prompt = self.support_prompt
-            return (
-                f"support{self.param('k')}"
-                + (f"x{ensemble}" if ensemble != 1 else "")
-                + (f"+{prompt.name}" if prompt else "")
-            )
-        if self.kind == "key_slice_box":
-            return f"key_box_{self.param('slice')}"
-        if self.kind == "slice_boxes":
-            every = int(self.param("every"))
-            return "slice_boxes" if every == 1 else f"slice_boxes_every{every}"
-        if self.kind == "iterative_3d":
-            return f"iterative3d_{self.param('slice')}_box{self.param('clicks')}"
-        return self.kind
-
-    @property
-    def support_prompt(self) -> ProtocolSpec | None:
-        """The prompt protocol a ``support`` protocol passes together with each support set, if any."""
-        prompt = self.param("prompt") if self.kind == "support" else "none"
-        return None if prompt == "none" else ProtocolSpec(prompt)
+        return self.handler.name
 
     @property
     def dim(self) -> int:
         """The dimension of the tasks the protocol applies to (2 or 3)."""
-        return 3 if self.kind in VOLUME_KINDS else 2
+        return self.handler.dim
 
     @property
     def steps(self) -> int:
-        return 1 + int(self.param("clicks")) if self.kind in ("iterative", "iterative_3d") else 1
+        return self.handler.steps
 
     @property
     def propagates(self) -> bool:
         """Whether the model must carry the prompt to slices that have none (volume protocols)."""
-        return self.kind in ("key_slice_box", "iterative_3d")
+        return self.handler.propagates
 
     @property
     def requires(self) -> frozenset[str]:
         """Adapter capabilities this protocol needs. A 2D adapter runs the volume protocols through the
         harness's slice strategies, except boxes on only some slices, which need a model that propagates."""
-        if self.kind == "box" or self.kind == "box_jitter" or self.kind == "key_slice_box":
-            return frozenset({"box"})
-        if self.kind == "slice_boxes":
-            return frozenset({"box"} if int(self.param("every")) == 1 else {"box", "volume"})
-        if self.kind == "iterative_3d":
-            return frozenset({"point", "box"})
-        if self.kind == "iterative":
-            return frozenset({"point", "box"} if self.param("start") == "box" else {"point"})
-        if self.kind == "support":
-            prompt = self.support_prompt
-            return frozenset({"support_set"}) | (prompt.requires if prompt else frozenset())
-        return frozenset({"point"})
+        return self.handler.requires
 
 
 def parse_protocol(value: str | Mapping[str, Any]) -> ProtocolSpec:
@@ -140,57 +121,32 @@ def parse_protocol(value: str | Mapping[str, Any]) -> ProtocolSpec:
         value = {"kind": value}
     if not isinstance(value, Mapping) or "kind" not in value:
         raise ValueError(f"a protocol is a kind name or a table with 'kind', got {value!r}")
-    kind = value["kind"]
-    if kind not in KINDS:
-        raise ValueError(f"unknown protocol kind {kind!r} (known: {', '.join(KINDS)})")
+    cls = kind_class(value["kind"])
     params = {k: v for k, v in value.items() if k != "kind"}
-    unknown = set(params) - set(KINDS[kind])
-    if unknown:
-        raise ValueError(f"protocol {kind!r} takes {sorted(KINDS[kind]) or 'no parameters'}, not {sorted(unknown)}")
-    for key, given in params.items():
-        default = KINDS[kind][key]
-        if isinstance(default, int) and (not isinstance(given, int) or isinstance(given, bool) or given < 0):
-            raise ValueError(f"protocol {kind!r}: {key} must be a non-negative integer, got {given!r}")
-    if kind == "iterative" and params.get("start", "box") not in STARTS:
-        raise ValueError(f"protocol 'iterative': start must be one of {STARTS}")
-    if kind == "support":
-        if params.get("prompt", "none") not in SUPPORT_PROMPTS:
-            raise ValueError(f"protocol 'support': prompt must be one of {SUPPORT_PROMPTS}")
-        if any(params.get(key, 1) < 1 for key in ("k", "ensemble")):
-            raise ValueError("protocol 'support': k and ensemble must be at least 1")
-    if params.get("slice", "middle") not in KEY_SLICES:
-        raise ValueError(f"protocol {kind!r}: slice must be one of {KEY_SLICES}")
-    if kind == "slice_boxes" and params.get("every", 1) < 1:
-        raise ValueError("protocol 'slice_boxes': every must be at least 1")
-    return ProtocolSpec(kind, tuple(sorted(params.items())))
+    cls.check(params)
+    return ProtocolSpec(cls.kind, tuple(sorted(params.items())))
 
 
 def parse_protocols(values: Sequence[str | Mapping[str, Any]]) -> tuple[ProtocolSpec, ...]:
-    """A protocol list; a ``support`` protocol with a list ``k = [1, 2, 4]`` becomes one protocol per size."""
+    """A protocol list; a list given for a kind's ``axis`` (a ``support`` protocol's ``k = [1, 2, 4]``)
+    becomes one protocol per value."""
     out: list[ProtocolSpec] = []
     for value in values:
-        sizes = value.get("k") if isinstance(value, Mapping) and value.get("kind") == "support" else None
-        if isinstance(sizes, list):
-            if not sizes:
-                raise ValueError("protocol 'support': k must be a size or a non-empty list of sizes")
-            out += [parse_protocol({**value, "k": size}) for size in sizes]
-        else:
-            out.append(parse_protocol(value))
+        if isinstance(value, Mapping) and "kind" in value:
+            axis = kind_class(value["kind"]).axis
+            sizes = value.get(axis) if axis is not None else None
+            if axis is not None and isinstance(sizes, list):
+                if not sizes:
+                    raise ValueError(f"protocol {value['kind']!r}: {axis} must be a size or a non-empty list of sizes")
+                out += [parse_protocol({**value, axis: size}) for size in sizes]
+                continue
+        out.append(parse_protocol(value))
     return tuple(out)
-
-
-@dataclass
-class Target:
-    """What one prompt asks for: a label, or one connected component of it (``instance`` >= 0)."""
-
-    label: str
-    instance: int
-    mask: np.ndarray
 
 
 def targets_for(labels: Mapping[str, np.ndarray], mode: str) -> list[Target]:
     """One target per non-empty label, or one per connected component when ``mode == "components"``."""
-    targets = []
+    targets: list[Target] = []
     for name, mask in labels.items():
         if not mask.any():
             continue
@@ -256,27 +212,15 @@ def correction_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...],
     return index, int(gt[index])
 
 
-def _xy(index: tuple[int, ...]) -> list[float]:
+def point_xy(index: tuple[int, ...]) -> list[float]:
+    """The (x, y) point of an index's last two axes (row, column)."""
     row, col = index[-2], index[-1]
     return [float(col), float(row)]
 
 
 def initial_prompt(spec: ProtocolSpec, target: Target, rng: np.random.Generator) -> Prompt:
-    """The first prompt of ``spec`` for a 2D ``target``."""
-    mask = target.mask
-    kind = spec.kind if spec.kind != "iterative" else spec.param("start")
-    if kind == "box":
-        return Prompt(box=bounding_box(mask))
-    if kind == "box_jitter":
-        return Prompt(box=jitter_box(bounding_box(mask), int(spec.param("px")), mask.shape, rng))
-    if kind == "center_point":
-        return Prompt(points=np.array([_xy(interior_point(mask))]), point_labels=np.array([1]))
-    if kind == "random_points":
-        rows, cols = np.nonzero(mask)
-        chosen = rng.choice(len(rows), size=min(int(spec.param("k")), len(rows)), replace=False)
-        points = np.stack([cols[chosen], rows[chosen]], axis=1).astype(np.float64)
-        return Prompt(points=points, point_labels=np.ones(len(points), dtype=np.int64))
-    raise ValueError(f"no initial prompt for protocol kind {kind!r}")
+    """The first prompt of ``spec`` for a 2D ``target`` (:meth:`segbench.protocols.base.ProtocolKind.prompt`)."""
+    return spec.handler.prompt(target, rng)
 
 
 def refine_prompt(prompt: Prompt, target: Target, predicted: np.ndarray, feedback: Any) -> Prompt:
@@ -286,6 +230,6 @@ def refine_prompt(prompt: Prompt, target: Target, predicted: np.ndarray, feedbac
     labels = prompt.point_labels if prompt.point_labels is not None else np.zeros(0, dtype=np.int64)
     if click is not None:
         index, label = click
-        points = np.concatenate([points, [_xy(index)]])
+        points = np.concatenate([points, [point_xy(index)]])
         labels = np.concatenate([labels, [label]])
     return Prompt(box=prompt.box, points=points, point_labels=labels, previous=feedback)

@@ -2,8 +2,8 @@
 
 Each function turns a 3D target (a (D, H, W) bool mask) into a :class:`VolumePrompt`: 2D prompts on
 some slices, the key slice where propagation starts, and the target's extent along the slices. The
-protocols are those of :mod:`segbench.protocols.prompts` (``key_slice_box``, ``slice_boxes``, ``iterative_3d``);
-like the 2D ones they depend only on the ground truth (and, for clicks, on the model's own errors),
+protocols are the volume kinds of :mod:`segbench.protocols.kinds` (``key_slice_box``, ``slice_boxes``,
+``iterative_3d``); like the 2D ones they depend only on the ground truth (and, for clicks, on the model's own errors),
 never on the adapter.
 """
 
@@ -40,18 +40,25 @@ def key_slice(mask: np.ndarray, rule: str) -> int:
     return int(present[np.argmin(np.abs(present - middle))])
 
 
-def initial_volume_prompt(spec: ProtocolSpec, target: Target) -> VolumePrompt:
-    """The first prompt of a volume protocol for one target."""
-    mask = target.mask
+def key_slice_box(mask: np.ndarray, rule: str) -> VolumePrompt:
+    """The tight 2D box of a (D, H, W) target on its key slice (``rule``: see :func:`key_slice`), with its extent."""
     extent = slice_extent(mask)
-    if spec.kind in ("key_slice_box", "iterative_3d"):
-        key = key_slice(mask, spec.param("slice"))
-        return VolumePrompt({key: Prompt(box=bounding_box(mask[key]))}, key, extent)
-    if spec.kind == "slice_boxes":
-        every = int(spec.param("every"))
-        slices = {z: Prompt(box=bounding_box(mask[z])) for z in range(extent[0], extent[1] + 1, every) if mask[z].any()}
-        return VolumePrompt(slices, min(slices), extent)
-    raise ValueError(f"protocol kind {spec.kind!r} is not a volume protocol")
+    key = key_slice(mask, rule)
+    return VolumePrompt({key: Prompt(box=bounding_box(mask[key]))}, key, extent)
+
+
+def slice_boxes(mask: np.ndarray, every: int) -> VolumePrompt:
+    """The tight 2D box of a (D, H, W) target on every ``every``-th slice of its extent (from its first);
+    propagation, where a model does it, starts at the first."""
+    extent = slice_extent(mask)
+    slices = {z: Prompt(box=bounding_box(mask[z])) for z in range(extent[0], extent[1] + 1, every) if mask[z].any()}
+    return VolumePrompt(slices, min(slices), extent)
+
+
+def initial_volume_prompt(spec: ProtocolSpec, target: Target) -> VolumePrompt:
+    """The first prompt of a volume protocol for one target (its kind's
+    :meth:`~segbench.protocols.base.ProtocolKind.volume_prompt`)."""
+    return spec.handler.volume_prompt(target)
 
 
 def refine_volume_prompt(prompt: VolumePrompt, target: Target, predicted: np.ndarray, feedback: Any) -> VolumePrompt:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from segbench import plugins
 from segbench.data.readers.phantom import phantom
 from segbench.interface import (
     Adapter,
@@ -43,7 +44,7 @@ from segbench.interface import (
     VolumePrompt,
     check_masks,
 )
-from segbench.protocols.prompts import KINDS, parse_protocol
+from segbench.protocols.prompts import parse_protocol
 from segbench.running.plan import setup_adapter, supported_protocols
 
 # a (H, W) for the phantom image: not square, so a transposed mask fails the shape check
@@ -292,7 +293,7 @@ class Checker:
 
     def check_refused(self) -> str:
         declared = set(self.capabilities.names())
-        every = [parse_protocol(kind) for kind in KINDS] + [parse_protocol(value) for value in VARIANTS]
+        every = [parse_protocol(kind) for kind in plugins.protocols()] + [parse_protocol(value) for value in VARIANTS]
         kept = set(supported_protocols(every, self.capabilities))
         wrong = [p.name for p in every if (p in kept) != (p.requires <= declared)]
         if wrong:

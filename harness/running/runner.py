@@ -1,14 +1,16 @@
-"""Executing work units: read the case, encode once, decode every protocol's prompts in batches, score.
+"""Executing work units: read the case, open its session, run every protocol's steps, score them once.
 
-Support (in-context) protocols ask every label of the case at once too: one support set per (label,
-ensemble member), drawn by :mod:`segbench.data.support_sets`, in one ``predict`` call, with the protocol's
-prompt alongside when it names one; the members' outputs are averaged into one mask per label.
-
-Volumes (3D cases) go through :class:`~segbench.running.volume_runner.VolumeSession`, which shares the
-encoder passes of the volume the same way; the rows are the same, one per (label, protocol, step).
+A unit's :class:`~segbench.running.session.Session` (an :class:`~segbench.running.session.ImageSession`
+encoded once, or a :class:`~segbench.running.volume_runner.VolumeSession` sharing a volume's encoder
+passes) runs each protocol's steps the same way for every kind, prompted, in-context or volume: all
+targets of the case in one ``predict`` call per step (in-context kinds: one support set per (label,
+ensemble member), drawn from the task's pool, the members' outputs averaged into one mask per label).
+The steps come back as records; :meth:`UnitRunner._scored` scores them, with the task's metrics from
+the metric table (:mod:`segbench.measuring.metric_table`), into one row per (protocol, step, label).
 
 :class:`UnitRunner` is what a worker holds: one loaded adapter and the task readers. It turns a
-work unit into result rows and never raises for a bad case: the error is recorded in the unit's rows
+work unit into a :class:`~segbench.running.unit_result.UnitResult` (its rows, and its masks when the case
+is one kept) and never raises for a bad case: the error is recorded in the unit's rows
 (naming the file where a file is at fault) and the run goes on. Scoring is inside that handling (a
 protocol whose metrics raise is a failed row of that protocol), and a case none of whose labels has a
 pixel is one failed row saying so: prompted segmentation has nothing to prompt there, and a case that
@@ -21,7 +23,6 @@ import json
 import sys
 import traceback
 import warnings
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -31,25 +32,20 @@ from segbench import plugins
 from segbench.data.case import Case
 from segbench.data.readers import Reader
 from segbench.data.readers.phantom import phantom
-from segbench.data.support_sets import SupportPool, ensemble_masks, support_request
+from segbench.data.support_sets import SupportPool
 from segbench.data.taskspec import TaskSpec
 from segbench.errors import DataError, SegbenchError
-from segbench.interface import Adapter, MaskError, Prediction, Prompt, Support, check_masks
-from segbench.measuring.cost import MachineProbe, current_rss_mb, peak_memory, timed
-from segbench.measuring.metric_table import ScoringInputs, score, task_metrics
+from segbench.interface import Adapter, MaskError, Support
+from segbench.measuring.cost import MachineProbe, current_rss_mb, peak_memory
+from segbench.measuring.metric_table import MetricSpec, ScoringInputs, score, task_metrics
 from segbench.measuring.metrics import image_diagonal_mm
-from segbench.protocols.prompts import (
-    ProtocolSpec,
-    Target,
-    initial_prompt,
-    parse_protocol,
-    refine_prompt,
-    target_rng,
-    targets_for,
-)
+from segbench.protocols.base import ProtocolInputs, Target
+from segbench.protocols.prompts import ProtocolSpec, initial_prompt, parse_protocol, target_rng
 from segbench.running import environment
-from segbench.running.kept_masks import SAMPLE_KEY, MaskSample, sampled_cases
+from segbench.running.kept_masks import MaskSample, sampled_cases
 from segbench.running.plan import RunPlan, WorkUnit
+from segbench.running.session import ImageSession, ProtocolRun, Session
+from segbench.running.unit_result import UnitResult
 from segbench.running.volume_runner import VolumeSession
 
 NAN = float("nan")
@@ -154,6 +150,7 @@ class UnitRunner:
         self.threads = torch.get_num_threads()
         self.readers: dict[str, Reader] = {}
         self.pools: dict[str, SupportPool] = {}
+        self.metric_specs: dict[str, tuple[MetricSpec, ...]] = {}
         self.host = environment.host()
         self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed)
         self.gpu = environment.gpu_name(self.setup.options.device)
@@ -182,180 +179,119 @@ class UnitRunner:
     def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
         return unit_row(self.plan, unit, self.host, self.gpu, device=self.device, threads=self.threads, **values)
 
-    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
-        """All rows of one unit; a failure anywhere becomes ``failed`` rows with the error."""
+    def run(self, unit: WorkUnit) -> UnitResult:
+        """All rows of one unit, and its masks when the case is one kept; a failure anywhere becomes
+        ``failed`` rows with the error."""
         try:
             case = self._reader(unit.task).read(unit.case_id)
         except Exception as error:  # one bad case must not stop the run
-            return [self._row(unit, status="failed", error=error_text(error))]
+            return UnitResult([self._row(unit, status="failed", error=error_text(error))])
+        spec = self.plan.tasks[unit.task]
         facts = case_facts(case)
-        if not any(mask.any() for mask in self._labels(self.plan.tasks[unit.task], case).values()):
-            return [self._row(unit, status="failed", error=_no_ground_truth(self.plan.tasks[unit.task], case), **facts)]
-        device = self.setup.options.device
+        labels = self._labels(spec, case)
+        if not any(mask.any() for mask in labels.values()):
+            return UnitResult([self._row(unit, status="failed", error=_no_ground_truth(spec, case), **facts)])
+        inputs = ProtocolInputs(
+            self.plan.seed, unit.task, unit.case_id, labels, spec.instances, lambda: self._pool(unit.task)
+        )
         rows: list[dict[str, Any]] = []
-        kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
+        kept: dict[str, dict[str, np.ndarray]] = {}
         probe_ms = self.probe.ms()
-        with peak_memory(device, self.rss_before_load) as peak:
+        with peak_memory(self.setup.options.device, self.rss_before_load) as peak:
             try:
-                if case.ndim == 3:
-                    state, encode_ms = VolumeSession(self.adapter, case.image, device), NAN
-                else:
-                    state, encode_ms = timed(device, self.adapter.encode, case.image)
+                session = self._session(case)
             except Exception as error:
-                return [self._row(unit, status="failed", error=error_text(error), **facts)]
+                return UnitResult([self._row(unit, status="failed", error=error_text(error), **facts)])
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
                 try:
-                    rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
+                    run = session.run(protocol, inputs)
+                except Exception as error:  # a protocol that cannot run fails its labels, not the case
+                    rows += self._failed(unit, protocol, labels, error)
+                    continue
+                if run.steps:
+                    kept[protocol.name] = run.steps[-1].by_label
+                try:
+                    rows += self._scored(unit, case, labels, run)
                 except Exception as error:  # scoring included: a bad case fails its protocol, not the run
                     rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
         for row in rows:
             row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **facts)
-        if kept and rows:
-            try:
-                rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
-            except Exception as error:  # a preview that cannot be made must not cost the case its scores
-                warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({error_text(error)})", stacklevel=1)
-        return rows
+        return UnitResult(rows, self._kept(unit, case, kept) if rows else None)
 
     def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
         if any(label.name == "*" for label in spec.labels):
             return case.labels
         return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
 
-    def _run_protocol(
-        self,
-        unit: WorkUnit,
-        case: Case,
-        state: Any,
-        protocol: ProtocolSpec,
-        encode_ms: float,
-        kept: dict[str, dict[str, np.ndarray]] | None = None,
+    def _session(self, case: Case) -> Session:
+        device = self.setup.options.device
+        return (
+            VolumeSession(self.adapter, case.image, device)
+            if case.ndim == 3
+            else ImageSession(self.adapter, case.image, device)
+        )
+
+    def _metrics(self, task: str) -> tuple[MetricSpec, ...]:
+        """The metrics a task's rows carry: the task's choice, else Dice, NSD and HD95."""
+        if task not in self.metric_specs:
+            spec = self.plan.tasks[task]
+            self.metric_specs[task] = task_metrics(spec.metrics, spec.source)
+        return self.metric_specs[task]
+
+    def _scored(
+        self, unit: WorkUnit, case: Case, labels: dict[str, np.ndarray], run: ProtocolRun
     ) -> list[dict[str, Any]]:
-        """The protocol's rows; its final masks go into ``kept`` (by protocol and label) when given."""
-        if protocol.kind == "support":
-            return self._run_support_protocol(unit, case, state, protocol, encode_ms, kept)
-        spec = self.plan.tasks[unit.task]
-        labels = self._labels(spec, case)
-        targets = targets_for(labels, spec.instances)
-        if not targets:
-            return []
-        try:
-            if isinstance(state, VolumeSession):
-                volume_steps, encode_ms = state.run(protocol, targets)
-                steps = [(s.decode_ms, s.masks, s.prompts) for s in volume_steps]
-            else:
-                steps = self._image_steps(unit, case, state, protocol, targets)
-        except Exception as error:
-            return [
-                self._row(unit, label=label, prompt=protocol.name, status="failed", error=error_text(error))
-                for label in sorted({t.label for t in targets})
-            ]
+        """The rows of one protocol run: one per (step, label), every metric scored here and only here."""
+        spec, metrics = self.plan.tasks[unit.task], self._metrics(unit.task)
         # volume adapters encode while they propagate: no separate encoder time (NaN) to add
-        total_ms = (0.0 if np.isnan(encode_ms) else encode_ms) + sum(decode for decode, _, _ in steps)
-        predicted = [_union_by_label(targets, masks, labels) for _, masks, _ in steps]
-        metric_specs = task_metrics(spec.metrics, spec.source)
-        if kept is not None:
-            kept[protocol.name] = predicted[-1]
+        total_ms = (0.0 if np.isnan(run.encode_ms) else run.encode_ms) + sum(step.decode_ms for step in run.steps)
         rows = []
-        for step, ((decode_ms, _, step_prompts), by_label) in enumerate(zip(steps, predicted, strict=True)):
-            for label, mask in by_label.items():
-                scores = score(ScoringInputs(labels[label], mask, case.spacing, spec.nsd_tolerance), metric_specs)
-                described = [p.describe() for p, t in zip(step_prompts, targets, strict=True) if t.label == label]
+        for step in run.steps:
+            for label, mask in step.by_label.items():
+                scores = score(ScoringInputs(labels[label], mask, case.spacing, spec.nsd_tolerance), metrics)
                 rows.append(
                     self._row(
                         unit,
                         label=label,
-                        prompt=protocol.name,
-                        step=step,
-                        instances=len(described),
+                        prompt=run.protocol.name,
+                        step=step.index,
+                        instances=step.instances(label),
                         **scores,
                         **_areas(labels[label], mask),
-                        encode_ms=encode_ms,
-                        decode_ms=decode_ms,
+                        encode_ms=run.encode_ms,
+                        decode_ms=step.decode_ms,
                         total_ms=total_ms,
-                        prompt_json=json.dumps(described, separators=(",", ":")),
+                        prompt_json=json.dumps(step.ask.given(label), separators=(",", ":")),
+                        support_size=step.ask.size,
                     )
                 )
         return rows
 
-    def _run_support_protocol(
-        self,
-        unit: WorkUnit,
-        case: Case,
-        state: Any,
-        protocol: ProtocolSpec,
-        encode_ms: float,
-        kept: dict[str, dict[str, np.ndarray]] | None = None,
+    def _failed(
+        self, unit: WorkUnit, protocol: ProtocolSpec, labels: dict[str, np.ndarray], error: Exception
     ) -> list[dict[str, Any]]:
-        spec = self.plan.tasks[unit.task]
-        labels = self._labels(spec, case)
-        try:
-            ask = support_request(self._pool(unit.task), protocol, self.plan.seed, unit.task, unit.case_id, labels)
-            if not ask.labels:
-                return []
-            prediction, decode_ms = timed(
-                self.setup.options.device, self.adapter.predict, state, ask.prompts, ask.supports
+        """A failed row for each present label of a protocol that could not run."""
+        return [
+            self._row(
+                unit,
+                label=name,
+                prompt=protocol.name,
+                support_size=protocol.handler.support_size,
+                status="failed",
+                error=error_text(error),
             )
-            _check_prediction(prediction, len(ask.supports), case)
-            masks = ensemble_masks(prediction, ask.members)
-        except Exception as error:
-            return [
-                self._row(
-                    unit,
-                    label=name,
-                    prompt=protocol.name,
-                    support_size=protocol.param("k"),
-                    status="failed",
-                    error=error_text(error),
-                )
-                for name in sorted(name for name, mask in labels.items() if mask.any())
-            ]
-        if kept is not None:
-            kept[protocol.name] = dict(zip(ask.labels, masks, strict=True))
-        rows = []
-        metric_specs = task_metrics(spec.metrics, spec.source)
-        for name, mask in zip(ask.labels, masks, strict=True):
-            scores = score(ScoringInputs(labels[name], mask, case.spacing, spec.nsd_tolerance), metric_specs)
-            rows.append(
-                self._row(
-                    unit,
-                    label=name,
-                    prompt=protocol.name,
-                    instances=1,
-                    support_size=ask.size,
-                    **scores,
-                    **_areas(labels[name], mask),
-                    encode_ms=encode_ms,
-                    decode_ms=decode_ms,
-                    total_ms=encode_ms + decode_ms,
-                    prompt_json=json.dumps(ask.given(name), separators=(",", ":")),
-                )
-            )
-        return rows
-
-    def _image_steps(
-        self, unit: WorkUnit, case: Case, state: Any, protocol: ProtocolSpec, targets: list[Target]
-    ) -> list[tuple[float, np.ndarray, list[Prompt]]]:
-        """Every step of a 2D protocol: (decode time, masks of the targets, the prompts)."""
-        device = self.setup.options.device
-        prompts: list[Prompt] = [
-            initial_prompt(
-                protocol, t, target_rng(self.plan.seed, unit.task, unit.case_id, t.label, t.instance, protocol.name)
-            )
-            for t in targets
+            for name in sorted(name for name, mask in labels.items() if mask.any())
         ]
-        steps: list[tuple[float, np.ndarray, list[Prompt]]] = []
-        for step in range(protocol.steps):
-            prediction, decode_ms = timed(device, self.adapter.predict, state, prompts)
-            _check_prediction(prediction, len(prompts), case)
-            steps.append((decode_ms, prediction.masks, prompts))
-            if step + 1 < protocol.steps:
-                feedback = prediction.feedback or [None] * len(prompts)
-                prompts = [
-                    refine_prompt(p, t, m, f)
-                    for p, t, m, f in zip(prompts, targets, prediction.masks, feedback, strict=True)
-                ]
-        return steps
+
+    def _kept(self, unit: WorkUnit, case: Case, kept: dict[str, dict[str, np.ndarray]]) -> MaskSample | None:
+        """The final masks of every protocol, when the case is one sampled to keep and has any."""
+        if not kept or (unit.task, unit.case_id) not in self.sampled:
+            return None
+        try:
+            return MaskSample.of(unit, case, kept)
+        except Exception as error:  # a preview that cannot be made must not cost the case its scores
+            warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({error_text(error)})", stacklevel=1)
+            return None
 
 
 def warm_up(adapter: Adapter) -> None:
@@ -383,20 +319,8 @@ def release_device_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _check_prediction(prediction: Prediction, count: int, case: Case) -> None:
-    check_masks(prediction.masks, (count, *case.shape))
-
-
 def _areas(truth: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
     return {"truth_area": int(np.count_nonzero(truth)), "pred_area": int(np.count_nonzero(predicted))}
-
-
-def _union_by_label(targets: list[Target], masks: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The prediction of each label: the union of its instances' masks."""
-    out: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(next(iter(labels.values())).shape, bool))
-    for target, mask in zip(targets, masks, strict=True):
-        out[target.label] = out[target.label] | mask.astype(bool)
-    return dict(out)
 
 
 def load_failures(frame: pl.DataFrame) -> dict[str, str]:

@@ -14,67 +14,49 @@ is the whole ``predict_volume`` call.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from segbench.interface import Adapter, VolumePrompt, check_masks
+from segbench.interface import Adapter, Prediction
 from segbench.measuring.cost import timed
-from segbench.protocols.prompts import ProtocolSpec, Target
+from segbench.protocols.base import Ask
+from segbench.protocols.prompts import ProtocolSpec
 from segbench.protocols.propagation import SliceStrategy
 from segbench.protocols.slice_cache import SliceEncodings
-from segbench.protocols.volume_prompts import initial_volume_prompt, refine_volume_prompt
+from segbench.running.session import Session
 
 
-@dataclass
-class VolumeStep:
-    decode_ms: float
-    masks: np.ndarray  # (N, D, H, W) bool, one per target
-    prompts: list[VolumePrompt]
-
-
-class VolumeSession:
-    """The state of one volume shared by all its protocols."""
+class VolumeSession(Session):
+    """The state of one volume shared by all its protocols (the steps: :meth:`Session.run`)."""
 
     def __init__(self, adapter: Adapter, volume: np.ndarray, device: str):
         if volume.ndim != 3 or volume.dtype != np.uint8:
             raise ValueError(f"a volume is (D, H, W) uint8, got {volume.shape} {volume.dtype}")
-        self.adapter = adapter
+        super().__init__(adapter, tuple(volume.shape), device)
         self.volume = volume
-        self.device = device
         self.native = adapter.meta.capabilities.volume
         self.state: Any = None
         self.encodings: SliceEncodings | None = None
+        self.strategy: SliceStrategy | None = None  # the current protocol run's, for a 2D adapter
         if self.native:
             self.state, _ = timed(device, adapter.encode_volume, volume)
         else:
             self.encodings = SliceEncodings(adapter.encode, volume, device)
 
-    def run(self, protocol: ProtocolSpec, targets: list[Target]) -> tuple[list[VolumeStep], float]:
-        """Every step of ``protocol`` for ``targets``; returns the steps and the protocol's encoder time."""
-        prompts = [initial_volume_prompt(protocol, target) for target in targets]
-        strategy = None
-        if self.native:
+    def decoder(self, protocol: ProtocolSpec) -> Callable[[Ask], Prediction]:
+        if self.encodings is None:
+            return lambda ask: self.adapter.predict_volume(self.state, ask.prompts or [])
+        strategy = self.strategy = SliceStrategy(self.adapter, self.encodings, protocol.propagates)
+        return lambda ask: strategy.predict(ask.prompts or [])
 
-            def predict(batch: list[VolumePrompt]) -> Any:
-                return self.adapter.predict_volume(self.state, batch)
-        else:
-            assert self.encodings is not None
-            strategy = SliceStrategy(self.adapter, self.encodings, protocol.propagates)
-            predict = strategy.predict
-        steps: list[VolumeStep] = []
-        for step in range(protocol.steps):
-            spent = self.encodings.encode_ms_spent if self.encodings else 0.0
-            prediction, elapsed = timed(self.device, predict, prompts)
-            masks = check_masks(prediction.masks, (len(prompts), *self.volume.shape))
-            encoder = (self.encodings.encode_ms_spent - spent) if self.encodings else 0.0
-            steps.append(VolumeStep(elapsed - encoder, masks, prompts))
-            if step + 1 < protocol.steps:
-                feedback = prediction.feedback or [None] * len(prompts)
-                prompts = [
-                    refine_volume_prompt(p, t, m, f)
-                    for p, t, m, f in zip(prompts, targets, masks, feedback, strict=True)
-                ]
-        encode_ms = self.encodings.cost_ms(strategy.touched) if strategy and self.encodings else math.nan
-        return steps, encode_ms
+    def encoder_ms_spent(self) -> float:
+        return self.encodings.encode_ms_spent if self.encodings else 0.0
+
+    def encode_ms(self) -> float:
+        """The encoder time of the slices the protocol used (each slice's first pass, whichever protocol
+        paid it); NaN for a volume adapter."""
+        if self.encodings is None or self.strategy is None:
+            return math.nan
+        return self.encodings.cost_ms(self.strategy.touched)

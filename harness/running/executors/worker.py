@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from segbench.running import environment
+from segbench.running.kept_masks import SAMPLE_KEY
 from segbench.running.plan import RunPlan, WorkUnit
 from segbench.running.runner import LOAD_FAILED, UnitRunner, error_text, unit_row
 
@@ -39,7 +40,10 @@ class Worker:
         if unit.adapter in self.broken:
             return [unit_row(self.plan, unit, environment.host(), "", status="failed", error=self.broken[unit.adapter])]
         assert self.runner is not None
-        return self.runner.run(unit)
+        result = self.runner.run(unit)
+        if result.kept_mask is not None:  # carried on the first row until the executors carry UnitResult
+            result.rows[0][SAMPLE_KEY] = result.kept_mask
+        return result.rows
 
     def close(self) -> None:
         if self.runner is not None:
