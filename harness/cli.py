@@ -203,12 +203,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from segbench.reporting.run_summary import summarize
     from segbench.running import executors
     from segbench.running.execute import execute
-    from segbench.running.plan import make_plan
+    from segbench.running.plan import RunOptions, make_plan
 
     remote = getattr(executors.factory_of(args.executor), "remote", False)  # the driver may have no GPU
-    plan = make_plan(
-        suite,
-        tasks,
+    options = RunOptions(
         adapters=adapters,
         limit=args.limit,
         device=args.device,
@@ -222,6 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         save_masks=args.save_masks,
         check_device=not remote,
     )
+    plan = make_plan(suite, tasks, options)
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(

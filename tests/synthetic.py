@@ -17,7 +17,8 @@ import polars as pl
 from segbench.data.case import Case
 from segbench.running.kept_masks import MaskSample
 from segbench.running.plan import WorkUnit
-from segbench.running.store import CASE_SCHEMA, RunStore
+from segbench.running.rows import case_schema
+from segbench.running.store import RunStore
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def write_run(
                             )
                 if index < samples:
                     store.write_sample(f"{adapter}-{task.name}-{case_id}", _sample(adapter, task, case_id, skill, rng))
-    frame = pl.DataFrame(rows, schema={**CASE_SCHEMA, "support_size": pl.Int32})
+    frame = pl.DataFrame(rows, schema={**case_schema(), "support_size": pl.Int32})
     run_dir.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(store.cases_path)
     store.write_manifest(manifest(run_dir.name, adapters, tasks, random_weights))

@@ -23,7 +23,7 @@ from segbench import __version__, plugins
 from segbench.errors import SegbenchError
 from segbench.names import name_problem
 from segbench.running import environment, executors
-from segbench.running.plan import AdapterSetup, RunPlan, WorkUnit
+from segbench.running.plan import AdapterSetup, RunPlan
 from segbench.running.runner import report_notices
 from segbench.running.store import RunStore
 
@@ -214,10 +214,7 @@ def _execute_locked(
         manifest = new_manifest(plan, command, datasets)
     chosen = executors.create(executor, executor_options)
     superseded = _supersede(plan, store) if resumed else 0
-    done = store.done_units()
-    pending: list[WorkUnit] = [
-        u for u in plan.units if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")
-    ]
+    pending = store.pending(plan.units, retry_failed)
     if resumed:
         print(f"resumed: {len(plan.units) - len(pending)} units reused, {len(pending)} to run", file=sys.stderr)
     session = {
@@ -254,8 +251,7 @@ def _execute_locked(
     frame = store.consolidate()
     report_notices(plan, frame, manifest)
     failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()
-    written = store.done_units()
-    missing = sum(unit.unit_id not in written for unit in plan.units)
+    missing = len(store.pending(plan.units))
     manifest.update(
         status="complete" if not missing else "incomplete",
         rows=frame.height,

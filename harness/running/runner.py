@@ -47,8 +47,10 @@ from segbench.protocols.prompts import (
     targets_for,
 )
 from segbench.running import environment
-from segbench.running.kept_masks import SAMPLE_KEY, MaskSample, sampled_cases
+from segbench.running.kept_masks import MaskSample, sampled_cases
 from segbench.running.plan import RunPlan, WorkUnit
+from segbench.running.rows import unit_row
+from segbench.running.unit_result import UnitResult
 from segbench.running.volume_runner import VolumeSession
 
 NAN = float("nan")
@@ -74,49 +76,6 @@ def _no_ground_truth(spec: TaskSpec, case: Case) -> str:
     names = ", ".join(label.name for label in spec.labels)
     where = f"{case.sources[-1]}: " if case.sources else ""
     return f"{where}no ground truth in this case (every label's mask is empty: {names}): nothing to prompt"
-
-
-def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: Any) -> dict[str, Any]:
-    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``
-    (positional-only parameters: ``unit`` is also a column, the unit of distances).
-    Executors use it to record a unit whose worker died as ``failed`` (its case unread: no unit, no diagonal)."""
-    setup = plan.adapters[unit.adapter]
-    row = {
-        "run_id": plan.run_id,
-        "unit_id": unit.unit_id,
-        "adapter": unit.adapter,
-        "task": unit.task,
-        "task_version": plan.tasks[unit.task].version,
-        "case_id": unit.case_id,
-        "label": "*",
-        "prompt": "*",
-        "step": 0,
-        "instances": 0,
-        "dice": NAN,
-        "nsd": NAN,
-        "hd95": NAN,
-        "unit": None,
-        "diagonal": NAN,
-        "truth_area": None,
-        "pred_area": None,
-        "encode_ms": NAN,
-        "decode_ms": NAN,
-        "total_ms": NAN,
-        "peak_mem_mb": NAN,
-        "peak_rss_mb": NAN,
-        "probe_ms": NAN,
-        "device": setup.options.device,
-        "threads": None,
-        "host": host,
-        "gpu": gpu,
-        "weights": setup.weights,
-        "status": "ok",
-        "error": None,
-        "prompt_json": None,
-        "support_size": None,
-    }
-    row.update(values)
-    return row
 
 
 def case_facts(case: Case) -> dict[str, Any]:
@@ -181,15 +140,16 @@ class UnitRunner:
     def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
         return unit_row(self.plan, unit, self.host, self.gpu, device=self.device, threads=self.threads, **values)
 
-    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
-        """All rows of one unit; a failure anywhere becomes ``failed`` rows with the error."""
+    def run(self, unit: WorkUnit) -> UnitResult:
+        """All rows of one unit and its kept masks; a failure anywhere becomes ``failed`` rows with the error."""
         try:
             case = self._reader(unit.task).read(unit.case_id)
         except Exception as error:  # one bad case must not stop the run
-            return [self._row(unit, status="failed", error=error_text(error))]
+            return UnitResult([self._row(unit, status="failed", error=error_text(error))])
         facts = case_facts(case)
         if not any(mask.any() for mask in self._labels(self.plan.tasks[unit.task], case).values()):
-            return [self._row(unit, status="failed", error=_no_ground_truth(self.plan.tasks[unit.task], case), **facts)]
+            error = _no_ground_truth(self.plan.tasks[unit.task], case)
+            return UnitResult([self._row(unit, status="failed", error=error, **facts)])
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
@@ -201,7 +161,7 @@ class UnitRunner:
                 else:
                     state, encode_ms = timed(device, self.adapter.encode, case.image)
             except Exception as error:
-                return [self._row(unit, status="failed", error=error_text(error), **facts)]
+                return UnitResult([self._row(unit, status="failed", error=error_text(error), **facts)])
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
                 try:
                     rows += self._run_protocol(unit, case, state, protocol, encode_ms, kept)
@@ -211,10 +171,10 @@ class UnitRunner:
             row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **facts)
         if kept and rows:
             try:
-                rows[0][SAMPLE_KEY] = MaskSample.of(unit, case, kept)
+                return UnitResult(rows, MaskSample.of(unit, case, kept))
             except Exception as error:  # a preview that cannot be made must not cost the case its scores
                 warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({error_text(error)})", stacklevel=1)
-        return rows
+        return UnitResult(rows)
 
     def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
         if any(label.name == "*" for label in spec.labels):

@@ -36,49 +36,19 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from segbench.errors import SegbenchError
-from segbench.running.kept_masks import SAMPLE_KEY, MaskSample
+from segbench.running.kept_masks import MaskSample
+from segbench.running.rows import case_schema
+from segbench.running.unit_result import UnitResult
 from segbench.weights.checkpoints import sha256_file
 
-# One row per (run, adapter, task, case, label, prompt protocol, step).
-CASE_SCHEMA: dict[str, Any] = {
-    "run_id": pl.String,
-    "unit_id": pl.String,
-    "adapter": pl.String,
-    "task": pl.String,
-    "task_version": pl.String,
-    "case_id": pl.String,
-    "label": pl.String,
-    "prompt": pl.String,
-    "step": pl.Int32,
-    "instances": pl.Int32,
-    "dice": pl.Float64,
-    "nsd": pl.Float64,
-    "hd95": pl.Float64,  # in ``unit``, as is the NSD tolerance
-    "unit": pl.String,  # "mm": the case's spacing came from the file or the task; "px": assumed 1.0 a pixel
-    "diagonal": pl.Float64,  # the image extent's diagonal in ``unit``: HD95 of an empty mask, the failure penalty
-    "truth_area": pl.Int64,  # foreground pixels/voxels of the ground truth (label, step); null on failed rows
-    "pred_area": pl.Int64,  # ... and of the prediction (0: an empty prediction)
-    "encode_ms": pl.Float64,
-    "decode_ms": pl.Float64,
-    "total_ms": pl.Float64,
-    "peak_mem_mb": pl.Float64,  # the model's: CUDA allocator peak; on CPU peak RSS less the RSS before load
-    "peak_rss_mb": pl.Float64,  # the whole process's peak resident set
-    "probe_ms": pl.Float64,  # the machine's speed around the case (segbench.measuring.cost.MachineProbe)
-    "device": pl.String,  # the device the case ran on ("cpu", "cuda:0")
-    "threads": pl.Int32,  # torch.get_num_threads() in the worker that ran the case
-    "host": pl.String,
-    "gpu": pl.String,  # the GPU's name, "" on a CPU
-    "weights": pl.String,
-    "status": pl.String,
-    "error": pl.String,
-    "prompt_json": pl.String,
-    "support_size": pl.Int32,  # examples per support set (in-context protocols); null for prompt protocols
-}
+if TYPE_CHECKING:
+    from segbench.running.plan import WorkUnit
+
 SORT_KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
 STATUSES = ("ok", "failed")
 # the columns without which a part's rows cannot be placed (older parts may lack columns added since)
@@ -164,18 +134,18 @@ def _write_with(path: Path, write: Any) -> None:
 
 
 def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame([{k: row.get(k) for k in CASE_SCHEMA} for row in rows], schema=CASE_SCHEMA)
+    schema = case_schema()
+    return pl.DataFrame([{k: row.get(k) for k in schema} for row in rows], schema=schema)
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows written by an older segbench, with the columns added since then (as nulls), in schema order."""
-    missing = [
-        pl.lit(None, dtype=dtype).alias(name) for name, dtype in CASE_SCHEMA.items() if name not in frame.columns
-    ]
+    schema = case_schema()
+    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in schema.items() if name not in frame.columns]
     if not missing:
         return frame
-    extra = [name for name in frame.columns if name not in CASE_SCHEMA]
-    return frame.with_columns(missing).select([*CASE_SCHEMA, *extra])
+    extra = [name for name in frame.columns if name not in schema]
+    return frame.with_columns(missing).select([*schema, *extra])
 
 
 class RunStore:
@@ -422,6 +392,12 @@ class RunStore:
         """unit id → status of every unit with a valid part."""
         return {unit_id: status for unit_id, (status, _, _) in self.valid_parts().items()}
 
+    def pending(self, units: Iterable[WorkUnit], retry_failed: bool = False) -> list[WorkUnit]:
+        """The units of ``units``, in their order, that still have to run: those without a valid part and,
+        with ``retry_failed``, those whose part records a failure."""
+        done = self.done_units()
+        return [u for u in units if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")]
+
     def part_stamps(self) -> dict[str, tuple[int, int]]:
         """unit id → (mtime, inode) of its part; a unit written again since a snapshot has another stamp
         (parts are replaced by a rename, never rewritten in place)."""
@@ -461,14 +437,13 @@ class RunStore:
         self.cases_path.unlink(missing_ok=True)
         self.manifest_path.unlink(missing_ok=True)
 
-    def write_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> None:
+    def write_unit(self, unit_id: str, result: UnitResult) -> None:
         """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part.
-        A row may carry the unit's kept masks under ``SAMPLE_KEY``: they are written first."""
-        sample = next((row[SAMPLE_KEY] for row in rows if SAMPLE_KEY in row), None)
-        if sample is not None:
-            self.write_sample(unit_id, sample)
-        status = "failed" if any(row["status"] != "ok" for row in rows) else "ok"
-        frame = rows_frame(rows)
+        The unit's kept masks, if it has them, are written first."""
+        if result.kept_mask is not None:
+            self.write_sample(unit_id, result.kept_mask)
+        status = "failed" if any(row["status"] != "ok" for row in result.rows) else "ok"
+        frame = rows_frame(result.rows)
         _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet)
         for other in STATUSES:
             if other != status:
