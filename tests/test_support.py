@@ -25,8 +25,8 @@ from segbench.protocols.prompts import Target, bounding_box, initial_prompt, par
 from segbench.reporting.report import build_site
 from segbench.running.execute import execute
 from segbench.running.plan import RunOptions, make_plan
-from segbench.running.runner import UnitRunner
 from segbench.running.rows import case_schema
+from segbench.running.runner import UnitRunner
 from segbench.running.store import RunStore, conform
 
 TASK = {

@@ -26,9 +26,9 @@ import importlib.util
 import inspect
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
