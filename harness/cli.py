@@ -234,8 +234,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         allow_data_change=args.allow_data_change,
     )
-    manifest = store.read_manifest()
-    print(f"{manifest['rows']} rows, {manifest['units']} cases, {manifest['failed_units']} failed", file=sys.stderr)
+    manifest = store.manifest()
+    print(f"{manifest.rows} rows, {manifest.units} cases, {manifest.failed_units} failed", file=sys.stderr)
     status = _print_summary(summarize(store.read_cases()), args.fail_on_error)
     print(store.dir)
     return status
@@ -335,7 +335,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for gate, limit in (("speed", thresholds.speed), ("memory", thresholds.memory)):
         if math.isinf(limit):
             print(f"{gate} is reported, not gated (--fail-{gate} off)", file=sys.stderr)
-    html = Path(args.html) if args.html else Path(args.new) / f"compare-{slug(str(comparison.base['run_id']))}.html"
+    html = Path(args.html) if args.html else Path(args.new) / f"compare-{slug(str(comparison.base.run_id))}.html"
     print(f"HTML diff: {write_html(comparison, html)}", file=sys.stderr)
     if comparison.regressed:
         print("segbench compare: regression", file=sys.stderr)

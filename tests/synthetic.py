@@ -16,6 +16,7 @@ import polars as pl
 
 from segbench.data.case import Case
 from segbench.running.kept_masks import MaskSample
+from segbench.running.manifest import RunManifest
 from segbench.running.plan import WorkUnit
 from segbench.running.rows import case_schema
 from segbench.running.store import RunStore
@@ -128,7 +129,7 @@ def write_run(
     frame = pl.DataFrame(rows, schema={**case_schema(), "support_size": pl.Int32})
     run_dir.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(store.cases_path)
-    store.write_manifest(manifest(run_dir.name, adapters, tasks, random_weights))
+    store.write_manifest(RunManifest.from_json(manifest(run_dir.name, adapters, tasks, random_weights)))
     return run_dir
 
 

@@ -182,8 +182,8 @@ def test_files_follow_the_umask(finished: tuple[RunPlan, RunStore, pl.DataFrame]
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
     script = (
         "import os, sys, stat; os.umask(0o027); from segbench.running.store import RunStore; "
-        "from segbench.running.unit_result import UnitResult; "
-        "s = RunStore(sys.argv[1]); s.write_manifest({}); "
+        "from segbench.running.unit_result import UnitResult; from segbench.running.manifest import RunManifest; "
+        "s = RunStore(sys.argv[1]); s.write_manifest(RunManifest()); "
         "s.write_unit('u1', UnitResult([])); print(oct(stat.S_IMODE(s.manifest_path.stat().st_mode)), "
         "oct(stat.S_IMODE((s.parts / 'u1.ok.parquet').stat().st_mode)))"
     )

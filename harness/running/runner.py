@@ -48,6 +48,7 @@ from segbench.protocols.prompts import (
 )
 from segbench.running import environment
 from segbench.running.kept_masks import MaskSample, sampled_cases
+from segbench.running.manifest import RunManifest
 from segbench.running.plan import RunPlan, WorkUnit
 from segbench.running.rows import unit_row
 from segbench.running.unit_result import UnitResult
@@ -148,8 +149,8 @@ class UnitRunner:
             return UnitResult([self._row(unit, status="failed", error=error_text(error))])
         facts = case_facts(case)
         if not any(mask.any() for mask in self._labels(self.plan.tasks[unit.task], case).values()):
-            error = _no_ground_truth(self.plan.tasks[unit.task], case)
-            return UnitResult([self._row(unit, status="failed", error=error, **facts)])
+            reason = _no_ground_truth(self.plan.tasks[unit.task], case)
+            return UnitResult([self._row(unit, status="failed", error=reason, **facts)])
         device = self.setup.options.device
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] | None = {} if (unit.task, unit.case_id) in self.sampled else None
@@ -388,13 +389,13 @@ def absent_labels(plan: RunPlan, frame: pl.DataFrame) -> list[str]:
     return notices
 
 
-def report_notices(plan: RunPlan, frame: pl.DataFrame, manifest: dict[str, Any]) -> None:
+def report_notices(plan: RunPlan, frame: pl.DataFrame, manifest: RunManifest) -> None:
     """At a run's end: print each adapter that did not load and each label in no case, on stderr, and
     record them in the manifest (``skipped`` and ``warnings``)."""
     for adapter, reason in load_failures(frame).items():
-        manifest.setdefault("skipped", {})[adapter] = reason
+        manifest.skipped[adapter] = reason
         print(f"skipped: {adapter}: {reason}; its units are recorded as failed", file=sys.stderr)
     notices = absent_labels(plan, frame)
     for notice in notices:
         print(f"warning: {notice}", file=sys.stderr)
-    manifest["warnings"] = notices
+    manifest.warnings = notices

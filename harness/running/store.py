@@ -42,6 +42,7 @@ import polars as pl
 
 from segbench.errors import SegbenchError
 from segbench.running.kept_masks import MaskSample
+from segbench.running.manifest import RunManifest, upgrade
 from segbench.running.rows import case_schema
 from segbench.running.unit_result import UnitResult
 from segbench.weights.checkpoints import sha256_file
@@ -173,15 +174,26 @@ class RunStore:
         return self.manifest_path.is_file()
 
     def read_manifest(self) -> dict[str, Any]:
+        """``run.json`` as JSON data, upgraded to the current format version (:mod:`segbench.running.manifest`)."""
         try:
-            return json.loads(self.manifest_path.read_text())
+            data = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             raise SegbenchError(f"{self.dir}: not a segbench run (no run.json)") from None
         except ValueError as error:
             raise SegbenchError(f"{self.manifest_path}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise SegbenchError(f"{self.manifest_path}: not a JSON object")
+        try:
+            return upgrade(data)
+        except SegbenchError as error:
+            raise SegbenchError(f"{self.manifest_path}: {error}") from None
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
+    def manifest(self) -> RunManifest:
+        """``run.json`` as typed records, upgraded to the current format version."""
+        return RunManifest.from_dict(self.read_manifest())
+
+    def write_manifest(self, manifest: RunManifest) -> None:
+        text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False, default=str)
         _atomic_write_bytes(self.manifest_path, lambda tmp: tmp.write_text(text))
 
     # --- the session lock ---------------------------------------------------------------------------------
@@ -479,7 +491,7 @@ class RunStore:
         stamps = [path.stat().st_mtime_ns for _, _, path in self._part_files() if path.exists()]
         if self.cases_path.stat().st_mtime_ns < max(stamps, default=0):
             return self._read_parts()
-        expected = self.read_manifest().get("cases_sha256") if self.exists() else None
+        expected = self.manifest().cases_sha256 if self.exists() else None
         actual = sha256_file(self.cases_path)
         if expected is None or actual == expected:
             return conform(pl.read_parquet(self.cases_path))
@@ -495,7 +507,7 @@ class RunStore:
         if not self.healing:
             return self._read_parts()
         frame = self.consolidate()
-        manifest = self.read_manifest()
-        manifest["cases_sha256"] = self.cases_sha256
+        manifest = self.manifest()
+        manifest.cases_sha256 = self.cases_sha256
         self.write_manifest(manifest)
         return frame

@@ -30,7 +30,10 @@ class WorkerPool(Protocol):
     """Workers ``0..size-1``, each running the units submitted to it one after the other."""
 
     size: int
-    lost: tuple[type[BaseException], ...]  # what a unit's future raises when its worker died
+
+    @property
+    def lost(self) -> tuple[type[BaseException], ...]:
+        """What a unit's future raises when its worker died."""
 
     def submit(self, worker: int, unit: WorkUnit) -> Future[UnitResult]: ...
 
@@ -65,8 +68,8 @@ class Retries:
         )
         if tried <= self.max_retries:
             return None
-        error = f"its worker died in {tried} attempt(s) at this unit; last: {error}"
-        return UnitResult([unit_row(self.plan, unit, host, gpu, status="failed", error=error)])
+        reason = f"its worker died in {tried} attempt(s) at this unit; last: {error}"
+        return UnitResult([unit_row(self.plan, unit, host, gpu, status="failed", error=reason)])
 
 
 def describe(error: BaseException) -> str:

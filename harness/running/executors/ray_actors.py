@@ -46,7 +46,10 @@ class RayExecutor:
         started = not ray.is_initialized()
         if started:
             connecting = self.address or os.environ.get("RAY_ADDRESS")
-            ray.init(address=self.address, **({} if connecting else {"include_dashboard": False}))
+            if connecting:
+                ray.init(address=self.address)
+            else:
+                ray.init(address=self.address, include_dashboard=False)
         try:
             workers, threads, gpus = self._shape(plan, ray.cluster_resources(), ray.nodes())
             pool = RayWorkerPool(plan, workers, threads, gpus)

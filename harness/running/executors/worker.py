@@ -37,8 +37,8 @@ class Worker:
             except Exception as error:
                 self.broken[unit.adapter] = f"{LOAD_FAILED}{error_text(error)}"
         if unit.adapter in self.broken:
-            error = self.broken[unit.adapter]
-            return UnitResult([unit_row(self.plan, unit, environment.host(), "", status="failed", error=error)])
+            reason = self.broken[unit.adapter]
+            return UnitResult([unit_row(self.plan, unit, environment.host(), "", status="failed", error=reason)])
         assert self.runner is not None
         return self.runner.run(unit)
 
