@@ -223,6 +223,7 @@ class RunManifest(Record):
         "machine": lambda value: Machine.from_dict(value if isinstance(value, Mapping) else {}),
         "git": _git,
         "sessions": lambda value: [Session.from_dict(s) for s in value or [] if isinstance(s, Mapping)],
+        "planned": lambda value: {str(k): list(v) for k, v in value.items()} if isinstance(value, Mapping) else None,
     }
 
     @classmethod
