@@ -203,12 +203,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from segbench.reporting.run_summary import summarize
     from segbench.running import executors
     from segbench.running.execute import execute
-    from segbench.running.plan import make_plan
+    from segbench.running.plan import RunOptions, make_plan
 
     remote = getattr(executors.factory_of(args.executor), "remote", False)  # the driver may have no GPU
-    plan = make_plan(
-        suite,
-        tasks,
+    options = RunOptions(
         adapters=adapters,
         limit=args.limit,
         device=args.device,
@@ -222,6 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         save_masks=args.save_masks,
         check_device=not remote,
     )
+    plan = make_plan(suite, tasks, options)
     if not plan.units:
         raise SegbenchError(f"suite '{suite.name}' has nothing to run: " + "; ".join(plan.skipped.values()))
     store = execute(
@@ -235,8 +234,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         allow_data_change=args.allow_data_change,
     )
-    manifest = store.read_manifest()
-    print(f"{manifest['rows']} rows, {manifest['units']} cases, {manifest['failed_units']} failed", file=sys.stderr)
+    manifest = store.manifest()
+    print(f"{manifest.rows} rows, {manifest.units} cases, {manifest.failed_units} failed", file=sys.stderr)
     status = _print_summary(summarize(store.read_cases()), args.fail_on_error)
     print(store.dir)
     return status
@@ -336,7 +335,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for gate, limit in (("speed", thresholds.speed), ("memory", thresholds.memory)):
         if math.isinf(limit):
             print(f"{gate} is reported, not gated (--fail-{gate} off)", file=sys.stderr)
-    html = Path(args.html) if args.html else Path(args.new) / f"compare-{slug(str(comparison.base['run_id']))}.html"
+    html = Path(args.html) if args.html else Path(args.new) / f"compare-{slug(str(comparison.base.run_id))}.html"
     print(f"HTML diff: {write_html(comparison, html)}", file=sys.stderr)
     if comparison.regressed:
         print("segbench compare: regression", file=sys.stderr)

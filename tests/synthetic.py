@@ -16,8 +16,10 @@ import polars as pl
 
 from segbench.data.case import Case
 from segbench.running.kept_masks import MaskSample
+from segbench.running.manifest import RunManifest
 from segbench.running.plan import WorkUnit
-from segbench.running.store import CASE_SCHEMA, RunStore
+from segbench.running.rows import case_schema
+from segbench.running.store import RunStore
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,10 @@ def write_run(
                             )
                 if index < samples:
                     store.write_sample(f"{adapter}-{task.name}-{case_id}", _sample(adapter, task, case_id, skill, rng))
-    frame = pl.DataFrame(rows, schema={**CASE_SCHEMA, "support_size": pl.Int32})
+    frame = pl.DataFrame(rows, schema={**case_schema(), "support_size": pl.Int32})
     run_dir.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(store.cases_path)
-    store.write_manifest(manifest(run_dir.name, adapters, tasks, random_weights))
+    store.write_manifest(RunManifest.from_json(manifest(run_dir.name, adapters, tasks, random_weights)))
     return run_dir
 
 

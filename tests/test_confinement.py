@@ -25,7 +25,7 @@ from segbench.errors import ConfigError, SegbenchError
 from segbench.names import check_name, name_problem, slug
 from segbench.protocols.prompts import parse_protocols
 from segbench.running.execute import dataset_checksums, execute
-from segbench.running.plan import make_plan
+from segbench.running.plan import RunOptions, make_plan
 
 HEAD = '[task]\nname = "t"\n[data]\nreader = "image_mask_pairs"\n'
 
@@ -184,7 +184,7 @@ def test_symlinks_that_stay_inside_the_root_are_read(world: Path) -> None:
 def _plan(world: Path, task_path: Path):
     spec = load_task(task_path)
     suite = Suite("attack", "", ("box",), (spec.name,), parse_protocols(["box"]), 0, None, world / "bench.toml")
-    return make_plan(suite, {spec.name: spec}, device="cpu", data_root=world / "data", warmup=False)
+    return make_plan(suite, {spec.name: spec}, RunOptions(device="cpu", data_root=world / "data", warmup=False))
 
 
 def test_a_run_scores_and_hashes_nothing_outside_the_root(world: Path) -> None:
@@ -246,7 +246,7 @@ def test_a_run_id_that_leaves_out_is_refused(tmp_path: Path) -> None:
     from segbench.data.taskspec import discover_tasks
 
     suite = Suite("quick", "", ("box",), ("phantom",), None, 0, 1, tmp_path / "bench.toml")
-    plan = make_plan(suite, discover_tasks(), device="cpu", run_id="../../escape", warmup=False)
+    plan = make_plan(suite, discover_tasks(), RunOptions(device="cpu", run_id="../../escape", warmup=False))
     with pytest.raises(SegbenchError, match="run id '../../escape' is not a valid name"):
         execute(plan, tmp_path / "out", progress=False)
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()

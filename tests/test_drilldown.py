@@ -29,7 +29,7 @@ from segbench.reporting.overlays import overlay as draw_overlay
 from segbench.reporting.report import build_site
 from segbench.running.execute import execute
 from segbench.running.kept_masks import saved_predictions
-from segbench.running.plan import make_plan
+from segbench.running.plan import RunOptions, make_plan
 
 from .synthetic import SyntheticTask, write_run
 
@@ -37,7 +37,7 @@ from .synthetic import SyntheticTask, write_run
 @pytest.fixture(scope="module")
 def phantom_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The box and otsu baselines on the phantom task, masks kept by default."""
-    plan = make_plan(load_config().suite("quick"), discover_tasks(), adapters=("box", "otsu"), device="cpu")
+    plan = make_plan(load_config().suite("quick"), discover_tasks(), RunOptions(adapters=("box", "otsu"), device="cpu"))
     assert plan.save_masks is None and plan.config["save_masks"] is None  # the default: every case
     return execute(plan, tmp_path_factory.mktemp("runs"), progress=False).dir
 
@@ -247,6 +247,6 @@ def test_save_masks_takes_all_or_a_count(tmp_path: Path) -> None:
     suites = load_config(config)
     assert suites.suite("every").save_masks is None and suites.suite("s").save_masks == 2
     tasks = discover_tasks()
-    assert make_plan(suites.suite("s"), tasks, device="cpu").save_masks == 2
-    assert make_plan(suites.suite("s"), tasks, device="cpu", save_masks="all").save_masks is None
-    assert make_plan(suites.suite("every"), tasks, device="cpu", save_masks=0).save_masks == 0
+    assert make_plan(suites.suite("s"), tasks, RunOptions(device="cpu")).save_masks == 2
+    assert make_plan(suites.suite("s"), tasks, RunOptions(device="cpu", save_masks="all")).save_masks is None
+    assert make_plan(suites.suite("every"), tasks, RunOptions(device="cpu", save_masks=0)).save_masks == 0

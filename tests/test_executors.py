@@ -24,7 +24,7 @@ from segbench.running.execute import execute
 from segbench.running.executors import create
 from segbench.running.executors.multigpu import gpu_ids
 from segbench.running.executors.sharding import shard_units
-from segbench.running.plan import RunPlan, make_plan
+from segbench.running.plan import RunOptions, RunPlan, make_plan
 from segbench.running.store import RunStore
 
 KEYS = ["adapter", "case_id", "label", "prompt", "step"]
@@ -99,7 +99,9 @@ def ray_session(crash_plugin: None) -> Iterator[None]:
 def quick_plan(run_id: str, adapters: tuple[str, ...] | None = None, device: str = "auto") -> RunPlan:
     config = load_config(None)
     return make_plan(
-        config.suite("quick"), discover_tasks(config.task_dirs), adapters=adapters, device=device, run_id=run_id
+        config.suite("quick"),
+        discover_tasks(config.task_dirs),
+        RunOptions(adapters=adapters, device=device, run_id=run_id),
     )
 
 

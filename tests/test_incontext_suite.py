@@ -14,7 +14,7 @@ from segbench.data.readers.decode import read_image_file
 from segbench.data.suites import load_config
 from segbench.data.taskspec import discover_tasks
 from segbench.reporting.aggregate import leaderboard
-from segbench.running.plan import make_plan
+from segbench.running.plan import RunOptions, make_plan
 from segbench.running.store import RunStore
 
 from .conftest import run_cli
@@ -96,7 +96,9 @@ def test_the_report_renders_the_incontext_rows(incontext_run: Path, tmp_path: Pa
 
 def test_wbc_cytoplasm_is_mask_value_128_and_cases_are_read_at_128(data_root: Path) -> None:
     suite = dataclasses.replace(load_config().suite("incontext"), tasks=("wbc-incontext",))
-    plan = make_plan(suite, discover_tasks(), adapters=("support-mean",), device="cpu", data_root=data_root, limit=1)
+    plan = make_plan(
+        suite, discover_tasks(), RunOptions(adapters=("support-mean",), device="cpu", data_root=data_root, limit=1)
+    )
     case = plan.reader("wbc-incontext").read(next(u.case_id for u in plan.units if u.task == "wbc-incontext"))
     assert case.image.shape == (128, 128, 3)
     nucleus, cytoplasm = case.labels["nucleus"], case.labels["cytoplasm"]

@@ -21,7 +21,8 @@ from segbench.reporting.pages import FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT, fa
 from segbench.reporting.ranking import RankedRow, holm, pareto_front, rank_table, wilcoxon_p
 from segbench.running.execute import execute
 from segbench.running.kept_masks import MaskSample, preview, representative_slice, sampled_cases, saved_predictions
-from segbench.running.plan import WorkUnit, make_plan
+from segbench.running.manifest import TaskRecord
+from segbench.running.plan import RunOptions, WorkUnit, make_plan
 from segbench.running.store import RunStore
 
 
@@ -198,7 +199,7 @@ def test_best_median_and_worst_picks() -> None:
 @pytest.mark.parametrize("count", [0, 2])
 def test_a_run_keeps_masks_of_as_many_cases_as_asked(tmp_path, count: int) -> None:
     suite = load_config().suite("quick")
-    plan = make_plan(suite, discover_tasks(), adapters=("box",), device="cpu", save_masks=count)
+    plan = make_plan(suite, discover_tasks(), RunOptions(adapters=("box",), device="cpu", save_masks=count))
     assert plan.config["save_masks"] == count
     store = execute(plan, tmp_path, progress=False)
     assert len(saved_predictions(store.dir)) == count
@@ -213,10 +214,10 @@ def test_save_masks_must_be_a_count(tmp_path) -> None:
 
 
 def test_task_families_on_the_overview() -> None:
-    assert family({"family": "Microscopy", "dim": 3}, has_support=True) == "Microscopy"
-    assert family({"dim": 3}, has_support=False) == FAMILY_3D
-    assert family({"dim": 2}, has_support=True) == FAMILY_IN_CONTEXT
-    assert family({"dim": 2, "family": None}, has_support=False) == FAMILY_2D
+    assert family(TaskRecord(family="Microscopy", dim=3), has_support=True) == "Microscopy"
+    assert family(TaskRecord(dim=3), has_support=False) == FAMILY_3D
+    assert family(TaskRecord(dim=2), has_support=True) == FAMILY_IN_CONTEXT
+    assert family(TaskRecord(dim=2, family=None), has_support=False) == FAMILY_2D
     assert (
         parse_task(
             {"task": {"name": "t", "family": "Microscopy"}, "data": {"reader": "phantom"}, "labels": {"x": "nonzero"}},

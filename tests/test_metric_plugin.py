@@ -21,7 +21,7 @@ from segbench.data.taskspec import discover_tasks
 from segbench.errors import ConfigError
 from segbench.measuring.metric_table import DEFAULT_NAMES, task_metrics, unit_key
 from segbench.reporting.leaderboard_json import schema
-from segbench.running.plan import make_plan
+from segbench.running.plan import RunOptions, make_plan
 
 from .conftest import run_cli
 
@@ -142,7 +142,7 @@ def test_a_plan_checks_the_names_and_keys_units_by_the_metrics() -> None:
 
     def ids(metrics: tuple[str, ...] | None) -> list[str]:
         chosen = {**tasks, "phantom": dataclasses.replace(tasks["phantom"], metrics=metrics)}
-        plan = make_plan(suite, chosen, adapters=("box",), device="cpu", limit=2, warmup=False)
+        plan = make_plan(suite, chosen, RunOptions(adapters=("box",), device="cpu", limit=2, warmup=False))
         return [unit.unit_id for unit in plan.units]
 
     default = ids(None)

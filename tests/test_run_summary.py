@@ -18,7 +18,7 @@ from segbench.data.taskspec import discover_tasks
 from segbench.interface import MaskError, check_masks
 from segbench.running import executors
 from segbench.running.execute import execute
-from segbench.running.plan import RunPlan, WorkUnit, make_plan
+from segbench.running.plan import RunOptions, RunPlan, WorkUnit, make_plan
 from segbench.running.runner import UnitRunner
 from segbench.running.store import RunStore
 
@@ -133,7 +133,9 @@ def test_a_run_whose_executor_left_units_unwritten_is_incomplete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(None)
-    plan = make_plan(config.suite("quick"), discover_tasks(config.task_dirs), adapters=("box",), device="cpu")
+    plan = make_plan(
+        config.suite("quick"), discover_tasks(config.task_dirs), RunOptions(adapters=("box",), device="cpu")
+    )
 
     class FirstUnitOnly:
         def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]) -> None:

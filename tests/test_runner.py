@@ -18,7 +18,8 @@ from segbench import plugins
 from segbench.data.readers.phantom import phantom
 from segbench.data.readers.resize import resize_case
 from segbench.data.taskspec import discover_tasks, load_task
-from segbench.running.store import CASE_SCHEMA, RunStore
+from segbench.running.rows import case_schema
+from segbench.running.store import RunStore
 
 from .conftest import run_cli
 
@@ -33,7 +34,7 @@ def test_default_run_needs_no_files_and_reports(quick_run: Path, tmp_path: Path)
     assert manifest["planned"]["box/phantom"] == [f"phantom-{i:03d}" for i in range(4)]
     assert manifest["command"][:2] == ["segbench", "run"] and all("ended" in s for s in manifest["sessions"])
     cases = pl.read_parquet(quick_run / "cases.parquet")
-    assert set(CASE_SCHEMA) <= set(cases.columns)
+    assert set(case_schema()) <= set(cases.columns)
     assert set(cases["adapter"]) == {"litemedsam", "box", "otsu"}
     assert (cases["status"] == "ok").all()
     assert set(cases["unit"]) == {"px"} and (cases["threads"] >= 1).all()  # phantoms have no spacing

@@ -27,7 +27,7 @@ from segbench.data.taskspec import discover_tasks
 from segbench.errors import SegbenchError
 from segbench.running import executors
 from segbench.running.execute import execute
-from segbench.running.plan import RunPlan, WorkUnit, make_plan
+from segbench.running.plan import RunOptions, RunPlan, WorkUnit, make_plan
 from segbench.running.store import FILE_MODE, RunLocked, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,9 @@ KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
 
 def quick_plan() -> RunPlan:
     config = load_config(None)
-    return make_plan(config.suite("quick"), discover_tasks(config.task_dirs), adapters=("box",), device="cpu")
+    return make_plan(
+        config.suite("quick"), discover_tasks(config.task_dirs), RunOptions(adapters=("box",), device="cpu")
+    )
 
 
 def scores(frame: pl.DataFrame) -> pl.DataFrame:
@@ -180,8 +182,9 @@ def test_files_follow_the_umask(finished: tuple[RunPlan, RunStore, pl.DataFrame]
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
     script = (
         "import os, sys, stat; os.umask(0o027); from segbench.running.store import RunStore; "
-        "s = RunStore(sys.argv[1]); s.write_manifest({}); "
-        "s.write_unit('u1', []); print(oct(stat.S_IMODE(s.manifest_path.stat().st_mode)), "
+        "from segbench.running.unit_result import UnitResult; from segbench.running.manifest import RunManifest; "
+        "s = RunStore(sys.argv[1]); s.write_manifest(RunManifest()); "
+        "s.write_unit('u1', UnitResult([])); print(oct(stat.S_IMODE(s.manifest_path.stat().st_mode)), "
         "oct(stat.S_IMODE((s.parts / 'u1.ok.parquet').stat().st_mode)))"
     )
     result = subprocess.run(
@@ -213,7 +216,9 @@ def test_a_changed_dataset_is_refused_unless_allowed(tmp_path: Path, capsys: pyt
 
     def plan() -> RunPlan:
         return make_plan(
-            config.suite("files"), discover_tasks(config.task_dirs), device="cpu", data_root=tmp_path / "data"
+            config.suite("files"),
+            discover_tasks(config.task_dirs),
+            RunOptions(device="cpu", data_root=tmp_path / "data"),
         )
 
     store = execute(plan(), tmp_path / "out", progress=False)

@@ -25,9 +25,10 @@ from segbench.protocols.kinds import support_request
 from segbench.protocols.prompts import Target, bounding_box, initial_prompt, parse_protocols, target_rng
 from segbench.reporting.report import build_site
 from segbench.running.execute import execute
-from segbench.running.plan import make_plan
+from segbench.running.plan import RunOptions, make_plan
+from segbench.running.rows import case_schema
 from segbench.running.runner import UnitRunner
-from segbench.running.store import CASE_SCHEMA, RunStore, conform
+from segbench.running.store import RunStore, conform
 
 TASK = {
     "task": {"name": "phantom-ic"},
@@ -49,7 +50,7 @@ def suite(adapters: tuple[str, ...], protocols: list[Any], seed: int = 0, name: 
 def run_rows(
     tmp_path: Path, adapters: tuple[str, ...], protocols: list[Any], seed: int = 0, **plan: Any
 ) -> pl.DataFrame:
-    made = make_plan(suite(adapters, protocols, seed), {"phantom-ic": task()}, device="cpu", **plan)
+    made = make_plan(suite(adapters, protocols, seed), {"phantom-ic": task()}, RunOptions(device="cpu", **plan))
     store = execute(made, tmp_path / "out", progress=False)
     return store.read_cases()
 
@@ -137,19 +138,25 @@ def test_another_seed_draws_other_sets(tmp_path: Path) -> None:
 
 def test_plan_drops_sizes_larger_than_the_pool_and_limits_only_queries() -> None:
     made = make_plan(
-        suite(("support-mean",), [{"kind": "support", "k": [2, 6]}]), {"phantom-ic": task()}, device="cpu", limit=2
+        suite(("support-mean",), [{"kind": "support", "k": [2, 6]}]),
+        {"phantom-ic": task()},
+        RunOptions(device="cpu", limit=2),
     )
     assert made.protocols_for("support-mean", "phantom-ic")[0].name == "support2"
     assert "holds 5 cases" in made.skipped["phantom-ic/support6"]
     assert [u.case_id for u in made.units] == task().support.split([f"phantom-{i:03d}" for i in range(10)], "t")[1][:2]
     no_pool = task(support=None)
-    without = make_plan(suite(("support-mean",), [{"kind": "support", "k": 1}]), {"phantom-ic": no_pool}, device="cpu")
+    without = make_plan(
+        suite(("support-mean",), [{"kind": "support", "k": 1}]), {"phantom-ic": no_pool}, RunOptions(device="cpu")
+    )
     assert not without.units and "declares no [support]" in without.skipped["phantom-ic/support1"]
 
 
 def test_support_request_pairs_each_set_with_its_label(tmp_path: Path) -> None:
     made = make_plan(
-        suite(("support-mean",), [{"kind": "support", "k": 2, "ensemble": 2}]), {"phantom-ic": task()}, device="cpu"
+        suite(("support-mean",), [{"kind": "support", "k": 2, "ensemble": 2}]),
+        {"phantom-ic": task()},
+        RunOptions(device="cpu"),
     )
     reader = made.reader("phantom-ic")
     pool_ids = task().support.split(reader.case_ids(), "t")[0]
@@ -232,8 +239,7 @@ def test_a_protocol_can_pass_a_prompt_and_a_support_set_together(box_and_support
     made = make_plan(
         suite(("test-box-and-support",), [{"kind": "support", "k": 2, "ensemble": 2, "prompt": "box"}]),
         {"phantom-ic": task()},
-        device="cpu",
-        limit=2,
+        RunOptions(device="cpu", limit=2),
     )
     runner = UnitRunner(made, "test-box-and-support")
     box_and_support.calls.clear()  # the untimed warm-up call is not the protocol's
@@ -250,7 +256,9 @@ def test_a_protocol_can_pass_a_prompt_and_a_support_set_together(box_and_support
 
 
 def test_the_task_level_resize_reads_cases_at_that_size() -> None:
-    made = make_plan(suite(("support-mean",), [{"kind": "support", "k": 1}]), {"phantom-ic": task()}, device="cpu")
+    made = make_plan(
+        suite(("support-mean",), [{"kind": "support", "k": 1}]), {"phantom-ic": task()}, RunOptions(device="cpu")
+    )
     original, _ = phantom(0, 0)
     case = made.reader("phantom-ic").read("phantom-000")
     assert case.image.shape == (128, 128, 3) and all(
@@ -263,7 +271,7 @@ def test_the_task_level_resize_reads_cases_at_that_size() -> None:
 
 def test_support_rows_are_stored_and_reported_and_old_rows_still_read(tmp_path: Path) -> None:
     rows = run_rows(tmp_path, ("support-nearest", "box"), ["box", {"kind": "support", "k": [1, 2]}])
-    assert rows.schema["support_size"] == CASE_SCHEMA["support_size"]
+    assert rows.schema["support_size"] == case_schema()["support_size"]
     boxes = rows.filter(pl.col("prompt") == "box")
     assert boxes.height and boxes["support_size"].null_count() == boxes.height
     run_dir = next((tmp_path / "out").iterdir())
@@ -271,5 +279,5 @@ def test_support_rows_are_stored_and_reported_and_old_rows_still_read(tmp_path: 
     page = (index.parent / "task-phantom-ic.html").read_text()
     assert "support1" in page and "support2" in page and "support-nearest" in page
     old = rows.drop("support_size")
-    assert conform(old).columns == list(CASE_SCHEMA) and conform(old)["support_size"].null_count() == old.height
-    assert RunStore(run_dir).read_cases().columns == list(CASE_SCHEMA)
+    assert conform(old).columns == list(case_schema()) and conform(old)["support_size"].null_count() == old.height
+    assert RunStore(run_dir).read_cases().columns == list(case_schema())

@@ -12,7 +12,7 @@ from segbench.data.taskspec import discover_tasks, parse_task
 from segbench.errors import ConfigError
 from segbench.protocols.prompts import Target, bounding_box, correction_click, parse_protocol
 from segbench.protocols.volume_prompts import initial_volume_prompt, key_slice, refine_volume_prompt, slice_extent
-from segbench.running.plan import make_plan
+from segbench.running.plan import RunOptions, make_plan
 
 from .volumes import crop_around, read_case
 
@@ -125,7 +125,7 @@ def test_plans_run_volumes_and_give_each_task_the_protocols_of_its_dimension(dat
         1,
         Path("mixed.toml"),
     )
-    plan = make_plan(suite, discover_tasks(), device="cpu", data_root=data_root)
+    plan = make_plan(suite, discover_tasks(), RunOptions(device="cpu", data_root=data_root))
     assert [p.name for p in plan.protocols_for("litemedsam", "brats")] == ["slice_boxes"]  # every 2 needs volume
     assert [p.name for p in plan.protocols_for("litemedsam", "wbc")] == ["box"]
     assert {u.task for u in plan.units} == {"brats", "wbc"} and len(plan.units) == 4

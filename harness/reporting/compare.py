@@ -65,6 +65,7 @@ from scipy import stats
 
 from segbench.measuring.metric_table import HEADLINE, MetricSpec, shown_metrics
 from segbench.reporting.aggregate import bootstrap_ci, final_steps
+from segbench.running.manifest import RunManifest
 from segbench.running.store import RunStore
 
 ROW_KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
@@ -153,8 +154,8 @@ class GroupComparison:
 
 @dataclass
 class Comparison:
-    base: dict[str, Any]
-    new: dict[str, Any]
+    base: RunManifest
+    new: RunManifest
     groups: list[GroupComparison]
     machine_differences: dict[str, tuple[Any, Any]]
     unmatched_base: int
@@ -210,16 +211,14 @@ def _machine_ratio(base_probe: np.ndarray, new_probe: np.ndarray) -> float:
     return float(np.median(new_probe) / np.median(base_probe))
 
 
-def machine_differences(base: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def machine_differences(base: RunManifest, new: RunManifest) -> dict[str, tuple[Any, Any]]:
     """Fields of the two manifests' machines (and GPUs, torch) that differ."""
 
-    def facts(manifest: dict[str, Any]) -> dict[str, Any]:
-        machine = manifest.get("machine", {})
-        accelerator = machine.get("accelerator", {})
-        out = {name: machine.get(name) for name in MACHINE_FIELDS}
-        out["gpus"] = [gpu.get("name") for gpu in accelerator.get("gpus", [])]
-        out["torch"] = manifest.get("packages", {}).get("torch")
-        out["device"] = manifest.get("config", {}).get("device")
+    def facts(manifest: RunManifest) -> dict[str, Any]:
+        out = {name: getattr(manifest.machine, name) for name in MACHINE_FIELDS}
+        out["gpus"] = manifest.machine.gpu_names
+        out["torch"] = manifest.packages.get("torch")
+        out["device"] = manifest.device
         return out
 
     a, b = facts(base), facts(new)
@@ -364,7 +363,7 @@ def case_counts(base: pl.DataFrame, new: pl.DataFrame) -> dict[tuple[str, str, s
 
 def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:
     base_store, new_store = RunStore(base_dir), RunStore(new_dir)
-    base_manifest, new_manifest = base_store.read_manifest(), new_store.read_manifest()
+    base_manifest, new_manifest = base_store.manifest(), new_store.manifest()
     base, new = base_store.read_cases(), new_store.read_cases()
     metrics = compared_metrics(base, new)
     paired = _paired(base, new, metrics)

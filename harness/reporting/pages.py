@@ -45,50 +45,31 @@ from segbench.reporting.figures import Figure, Style
 from segbench.reporting.overlays import Drilldown, drilldown
 from segbench.reporting.ranking import RankedRow, rank_table
 from segbench.running.kept_masks import SavedPrediction, saved_predictions
+from segbench.running.manifest import RunManifest, TaskRecord
 from segbench.running.store import RunStore
 
 FAMILY_2D = "2D images"
 FAMILY_3D = "3D volumes"
 FAMILY_IN_CONTEXT = "In-context (support sets)"
 FAMILY_ORDER = (FAMILY_2D, FAMILY_3D, FAMILY_IN_CONTEXT)
-# What the pages read of a manifest's task and adapter records; runs made by older versions lack some.
-TASK_FIELDS = ("version", "description", "modality", "license", "dataset", "labels", "nsd_tolerance", "dim", "family")
-ADAPTER_FIELDS = (
-    "family",
-    "version",
-    "description",
-    "license",
-    "reference",
-    "input_size",
-    "preprocessing",
-    "capabilities",
-    "weights",
-    "checkpoint",
-    "precision",
-    "checkpoint_spec",
-)
-
-
-def _with_fields(record: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {**dict.fromkeys(fields), **record}
 
 
 @dataclass
 class LoadedRun:
     store: RunStore
-    manifest: dict[str, Any]
+    manifest: RunManifest
     cases: pl.DataFrame
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("run_id") or self.store.dir.name)
+        return self.manifest.run_id or self.store.dir.name
 
 
 def load_runs(run_dirs: list[Path]) -> list[LoadedRun]:
     runs = []
     for run_dir in run_dirs:
         store = RunStore(run_dir)
-        runs.append(LoadedRun(store, store.read_manifest(), store.read_cases()))
+        runs.append(LoadedRun(store, store.manifest(), store.read_cases()))
     if not runs:
         raise SegbenchError("no run directories given")
     seen: dict[str, Path] = {}
@@ -104,15 +85,8 @@ def load_runs(run_dirs: list[Path]) -> list[LoadedRun]:
 
 def _identity(run: LoadedRun, adapter: str) -> tuple[Any, ...]:
     """What must be equal for two runs' results of an adapter to be shown as one adapter's."""
-    facts = run.manifest.get("adapters", {}).get(adapter, {})
-    checkpoint = facts.get("checkpoint") or {}
-    return (
-        facts.get("version"),
-        facts.get("weights"),
-        checkpoint.get("sha256"),
-        facts.get("precision"),
-        run.manifest.get("config", {}).get("device"),
-    )
+    facts = run.manifest.adapter(adapter)
+    return (facts.version, facts.weights, facts.checkpoint_sha256, facts.precision, run.manifest.device)
 
 
 def display_names(runs: list[LoadedRun]) -> dict[tuple[str, str], str]:
@@ -304,13 +278,13 @@ class Site:
         return summaries_text(self.metrics)
 
 
-def family(info: dict[str, Any], has_support: bool) -> str:
+def family(info: TaskRecord, has_support: bool) -> str:
     """A task's family on the overview: its ``family`` when the manifest names one, else by kind."""
-    if info.get("family"):
-        return str(info["family"])
+    if info.family:
+        return info.family
     if has_support:
         return FAMILY_IN_CONTEXT
-    return FAMILY_3D if info.get("dim") == 3 else FAMILY_2D
+    return FAMILY_3D if info.dim == 3 else FAMILY_2D
 
 
 def _saved_by_task(runs: list[LoadedRun]) -> dict[str, dict[tuple[str, str], SavedPrediction]]:
@@ -330,9 +304,8 @@ def planned_cases(runs: list[LoadedRun]) -> dict[tuple[str, str], set[str]]:
     names = display_names(runs)
     planned: dict[tuple[str, str], set[str]] = defaultdict(set)
     for run in runs:
-        for key, cases in (run.manifest.get("planned") or {}).items():
-            adapter, _, task = str(key).partition("/")
-            planned[(names.get((run.run_id, adapter), adapter), task)].update(str(case) for case in cases)
+        for adapter, task, case in run.manifest.planned_units() or ():
+            planned[(names.get((run.run_id, adapter), adapter), task)].add(case)
     return dict(planned)
 
 
@@ -342,8 +315,8 @@ def baseline_adapters(runs: list[LoadedRun]) -> set[str]:
     return {
         names.get((run.run_id, adapter), adapter)
         for run in runs
-        for adapter, facts in (run.manifest.get("adapters") or {}).items()
-        if isinstance(facts, dict) and facts.get("family") == "baseline"
+        for adapter, facts in run.manifest.adapters.items()
+        if facts.family == "baseline"
     }
 
 
@@ -365,11 +338,9 @@ class SiteBuilder:
         adapters = sorted(self.frame["adapter"].unique().to_list())
         self.palette = figures.styles(adapters)
         self.saved = _saved_by_task(runs)
-        self.info: dict[str, dict[str, Any]] = {}
+        self.info: dict[str, TaskRecord] = {}
         for run in runs:
-            self.info.update(
-                {name: _with_fields(info, TASK_FIELDS) for name, info in run.manifest.get("tasks", {}).items()}
-            )
+            self.info.update(run.manifest.tasks)
 
     def _final(self, task: str) -> pl.DataFrame:
         return self.final_by_task.get((task,), self.final.clear())
@@ -447,11 +418,11 @@ class SiteBuilder:
         support_figure = (
             figures.support_curves(f"{task_slug}-support", support, self.palette, f"task {task}") if support else None
         )
-        info = self.info.get(task, _with_fields({}, TASK_FIELDS))
+        info = self.info.get(task) or TaskRecord()
         return TaskPage(
             task,
             task_slug,
-            info,
+            info.to_dict(),
             family(info, bool(support)),
             sections,
             iterative,
@@ -475,7 +446,7 @@ class SiteBuilder:
                 slug(name),
                 adapter,
                 [(index, run.run_id) for index, run, _ in owned],
-                _with_fields(first.manifest.get("adapters", {}).get(adapter, {}), ADAPTER_FIELDS),
+                first.manifest.adapter(adapter).to_dict(),
                 self.palette[name],
             )
             for task in tasks:
@@ -499,7 +470,7 @@ class SiteBuilder:
             families[task.family].append(task)
         order = sorted(families, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f))
         return Site(
-            [run.manifest for run in self.runs],
+            [run.manifest.to_dict() for run in self.runs],
             tasks,
             self.adapter_pages(tasks),
             {f: families[f] for f in order},

@@ -21,6 +21,8 @@ from typing import Any
 
 import polars as pl
 
+from segbench.running.manifest import RunManifest, Session
+
 HIDDEN_KEYS = frozenset({"host", "hostname", "node", "nodename"})
 # An absolute path inside a string: a POSIX path (or ~/, ~user/) that starts a word, or after '=', a quote or
 # a bracket (not after ':' or a letter, so URLs and "n/a" stay), a file:// URL, or a Windows drive path.
@@ -99,39 +101,32 @@ class Completeness:
         }
 
 
-def _planned(manifest: dict[str, Any]) -> set[tuple[str, str, str]] | None:
-    planned = manifest.get("planned")
-    if not isinstance(planned, dict):
-        return None
-    units = set()
-    for pair, case_ids in planned.items():
-        adapter, _, task = str(pair).partition("/")
-        units |= {(adapter, task, str(case_id)) for case_id in case_ids}
-    return units
+def publishable_manifest(manifest: RunManifest) -> RunManifest:
+    """A run's manifest as it may be published (:func:`publishable` over every record)."""
+    return RunManifest.from_dict(publishable(manifest.to_dict()))
 
 
-def completeness(run_id: str, index: int, manifest: dict[str, Any], cases: pl.DataFrame) -> Completeness:
+def completeness(run_id: str, index: int, manifest: RunManifest, cases: pl.DataFrame) -> Completeness:
     """Whether a run did its whole plan. Units are counted from ``planned`` (every case the plan held per
     adapter and task); a run without it counts its units by id against its last session's plan size."""
     have = cases.select("adapter", "task", "case_id").unique() if cases.height else None
     done_units = set(have.iter_rows()) if have is not None else set()
-    planned = _planned(manifest)
-    sessions = [s for s in manifest.get("sessions") or [] if isinstance(s, dict)]
+    planned = manifest.planned_units()
+    sessions = manifest.sessions
     if planned is not None:
         total: int | None = len(planned)
         done = len(planned & done_units)
     else:
         done = cases["unit_id"].n_unique() if cases.height else 0
-        last = sessions[-1] if sessions else {}
-        pending, skipped = last.get("pending_units"), last.get("skipped_units")
+        last = sessions[-1] if sessions else Session()
+        pending, skipped = last.pending_units, last.skipped_units
         total = pending + skipped if isinstance(pending, int) and isinstance(skipped, int) else None
-        if total is None and manifest.get("status") == "complete":
+        if total is None and manifest.status == "complete":
             total = done
     reasons = []
-    status = manifest.get("status")
-    if status != "complete":
-        reasons.append(f"status '{status}'")
-    unended = sum("ended" not in s for s in sessions)
+    if manifest.status != "complete":
+        reasons.append(f"status '{manifest.status}'")
+    unended = sum(s.ended is None for s in sessions)
     if unended:
         reasons.append(f"{unended} session(s) without an end")
     if total is not None and done < total:

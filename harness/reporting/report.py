@@ -39,7 +39,13 @@ from segbench import __version__, plugins
 from segbench.errors import SegbenchError
 from segbench.reporting.leaderboard_json import document
 from segbench.reporting.pages import LoadedRun, SiteBuilder, combined_cases, load_runs, slug
-from segbench.reporting.publishing import Completeness, completeness, publishable, publishable_cases, scrub_text
+from segbench.reporting.publishing import (
+    Completeness,
+    completeness,
+    publishable_cases,
+    publishable_manifest,
+    scrub_text,
+)
 from segbench.reporting.ranking import ALPHA
 
 STATIC_FILES = ("style.css", "sort.js")
@@ -184,7 +190,8 @@ def publishable_runs(runs: list[LoadedRun]) -> tuple[list[LoadedRun], list[Compl
     """The runs with their manifests and rows in publishable form, and how complete each run is."""
     states = [completeness(run.run_id, index, run.manifest, run.cases) for index, run in enumerate(runs, start=1)]
     return [
-        dataclasses.replace(run, manifest=publishable(run.manifest), cases=publishable_cases(run.cases)) for run in runs
+        dataclasses.replace(run, manifest=publishable_manifest(run.manifest), cases=publishable_cases(run.cases))
+        for run in runs
     ], states
 
 

@@ -20,10 +20,20 @@ from typing import Any
 from tqdm import tqdm
 
 from segbench import __version__, plugins
+from segbench.data.taskspec import TaskSpec
 from segbench.errors import SegbenchError
 from segbench.names import name_problem
 from segbench.running import environment, executors
-from segbench.running.plan import AdapterSetup, RunPlan, WorkUnit
+from segbench.running.manifest import (
+    AdapterRecord,
+    DatasetChecksum,
+    GitState,
+    Machine,
+    RunManifest,
+    Session,
+    TaskRecord,
+)
+from segbench.running.plan import AdapterSetup, RunPlan
 from segbench.running.runner import report_notices
 from segbench.running.store import RunStore
 
@@ -32,9 +42,9 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def dataset_checksums(plan: RunPlan) -> dict[str, Any]:
+def dataset_checksums(plan: RunPlan) -> dict[str, DatasetChecksum]:
     """sha256 over the (path, sha256) of every file of the run's cases, per task."""
-    out: dict[str, Any] = {}
+    out: dict[str, DatasetChecksum] = {}
     for task in plan.tasks:
         reader = plan.reader(task)
         digest = hashlib.sha256()
@@ -49,71 +59,73 @@ def dataset_checksums(plan: RunPlan) -> dict[str, Any]:
                     digest.update(f"{path.relative_to(reader.root).as_posix()}\0".encode())
                     digest.update(hashlib.sha256(path.read_bytes()).digest())
                     count += 1
-        out[task] = {"files": count, "sha256": digest.hexdigest() if count else None}
+        out[task] = DatasetChecksum(count, digest.hexdigest() if count else None)
     return out
 
 
-def adapter_facts(setup: AdapterSetup) -> dict[str, Any]:
+def adapter_facts(setup: AdapterSetup) -> AdapterRecord:
     """What the report shows about an adapter, so it never needs the adapter installed."""
     meta = plugins.adapter_class(setup.name).meta
-    return {
-        "family": meta.family,
-        "version": meta.version,
-        "description": meta.description,
-        "license": meta.license,
-        "reference": meta.reference,
-        "input_size": meta.input_size,
-        "preprocessing": meta.preprocessing,
-        "capabilities": meta.capabilities.names(),
-        "weights": setup.weights,
-        "checkpoint": setup.checkpoint,
-        "precision": setup.options.precision,
-        "checkpoint_spec": meta.checkpoint.describe() if meta.checkpoint else None,
-        "distribution": setup.code.get("distribution"),
-        "fingerprint": setup.fingerprint,
-        "code": {name: module["sha256"] for name, module in setup.code.get("modules", {}).items()},
-    }
+    return AdapterRecord(
+        family=meta.family,
+        version=meta.version,
+        description=meta.description,
+        license=meta.license,
+        reference=meta.reference,
+        input_size=meta.input_size,
+        preprocessing=meta.preprocessing,
+        capabilities=meta.capabilities.names(),
+        weights=setup.weights,
+        checkpoint=setup.checkpoint,
+        precision=setup.options.precision,
+        checkpoint_spec=meta.checkpoint.describe() if meta.checkpoint else None,
+        distribution=setup.code.get("distribution"),
+        fingerprint=setup.fingerprint,
+        code={name: module["sha256"] for name, module in setup.code.get("modules", {}).items()},
+    )
+
+
+def task_facts(spec: TaskSpec) -> TaskRecord:
+    """What the report shows about a task, so it never needs the task file."""
+    return TaskRecord(
+        version=spec.version,
+        description=spec.description,
+        reader=spec.reader,
+        dataset=spec.dataset,
+        modality=spec.modality,
+        license=spec.license,
+        nsd_tolerance=spec.nsd_tolerance,
+        dim=spec.dim,
+        family=spec.family,
+        labels=[label.name for label in spec.labels],
+    )
 
 
 def new_manifest(
-    plan: RunPlan, command: Sequence[str] | None = None, datasets: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+    plan: RunPlan, command: Sequence[str] | None = None, datasets: Mapping[str, DatasetChecksum] | None = None
+) -> RunManifest:
     """A new run's manifest; ``datasets``: its data checksums (``dataset_checksums``), computed if not given."""
-    return {
-        "run_id": plan.run_id,
-        "suite": plan.suite,
-        "created": _now(),
-        "status": "running",
-        "segbench_version": __version__,
-        "config": plan.config,
-        "config_hash": plan.config_hash,
-        "tasks": {
-            name: {
-                "version": spec.version,
-                "description": spec.description,
-                "reader": spec.reader,
-                "dataset": spec.dataset,
-                "modality": spec.modality,
-                "license": spec.license,
-                "nsd_tolerance": spec.nsd_tolerance,
-                "dim": spec.dim,
-                "family": spec.family,
-                "labels": [label.name for label in spec.labels],
-            }
-            for name, spec in plan.tasks.items()
-        },
-        "adapters": {name: adapter_facts(setup) for name, setup in plan.adapters.items()},
-        "fingerprints": plan.fingerprints,
-        "planned": plan.planned(),
-        "command": list(command) if command is not None else None,
-        "skipped": plan.skipped,
-        "data_root": str(plan.data_root) if plan.data_root else None,
-        "datasets": dict(datasets) if datasets is not None else dataset_checksums(plan),
-        "machine": environment.machine(),
-        "packages": environment.package_versions(),
-        "git": environment.git_commit(),
-        "sessions": [],
-    }
+    return RunManifest(
+        run_id=plan.run_id,
+        suite=plan.suite,
+        created=_now(),
+        status="running",
+        segbench_version=__version__,
+        config=plan.config,
+        config_hash=plan.config_hash,
+        tasks={name: task_facts(spec) for name, spec in plan.tasks.items()},
+        adapters={name: adapter_facts(setup) for name, setup in plan.adapters.items()},
+        fingerprints=plan.fingerprints,
+        planned=plan.planned(),
+        command=list(command) if command is not None else None,
+        skipped=plan.skipped,
+        data_root=str(plan.data_root) if plan.data_root else None,
+        datasets=dict(datasets) if datasets is not None else dataset_checksums(plan),
+        machine=Machine.from_dict(environment.machine()),
+        packages=environment.package_versions(),
+        git=GitState.from_dict(environment.git_commit()),
+        sessions=[],
+    )
 
 
 def _supersede(plan: RunPlan, store: RunStore) -> int:
@@ -133,13 +145,13 @@ def _supersede(plan: RunPlan, store: RunStore) -> int:
     return len(stale)
 
 
-def _data_changes(first: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+def _data_changes(first: Mapping[str, DatasetChecksum], now: Mapping[str, DatasetChecksum]) -> list[str]:
     """The tasks whose data checksums differ from the first session's (tasks either lacks are not judged)."""
     return [
-        f"{task} ({first[task].get('files')} files, sha256 {str(first[task].get('sha256'))[:12]} → "
-        f"{now[task].get('files')} files, sha256 {str(now[task].get('sha256'))[:12]})"
+        f"{task} ({first[task].files} files, sha256 {str(first[task].sha256)[:12]} → "
+        f"{now[task].files} files, sha256 {str(now[task].sha256)[:12]})"
         for task in sorted(set(first) & set(now))
-        if first[task] != now[task]
+        if (first[task].files, first[task].sha256) != (now[task].files, now[task].sha256)
     ]
 
 
@@ -187,12 +199,12 @@ def _execute_locked(
     datasets = dataset_checksums(plan)
     changed: list[str] = []
     if resumed:
-        manifest = store.read_manifest()
-        if manifest.get("config_hash") != plan.config_hash:
+        manifest = store.manifest()
+        if manifest.config_hash != plan.config_hash:
             raise SegbenchError(
                 f"{store.dir} holds a run of another configuration; choose another --out, --run-id or --fresh"
             )
-        changed = _data_changes(manifest.get("datasets") or {}, datasets)
+        changed = _data_changes(manifest.datasets, datasets)
         if changed and not allow_data_change:
             raise SegbenchError(
                 f"{store.dir}: the data changed since this run's first session: {'; '.join(changed)}; "
@@ -204,40 +216,35 @@ def _execute_locked(
                 f"warning: data changed since the first session, resuming anyway (--allow-data-change): {change}",
                 file=sys.stderr,
             )
-        manifest.update(
-            adapters={name: adapter_facts(setup) for name, setup in plan.adapters.items()},
-            fingerprints=plan.fingerprints,
-            planned=plan.planned(),
-            command=list(command) if command is not None else manifest.get("command"),
-        )
+        manifest.adapters = {name: adapter_facts(setup) for name, setup in plan.adapters.items()}
+        manifest.fingerprints = plan.fingerprints
+        manifest.planned = plan.planned()
+        if command is not None:
+            manifest.command = list(command)
     else:
         manifest = new_manifest(plan, command, datasets)
     chosen = executors.create(executor, executor_options)
     superseded = _supersede(plan, store) if resumed else 0
-    done = store.done_units()
-    pending: list[WorkUnit] = [
-        u for u in plan.units if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")
-    ]
+    pending = store.pending(plan.units, retry_failed)
     if resumed:
         print(f"resumed: {len(plan.units) - len(pending)} units reused, {len(pending)} to run", file=sys.stderr)
-    session = {
-        "started": _now(),
-        "executor": executor,
-        "executor_options": dict(executor_options or {}),
-        "pending_units": len(pending),
-        "skipped_units": len(plan.units) - len(pending),
-        "superseded_units": superseded,
-        "command": list(command) if command is not None else None,
-        "fingerprints": plan.fingerprints,
-        "git": environment.git_commit(),
-        "host": environment.host(),
-        "segbench_version": __version__,
-        "datasets": datasets,
-    }
-    if changed:
-        session["data_changed"] = changed
-    manifest["sessions"].append(session)
-    manifest["status"] = "running"
+    session = Session(
+        started=_now(),
+        executor=executor,
+        executor_options=dict(executor_options or {}),
+        pending_units=len(pending),
+        skipped_units=len(plan.units) - len(pending),
+        superseded_units=superseded,
+        command=list(command) if command is not None else None,
+        fingerprints=plan.fingerprints,
+        git=GitState.from_dict(environment.git_commit()),
+        host=environment.host(),
+        segbench_version=__version__,
+        datasets=datasets,
+        data_changed=changed or None,
+    )
+    manifest.sessions.append(session)
+    manifest.status = "running"
     store.write_manifest(manifest)
     for reason in plan.skipped.values():
         print(f"skipped: {reason}", file=sys.stderr)
@@ -245,8 +252,8 @@ def _execute_locked(
     try:
         settings = chosen.run(plan, pending, store, lambda unit: bar.update(1)) if pending else None
     except BaseException:
-        manifest["status"] = "interrupted"
-        session["ended"] = _now()
+        manifest.status = "interrupted"
+        session.ended = _now()
         store.write_manifest(manifest)
         raise
     finally:
@@ -254,16 +261,14 @@ def _execute_locked(
     frame = store.consolidate()
     report_notices(plan, frame, manifest)
     failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()
-    written = store.done_units()
-    missing = sum(unit.unit_id not in written for unit in plan.units)
-    manifest.update(
-        status="complete" if not missing else "incomplete",
-        rows=frame.height,
-        units=frame["unit_id"].n_unique(),
-        failed_units=failed_units,
-        missing_units=missing,
-        cases_sha256=store.cases_sha256,
-    )
-    session.update(ended=_now(), executor_settings=dict(settings or {}))
+    missing = len(store.pending(plan.units))
+    manifest.status = "complete" if not missing else "incomplete"
+    manifest.rows = frame.height
+    manifest.units = frame["unit_id"].n_unique()
+    manifest.failed_units = failed_units
+    manifest.missing_units = missing
+    manifest.cases_sha256 = store.cases_sha256
+    session.ended = _now()
+    session.executor_settings = dict(settings or {})
     store.write_manifest(manifest)
     return store

@@ -4,8 +4,8 @@ By default every case is kept (``save_masks`` None), so the drill-down's best, m
 chosen from every scored case of the run. ``save_masks`` N keeps a sample of N cases per task: the
 same cases for every adapter, chosen by a hash of (seed, task, case id), so a rerun or another
 executor picks the same ones; 0 keeps none. For each kept unit the runner keeps the final-step
-prediction of every protocol and label and hands it to the store with the unit's rows (under
-:data:`SAMPLE_KEY`, so it travels through any executor); the store writes:
+prediction of every protocol and label and hands it to the store with the unit's rows (its
+:class:`~segbench.running.unit_result.UnitResult`, which travels through any executor); the store writes:
 
 * ``samples/case-<key>.npz``: the image preview (RGB uint8, long side at most :data:`PREVIEW_SIZE`
   pixels) and the ground truth of every label, written once per case by the first unit to get there;
@@ -39,7 +39,6 @@ from segbench.data.case import Case
 if TYPE_CHECKING:
     from segbench.running.plan import WorkUnit
 
-SAMPLE_KEY = "_mask_sample"  # the key of a result row that carries its unit's MaskSample
 PREVIEW_SIZE = 512
 PREVIEW_QUALITY = 90  # WebP quality of a kept preview: for looking at, never scored
 

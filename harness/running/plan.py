@@ -26,7 +26,7 @@ import importlib.util
 import inspect
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -157,8 +157,8 @@ def setup_adapter(
 
 
 @cache
-def _distributions() -> dict[str, list[str]]:
-    return dict(importlib.metadata.packages_distributions())
+def _distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
 
 
 def distribution_of(module: str) -> dict[str, str] | None:
@@ -276,27 +276,35 @@ def supported_protocols(wanted: Sequence[ProtocolSpec], capabilities: Capabiliti
     return tuple(p for p in wanted if p.requires <= declared)
 
 
-def make_plan(
-    suite: Suite,
-    tasks: dict[str, TaskSpec],
-    *,
-    adapters: tuple[str, ...] | None = None,
-    limit: int | None = None,
-    device: str = "auto",
-    weights: str = "pretrained",
-    precision: Precision = "fp32",
-    checkpoint_overrides: dict[str, Path] | None = None,
-    data_root: Path | None = None,
-    run_id: str | None = None,
-    warmup: bool = True,
-    offload: bool = False,
-    save_masks: int | str | None = None,
-    check_device: bool = True,
-) -> RunPlan:
+@dataclass(frozen=True)
+class RunOptions:
+    """How a suite is to be run: what ``segbench run``'s options choose. ``adapters``, ``limit`` and
+    ``save_masks`` left None take the suite's own; ``save_masks`` ``"all"`` keeps every case;
+    ``check_device=False`` accepts ``cuda`` on a driver without a GPU (its workers run elsewhere)."""
+
+    adapters: tuple[str, ...] | None = None
+    limit: int | None = None
+    device: str = "auto"
+    weights: str = "pretrained"
+    precision: Precision = "fp32"
+    checkpoint_overrides: Mapping[str, Path] = field(default_factory=dict)
+    data_root: Path | None = None
+    run_id: str | None = None
+    warmup: bool = True
+    offload: bool = False
+    save_masks: int | str | None = None
+    check_device: bool = True
+
+
+def make_plan(suite: Suite, tasks: dict[str, TaskSpec], options: RunOptions | None = None) -> RunPlan:
+    """The plan of ``suite`` over ``tasks`` (the known tasks by name), run with ``options``."""
+    options = options or RunOptions()
+    weights, precision, offload, warmup = options.weights, options.precision, options.offload, options.warmup
+    data_root = options.data_root
     if weights not in WEIGHT_MODES:
         raise ConfigError("--weights", f"must be one of {WEIGHT_MODES}")
-    device = resolve_device(device, check_device)
-    adapter_names = adapters or suite.adapters
+    device = resolve_device(options.device, options.check_device)
+    adapter_names = options.adapters or suite.adapters
     for name in adapter_names:
         plugins.adapter_class(name)  # fails early, naming the installed adapters
     missing = [t for t in suite.tasks if t not in tasks]
@@ -304,9 +312,10 @@ def make_plan(
         raise ConfigError(
             suite.source, f"suite '{suite.name}' names unknown task(s) {missing} (known: {', '.join(sorted(tasks))})"
         )
-    limit = limit if limit is not None else suite.limit
+    limit = options.limit if options.limit is not None else suite.limit
     # None: the suite's; "all" (--save-masks all): every case, stored as None like a suite's default
-    save_masks = suite.save_masks if save_masks is None else None if save_masks == "all" else save_masks
+    asked = options.save_masks
+    save_masks = suite.save_masks if asked is None else None if asked == "all" else asked
     if save_masks is not None and (not isinstance(save_masks, int) or save_masks < 0):
         raise ConfigError("--save-masks", f"must be >= 0, got {save_masks}")
     chosen = {name: tasks[name] for name in suite.tasks}
@@ -318,7 +327,7 @@ def make_plan(
     for name in adapter_names:
         try:
             setups[name] = adapter_fingerprint(
-                setup_adapter(name, weights, device, precision, suite.seed, checkpoint_overrides or {}, offload)
+                setup_adapter(name, weights, device, precision, suite.seed, dict(options.checkpoint_overrides), offload)
             )
         except checkpoints.CheckpointError as error:
             skipped[name] = str(error)
@@ -395,7 +404,7 @@ def make_plan(
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return RunPlan(
-        run_id or f"{suite.name}-{config_hash[:10]}",
+        options.run_id or f"{suite.name}-{config_hash[:10]}",
         suite.name,
         config,
         config_hash,

@@ -43,7 +43,9 @@ from segbench.protocols.base import ProtocolInputs, Target
 from segbench.protocols.prompts import ProtocolSpec, initial_prompt, parse_protocol, target_rng
 from segbench.running import environment
 from segbench.running.kept_masks import MaskSample, sampled_cases
+from segbench.running.manifest import RunManifest
 from segbench.running.plan import RunPlan, WorkUnit
+from segbench.running.rows import unit_row
 from segbench.running.session import ImageSession, ProtocolRun, Session
 from segbench.running.unit_result import UnitResult
 from segbench.running.volume_runner import VolumeSession
@@ -71,49 +73,6 @@ def _no_ground_truth(spec: TaskSpec, case: Case) -> str:
     names = ", ".join(label.name for label in spec.labels)
     where = f"{case.sources[-1]}: " if case.sources else ""
     return f"{where}no ground truth in this case (every label's mask is empty: {names}): nothing to prompt"
-
-
-def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: Any) -> dict[str, Any]:
-    """A row of ``unit`` run on ``host``/``gpu``: every column at its default (no scores, ``ok``), then ``values``
-    (positional-only parameters: ``unit`` is also a column, the unit of distances).
-    Executors use it to record a unit whose worker died as ``failed`` (its case unread: no unit, no diagonal)."""
-    setup = plan.adapters[unit.adapter]
-    row = {
-        "run_id": plan.run_id,
-        "unit_id": unit.unit_id,
-        "adapter": unit.adapter,
-        "task": unit.task,
-        "task_version": plan.tasks[unit.task].version,
-        "case_id": unit.case_id,
-        "label": "*",
-        "prompt": "*",
-        "step": 0,
-        "instances": 0,
-        "dice": NAN,
-        "nsd": NAN,
-        "hd95": NAN,
-        "unit": None,
-        "diagonal": NAN,
-        "truth_area": None,
-        "pred_area": None,
-        "encode_ms": NAN,
-        "decode_ms": NAN,
-        "total_ms": NAN,
-        "peak_mem_mb": NAN,
-        "peak_rss_mb": NAN,
-        "probe_ms": NAN,
-        "device": setup.options.device,
-        "threads": None,
-        "host": host,
-        "gpu": gpu,
-        "weights": setup.weights,
-        "status": "ok",
-        "error": None,
-        "prompt_json": None,
-        "support_size": None,
-    }
-    row.update(values)
-    return row
 
 
 def case_facts(case: Case) -> dict[str, Any]:
@@ -351,13 +310,13 @@ def absent_labels(plan: RunPlan, frame: pl.DataFrame) -> list[str]:
     return notices
 
 
-def report_notices(plan: RunPlan, frame: pl.DataFrame, manifest: dict[str, Any]) -> None:
+def report_notices(plan: RunPlan, frame: pl.DataFrame, manifest: RunManifest) -> None:
     """At a run's end: print each adapter that did not load and each label in no case, on stderr, and
     record them in the manifest (``skipped`` and ``warnings``)."""
     for adapter, reason in load_failures(frame).items():
-        manifest.setdefault("skipped", {})[adapter] = reason
+        manifest.skipped[adapter] = reason
         print(f"skipped: {adapter}: {reason}; its units are recorded as failed", file=sys.stderr)
     notices = absent_labels(plan, frame)
     for notice in notices:
         print(f"warning: {notice}", file=sys.stderr)
-    manifest["warnings"] = notices
+    manifest.warnings = notices

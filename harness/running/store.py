@@ -36,50 +36,20 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from segbench import plugins
 from segbench.errors import SegbenchError
-from segbench.running.kept_masks import SAMPLE_KEY, MaskSample
+from segbench.running.kept_masks import MaskSample
+from segbench.running.manifest import RunManifest, upgrade
+from segbench.running.rows import case_schema
+from segbench.running.unit_result import UnitResult
 from segbench.weights.checkpoints import sha256_file
 
-# One row per (run, adapter, task, case, label, prompt protocol, step).
-CASE_SCHEMA: dict[str, Any] = {
-    "run_id": pl.String,
-    "unit_id": pl.String,
-    "adapter": pl.String,
-    "task": pl.String,
-    "task_version": pl.String,
-    "case_id": pl.String,
-    "label": pl.String,
-    "prompt": pl.String,
-    "step": pl.Int32,
-    "instances": pl.Int32,
-    "dice": pl.Float64,
-    "nsd": pl.Float64,
-    "hd95": pl.Float64,  # in ``unit``, as is the NSD tolerance
-    "unit": pl.String,  # "mm": the case's spacing came from the file or the task; "px": assumed 1.0 a pixel
-    "diagonal": pl.Float64,  # the image extent's diagonal in ``unit``: HD95 of an empty mask, the failure penalty
-    "truth_area": pl.Int64,  # foreground pixels/voxels of the ground truth (label, step); null on failed rows
-    "pred_area": pl.Int64,  # ... and of the prediction (0: an empty prediction)
-    "encode_ms": pl.Float64,
-    "decode_ms": pl.Float64,
-    "total_ms": pl.Float64,
-    "peak_mem_mb": pl.Float64,  # the model's: CUDA allocator peak; on CPU peak RSS less the RSS before load
-    "peak_rss_mb": pl.Float64,  # the whole process's peak resident set
-    "probe_ms": pl.Float64,  # the machine's speed around the case (segbench.measuring.cost.MachineProbe)
-    "device": pl.String,  # the device the case ran on ("cpu", "cuda:0")
-    "threads": pl.Int32,  # torch.get_num_threads() in the worker that ran the case
-    "host": pl.String,
-    "gpu": pl.String,  # the GPU's name, "" on a CPU
-    "weights": pl.String,
-    "status": pl.String,
-    "error": pl.String,
-    "prompt_json": pl.String,
-    "support_size": pl.Int32,  # examples per support set (in-context protocols); null for prompt protocols
-}
+if TYPE_CHECKING:
+    from segbench.running.plan import WorkUnit
+
 SORT_KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
 STATUSES = ("ok", "failed")
 # the columns without which a part's rows cannot be placed (older parts may lack columns added since)
@@ -165,24 +135,21 @@ def _write_with(path: Path, write: Any) -> None:
 
 
 def rows_frame(rows: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
-    """The rows in the schema, plus a Float64 column for each metric of a plugin's that a row carries
-    (segbench.measuring.metric_table: one column per metric, named by it), after the schema's columns."""
+    """The rows in the schema: Dice, NSD and HD95 always, and a column for each other metric a row
+    carries (a task's ``[evaluation] metrics``; segbench.running.rows)."""
     rows = list(rows)
-    extra = {key for row in rows for key in row if key not in CASE_SCHEMA and key != SAMPLE_KEY}
-    metrics = sorted(extra & set(plugins.metrics())) if extra else []
-    schema = {**CASE_SCHEMA, **dict.fromkeys(metrics, pl.Float64)}
+    schema = case_schema(carried={key for row in rows for key in row})
     return pl.DataFrame([{k: row.get(k) for k in schema} for row in rows], schema=schema)
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows written by an older segbench, with the columns added since then (as nulls), in schema order."""
-    missing = [
-        pl.lit(None, dtype=dtype).alias(name) for name, dtype in CASE_SCHEMA.items() if name not in frame.columns
-    ]
+    schema = case_schema()
+    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in schema.items() if name not in frame.columns]
     if not missing:
         return frame
-    extra = [name for name in frame.columns if name not in CASE_SCHEMA]
-    return frame.with_columns(missing).select([*CASE_SCHEMA, *extra])
+    extra = [name for name in frame.columns if name not in schema]
+    return frame.with_columns(missing).select([*schema, *extra])
 
 
 class RunStore:
@@ -210,15 +177,26 @@ class RunStore:
         return self.manifest_path.is_file()
 
     def read_manifest(self) -> dict[str, Any]:
+        """``run.json`` as JSON data, upgraded to the current format version (:mod:`segbench.running.manifest`)."""
         try:
-            return json.loads(self.manifest_path.read_text())
+            data = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             raise SegbenchError(f"{self.dir}: not a segbench run (no run.json)") from None
         except ValueError as error:
             raise SegbenchError(f"{self.manifest_path}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise SegbenchError(f"{self.manifest_path}: not a JSON object")
+        try:
+            return upgrade(data)
+        except SegbenchError as error:
+            raise SegbenchError(f"{self.manifest_path}: {error}") from None
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
+    def manifest(self) -> RunManifest:
+        """``run.json`` as typed records, upgraded to the current format version."""
+        return RunManifest.from_dict(self.read_manifest())
+
+    def write_manifest(self, manifest: RunManifest) -> None:
+        text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False, default=str)
         _atomic_write_bytes(self.manifest_path, lambda tmp: tmp.write_text(text))
 
     # --- the session lock ---------------------------------------------------------------------------------
@@ -429,6 +407,12 @@ class RunStore:
         """unit id → status of every unit with a valid part."""
         return {unit_id: status for unit_id, (status, _, _) in self.valid_parts().items()}
 
+    def pending(self, units: Iterable[WorkUnit], retry_failed: bool = False) -> list[WorkUnit]:
+        """The units of ``units``, in their order, that still have to run: those without a valid part and,
+        with ``retry_failed``, those whose part records a failure."""
+        done = self.done_units()
+        return [u for u in units if u.unit_id not in done or (retry_failed and done[u.unit_id] == "failed")]
+
     def part_stamps(self) -> dict[str, tuple[int, int]]:
         """unit id → (mtime, inode) of its part; a unit written again since a snapshot has another stamp
         (parts are replaced by a rename, never rewritten in place)."""
@@ -468,14 +452,13 @@ class RunStore:
         self.cases_path.unlink(missing_ok=True)
         self.manifest_path.unlink(missing_ok=True)
 
-    def write_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> None:
+    def write_unit(self, unit_id: str, result: UnitResult) -> None:
         """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part.
-        A row may carry the unit's kept masks under ``SAMPLE_KEY``: they are written first."""
-        sample = next((row[SAMPLE_KEY] for row in rows if SAMPLE_KEY in row), None)
-        if sample is not None:
-            self.write_sample(unit_id, sample)
-        status = "failed" if any(row["status"] != "ok" for row in rows) else "ok"
-        frame = rows_frame(rows)
+        The unit's kept masks, if it has them, are written first."""
+        if result.kept_mask is not None:
+            self.write_sample(unit_id, result.kept_mask)
+        status = "failed" if any(row["status"] != "ok" for row in result.rows) else "ok"
+        frame = rows_frame(result.rows)
         _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet)
         for other in STATUSES:
             if other != status:
@@ -512,7 +495,7 @@ class RunStore:
         stamps = [path.stat().st_mtime_ns for _, _, path in self._part_files() if path.exists()]
         if self.cases_path.stat().st_mtime_ns < max(stamps, default=0):
             return self._read_parts()
-        expected = self.read_manifest().get("cases_sha256") if self.exists() else None
+        expected = self.manifest().cases_sha256 if self.exists() else None
         actual = sha256_file(self.cases_path)
         if expected is None or actual == expected:
             return conform(pl.read_parquet(self.cases_path))
@@ -528,7 +511,7 @@ class RunStore:
         if not self.healing:
             return self._read_parts()
         frame = self.consolidate()
-        manifest = self.read_manifest()
-        manifest["cases_sha256"] = self.cases_sha256
+        manifest = self.manifest()
+        manifest.cases_sha256 = self.cases_sha256
         self.write_manifest(manifest)
         return frame

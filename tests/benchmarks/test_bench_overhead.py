@@ -23,7 +23,7 @@ from PIL import Image
 from segbench.adapters.litemedsam import preprocess, scale_box
 from segbench.data.suites import Suite
 from segbench.data.taskspec import discover_tasks
-from segbench.running.plan import WorkUnit, make_plan
+from segbench.running.plan import RunOptions, WorkUnit, make_plan
 from segbench.running.runner import UnitRunner
 
 CASES = 12
@@ -32,7 +32,7 @@ LIMIT_CPU = 0.05
 
 def wbc_plan(data_root: Path):  # type: ignore[no-untyped-def]
     suite = Suite("overhead", "", ("litemedsam",), ("wbc",), None, 0, CASES, Path("benchmark"))
-    return make_plan(suite, discover_tasks(), device="cpu", data_root=data_root, run_id="overhead")
+    return make_plan(suite, discover_tasks(), RunOptions(device="cpu", data_root=data_root, run_id="overhead"))
 
 
 def bare_case(model: torch.nn.Module, image_path: Path, mask_path: Path) -> np.ndarray:
@@ -73,7 +73,7 @@ def interleaved(runner: UnitRunner, units: list[WorkUnit]) -> tuple[list[float],
                 bare_case(runner.adapter.model, image_path, mask_path)  # type: ignore[attr-defined]
                 bare.append(time.perf_counter() - start)
             else:
-                rows = runner.run(unit)
+                rows = runner.run(unit).rows
                 harness.append(time.perf_counter() - start)
                 assert all(row["status"] == "ok" for row in rows)
                 outside.append(harness[-1] - rows[0]["total_ms"] / 1000)

@@ -1,9 +1,9 @@
 """Feeding shards of work units to a pool of workers, and surviving workers that die.
 
-The driver keeps one unit in flight per worker and writes each unit's rows as they come back, so a run
-loses at most the units in flight when anything dies. A worker that dies (killed, out of memory, its
-machine lost) is replaced, and the unit it was running goes back to the front of its shard: it is
-tried at most ``1 + max_retries`` times, then recorded as a ``failed`` row naming the error, and the run
+The driver keeps one unit in flight per worker and writes each unit's result (rows and kept masks) as it
+comes back, so a run loses at most the units in flight when anything dies. A worker that dies (killed,
+out of memory, its machine lost) is replaced, and the unit it was running goes back to the front of its
+shard: it is tried at most ``1 + max_retries`` times, then recorded as a ``failed`` row naming the error, and the run
 goes on. An adapter that cannot load is no exception here: its worker (``executors.worker.Worker``, as
 in the local executor) returns a failed row for each of its units naming the load error, and the
 other adapters run.
@@ -15,25 +15,27 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Protocol
+from typing import Protocol
 
 from segbench.running.executors.sharding import shard_units
 from segbench.running.plan import RunPlan, WorkUnit
-from segbench.running.runner import unit_row
+from segbench.running.rows import unit_row
 from segbench.running.store import RunStore
+from segbench.running.unit_result import UnitResult
 
 log = logging.getLogger(__name__)
-
-Rows = list[dict[str, Any]]
 
 
 class WorkerPool(Protocol):
     """Workers ``0..size-1``, each running the units submitted to it one after the other."""
 
     size: int
-    lost: tuple[type[BaseException], ...]  # what a unit's future raises when its worker died
 
-    def submit(self, worker: int, unit: WorkUnit) -> Future[Rows]: ...
+    @property
+    def lost(self) -> tuple[type[BaseException], ...]:
+        """What a unit's future raises when its worker died."""
+
+    def submit(self, worker: int, unit: WorkUnit) -> Future[UnitResult]: ...
 
     def replace(self, worker: int) -> None:
         """Start a fresh worker in place of a dead one."""
@@ -51,8 +53,8 @@ class Retries:
         self.max_retries = max_retries
         self.attempts: Counter[str] = Counter()
 
-    def lost(self, unit: WorkUnit, error: str, host: str = "", gpu: str = "") -> Rows | None:
-        """Count a lost attempt at ``unit``: None if it should run again, else its ``failed`` rows."""
+    def lost(self, unit: WorkUnit, error: str, host: str = "", gpu: str = "") -> UnitResult | None:
+        """Count a lost attempt at ``unit``: None if it should run again, else its ``failed`` row."""
         self.attempts[unit.unit_id] += 1
         tried = self.attempts[unit.unit_id]
         log.warning(
@@ -66,16 +68,8 @@ class Retries:
         )
         if tried <= self.max_retries:
             return None
-        return [
-            unit_row(
-                self.plan,
-                unit,
-                host,
-                gpu,
-                status="failed",
-                error=f"its worker died in {tried} attempt(s) at this unit; last: {error}",
-            )
-        ]
+        reason = f"its worker died in {tried} attempt(s) at this unit; last: {error}"
+        return UnitResult([unit_row(self.plan, unit, host, gpu, status="failed", error=reason)])
 
 
 def describe(error: BaseException) -> str:
@@ -95,7 +89,7 @@ def dispatch(
     queues = [deque(shard) for shard in shard_units(plan, units, pool.size)]
     retries = Retries(plan, max_retries)
     seen_on: dict[int, tuple[str, str]] = {}  # worker -> (host, gpu) of the last rows it returned
-    running: dict[Future[Rows], tuple[int, WorkUnit]] = {}
+    running: dict[Future[UnitResult], tuple[int, WorkUnit]] = {}
 
     def feed(worker: int) -> None:
         if queues[worker]:
@@ -109,15 +103,15 @@ def dispatch(
         for future in finished:
             worker, unit = running.pop(future)
             try:
-                rows: Rows | None = future.result()
+                result: UnitResult | None = future.result()
             except pool.lost as error:
                 pool.replace(worker)
-                rows = retries.lost(unit, describe(error), *seen_on.get(worker, ("", "")))
-                if rows is None:
+                result = retries.lost(unit, describe(error), *seen_on.get(worker, ("", "")))
+                if result is None:
                     queues[worker].appendleft(unit)
-            if rows is not None:
-                if rows:
-                    seen_on[worker] = (rows[0]["host"], rows[0]["gpu"])
-                store.write_unit(unit.unit_id, rows)
+            if result is not None:
+                if result.rows:
+                    seen_on[worker] = (result.rows[0]["host"], result.rows[0]["gpu"])
+                store.write_unit(unit.unit_id, result)
                 done(unit)
             feed(worker)

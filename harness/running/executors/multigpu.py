@@ -2,7 +2,8 @@
 
 Each worker is a fresh (spawned, never forked: CUDA does not survive a fork) process with
 ``CUDA_VISIBLE_DEVICES`` pinned to its own GPU, so no two models ever share a GPU while they are timed.
-Workers send each unit's rows back to this process, which writes them to the run directory.
+Workers send each unit's result (its rows and kept masks, a :class:`~segbench.running.unit_result.UnitResult`)
+back to this process, which writes it to the run directory.
 
 Without a GPU the executor refuses to start, unless CPU worker processes are asked for explicitly with
 ``--workers N`` (``--device cpu``): useful to use the cores of a big CPU machine, at the price of
@@ -22,11 +23,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from segbench.errors import SegbenchError
-from segbench.running.executors.dispatch import Rows, dispatch
+from segbench.running.executors.dispatch import dispatch
 from segbench.running.executors.lifeline import die_with_parent
 from segbench.running.executors.worker import Worker
 from segbench.running.plan import RunPlan, WorkUnit
 from segbench.running.store import RunStore
+from segbench.running.unit_result import UnitResult
 
 
 def gpu_ids(visible: str | None, count: int) -> list[str]:
@@ -111,7 +113,7 @@ class ProcessWorkerPool:
             initargs=(self.plan, self.environments[worker], self.threads, os.getpid()),
         )
 
-    def submit(self, worker: int, unit: WorkUnit) -> Future[Rows]:
+    def submit(self, worker: int, unit: WorkUnit) -> Future[UnitResult]:
         return self.pools[worker].submit(_run_unit, unit)
 
     def replace(self, worker: int) -> None:
@@ -133,7 +135,7 @@ def _start_worker(plan: RunPlan, environment: dict[str, str], threads: int, driv
     _worker = Worker(plan, threads)
 
 
-def _run_unit(unit: WorkUnit) -> Rows:
+def _run_unit(unit: WorkUnit) -> UnitResult:
     if _worker is None:
         raise RuntimeError("_run_unit runs in a worker process started by ProcessWorkerPool")
     return _worker.run(unit)

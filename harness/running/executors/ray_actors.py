@@ -3,7 +3,7 @@
 
 Each actor reserves one whole GPU (``num_gpus=1``: Ray pins ``CUDA_VISIBLE_DEVICES``, and never
 places two actors on one GPU) and ``threads`` CPUs, and holds one adapter at a time. Actors return each
-unit's rows to the driver, which writes them to the run directory: the results need no shared
+unit's result (rows and kept masks) to the driver, which writes it to the run directory: the results need no shared
 filesystem, only the data root and the checkpoints must be at the same paths on every node.
 """
 
@@ -16,11 +16,12 @@ from concurrent.futures import Future
 from typing import Any
 
 from segbench.errors import SegbenchError
-from segbench.running.executors.dispatch import Rows, dispatch
+from segbench.running.executors.dispatch import dispatch
 from segbench.running.executors.multigpu import check_unpinned
 from segbench.running.executors.worker import Worker
 from segbench.running.plan import RunPlan, WorkUnit
 from segbench.running.store import RunStore
+from segbench.running.unit_result import UnitResult
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ class RayExecutor:
         started = not ray.is_initialized()
         if started:
             connecting = self.address or os.environ.get("RAY_ADDRESS")
-            ray.init(address=self.address, **({} if connecting else {"include_dashboard": False}))
+            if connecting:
+                ray.init(address=self.address)
+            else:
+                ray.init(address=self.address, include_dashboard=False)
         try:
             workers, threads, gpus = self._shape(plan, ray.cluster_resources(), ray.nodes())
             pool = RayWorkerPool(plan, workers, threads, gpus)
@@ -105,7 +109,7 @@ class RayWorkerPool:
     def _start(self) -> Any:
         return self.actor_class.remote(self.plan, self.threads)
 
-    def submit(self, worker: int, unit: WorkUnit) -> Future[Rows]:
+    def submit(self, worker: int, unit: WorkUnit) -> Future[UnitResult]:
         return self.actors[worker].run.remote(unit).future()
 
     def replace(self, worker: int) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from segbench.running import environment
-from segbench.running.kept_masks import SAMPLE_KEY
 from segbench.running.plan import RunPlan, WorkUnit
-from segbench.running.runner import LOAD_FAILED, UnitRunner, error_text, unit_row
+from segbench.running.rows import unit_row
+from segbench.running.runner import LOAD_FAILED, UnitRunner, error_text
+from segbench.running.unit_result import UnitResult
 
 
 class Worker:
@@ -30,7 +29,7 @@ class Worker:
 
             torch.set_num_threads(threads)
 
-    def run(self, unit: WorkUnit) -> list[dict[str, Any]]:
+    def run(self, unit: WorkUnit) -> UnitResult:
         if unit.adapter not in self.broken and (self.runner is None or self.runner.setup.name != unit.adapter):
             self.close()
             try:
@@ -38,12 +37,10 @@ class Worker:
             except Exception as error:
                 self.broken[unit.adapter] = f"{LOAD_FAILED}{error_text(error)}"
         if unit.adapter in self.broken:
-            return [unit_row(self.plan, unit, environment.host(), "", status="failed", error=self.broken[unit.adapter])]
+            reason = self.broken[unit.adapter]
+            return UnitResult([unit_row(self.plan, unit, environment.host(), "", status="failed", error=reason)])
         assert self.runner is not None
-        result = self.runner.run(unit)
-        if result.kept_mask is not None:  # carried on the first row until the executors carry UnitResult
-            result.rows[0][SAMPLE_KEY] = result.kept_mask
-        return result.rows
+        return self.runner.run(unit)
 
     def close(self) -> None:
         if self.runner is not None:
