@@ -44,8 +44,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.spatial import cKDTree
-from surface_distance import lookup_tables
+
+from segbench.lazy import lazy_import
+
+# imported on first use: a run's start (planning, loading an adapter) needs neither, and scipy.spatial alone
+# costs ~0.5 s of import before the first case
+spatial = lazy_import("scipy.spatial")
+lookup_tables = lazy_import("surface_distance.lookup_tables")
 
 # Part of every work unit's id (segbench.running.plan): bump it when a metric's definition or the empty-mask
 # policy changes, so resumed runs score their cases again instead of mixing two definitions.
@@ -280,7 +285,7 @@ def _directed_distances(
     if pending.size:
         points = np.stack(np.unravel_index(targets, shape), axis=1)
         far = np.stack(np.unravel_index(sources[pending], shape), axis=1)
-        _, nearest = cKDTree(points * spacing).query(far * spacing, k=1)
+        _, nearest = spatial.cKDTree(points * spacing).query(far * spacing, k=1)
         found = _lattice_distances(points[nearest] - far, spacing)
         result[pending] = found
         inside = np.flatnonzero(found <= lengths[-1])
