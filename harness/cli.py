@@ -362,7 +362,7 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     rows = [
         row.as_dict()
         for adapter in _names(args.adapters) or ()
-        for row in measure(adapter, device, args.weights, args.batch_sizes, args.prompts, args.repeats)
+        for row in measure(adapter, device, args.weights, args.batch_sizes, args.prompts, args.repeats, args.precision)
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -758,6 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--batch-sizes", type=_integers, default=[1, 2, 4], help="images per batch (1,2,4)")
     throughput.add_argument("--prompts", type=_integers, default=[1, 4, 16], help="prompts per image (1,4,16)")
     throughput.add_argument("--repeats", type=_positive, default=3)
+    throughput.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA (default fp32)"
+    )
     throughput.add_argument("--json", action="store_true")
     throughput.set_defaults(handler=cmd_throughput)
 

@@ -124,3 +124,56 @@ def test_real_volumes_match_surface_distance_with_anisotropic_spacing(
         scores = metrics.evaluate(gt, pred, spacing, 2.0)
         assert np.allclose((scores.dice, scores.nsd, scores.hd95), reference(gt, pred, spacing, 2.0), atol=1e-9)
         assert 0 < scores.dice < 1 and scores.hd95 > 0
+
+
+def _plain(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...], monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """Scores with the k-d tree only after the whole neighbourhood: the search as it was before the early switch."""
+    with monkeypatch.context() as patch:
+        patch.setattr(metrics, "KD_TREE_COST", float("inf"))
+        scores = metrics.evaluate(gt, pred, spacing, 2.0)
+    return (scores.dice, scores.nsd, scores.hd95)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("seed", range(8))
+def test_early_tree_switch_is_bit_exact(ndim: int, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handing surfels to the k-d tree early (after no offsets, or after a few) changes no bit of any score:
+    the tree's distances inside the neighbourhood get the search's ranks, so sums run in the same order."""
+    rng = np.random.default_rng([ndim, seed, 19])
+    gt, pred, spacing = random_case(rng, ndim)
+    if not gt.any() or not pred.any():
+        pytest.skip("empty draw")
+    expected = _plain(gt, pred, spacing, monkeypatch)
+    for before_tree in (0, 5, 64):
+        monkeypatch.setattr(metrics, "KD_TREE_COST", 0)
+        monkeypatch.setattr(metrics, "SEARCH_BEFORE_TREE", before_tree)
+        got = metrics.evaluate(gt, pred, spacing, 2.0)
+        assert (got.dice, got.nsd, got.hd95) == expected
+
+
+def test_box_around_an_ellipse_at_1024_is_bit_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The case the early switch is for (the box baseline: a quarter of the surfels far beyond the
+    neighbourhood), and a small structure in a corner of a large image: cropping and the switch change
+    no bit, and the values still agree with surface-distance."""
+    rows, cols = np.indices((1024, 1024))
+    organ = ((rows - 512) / 256) ** 2 + ((cols - 512) / 200) ** 2 < 1
+    box = np.zeros_like(organ)
+    box[256:769, 312:713] = True
+    corner = ((rows - 20) / 15) ** 2 + ((cols - 1000) / 20) ** 2 < 1
+    moved = ((rows - 22) / 14) ** 2 + ((cols - 1003) / 21) ** 2 < 1
+    for gt, pred in ((organ, box), (corner, moved)):
+        got = metrics.evaluate(gt, pred, (1.0, 1.0), 2.0)
+        assert (got.dice, got.nsd, got.hd95) == _plain(gt, pred, (1.0, 1.0), monkeypatch)
+        assert (got.dice, got.nsd, got.hd95) == pytest.approx(reference(gt, pred, (1.0, 1.0), 2.0), abs=1e-6)
+
+
+def test_evaluate_many_equals_evaluate_pair_by_pair() -> None:
+    rng = np.random.default_rng(7)
+    truth = blobs((80, 90), rng)
+    other = blobs((80, 90), rng)
+    predictions = [ndimage.binary_dilation(truth, iterations=k) for k in range(3)] + [np.zeros_like(truth), other]
+    truths = [truth, truth, truth, truth, other.astype(np.uint8)]
+    many = metrics.evaluate_many(truths, predictions, (0.8, 1.2), 2.0)
+    assert many == [metrics.evaluate(t, p, (0.8, 1.2), 2.0) for t, p in zip(truths, predictions, strict=True)]
+    with pytest.raises(ValueError):
+        metrics.evaluate_many([truth], [], (1.0, 1.0), 2.0)

@@ -15,7 +15,7 @@ import numpy as np
 
 from segbench import plugins
 from segbench.data.readers.phantom import phantom
-from segbench.interface import Adapter, Prompt
+from segbench.interface import Adapter, Precision, Prompt
 from segbench.measuring.cost import peak_memory, timed
 from segbench.protocols.prompts import bounding_box, jitter_box, target_rng
 from segbench.running.plan import setup_adapter
@@ -25,6 +25,7 @@ from segbench.running.plan import setup_adapter
 class ThroughputRow:
     adapter: str
     device: str
+    precision: str
     batch: int
     prompts: int
     encode_ms_per_image: float
@@ -60,9 +61,15 @@ def _measure_once(
 
 
 def measure(
-    adapter_name: str, device: str, weights: str, batches: list[int], prompts: list[int], repeats: int = 3
+    adapter_name: str,
+    device: str,
+    weights: str,
+    batches: list[int],
+    prompts: list[int],
+    repeats: int = 3,
+    precision: Precision = "fp32",
 ) -> list[ThroughputRow]:
-    setup = setup_adapter(adapter_name, weights, device, "fp32", 0, {})
+    setup = setup_adapter(adapter_name, weights, device, precision, 0, {})
     adapter: Adapter = plugins.adapter_class(adapter_name)()
     adapter.load(setup.options)
     if not adapter.meta.capabilities.box:
@@ -80,6 +87,7 @@ def measure(
                 ThroughputRow(
                     adapter_name,
                     device,
+                    precision,
                     batch,
                     count,
                     encode_ms / batch,
