@@ -194,6 +194,9 @@ class SAM2Family(Adapter):
         "segbench.adapters.sam_decoding",
     )
 
+    model: Any  # sam2_video.VolumePredictor, a SAM2VideoPredictor (sam2's modules are untyped attributes)
+    options: LoadOptions
+
     @classmethod
     def config_path(cls) -> Path:
         """The model config file (YAML) the model is built from."""
