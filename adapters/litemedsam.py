@@ -12,7 +12,7 @@ image in one decoder call; the encoder takes a batch of images in one pass.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,9 +85,14 @@ class LiteMedSAM(SamArchitecture):
         return build_lite_medsam()
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
-        padded, resized = preprocess(image)
-        tensor = torch.from_numpy(padded).float().permute(2, 0, 1)[None].to(self.options.device)
-        return tensor, Frame(image.shape[:2], resized)
+        tensor, frames = self.preprocess_batch([image])
+        return tensor, frames[0]
+
+    def preprocess_batch(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Frame]]:
+        prepared = [preprocess(image) for image in images]
+        batch = np.stack([padded for padded, _ in prepared])  # (B, 256, 256, 3), seen channels first
+        tensor = torch.from_numpy(batch).float().permute(0, 3, 1, 2).to(self.options.device)
+        return tensor, [Frame(image.shape[:2], resized) for image, (_, resized) in zip(images, prepared, strict=True)]
 
     def boxes_to_input(self, boxes: np.ndarray, frame: Frame) -> np.ndarray:
         return scale_box(boxes, frame.original)

@@ -102,11 +102,20 @@ class SamArchitecture(Adapter):
             model = self.build()
         self.model = prepare(model, options, self.strip_prefixes, skip_objects=self.skip_objects)
 
+    def preprocess_batch(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Frame]]:
+        """Several images as one encoder input ``(B, 3, S, S)`` and their frames: each preprocessed alone,
+        concatenated (one image: its input as it is, so its memory layout, and the encoder's numerics, stay)."""
+        prepared = [self.preprocess(image) for image in images]
+        frames = [frame for _, frame in prepared]
+        if len(prepared) == 1:
+            return prepared[0][0], frames
+        return torch.cat([tensor for tensor, _ in prepared]), frames
+
     def _encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
         with inference(self.options):
-            prepared = [self.preprocess(image) for image in images]
-            embeddings = self.model.image_encoder(torch.cat([tensor for tensor, _ in prepared]))
-        return [EncodedImage(embeddings[i : i + 1], frame) for i, (_, frame) in enumerate(prepared)]
+            batch, frames = self.preprocess_batch(images)
+            embeddings = self.model.image_encoder(batch)
+        return [EncodedImage(embeddings[i : i + 1], frame) for i, frame in enumerate(frames)]
 
     def encode(self, image: np.ndarray) -> EncodedImage:
         return self._encode([image])[0]
