@@ -83,6 +83,7 @@ def test_a_cycle_is_refused_naming_the_chain(tmp_path: Path) -> None:
         ('"missing.toml"', r"missing\.toml: cannot read"),
         ("3", r"include must be a task file's path relative to this file, got 3"),
         ('"/etc/base.toml"', r"include must be a task file's path relative to this file"),
+        ('"a\\u0000b.toml"', r"include must be a task file's path relative to this file"),
     ],
 )
 def test_a_bad_include_is_an_error_naming_the_file(tmp_path: Path, include: str, message: str) -> None:

@@ -164,7 +164,7 @@ def resolve_includes(document: Mapping[str, Any], path: Path, chain: tuple[Path,
     if "include" not in document:
         return document
     included = document["include"]
-    if not isinstance(included, str) or not included or Path(included).is_absolute():
+    if not isinstance(included, str) or not included or "\0" in included or Path(included).is_absolute():
         raise ConfigError(path, f"include must be a task file's path relative to this file, got {included!r}")
     chain = (*chain, path.resolve())
     target = (path.parent / included).resolve()
