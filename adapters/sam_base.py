@@ -3,31 +3,39 @@
 A subclass says how its model is built and how its authors prepare an image (``preprocess``) and turn
 low-resolution logits into masks (``postprocess``); this module does the rest the same way for all:
 
-* ``encode`` runs the image encoder once per image; every prompt of every step reuses the embedding;
-* ``predict`` decodes all prompts of a step in as few decoder calls as possible: prompts are grouped by
-  their structure (box or not, number of points, previous logits or not), and each group is one batch.
-  Prompts of one structure batch exactly, with no padding tokens that would change SAM's attention;
-* a single click alone is ambiguous: SAM's recommendation is to ask for three masks and keep the one
-  with the highest predicted IoU (``multimask``); a subclass may choose otherwise;
-* the low-resolution logits of each chosen mask are returned as feedback and come back, at the next
-  iterative step, as the mask prompt (``Prompt.previous``).
+* ``encode`` runs the image encoder once per image; every prompt of every step reuses the embedding
+  (``encoder_batches``: a batch of images in one encoder pass, for small encoders such as LiteMedSAM's);
+* ``predict`` decodes all prompts of a step through the shared core (:mod:`segbench.adapters.sam_decoding`):
+  one decoder call per prompt shape, a lone click answered by the best of three masks (``multimask``; a
+  subclass may choose otherwise), the chosen low-resolution logits returned as feedback and taken back, at
+  the next iterative step, as the mask prompt (``mask_prompt``).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from segbench.adapters.sam_decoding import (
+    GroupAnswer,
+    PromptShape,
+    decode_by_shape,
+    pick_best,
+    stacked_boxes,
+    stacked_points,
+)
 from segbench.interface import Adapter, LoadOptions, Prediction, Prompt, Support
 from segbench.lazy import lazy_import
 from segbench.weights.torch_models import inference, prepare, seeded
 
-torch = lazy_import("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 
 @dataclass(frozen=True)
@@ -53,27 +61,15 @@ class EncodedImage:
     frame: Frame
 
 
-@dataclass(frozen=True)
-class PromptShape:
-    """What a prompt is made of; prompts of one shape are decoded in one batch."""
-
-    box: bool
-    points: int
-    mask: bool
-
-    @classmethod
-    def of(cls, prompt: Prompt) -> PromptShape:
-        points = 0 if prompt.points is None else len(prompt.points)
-        return cls(prompt.box is not None, points, prompt.previous is not None)
-
-
 class SamArchitecture(Adapter):
     """Base of adapters whose model is segment_anything's ``Sam`` (or a module with its layout)."""
 
     strip_prefixes: ClassVar[tuple[str, ...]] = ()  # key prefixes of the official file to remove
     skip_objects: ClassVar[bool] = False  # the official file pickles objects next to the weights
+    encoder_batches: ClassVar[bool] = False  # encode_batch runs the encoder once over all images
+    code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.sam_decoding",)
 
-    model: torch.nn.Module
+    model: Any  # segment_anything's Sam, or a module with its parts (image_encoder, prompt_encoder, mask_decoder)
     options: LoadOptions
 
     @abstractmethod
@@ -88,13 +84,17 @@ class SamArchitecture(Adapter):
     def postprocess(self, logits: torch.Tensor, frame: Frame) -> torch.Tensor:
         """Low-resolution logits ``(N, 1, s, s)`` → bool masks ``(N, H, W)`` of the original image."""
 
+    def boxes_to_input(self, boxes: np.ndarray, frame: Frame) -> np.ndarray:
+        """Boxes ``(N, 4)`` of the original image → the model input's (SAM maps them as corner points)."""
+        return frame.to_input(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+
     def mask_prompt(self, previous: torch.Tensor) -> torch.Tensor:
         """The mask prompt made from this adapter's own previous logits (SAM takes the logits as they are)."""
         return previous
 
     def multimask(self, shape: PromptShape) -> bool:
         """SAM's recommendation: three candidates for a lone click, the best by predicted IoU."""
-        return not shape.box and shape.points == 1 and not shape.mask
+        return shape.lone_click
 
     def load(self, options: LoadOptions) -> None:
         self.options = options
@@ -102,43 +102,39 @@ class SamArchitecture(Adapter):
             model = self.build()
         self.model = prepare(model, options, self.strip_prefixes, skip_objects=self.skip_objects)
 
-    def encode(self, image: np.ndarray) -> EncodedImage:
+    def preprocess_batch(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Frame]]:
+        """Several images as one encoder input ``(B, 3, S, S)`` and their frames: each preprocessed alone,
+        concatenated (one image: its input as it is, so its memory layout, and the encoder's numerics, stay)."""
+        prepared = [self.preprocess(image) for image in images]
+        frames = [frame for _, frame in prepared]
+        if len(prepared) == 1:
+            return prepared[0][0], frames
+        return torch.cat([tensor for tensor, _ in prepared]), frames
+
+    def _encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
         with inference(self.options):
-            tensor, frame = self.preprocess(image)
-            embedding = self.model.image_encoder(tensor)
-        return EncodedImage(embedding, frame)
+            batch, frames = self.preprocess_batch(images)
+            embeddings = self.model.image_encoder(batch)
+        return [EncodedImage(embeddings[i : i + 1], frame) for i, frame in enumerate(frames)]
+
+    def encode(self, image: np.ndarray) -> EncodedImage:
+        return self._encode([image])[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        if self.encoder_batches:
+            return self._encode(images)
+        return [self.encode(image) for image in images]
 
     def predict(
-        self, state: EncodedImage, prompts: Sequence[Prompt] | None = None, support: Support | None = None
+        self, state: EncodedImage, prompts: Sequence[Prompt] | None = None, support: Sequence[Support] | None = None
     ) -> Prediction:
-        if not prompts:
-            raise ValueError(f"{self.meta.name} needs prompts")
-        height, width = state.frame.original
-        masks = np.zeros((len(prompts), height, width), dtype=bool)
-        scores = np.zeros(len(prompts), dtype=np.float32)
-        feedback: list[torch.Tensor | None] = [None] * len(prompts)
-        groups: dict[PromptShape, list[int]] = defaultdict(list)
-        for index, prompt in enumerate(prompts):
-            groups[self._checked_shape(prompt)].append(index)
-        with inference(self.options):
-            for shape, indices in groups.items():
-                logits, iou = self._decode(state, shape, [prompts[i] for i in indices])
-                masks[indices] = self.postprocess(logits, state.frame).cpu().numpy()
-                scores[indices] = iou.cpu().numpy()
-                for position, index in enumerate(indices):
-                    feedback[index] = logits[position]
-        return Prediction(masks, scores, feedback)
+        def decode(shape: PromptShape, group: list[Prompt]) -> GroupAnswer:
+            logits, iou = self._decode(state, shape, group)
+            masks = self.postprocess(logits, state.frame).cpu().numpy()
+            return GroupAnswer(masks, iou.cpu().numpy(), list(logits))
 
-    def _checked_shape(self, prompt: Prompt) -> PromptShape:
-        shape = PromptShape.of(prompt)
-        capabilities = self.meta.capabilities
-        if shape.points and not capabilities.point:
-            raise ValueError(f"{self.meta.name} takes box prompts only, got points")
-        if shape.mask and not capabilities.mask:
-            raise ValueError(f"{self.meta.name} takes no mask prompt, got previous logits")
-        if not shape.box and not shape.points:
-            raise ValueError(f"{self.meta.name}: a prompt needs a box or points")
-        return shape
+        with inference(self.options):
+            return decode_by_shape(self.meta, prompts, state.frame.original, decode)
 
     def _decode(
         self, state: EncodedImage, shape: PromptShape, prompts: list[Prompt]
@@ -149,29 +145,23 @@ class SamArchitecture(Adapter):
         frame = state.frame
         points = boxes = mask_input = None
         if shape.points:
-            coords = np.stack([frame.to_input(p.points) for p in prompts])  # type: ignore[arg-type]
-            labels = np.stack([np.asarray(p.point_labels) for p in prompts])
+            coords, labels = stacked_points(prompts)
             points = (
-                torch.as_tensor(coords, dtype=torch.float, device=device),
+                torch.as_tensor(frame.to_input(coords), dtype=torch.float, device=device),
                 torch.as_tensor(labels, dtype=torch.int, device=device),
             )
         if shape.box:
-            corners = np.stack([frame.to_input(np.asarray(p.box).reshape(2, 2)).reshape(4) for p in prompts])
+            corners = self.boxes_to_input(stacked_boxes(prompts), frame)
             boxes = torch.as_tensor(corners, dtype=torch.float, device=device)
         if shape.mask:
             mask_input = self.mask_prompt(torch.stack([p.previous for p in prompts]).float())
-        multimask = self.multimask(shape)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         logits, iou = self.model.mask_decoder(
             image_embeddings=state.embedding,
             image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+            multimask_output=self.multimask(shape),
         )
-        logits, iou = logits.float(), iou.float()
-        if multimask:
-            best = iou.argmax(dim=1)
-            rows = torch.arange(len(prompts), device=iou.device)
-            return logits[rows, best][:, None], iou[rows, best]
-        return logits, iou[:, 0]
+        best_iou, best_logits = pick_best(iou.float(), logits.float())
+        return best_logits[:, None], best_iou

@@ -23,26 +23,24 @@ bilinearly to the image, and sigmoid > 0.5.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from segbench.adapters.sam_base import Frame, PromptShape, SamArchitecture
+from segbench.adapters.sam_base import Frame, SamArchitecture
+from segbench.adapters.sam_decoding import PromptShape
 from segbench.hookspecs import hookimpl
 from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec
 from segbench.lazy import lazy_import
 
 cv2 = lazy_import("cv2")
-torch = lazy_import("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
 
 INPUT_SIZE = 256
-PATCH_SIZE = 16
-EMBED_DIM = 768
-DEPTH = 12
-HEADS = 12
-GLOBAL_ATTENTION = (2, 5, 8, 11)
-WINDOW = 14
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
@@ -61,7 +59,7 @@ def build_sam_med2d() -> torch.nn.Module:
     imported here so that declaring the adapter needs no torch."""
     from segbench.adapters.sam_med2d_net import build_sam_med2d as build
 
-    return build()
+    return build(INPUT_SIZE, PIXEL_MEAN, PIXEL_STD)
 
 
 def samed2d_input(image: np.ndarray) -> tuple[np.ndarray, Frame]:

@@ -11,17 +11,14 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 from segment_anything.modeling.image_encoder import Block, ImageEncoderViT, window_partition, window_unpartition
 from torch import nn
 
-from segbench.adapters.sam_med2d import (
-    DEPTH,
-    EMBED_DIM,
-    GLOBAL_ATTENTION,
-    HEADS,
-    INPUT_SIZE,
-    PATCH_SIZE,
-    PIXEL_MEAN,
-    PIXEL_STD,
-    WINDOW,
-)
+# SAM ViT-B's encoder layout (the shapes of the official file); the input size and pixel statistics are the
+# adapter's preprocessing facts and come from it (build_sam_med2d), so this module imports nothing back
+PATCH_SIZE = 16
+EMBED_DIM = 768
+DEPTH = 12
+HEADS = 12
+GLOBAL_ATTENTION = (2, 5, 8, 11)
+WINDOW = 14
 
 
 class AdapterLayer(nn.Module):
@@ -57,7 +54,7 @@ class AdapterBlock(Block):
     """A ViT block of SAM's encoder with SAM-Med2D's adapter beside its MLP."""
 
     def __init__(self, dim: int, **kwargs: object):
-        super().__init__(dim=dim, **kwargs)  # type: ignore[arg-type]
+        super().__init__(dim=dim, **kwargs)
         self.Adapter = AdapterLayer(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +74,7 @@ class AdapterBlock(Block):
 class SamMed2DEncoder(ImageEncoderViT):
     """SAM's ViT-B image encoder at 256x256 whose blocks carry adapters."""
 
-    def __init__(self) -> None:
+    def __init__(self, input_size: int) -> None:
         block = {
             "num_heads": HEADS,
             "mlp_ratio": 4.0,
@@ -86,7 +83,7 @@ class SamMed2DEncoder(ImageEncoderViT):
             "norm_layer": partial(nn.LayerNorm, eps=1e-6),
         }
         super().__init__(
-            img_size=INPUT_SIZE,
+            img_size=input_size,
             patch_size=PATCH_SIZE,
             embed_dim=EMBED_DIM,
             depth=0,
@@ -95,7 +92,7 @@ class SamMed2DEncoder(ImageEncoderViT):
             global_attn_indexes=GLOBAL_ATTENTION,
             **block,
         )
-        grid = INPUT_SIZE // PATCH_SIZE
+        grid = input_size // PATCH_SIZE
         self.blocks = nn.ModuleList(
             AdapterBlock(
                 EMBED_DIM, window_size=0 if i in GLOBAL_ATTENTION else WINDOW, input_size=(grid, grid), **block
@@ -104,14 +101,15 @@ class SamMed2DEncoder(ImageEncoderViT):
         )
 
 
-def build_sam_med2d() -> Sam:
-    grid = INPUT_SIZE // PATCH_SIZE
+def build_sam_med2d(input_size: int, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> Sam:
+    """SAM-Med2D at ``input_size`` (256) with the pixel statistics its preprocessing uses."""
+    grid = input_size // PATCH_SIZE
     model = Sam(
-        image_encoder=SamMed2DEncoder(),
+        image_encoder=SamMed2DEncoder(input_size),
         prompt_encoder=PromptEncoder(
             embed_dim=256,
             image_embedding_size=(grid, grid),
-            input_image_size=(INPUT_SIZE, INPUT_SIZE),
+            input_image_size=(input_size, input_size),
             mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
@@ -121,7 +119,7 @@ def build_sam_med2d() -> Sam:
             iou_head_hidden_dim=256,
             transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
         ),
-        pixel_mean=list(PIXEL_MEAN),
-        pixel_std=list(PIXEL_STD),
+        pixel_mean=list(pixel_mean),
+        pixel_std=list(pixel_std),
     )
     return model.eval()

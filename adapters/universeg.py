@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -40,7 +40,10 @@ from segbench.interface import (
 from segbench.lazy import lazy_import
 from segbench.weights.torch_models import inference, prepare, seeded
 
-torch = lazy_import("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
 
 INPUT_SIZE = 128

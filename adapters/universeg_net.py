@@ -23,6 +23,9 @@ tensor is never materialised, which saves memory and about a third of the networ
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,15 +36,15 @@ SUPPORT_CHANNELS = 2  # image + label
 LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default, as in the published model
 
 
-def _init_conv(conv: nn.Conv2d, nonlinearity: str) -> None:
+def _init_conv(conv: nn.Conv2d, nonlinearity: Literal["leaky_relu", "linear"]) -> None:
     """The published initialisation: Kaiming normal with the gain of the following non-linearity, zero bias."""
     nn.init.kaiming_normal_(conv.weight, nonlinearity=nonlinearity)
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
 
 
-def _per_element(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a (N, C, H, W) module to a (B, S, C, H, W) tensor, element by element along S."""
+def _per_element(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Apply a (N, C, H, W) module (or function) to a (B, S, C, H, W) tensor, element by element along S."""
     batch, group = x.shape[:2]
     out = module(x.reshape(batch * group, *x.shape[2:]))
     return out.reshape(batch, group, *out.shape[1:])

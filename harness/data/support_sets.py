@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,7 +32,6 @@ from segbench.protocols.prompts import ProtocolSpec, target_rng
 
 if TYPE_CHECKING:
     from segbench.data.case import Case
-    from segbench.data.readers.base import Reader
 
 SPLIT_KEYS = ("pool_glob", "pool_cases", "pool_fraction")
 
@@ -113,10 +112,17 @@ def support_rng(seed: int, task: str, case_id: str, label: str, k: int, member: 
     return target_rng(seed, "support", task, case_id, label, k, member)
 
 
+class CaseReader(Protocol):
+    """What the pool needs of the task's reader (:class:`segbench.data.readers.base.Reader`, which the
+    task spec's modules may not import: the readers import them)."""
+
+    def read(self, case_id: str) -> Case: ...
+
+
 class SupportPool:
     """The pool cases of one task, read once (through the task's reader, resize included) and kept."""
 
-    def __init__(self, reader: Reader, case_ids: Sequence[str]):
+    def __init__(self, reader: CaseReader, case_ids: Sequence[str]):
         self.reader = reader
         self.case_ids = list(case_ids)
         self._cases: dict[str, Case] | None = None

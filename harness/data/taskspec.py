@@ -4,90 +4,57 @@ A task file says where the data are (relative to the data root), which reader re
 values become labels (``"nonzero"`` for unions such as "whole cell", or a list of values), the pixel
 spacing, the intensity policy, the prompt protocols and the version; optionally a ``resize`` and a
 ``[support]`` split for in-context protocols. See ``tasks/README.md``.
+
+A task file may start from another: ``include = "kvasir.toml"`` (a path relative to the including file)
+reads that file first, then the including file's tables over it, table by table: a key of the including
+file's ``[data]`` replaces the same key of the included ``[data]`` and the other keys stay, except
+``[labels]``, which is replaced whole (a label set is one definition: merging would keep labels the
+including task means to drop). Included files may include others; a cycle is an error naming the chain.
+The parsed :class:`TaskSpec` (in :mod:`segbench.data.specs`, with the parts the readers share) is the
+same whether a task is written out or included, and its ``source`` is the including file.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import math
-import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segbench.data.readers import BUILTIN_READERS
+from segbench.data.specs import (
+    COMMON_DATA_KEYS,
+    POLICIES,
+    TEMPLATE_FIELDS,
+    IntensitySpec,
+    LabelSpec,
+    TaskSpec,
+    check_data,
+    check_template_fields,
+)
 from segbench.data.support_sets import SPLIT_KEYS, SupportSplit, parse_support_split
 from segbench.errors import ConfigError
-from segbench.protocols.prompts import ProtocolSpec, known_kinds, parse_protocols
-from segbench.strict import Kind, check_keys, check_table, check_value, template_fields
+from segbench.protocols.prompts import known_kinds, parse_protocols
+from segbench.strict import Kind, check_keys, check_table, check_value
+
+__all__ = [
+    "BUILTIN_TASK_DIR",
+    "COMMON_DATA_KEYS",
+    "TEMPLATE_FIELDS",
+    "IntensitySpec",
+    "LabelSpec",
+    "TaskSpec",
+    "check_data",
+    "check_template_fields",
+    "discover_tasks",
+    "load_task",
+    "parse_task",
+]
 
 BUILTIN_TASK_DIR = Path(str(importlib.resources.files("segbench.tasks")))
 INSTANCE_MODES = ("label", "components")
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    """How one label is cut out of the mask data.
-
-    ``values`` is ``None`` for "any non-zero value" (a union) or the tuple of mask values that belong
-    to the label. ``file`` is a path template for labels stored in their own mask file.
-    """
-
-    name: str
-    values: tuple[int, ...] | None
-    file: str | None = None
-
-
-@dataclass(frozen=True)
-class IntensitySpec:
-    """How raw pixel/voxel values become the uint8 image every adapter receives.
-
-    ``rgb8``: 8-bit images as they are (grey replicated to 3 channels); ``minmax``: scale the range
-    to 0-255; ``window``: CT window ``level``/``width``; ``percentile``: clip to the ``low``/``high``
-    percentiles (of non-zero values when ``nonzero``) then scale.
-    """
-
-    policy: str = "rgb8"
-    level: float = 40.0
-    width: float = 400.0
-    low: float = 0.5
-    high: float = 99.5
-    nonzero: bool = True
-
-
-POLICIES = ("rgb8", "minmax", "window", "percentile")
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    version: str
-    description: str
-    dim: int
-    reader: str
-    dataset: str  # folder under the data root ("" for in-process tasks such as phantoms)
-    data: Mapping[str, Any]
-    labels: tuple[LabelSpec, ...]
-    intensity: IntensitySpec
-    protocols: tuple[ProtocolSpec, ...]
-    instances: str = "label"
-    nsd_tolerance: float = 2.0
-    spacing: tuple[float, ...] | None = None  # used when the files do not store it
-    resize: tuple[int, int] | None = None  # (rows, cols) every 2D case is resized to (readers/resize.py)
-    support: SupportSplit | None = None  # support pool / query split of in-context tasks (support.py)
-    modality: str = ""
-    license: str = ""
-    family: str = ""  # the task's group on the leaderboard overview ("" → by kind: 2D, 3D, in-context)
-    metrics: tuple[str, ...] | None = None  # [evaluation] metrics; None: the default table (Dice, NSD, HD95)
-    source: Path = field(default=Path("<memory>"))
-
-    @property
-    def needs_data_root(self) -> bool:
-        return bool(self.dataset)
-
-    def label(self, name: str) -> LabelSpec:
-        return next(spec for spec in self.labels if spec.name == name)
 
 
 TABLES = ("task", "data", "labels", "intensity", "prompts", "evaluation", "support")
@@ -100,8 +67,6 @@ TASK_KEYS: dict[str, Kind] = {
     "dim": "integer",
     "family": "string",
 }
-# [data] keys every reader takes; a reader declares its own in ``Reader.DATA_KEYS`` (readers/base.py)
-COMMON_DATA_KEYS: dict[str, Kind] = {"reader": "string", "dataset": "path", "spacing": "any", "resize": "any"}
 INTENSITY_KEYS: dict[str, Kind] = {
     "policy": POLICIES,
     "level": "number",
@@ -111,9 +76,9 @@ INTENSITY_KEYS: dict[str, Kind] = {
     "nonzero": "boolean",
 }
 PROMPTS_KEYS: dict[str, Kind] = {"protocols": "any", "instances": INSTANCE_MODES}
-EVALUATION_KEYS: dict[str, Kind] = {"nsd_tolerance": "number", "metrics": "any"}
+EVALUATION_KEYS: dict[str, Kind] = {"nsd_tolerance": "number", "metrics": "strings"}
+REPLACED_WHOLE = ("labels",)  # tables an including file replaces whole rather than key by key
 LABEL_KEYS: dict[str, Kind] = {"file": "template", "values": "any"}
-TEMPLATE_FIELDS = ("id", "dir", "stem", "name")  # what GlobCases.fields gives every template (readers/base.py)
 
 
 def _require(table: Mapping[str, Any], key: str, kind: type, path: Path, where: str) -> Any:
@@ -163,37 +128,52 @@ def check_protocol_tables(values: list[Any], path: Path | str, where: str = "[pr
             check_keys(value, {"kind", *kinds[value["kind"]].defaults}, path, f"{where} protocol '{value['kind']}'")
 
 
-def check_data(data: Mapping[str, Any], reader_keys: Mapping[str, Kind], path: Path | str, reader: str) -> None:
-    """The ``[data]`` table against the keys every reader takes and those ``reader`` declares: unknown
-    keys, value kinds, path texts (relative, no ``..``), and template fields that exist."""
-    kinds = {**COMMON_DATA_KEYS, **reader_keys}
-    check_keys(data, kinds, path, f"[data] of reader '{reader}'")
-    for key, kind in kinds.items():
-        check_value(data, key, kind, path, "[data]")
-    for key, kind in kinds.items():
-        if kind == "template" and key in data:
-            check_template_fields(data[key], data, path, f"[data] {key}")
-
-
-def check_template_fields(template: str, data: Mapping[str, Any], path: Path | str, where: str) -> None:
-    """A ConfigError when ``template`` uses a field neither GlobCases nor ``case_pattern`` gives."""
-    known = set(TEMPLATE_FIELDS)
-    pattern = data.get("case_pattern")
-    try:
-        known |= set(re.compile(pattern).groupindex) if isinstance(pattern, str) else set()
-    except re.error as error:
-        raise ConfigError(path, f"[data] case_pattern is not a valid regular expression ({error})") from None
-    unknown = sorted(set(template_fields(template)) - known)
-    if unknown:
-        raise ConfigError(path, f"{where} uses unknown field(s) {unknown} (known: {sorted(known)})")
-
-
 def _builtin_reader_keys(reader: str) -> Mapping[str, Kind] | None:
     """The declared [data] keys of a built-in reader (a plugin reader's are checked when it is made)."""
-    from segbench.data.readers import BUILTIN_READERS  # readers import this module
-
     cls = BUILTIN_READERS.get(reader)
     return None if cls is None else cls.DATA_KEYS
+
+
+def _parse_metrics(evaluation: Mapping[str, Any], path: Path) -> tuple[str, ...] | None:
+    """``[evaluation] metrics``: the names of the metrics the task reports, in order (checked against the
+    metric table when a run is planned); None when the task keeps the default Dice, NSD and HD95."""
+    if "metrics" not in evaluation:
+        return None
+    names = evaluation["metrics"]
+    if not names:
+        raise ConfigError(path, "[evaluation] metrics must name at least one metric (or leave the key out)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(path, f"[evaluation] metrics names {repeated} more than once")
+    return tuple(names)
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over``'s tables over ``base``'s, table by table (the rule in the module docstring)."""
+    merged = dict(base)
+    for name, table in over.items():
+        if isinstance(table, Mapping) and isinstance(base.get(name), Mapping) and name not in REPLACED_WHOLE:
+            merged[name] = {**base[name], **table}
+        else:
+            merged[name] = table
+    return merged
+
+
+def resolve_includes(document: Mapping[str, Any], path: Path, chain: tuple[Path, ...] = ()) -> Mapping[str, Any]:
+    """``document`` with its ``include`` (and theirs) read and merged under it; a ConfigError naming the
+    file for an unreadable include and the chain for a cycle."""
+    if "include" not in document:
+        return document
+    included = document["include"]
+    if not isinstance(included, str) or not included or "\0" in included or Path(included).is_absolute():
+        raise ConfigError(path, f"include must be a task file's path relative to this file, got {included!r}")
+    chain = (*chain, path.resolve())
+    target = (path.parent / included).resolve()
+    if target in chain:
+        names = " -> ".join(p.name for p in (*chain[chain.index(target) :], target))
+        raise ConfigError(path, f"include cycle: {names}")
+    base = resolve_includes(_read_document(target), target, chain)
+    return _merge(base, {key: value for key, value in document.items() if key != "include"})
 
 
 def _parse_support(document: Mapping[str, Any], path: Path) -> SupportSplit | None:
@@ -206,7 +186,8 @@ def _parse_support(document: Mapping[str, Any], path: Path) -> SupportSplit | No
 
 def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     """A task from its TOML document; a ConfigError naming ``path`` and the key for anything unknown
-    or of the wrong type (see :mod:`segbench.strict`)."""
+    or of the wrong type (see :mod:`segbench.strict`). An ``include`` is read relative to ``path``."""
+    document = resolve_includes(document, path)
     check_keys(document, TABLES, path, "top level", what="table")
     task = _table(document, "task", path, required=True)
     data = _table(document, "data", path, required=True)
@@ -269,11 +250,6 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
     tolerance = evaluation.get("nsd_tolerance", 2.0)
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ConfigError(path, f"[evaluation] nsd_tolerance must be a number >= 0, got {tolerance!r}")
-    metrics = evaluation.get("metrics")  # names are checked against the metric registry when a run is planned
-    if metrics is not None and (
-        not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics)
-    ):
-        raise ConfigError(path, f"[evaluation] metrics must be a list of metric names, got {metrics!r}")
     return TaskSpec(
         name=_require(task, "name", str, path, "task"),
         version=str(version),
@@ -287,27 +263,30 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
         protocols=protocols,
         instances=instances,
         nsd_tolerance=float(tolerance),
+        metrics=_parse_metrics(evaluation, path),
         spacing=tuple(float(v) for v in spacing) if spacing else None,
         resize=(resize[0], resize[1]) if resize else None,
         support=_parse_support(document, path),
         modality=task.get("modality", ""),
         license=task.get("license", ""),
         family=task.get("family", ""),
-        metrics=tuple(metrics) if metrics is not None else None,
         source=path,
     )
 
 
-def load_task(path: Path) -> TaskSpec:
+def _read_document(path: Path) -> dict[str, Any]:
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, f"not valid TOML: {error}") from None
     except UnicodeDecodeError as error:
         raise ConfigError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
         raise ConfigError(path, f"cannot read: {error.strerror}") from None
-    return parse_task(document, path)
+
+
+def load_task(path: Path) -> TaskSpec:
+    return parse_task(_read_document(path), path)
 
 
 def discover_tasks(extra_dirs: tuple[Path, ...] = ()) -> dict[str, TaskSpec]:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from segbench.interface import LoadOptions
 from segbench.lazy import lazy_import
 from segbench.weights.checkpoints import apply_state_dict, read_state_dict
 
-torch = lazy_import("torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # names of torch dtypes (torch is imported on first use)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from segbench.data.case import Case
-from segbench.data.taskspec import TaskSpec, check_data
+from segbench.data.specs import TaskSpec, check_data
 from segbench.errors import ConfigError
 from segbench.strict import Kind, path_problem
 

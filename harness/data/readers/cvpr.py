@@ -24,7 +24,7 @@ import numpy as np
 
 from segbench.data.case import Case
 from segbench.data.readers.volumes import NpzCases
-from segbench.data.taskspec import TaskSpec
+from segbench.data.specs import TaskSpec
 from segbench.errors import DataError
 
 PROMPT_KEYS = ("boxes", "clicks", "clicks_order", "prev_pred")

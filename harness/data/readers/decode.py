@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segbench.data.taskspec import IntensitySpec, LabelSpec
+from segbench.data.specs import IntensitySpec, LabelSpec
 from segbench.errors import DataError, DataWarning
 
 TIFF_SUFFIXES = (".tif", ".tiff")

@@ -29,7 +29,7 @@ from segbench.data.case import Case
 from segbench.data.readers.base import Reader
 from segbench.data.readers.decode import apply_intensity
 from segbench.data.readers.volume_files import LPS_TO_RAS
-from segbench.data.taskspec import TaskSpec
+from segbench.data.specs import TaskSpec
 from segbench.errors import ConfigError, DataError
 
 LABEL_MODALITIES = ("SEG", "RTSTRUCT")

@@ -28,7 +28,7 @@ from segbench.data.case import Case
 from segbench.data.readers.base import MASK_VALUE_KEYS, Reader
 from segbench.data.readers.decode import apply_intensity, decode_mask, select_labels
 from segbench.data.readers.volume_files import load_image
-from segbench.data.taskspec import TaskSpec
+from segbench.data.specs import TaskSpec
 from segbench.errors import ConfigError, DataError
 from segbench.strict import Kind
 

@@ -21,7 +21,7 @@ from segbench.data.readers.decode import (
     resize_nearest,
     select_labels,
 )
-from segbench.data.taskspec import TaskSpec
+from segbench.data.specs import TaskSpec
 from segbench.errors import ConfigError, DataError
 
 RESIZE_MODES = ("none", "nearest")

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from segbench.data.case import Case
 from segbench.data.readers.base import Reader
-from segbench.data.taskspec import TaskSpec
+from segbench.data.specs import TaskSpec
 from segbench.errors import ConfigError
 
 

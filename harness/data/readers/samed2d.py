@@ -11,7 +11,7 @@ import numpy as np
 from segbench.data.case import Case
 from segbench.data.readers.base import MASK_VALUE_KEYS, Reader
 from segbench.data.readers.decode import apply_intensity, decode_mask, read_image_file, select_labels
-from segbench.data.taskspec import LabelSpec, TaskSpec
+from segbench.data.specs import LabelSpec, TaskSpec
 from segbench.errors import ConfigError, DataError
 
 WILDCARD = "*"

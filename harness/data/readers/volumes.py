@@ -15,7 +15,7 @@ import numpy as np
 from segbench.data.case import Case
 from segbench.data.readers.base import GLOB_KEYS, MASK_VALUE_KEYS, GlobCases, Reader
 from segbench.data.readers.decode import apply_intensity, decode_mask, select_labels
-from segbench.data.taskspec import TaskSpec
+from segbench.data.specs import TaskSpec
 from segbench.errors import ConfigError, DataError
 from segbench.strict import Kind
 
