@@ -344,6 +344,11 @@ class Table:
     metrics: tuple[MetricSpec, ...] = field(default=BUILTIN_METRICS)  # the table's metrics, the headline first
 
 
+def as_float(value: object) -> float:
+    """A polars scalar (a mean, median or max of a numeric column) as a float; None is NaN."""
+    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
+
+
 def final_steps(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows at the last step of their protocol."""
     last = frame.group_by("adapter", "task", "prompt").agg(pl.col("step").max().alias("last_step"))
@@ -495,7 +500,7 @@ class _TaskPrompt:
 
     def table(self, label: str | None, weights: Mapping[str, str], baselines: Collection[str]) -> Table:
         columns = list(range(len(self.labels))) if label is None else [self.labels.index(label)]
-        keep = self.in_set[:, columns].any(axis=1)
+        keep: np.ndarray = np.asarray(self.in_set[:, columns].any(axis=1))
         cases = tuple(case for case, kept in zip(self.cases, keep, strict=True) if kept)
 
         def cut(matrix: np.ndarray) -> np.ndarray:
@@ -559,8 +564,8 @@ class _TaskPrompt:
             weights=weights,
             metrics=estimates,
             throughput=per_case.height / total_s if total_s > 0 else float("nan"),
-            latency_ms=float(per_case["total_ms"].median()) if per_case.height else float("nan"),
-            peak_mem_mb=float(own["peak_mem_mb"].max()) if own.height else float("nan"),
+            latency_ms=as_float(per_case["total_ms"].median()) if per_case.height else float("nan"),
+            peak_mem_mb=as_float(own["peak_mem_mb"].max()) if own.height else float("nan"),
             cases=per_case.height,
             failed=failed,
             missing=missing,

@@ -64,7 +64,7 @@ import polars as pl
 from scipy import stats
 
 from segbench.measuring.metric_table import HEADLINE, MetricSpec, shown_metrics
-from segbench.reporting.aggregate import bootstrap_ci, final_steps
+from segbench.reporting.aggregate import as_float, bootstrap_ci, final_steps
 from segbench.running.manifest import RunManifest
 from segbench.running.store import RunStore
 
@@ -281,8 +281,8 @@ def _compare_group(
     return GroupComparison(
         *key,
         cases=per_case.height,
-        dice_base=float(rows["dice"].mean()),
-        dice_new=float(rows["dice_new"].mean()),
+        dice_base=as_float(rows["dice"].mean()),
+        dice_new=as_float(rows["dice_new"].mean()),
         diffs=diffs,
         machine_ratio=machine,
         latency_ratio=latency_ratio,  # type: ignore[arg-type]

@@ -51,7 +51,7 @@ def dice_auc(per_step: np.ndarray) -> np.ndarray:
 
 
 def is_iterative(rows: pl.DataFrame) -> bool:
-    return rows.height > 0 and int(rows["step"].max()) > 0
+    return rows.height > 0 and bool(rows["step"].max() > 0)  # type: ignore[operator]
 
 
 def step_curves(rows: pl.DataFrame) -> list[StepCurve]:

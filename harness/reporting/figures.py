@@ -68,7 +68,7 @@ class Figure:
     draw: Callable[[], MplFigure]
 
     def svg(self) -> str:
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]  # stubs: keys are a Literal of every rcParam
             return _svg(self.draw())
 
     def write(self, folder: Path) -> None:

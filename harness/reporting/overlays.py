@@ -100,7 +100,7 @@ def given_on_slice(prompts: Sequence[dict[str, Any]], slice_index: int | None) -
     for entry in prompts:
         if "slices" in entry:
             entry = entry["slices"].get(str(slice_index), {}) if slice_index is not None else {}
-        shown.append({key: entry[key] for key in ("box", "points", "labels") if key in entry})
+        shown.append({str(key): entry[key] for key in ("box", "points", "labels") if key in entry})
     return [entry for entry in shown if entry]
 
 

@@ -145,12 +145,9 @@ class MaskSample:
             "slice": self.slice_index,
         }
         preview_bytes = np.frombuffer(webp(self.image, PREVIEW_QUALITY), dtype=np.uint8)
-        np.savez_compressed(
-            handle,
-            meta=np.array(json.dumps(meta)),
-            image_webp=preview_bytes,
-            **{f"truth_{i}": _pack(self.truth[label]) for i, label in enumerate(labels)},
-        )
+        arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta)), "image_webp": preview_bytes}
+        arrays |= {f"truth_{i}": _pack(self.truth[label]) for i, label in enumerate(labels)}
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
     def write_predictions(self, handle: BinaryIO) -> None:
         keys = sorted((prompt, label) for prompt, by_label in self.predictions.items() for label in by_label)
@@ -163,11 +160,9 @@ class MaskSample:
             "slice": self.slice_index,
             "masks": [list(key) for key in keys],
         }
-        np.savez_compressed(
-            handle,
-            meta=np.array(json.dumps(meta)),
-            **{f"mask_{i}": _pack(self.predictions[p][label]) for i, (p, label) in enumerate(keys)},
-        )
+        arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+        arrays |= {f"mask_{i}": _pack(self.predictions[p][label]) for i, (p, label) in enumerate(keys)}
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

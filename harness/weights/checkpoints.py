@@ -213,9 +213,10 @@ def resolve(spec: CheckpointSpec, override: Path | None = None) -> ResolvedCheck
         sha256 = file_digest(path, "sha256")
         official = sha256 == spec.sha256 if spec.sha256 else bool(_matches_pin(spec, path, remember=False))
         return ResolvedCheckpoint(path.resolve(), sha256, "override", official)
-    for source, path in (("bundled", _bundled_path(spec)), ("cache", cached_path(spec))):
-        if path is None or not path.is_file():
+    for source, candidate in (("bundled", _bundled_path(spec)), ("cache", cached_path(spec))):
+        if candidate is None or not candidate.is_file():
             continue
+        path = candidate
         matches = _matches_pin(spec, path)
         if matches is False:
             algorithm, expected = spec.pin  # type: ignore[misc]
