@@ -596,11 +596,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="segbench", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"segbench {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_run_command(commands: Any) -> None:
+    """``segbench run``."""
     run = commands.add_parser("run", help="run a suite and print the run directory")
     run.add_argument("--suite", default="quick", help="suite name in the config (default: quick)")
     run.add_argument("--config", help="suite file (default: the benchmark.toml shipped with segbench)")
@@ -698,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
+
+def _add_report_command(commands: Any) -> None:
+    """``segbench report``."""
     report = commands.add_parser("report", help="publish runs as a static HTML leaderboard")
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", required=True, help="site folder to write (index.html and pages)")
@@ -712,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=cmd_report)
 
+
+def _add_compare_command(commands: Any) -> None:
+    """``segbench compare``."""
     compare = commands.add_parser("compare", help="compare two runs; exit 1 on a speed, memory or accuracy regression")
     compare.add_argument("base", metavar="BASE_RUN")
     compare.add_argument("new", metavar="NEW_RUN")
@@ -751,6 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--html", help="where to write the HTML diff (default: NEW_RUN/compare-BASE.html)")
     compare.set_defaults(handler=cmd_compare)
 
+
+def _add_throughput_command(commands: Any) -> None:
+    """``segbench throughput``."""
     throughput = commands.add_parser("throughput", help="images and prompts per second under batching")
     throughput.add_argument("--adapters", required=True, help="comma-separated adapters")
     throughput.add_argument("--device", default="auto", type=_device)
@@ -764,10 +770,16 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--json", action="store_true")
     throughput.set_defaults(handler=cmd_throughput)
 
+
+def _add_adapters_command(commands: Any) -> None:
+    """``segbench adapters``."""
     adapters = commands.add_parser("adapters", help="list installed adapters")
     adapters.add_argument("--json", action="store_true")
     adapters.set_defaults(handler=cmd_adapters)
 
+
+def _add_check_adapter_command(commands: Any) -> None:
+    """``segbench check-adapter``."""
     check = commands.add_parser(
         "check-adapter", help="check one adapter against the adapter contract (a line per check; exit 1 on a failure)"
     )
@@ -782,6 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--device", default="cpu", help="cpu (default), cuda[:N] or auto")
     check.set_defaults(handler=cmd_check_adapter)
 
+
+def _add_tasks_command(commands: Any) -> None:
+    """``segbench tasks``."""
     tasks = commands.add_parser(
         "tasks", help="list task definitions; `tasks init PATH` writes one for a dataset, `tasks check TASK` reads it"
     )
@@ -794,11 +809,17 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--write", metavar="FILE", help="init: write the task file here instead of printing it")
     tasks.set_defaults(handler=cmd_tasks)
 
+
+def _add_suites_command(commands: Any) -> None:
+    """``segbench suites``."""
     suites = commands.add_parser("suites", help="list the suites of the config (adapters, tasks, protocols)")
     suites.add_argument("--json", action="store_true")
     suites.add_argument("--config", help="suite file (default: the benchmark.toml shipped with segbench)")
     suites.set_defaults(handler=cmd_suites)
 
+
+def _add_weights_command(commands: Any) -> None:
+    """``segbench weights``."""
     weights = commands.add_parser("weights", help="list or fetch model checkpoints")
     weights_commands = weights.add_subparsers(dest="weights_command", required=True)
     listing = weights_commands.add_parser("list", help="present/missing, path and size of every checkpoint")
@@ -806,6 +827,21 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = weights_commands.add_parser("fetch", help="download a checkpoint into the cache (sha256-checked)")
     fetch.add_argument("name")
     weights.set_defaults(handler=cmd_weights)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="segbench", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"segbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_run_command(commands)
+    _add_report_command(commands)
+    _add_compare_command(commands)
+    _add_throughput_command(commands)
+    _add_adapters_command(commands)
+    _add_check_adapter_command(commands)
+    _add_tasks_command(commands)
+    _add_suites_command(commands)
+    _add_weights_command(commands)
     return parser
 
 
