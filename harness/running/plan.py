@@ -296,6 +296,43 @@ class RunOptions:
     check_device: bool = True
 
 
+def _cases(
+    chosen: Mapping[str, TaskSpec], data_root: Path | None, limit: int | None
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Each task's case ids to run (its queries, for an in-context task: the pool is never scored), at
+    most ``limit``; and the support pool's size of each in-context task."""
+    case_ids: dict[str, list[str]] = {}
+    pool_sizes: dict[str, int] = {}
+    for name, spec in chosen.items():
+        ids = plugins.readers()[spec.reader](spec, data_root).case_ids()
+        if spec.support is not None:
+            pool, ids = spec.support.split(ids, spec.source)
+            pool_sizes[name] = len(pool)
+        case_ids[name] = ids[:limit] if limit else ids
+    return case_ids, pool_sizes
+
+
+def _protocols_for(
+    adapter: str, task_name: str, spec: TaskSpec, suite: Suite, pool_size: int | None, skipped: dict[str, str]
+) -> tuple[ProtocolSpec, ...]:
+    """The protocols ``adapter`` runs on the task: the suite's (or else the task's) of the task's
+    dimension that the adapter's capabilities take and the task can serve; why the others are not run
+    goes into ``skipped``."""
+    meta = plugins.adapter_class(adapter).meta
+    # a suite's protocols apply to the tasks of their dimension (2D kinds to images, 3D to volumes)
+    wanted = tuple(p for p in suite.protocols or spec.protocols if p.dim == spec.dim)
+    supported = supported_protocols(wanted, meta.capabilities)
+    unfit = {p.name: unfit_reason(p, task_name, pool_size) for p in supported}
+    skipped.update({f"{task_name}/{p}": reason for p, reason in unfit.items() if reason})
+    supported = tuple(p for p in supported if not unfit[p.name])
+    if not supported:
+        skipped[f"{adapter}/{task_name}"] = (
+            f"{adapter} supports none of {[p.name for p in wanted]} "
+            f"for this {spec.dim}D task (capabilities: {sorted(meta.capabilities.names())})"
+        )
+    return supported
+
+
 def make_plan(suite: Suite, tasks: dict[str, TaskSpec], options: RunOptions | None = None) -> RunPlan:
     """The plan of ``suite`` over ``tasks`` (the known tasks by name), run with ``options``."""
     options = options or RunOptions()
@@ -332,52 +369,19 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], options: RunOptions | No
         except checkpoints.CheckpointError as error:
             skipped[name] = str(error)
 
-    readers = {name: plugins.readers()[spec.reader](spec, data_root) for name, spec in chosen.items()}
-    case_ids: dict[str, list[str]] = {}
-    pool_sizes: dict[str, int] = {}  # in-context tasks score only their queries; the pool is never scored
-    for name, reader in readers.items():
-        spec = chosen[name]
-        ids = reader.case_ids()
-        if spec.support is not None:
-            pool, ids = spec.support.split(ids, spec.source)
-            pool_sizes[name] = len(pool)
-        case_ids[name] = ids[:limit] if limit else ids
+    case_ids, pool_sizes = _cases(chosen, data_root, limit)
     protocols: dict[str, tuple[ProtocolSpec, ...]] = {}
     units: list[WorkUnit] = []
     task_hashes = {name: task_file_sha256(spec) for name, spec in chosen.items()}
-    for name in setups:
-        meta = plugins.adapter_class(name).meta
-        capabilities = set(meta.capabilities.names())
+    for name, setup in setups.items():
         for task_name, spec in chosen.items():
-            # a suite's protocols apply to the tasks of their dimension (2D kinds to images, 3D to volumes)
-            wanted = tuple(p for p in suite.protocols or spec.protocols if p.dim == spec.dim)
-            supported = supported_protocols(wanted, meta.capabilities)
-            unfit = {p.name: unfit_reason(p, task_name, pool_sizes.get(task_name)) for p in supported}
-            skipped.update({f"{task_name}/{p}": reason for p, reason in unfit.items() if reason})
-            supported = tuple(p for p in supported if not unfit[p.name])
+            supported = _protocols_for(name, task_name, spec, suite, pool_sizes.get(task_name), skipped)
             if not supported:
-                skipped[f"{name}/{task_name}"] = (
-                    f"{name} supports none of {[p.name for p in wanted]} "
-                    f"for this {spec.dim}D task (capabilities: {sorted(capabilities)})"
-                )
                 continue
             protocols[f"{name}/{task_name}"] = supported
+            keys = (supported, suite.seed, task_hashes[task_name], metric_keys[task_name])
             units += [
-                WorkUnit(
-                    unit_id(
-                        name,
-                        setups[name].fingerprint,
-                        spec,
-                        case,
-                        supported,
-                        suite.seed,
-                        task_hashes[task_name],
-                        metric_keys[task_name],
-                    ),
-                    name,
-                    task_name,
-                    case,
-                )
+                WorkUnit(unit_id(name, setup.fingerprint, spec, case, *keys), name, task_name, case)
                 for case in case_ids[task_name]
             ]
 
