@@ -24,9 +24,11 @@ case), everything else is the kind's.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from segbench import plugins
@@ -35,6 +37,7 @@ from segbench.protocols.base import ProtocolInputs
 from segbench.protocols.challenge_kinds import ChallengeVolumePrompt, MicroSam, cvpr25_click
 from segbench.protocols.prompts import parse_protocol
 
+from .conftest import run_cli
 from .test_challenge_scores import brats_label, ct_labels, fix, initial, la_label, load
 
 
@@ -177,3 +180,37 @@ def test_microsam_clicks_equal_the_official_generator(data_root: Path, index: in
         for m, (truth, object_points) in enumerate(zip(truths.values(), points, strict=True)):
             for x, y in object_points:
                 masks[m] = fix(masks[m].astype(np.uint8), truth.astype(np.uint8), 1, [int(y), int(x)], radius) == 1
+
+
+@pytest.mark.slow  # ~20 s of CPU: a 3D case through 6 steps, then the report
+def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
+    data_root: Path, plugin_path: str, tmp_path: Path
+) -> None:
+    """cvpr25 on a 3D task and microsam on the phantoms, with the example ``clicks`` adapter (box and
+    point): every step is a row, and the leaderboard draws each protocol's Dice per step and DSC AUC."""
+    (tmp_path / "bench.toml").write_text(
+        '[suites.challenge]\nadapters = ["clicks"]\ntasks = ["la-heart", "phantom"]\nlimit = 1\n'
+        'protocols = [{ kind = "cvpr25" }, { kind = "microsam" }]\n'
+    )
+    env = {"PYTHONPATH": plugin_path}
+    common = ("--data-root", str(data_root), "--out", str(tmp_path / "out"), "--no-progress")
+    result = run_cli("run", "--config", str(tmp_path / "bench.toml"), "--suite", "challenge", *common, env=env)
+    run = Path(result.stdout.strip().splitlines()[-1])
+    rows = pl.read_parquet(run / "cases.parquet")
+    steps = {
+        (task, prompt): sorted(group["step"].to_list())
+        for (task, prompt), group in rows.filter(pl.col("status") == "ok").group_by("task", "prompt")
+    }
+    assert steps[("la-heart", "cvpr25")] == list(range(6))  # one label: the box, then 5 clicks
+    assert set(steps[("phantom", "microsam_box8")]) == set(range(9))
+    clicks = json.loads(rows.filter((pl.col("task") == "la-heart") & (pl.col("step") == 5))["prompt_json"][0])
+    assert len(clicks[0]["clicks"]) == 5 and all(str(z) in clicks[0]["slices"] for (z, _, _), _ in clicks[0]["clicks"])
+    run_cli("report", str(run), "--out", str(tmp_path / "site"), env=env)
+    document = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
+    for task, prompt, count in (("la-heart", "cvpr25", 6), ("phantom", "microsam_box8", 9)):
+        section = next(
+            s for t in document["tasks"] if t["name"] == task for s in t["iterative"] if s["prompt"] == prompt
+        )
+        (curve,) = section["curves"]
+        assert curve["steps"] == list(range(count)) and curve["dsc_auc"] is not None
+        assert (tmp_path / "site" / "figures" / f"{task}-{prompt}-steps.svg").is_file()

@@ -94,7 +94,9 @@ class ChallengeVolumePrompt(VolumePrompt):
         return {**super().describe(), "clicks": [[list(index), label] for index, label in self.clicks]}
 
 
-def add_volume_click(prompt: ChallengeVolumePrompt, click: tuple[tuple[int, ...], int] | None, previous: Any):
+def add_volume_click(
+    prompt: ChallengeVolumePrompt, click: tuple[tuple[int, ...], int] | None, previous: Any
+) -> ChallengeVolumePrompt:
     """``prompt`` with ``click`` added as a point on its slice (and the adapter's feedback)."""
     slices = dict(prompt.slices)
     clicks = prompt.clicks
