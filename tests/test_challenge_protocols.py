@@ -66,10 +66,11 @@ def test_the_challenge_kinds_are_registered_under_stable_names() -> None:
             {"kind": "cvpr24"},
             {"kind": "microsam"},
             {"kind": "microsam", "start": "point"},
+            {"kind": "microsam", "logits": "none"},
         )
     ]
-    assert names == ["cvpr25", "cvpr25_nobox", "cvpr24", "microsam_box8", "microsam_point8"]
-    assert parse_protocol({"kind": "cvpr25"}).steps == 6 and parse_protocol({"kind": "microsam"}).steps == 9
+    assert names == ["cvpr25", "cvpr25_nobox", "cvpr24", "microsam_box8", "microsam_point8", "microsam_box8_nologits"]
+    assert parse_protocol({"kind": "cvpr25"}).steps == 6 and parse_protocol({"kind": "microsam"}).steps == 8
     with pytest.raises(ValueError, match="start"):
         parse_protocol({"kind": "cvpr25", "start": "point"})
 
@@ -167,6 +168,8 @@ def test_microsam_clicks_equal_the_official_generator(data_root: Path, index: in
     assert [t.label for t in ask.targets] == case["objects"]
     start = initial(labels, case["initial"]["offset"], case["initial"]["erode"])
     masks = [start == i for i in range(1, len(truths) + 1)]
+    # the fixture records 8 generator calls: micro-sam's 8 predictions use the first 7, the 8th is drawn
+    # after the last prediction; the kind's stream is checked through all 8
     for iteration in case["iterations"]:
         given = len(ask.prompts[0].points) if ask.prompts[0].points is not None else 0
         ask = kind.refine(ask, np.stack(masks), [f"logits{iteration['iteration']}"] * ask.count)
@@ -180,6 +183,22 @@ def test_microsam_clicks_equal_the_official_generator(data_root: Path, index: in
         for m, (truth, object_points) in enumerate(zip(truths.values(), points, strict=True)):
             for x, y in object_points:
                 masks[m] = fix(masks[m].astype(np.uint8), truth.astype(np.uint8), 1, [int(y), int(x)], radius) == 1
+
+
+def test_microsam_without_logits_feeds_nothing_back() -> None:
+    truth = np.zeros((20, 20), bool)
+    truth[5:15, 5:15] = True
+    kind = parse_protocol({"kind": "microsam", "logits": "none"}).handler
+    ask = kind.first(ProtocolInputs(0, "t", "c", {"a": truth}))
+    wrong = np.zeros_like(truth)
+    wrong[3:10, 3:10] = True
+    ask = kind.refine(ask, wrong[None], ["logits"])
+    (prompt,) = ask.prompts
+    assert prompt.previous is None and prompt.point_labels.tolist() == [1, 0]
+    x, y = prompt.points[0]
+    assert truth[int(y), int(x)] and not wrong[int(y), int(x)]  # a false negative
+    x, y = prompt.points[1]
+    assert wrong[int(y), int(x)] and not truth[int(y), int(x)]  # a false positive
 
 
 @pytest.mark.slow  # ~20 s of CPU: a 3D case through 6 steps, then the report
@@ -202,12 +221,12 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
         for (task, prompt), group in rows.filter(pl.col("status") == "ok").group_by("task", "prompt")
     }
     assert steps[("la-heart", "cvpr25")] == list(range(6))  # one label: the box, then 5 clicks
-    assert set(steps[("phantom", "microsam_box8")]) == set(range(9))
+    assert set(steps[("phantom", "microsam_box8")]) == set(range(8))  # micro-sam's n_iterations = 8
     clicks = json.loads(rows.filter((pl.col("task") == "la-heart") & (pl.col("step") == 5))["prompt_json"][0])
     assert len(clicks[0]["clicks"]) == 5 and all(str(z) in clicks[0]["slices"] for (z, _, _), _ in clicks[0]["clicks"])
     run_cli("report", str(run), "--out", str(tmp_path / "site"), env=env)
     document = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
-    for task, prompt, count in (("la-heart", "cvpr25", 6), ("phantom", "microsam_box8", 9)):
+    for task, prompt, count in (("la-heart", "cvpr25", 6), ("phantom", "microsam_box8", 8)):
         section = next(
             s for t in document["tasks"] if t["name"] == task for s in t["iterative"] if s["prompt"] == prompt
         )

@@ -26,14 +26,19 @@ tight box per target, 2D or the key-slice 3D box; its rules are the scores in
 :mod:`segbench.measuring.challenge` (NSD at 2 mm gated on DSC > 0.2, a 2D case at spacing 1).
 
 ``microsam`` (computational-cell-analytics/micro-sam ``prompt_generators.py``
-``IterativePromptGenerator``, as its ``evaluation/inference.py`` uses it): a box or a centre point, then
-``iterations`` steps each adding one positive point drawn uniformly from the object's false negatives
-(from its true positives when there are none) and one negative point from its false positives (when
-there are none: from the object's box grown by 3 px minus the object, then from the background),
-points and box kept, the adapter's logits fed back. Draws use one legacy ``RandomState`` per case,
-for each step first the positive point of every object in order, then every negative one; micro-sam
-seeds it once (``np.random.seed``) before the loop. segbench keys that seed by (seed, task, case,
-protocol) like every other draw (:meth:`MicroSam.random_state`).
+``IterativePromptGenerator``, as ``evaluation/inference.py`` ``run_inference_with_iterative_prompting``
+uses it): ``iterations`` predictions (8, micro-sam's ``n_iterations``), the first from a box or one
+positive point, each later one with one more positive point per object drawn uniformly from its false
+negatives (from its true positives when there are none) and one more negative point from its false
+positives (when there are none: from the object's box grown by 3 px minus the object, then from the
+background); all points and the box are kept, and the previous step's logits are fed back
+(micro-sam's ``use_masks = True``; ``logits = "none"`` is its default ``use_masks = False``). Draws use
+one legacy ``RandomState`` per case, for each step first the positive point of every object in
+order, then every negative one; micro-sam seeds it once (``np.random.seed``) before the loop, segbench
+keys that seed by (seed, task, case, protocol) like every other draw (:meth:`MicroSam.random_state`).
+Two starts differ from micro-sam's and are outside the conformance test: the box is segbench's tight
+box with inclusive corners (micro-sam's regionprops box ends one pixel further), and the point start
+is the distance-transform centre (micro-sam draws it at random, with multimask output).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ CVPR25_TIE_SEED = 42  # ``np.random.seed(42)`` in the script's ``sample_coord``,
 MICROSAM_ITERATIONS = 8
 MICROSAM_BOX_GROWTH = 3  # ``custom_df`` of micro-sam's negative-point fallback
 MICROSAM_STARTS = ("box", "point")
+MICROSAM_LOGITS = ("previous", "none")
 CVPR25_STARTS = ("box", "none")
 
 
@@ -226,21 +232,26 @@ def microsam_negative(gt: np.ndarray, pred: np.ndarray, state: np.random.RandomS
 
 
 class MicroSam(ProtocolKind):
-    """micro-sam's iterative prompting: a box or a point, then ``iterations`` steps of one sampled
-    positive and one sampled negative point per object (module docstring)."""
+    """micro-sam's iterative prompting: ``iterations`` predictions, from a box or a point, each later one
+    with one more sampled positive and negative point per object (module docstring)."""
 
     kind = "microsam"
-    defaults = {"start": "box", "iterations": MICROSAM_ITERATIONS}
+    defaults = {"start": "box", "iterations": MICROSAM_ITERATIONS, "logits": "previous"}
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> None:
         super().check(params)
         if params.get("start", "box") not in MICROSAM_STARTS:
             raise ValueError(f"protocol 'microsam': start must be one of {MICROSAM_STARTS}")
+        if params.get("logits", "previous") not in MICROSAM_LOGITS:
+            raise ValueError(f"protocol 'microsam': logits must be one of {MICROSAM_LOGITS}")
+        if params.get("iterations", MICROSAM_ITERATIONS) < 1:
+            raise ValueError("protocol 'microsam': iterations must be at least 1")
 
     @property
     def name(self) -> str:
-        return f"microsam_{self.param('start')}{self.param('iterations')}"
+        logits = "" if self.param("logits") == "previous" else "_nologits"
+        return f"microsam_{self.param('start')}{self.param('iterations')}{logits}"
 
     @property
     def requires(self) -> frozenset[str]:
@@ -248,7 +259,7 @@ class MicroSam(ProtocolKind):
 
     @property
     def steps(self) -> int:
-        return 1 + int(self.param("iterations"))
+        return int(self.param("iterations"))
 
     def random_state(self, inputs: ProtocolInputs) -> np.random.RandomState:
         """The case's legacy generator, seeded from (seed, task, case, protocol) alone."""
@@ -281,7 +292,7 @@ class MicroSam(ProtocolKind):
                     box=prompt.box,
                     points=np.concatenate([points, [positive, negative]]),
                     point_labels=np.concatenate([labels, [1, 0]]),
-                    previous=given,
+                    previous=given if self.param("logits") == "previous" else None,
                 )
             )
         return replace(ask, prompts=prompts)
