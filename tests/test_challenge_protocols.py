@@ -233,3 +233,16 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
         (curve,) = section["curves"]
         assert curve["steps"] == list(range(count)) and curve["dsc_auc"] is not None
         assert (tmp_path / "site" / "figures" / f"{task}-{prompt}-steps.svg").is_file()
+
+
+def test_cvpr25_without_a_box_starts_from_clicks_on_an_empty_prediction() -> None:
+    """As the script does for a case without ``boxes``: the first prediction comes from a click on the
+    largest error of an empty prediction, the whole object."""
+    truth = np.zeros((9, 12, 12), bool)
+    truth[2:7, 3:8, 3:8] = True
+    kind = parse_protocol({"kind": "cvpr25", "start": "none"}).handler
+    assert kind.steps == 5 and kind.requires == frozenset({"point"})
+    (prompt,) = kind.first(ProtocolInputs(0, "t", "c", {"a": truth})).prompts
+    assert prompt.clicks == (((4, 5, 5), 1),)  # the cube's centre, the only distance maximum
+    assert prompt.slices[4].box is None and prompt.slices[4].points.tolist() == [[5.0, 5.0]]
+    assert prompt.key_slice == 4 and prompt.z_range == (0, 8) and not kind.propagates  # no extent given

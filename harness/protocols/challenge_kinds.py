@@ -150,17 +150,19 @@ class Cvpr25(VolumeKind):
 
     @property
     def propagates(self) -> bool:
-        return True
+        """With a box, a 2D model propagates it through the extent; without one, it decodes the clicked
+        slices alone (a 2D model has no way to carry a click to other slices)."""
+        return self.boxed
 
     def volume_prompt(self, target: Target) -> VolumePrompt:
         if self.boxed:
             boxed = key_slice_box(target.mask, "middle")
             return ChallengeVolumePrompt(boxed.slices, boxed.key_slice, boxed.z_range)
-        # no box: the script's first clicks come from an empty prediction
+        # no box: the script's first clicks come from an empty prediction, and no extent is given (the
+        # prompt's z range is the whole volume)
         click = cvpr25_click(target.mask, np.zeros_like(target.mask))
         assert click is not None  # targets are never empty
-        z = click[0][0]
-        return add_volume_click(ChallengeVolumePrompt({}, z, (z, z)), click, None)
+        return add_volume_click(ChallengeVolumePrompt({}, click[0][0], (0, target.mask.shape[0] - 1)), click, None)
 
     def correct(self, prompt: Any, target: Target, predicted: np.ndarray, feedback: Any) -> Any:
         return add_volume_click(prompt, cvpr25_click(target.mask, predicted), feedback)

@@ -26,6 +26,9 @@ Volume protocols (3D tasks; their geometry lives in :mod:`segbench.protocols.vol
 ``iterative_3d``   a key-slice box, then ``clicks`` 3D correction clicks (26-connected error
                    components), as in the CVPR 2025 challenge.
 
+The field's named protocols, each reproducing its source's rule click for click (``cvpr25``, ``cvpr24``,
+``microsam``), are kinds of :mod:`segbench.protocols.challenge_kinds`.
+
 Each kind is a class in :mod:`segbench.protocols.kinds` (what a kind is: :mod:`segbench.protocols.base`),
 registered through the ``segbench_register_protocols`` hook like a third-party kind; this module holds
 the geometry the kinds share as plain functions, the seeding, and :class:`ProtocolSpec`, the handle by
