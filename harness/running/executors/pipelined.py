@@ -151,7 +151,8 @@ class PipelinedExecutor:
             score_pool.shutdown()
             worker.close()
         writer.check()
-        return {"readers": self.readers, "scorers": self.scorers, "in_flight": self.in_flight, "batch": self.batch}
+        settings = {"readers": self.readers, "scorers": self.scorers, "in_flight": self.in_flight, "batch": self.batch}
+        return {**settings, "threads": self.threads} if self.threads else settings
 
     @staticmethod
     def _take(slots: threading.Semaphore, writer: _Writer, block: bool) -> bool:
