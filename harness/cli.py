@@ -665,7 +665,8 @@ def _add_run_command(commands: Any) -> None:
     scale.add_argument(
         "--executor",
         default="local",
-        help="local (default, this process), multigpu (a process per GPU), ray, submitit (Slurm)",
+        help="local (default, this process), pipelined (local, reading/scoring/writing on threads), "
+        "multigpu (a process per GPU), ray, submitit (Slurm)",
     )
     scale.add_argument("--workers", type=_positive, help="workers (default: one per GPU; ray on CPU: one per node)")
     scale.add_argument(

@@ -23,6 +23,7 @@ import json
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -138,43 +139,69 @@ class UnitRunner:
     def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
         return unit_row(self.plan, unit, self.host, self.gpu, device=self.device, threads=self.threads, **values)
 
-    def run(self, unit: WorkUnit) -> UnitResult:
+    def read(self, unit: WorkUnit) -> Case | Exception:
+        """The unit's case, or the error reading it raised (given to :meth:`run`, which records it)."""
+        return read_case(self._reader(unit.task), unit)
+
+    def run(self, unit: WorkUnit, case: Case | Exception | None = None) -> UnitResult:
         """All rows of one unit, and its masks when the case is one kept; a failure anywhere becomes
-        ``failed`` rows with the error."""
-        try:
-            case = self._reader(unit.task).read(unit.case_id)
-        except Exception as error:  # one bad case must not stop the run
-            return UnitResult([self._row(unit, status="failed", error=error_text(error))])
+        ``failed`` rows with the error. ``case`` is what :meth:`read` gave, when it was read ahead."""
+        return self.infer(unit, case)()
+
+    def infer(self, unit: WorkUnit, case: Case | Exception | None = None) -> Callable[[], UnitResult]:
+        """The model's part of :meth:`run`: the session and every protocol's steps. What it returns does
+        the rest (scoring, rows, kept masks) without the adapter, so it may run on another thread, after
+        the next unit's model work, even after :meth:`close` (a pipelined executor scores in a pool)."""
+        if case is None:
+            case = self.read(unit)
+        if isinstance(case, Exception):  # one bad case must not stop the run
+            return _given(UnitResult([self._row(unit, status="failed", error=error_text(case))]))
         spec = self.plan.tasks[unit.task]
         facts = case_facts(case)
         labels = self._labels(spec, case)
         if not any(mask.any() for mask in labels.values()):
-            return UnitResult([self._row(unit, status="failed", error=_no_ground_truth(spec, case), **facts)])
+            return _given(UnitResult([self._row(unit, status="failed", error=_no_ground_truth(spec, case), **facts)]))
         inputs = ProtocolInputs(
             self.plan.seed, unit.task, unit.case_id, labels, spec.instances, lambda: self._pool(unit.task)
         )
-        rows: list[dict[str, Any]] = []
-        kept: dict[str, dict[str, np.ndarray]] = {}
+        runs: list[tuple[ProtocolSpec, ProtocolRun | Exception]] = []
         probe_ms = self.probe.ms()
         with peak_memory(self.setup.options.device, self.rss_before_load) as peak:
             try:
                 session = self._session(case)
             except Exception as error:
-                return UnitResult([self._row(unit, status="failed", error=error_text(error), **facts)])
+                return _given(UnitResult([self._row(unit, status="failed", error=error_text(error), **facts)]))
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
                 try:
-                    run = session.run(protocol, inputs)
+                    runs.append((protocol, session.run(protocol, inputs)))
                 except Exception as error:  # a protocol that cannot run fails its labels, not the case
-                    rows += self._failed(unit, protocol, labels, error)
-                    continue
-                if run.steps:
-                    kept[protocol.name] = run.steps[-1].by_label
-                try:
-                    rows += self._scored(unit, case, labels, run)
-                except Exception as error:  # scoring included: a bad case fails its protocol, not the run
-                    rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
+                    runs.append((protocol, error))
+        measured = dict(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **facts)
+        return lambda: self._finish(unit, case, labels, runs, measured)
+
+    def _finish(
+        self,
+        unit: WorkUnit,
+        case: Case,
+        labels: dict[str, np.ndarray],
+        runs: list[tuple[ProtocolSpec, ProtocolRun | Exception]],
+        measured: dict[str, Any],
+    ) -> UnitResult:
+        """The rows of a unit whose protocols ran: scored in protocol order, and its kept masks."""
+        rows: list[dict[str, Any]] = []
+        kept: dict[str, dict[str, np.ndarray]] = {}
+        for protocol, run in runs:
+            if isinstance(run, Exception):
+                rows += self._failed(unit, protocol, labels, run)
+                continue
+            if run.steps:
+                kept[protocol.name] = run.steps[-1].by_label
+            try:
+                rows += self._scored(unit, case, labels, run)
+            except Exception as error:  # scoring included: a bad case fails its protocol, not the run
+                rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
         for row in rows:
-            row.update(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **facts)
+            row.update(measured)
         return UnitResult(rows, self._kept(unit, case, kept) if rows else None)
 
     def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
@@ -251,6 +278,18 @@ class UnitRunner:
         except Exception as error:  # a preview that cannot be made must not cost the case its scores
             warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({error_text(error)})", stacklevel=1)
             return None
+
+
+def read_case(reader: Reader, unit: WorkUnit) -> Case | Exception:
+    """A unit's case from its task's reader, or the error that reading raised (recorded by the runner)."""
+    try:
+        return reader.read(unit.case_id)
+    except Exception as error:  # one bad case must not stop the run
+        return error
+
+
+def _given(result: UnitResult) -> Callable[[], UnitResult]:
+    return lambda: result
 
 
 def warm_up(adapter: Adapter) -> None:

@@ -83,9 +83,10 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
+def _atomic_write_bytes(path: Path, write: Any, sync_folder: bool = True) -> None:
     """Write ``path`` through a temporary file in its folder: written, fsynced, given the umask's mode,
-    renamed over ``path``, and the folder fsynced, so ``path`` is either the old file or the whole new one."""
+    renamed over ``path``, and the folder fsynced, so ``path`` is either the old file or the whole new one.
+    ``sync_folder=False`` leaves the folder's fsync to the caller (one for a batch of files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -96,7 +97,8 @@ def _atomic_write_bytes(path: Path, write: Any) -> None:
         write(Path(tmp))
         _fsync(Path(tmp))
         os.replace(tmp, path)
-        _fsync(path.parent)
+        if sync_folder:
+            _fsync(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -455,21 +457,35 @@ class RunStore:
     def write_unit(self, unit_id: str, result: UnitResult) -> None:
         """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part.
         The unit's kept masks, if it has them, are written first."""
-        if result.kept_mask is not None:
-            self.write_sample(unit_id, result.kept_mask)
-        status = "failed" if any(row["status"] != "ok" for row in result.rows) else "ok"
-        frame = rows_frame(result.rows)
-        _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet)
-        for other in STATUSES:
-            if other != status:
-                (self.parts / f"{unit_id}.{other}.parquet").unlink(missing_ok=True)
+        self.write_units([(unit_id, result)])
 
-    def write_sample(self, unit_id: str, sample: MaskSample) -> None:
+    def write_units(self, results: Sequence[tuple[str, UnitResult]]) -> None:
+        """Write several units' parts, each exactly as :meth:`write_unit` alone would (its own atomic
+        part, fsynced before its rename), with one fsync of each folder for the whole batch after the
+        renames: a unit is written (its rename durable) when this returns, not before."""
+        folders: set[Path] = set()
+        for unit_id, result in results:
+            if result.kept_mask is not None:
+                self.write_sample(unit_id, result.kept_mask, sync_folder=False)
+                folders.add(self.samples)
+            status = "failed" if any(row["status"] != "ok" for row in result.rows) else "ok"
+            frame = rows_frame(result.rows)
+            _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet, sync_folder=False)
+            folders.add(self.parts)
+            for other in STATUSES:
+                if other != status:
+                    (self.parts / f"{unit_id}.{other}.parquet").unlink(missing_ok=True)
+        for folder in sorted(folders):
+            _fsync(folder)
+
+    def write_sample(self, unit_id: str, sample: MaskSample, sync_folder: bool = True) -> None:
         """``samples/<unit_id>.npz`` and, once per case, ``samples/case-<key>.npz`` (see kept_masks)."""
         case_path = self.samples / sample.case_file
         if not case_path.is_file():
-            _atomic_write_bytes(case_path, lambda tmp: _write_with(tmp, sample.write_case))
-        _atomic_write_bytes(self.samples / f"{unit_id}.npz", lambda tmp: _write_with(tmp, sample.write_predictions))
+            _atomic_write_bytes(case_path, lambda tmp: _write_with(tmp, sample.write_case), sync_folder)
+        _atomic_write_bytes(
+            self.samples / f"{unit_id}.npz", lambda tmp: _write_with(tmp, sample.write_predictions), sync_folder
+        )
 
     def _read_parts(self) -> pl.DataFrame:
         frames = [frame for _, _, frame in self.valid_parts().values()]

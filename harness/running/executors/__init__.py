@@ -10,6 +10,7 @@ workers may sit on other machines sets ``remote = True``: the driver then does n
 Built-ins, registered below exactly as a third-party plugin registers its own executors:
 
 * ``local``: this process, adapter by adapter (the reference run);
+* ``pipelined``: this process, with reading ahead, scoring and writing on threads beside the model;
 * ``multigpu``: one worker process per visible GPU of this machine;
 * ``ray``: Ray actors holding one GPU each, on this machine or an existing cluster;
 * ``submitit``: Slurm job arrays (or submitit's local executor).
@@ -26,6 +27,7 @@ from segbench.errors import SegbenchError
 from segbench.hookspecs import hookimpl
 from segbench.running.executors.local import LocalExecutor
 from segbench.running.executors.multigpu import MultiGpuExecutor
+from segbench.running.executors.pipelined import PipelinedExecutor
 from segbench.running.executors.ray_actors import RayExecutor
 from segbench.running.executors.slurm import SubmititExecutor
 from segbench.running.plan import RunPlan, WorkUnit
@@ -63,6 +65,7 @@ def factory_of(name: str) -> Callable[..., Executor]:
 @hookimpl
 def segbench_register_executors(register: Callable[[str, Callable[..., Executor]], None]) -> None:
     register("local", LocalExecutor)
+    register("pipelined", PipelinedExecutor)
     register("multigpu", MultiGpuExecutor)
     register("ray", RayExecutor)
     register("submitit", SubmititExecutor)

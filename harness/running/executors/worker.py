@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from segbench.data.case import Case
 from segbench.running import environment
 from segbench.running.plan import RunPlan, WorkUnit
 from segbench.running.rows import unit_row
@@ -29,7 +32,12 @@ class Worker:
 
             torch.set_num_threads(threads)
 
-    def run(self, unit: WorkUnit) -> UnitResult:
+    def run(self, unit: WorkUnit, case: Case | Exception | None = None) -> UnitResult:
+        """The unit's result; ``case`` is its case (or the error reading it) when it was read ahead."""
+        return self.infer(unit, case)()
+
+    def infer(self, unit: WorkUnit, case: Case | Exception | None = None) -> Callable[[], UnitResult]:
+        """The unit's model work done here; what it returns scores it (:meth:`UnitRunner.infer`)."""
         if unit.adapter not in self.broken and (self.runner is None or self.runner.setup.name != unit.adapter):
             self.close()
             try:
@@ -38,9 +46,10 @@ class Worker:
                 self.broken[unit.adapter] = f"{LOAD_FAILED}{error_text(error)}"
         if unit.adapter in self.broken:
             reason = self.broken[unit.adapter]
-            return UnitResult([unit_row(self.plan, unit, environment.host(), "", status="failed", error=reason)])
+            result = UnitResult([unit_row(self.plan, unit, environment.host(), "", status="failed", error=reason)])
+            return lambda: result
         assert self.runner is not None
-        return self.runner.run(unit)
+        return self.runner.infer(unit, case)
 
     def close(self) -> None:
         if self.runner is not None:
