@@ -139,7 +139,7 @@ def test_a_run_whose_executor_left_units_unwritten_is_incomplete(
 
     class FirstUnitOnly:
         def run(self, plan: RunPlan, units: list[WorkUnit], store: RunStore, done: Callable[[WorkUnit], None]) -> None:
-            store.write_unit(units[0].unit_id, UnitRunner(plan, "box").run(units[0]).rows)
+            store.write_unit(units[0].unit_id, UnitRunner(plan, "box").run(units[0]))
             done(units[0])
 
     monkeypatch.setattr(executors, "create", lambda name, options=None: FirstUnitOnly())
