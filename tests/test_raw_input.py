@@ -182,3 +182,39 @@ def test_raw_adapters_get_hounsfield_units_and_default_adapters_the_readers_wind
     }
     # the box prompts are the truth's boxes: each adapter filled them, so every slice scores Dice 1
     assert rows["dice"].to_list() == [1.0] * rows.height
+
+    # the adapter page says which input the adapter got
+    site = tmp_path / "web"
+    run_cli("report", str(tmp_path / "out" / "r"), "--out", str(site), env=env)
+    pages = {path.name: path.read_text() for path in site.glob("adapter-*.html")}
+    raw_page = next(text for name, text in pages.items() if "rawprobe" in name)
+    rgb_page = next(text for name, text in pages.items() if "rgbprobe" in name)
+    assert "<dt>Input</dt><dd>raw intensities" in raw_page
+    assert "<dt>Input</dt><dd>8-bit image after the task's intensity policy" in rgb_page
+
+
+def test_a_raw_adapter_fails_a_case_whose_reader_keeps_no_raw_pixels_and_an_unknown_input_is_refused() -> None:
+    import pytest
+
+    from segbench.data.case import Case
+    from segbench.data.readers.phantom import phantom
+    from segbench.data.taskspec import parse_task
+    from segbench.errors import DataError
+    from segbench.interface import AdapterMeta, Capabilities, RawImage
+    from segbench.running.runner import adapter_input
+
+    spec = parse_task(
+        {"task": {"name": "t", "modality": "CT"}, "data": {"reader": "phantom"}, "labels": {"organ": [1]}},
+        Path("t.toml"),
+    )
+    image, masks = phantom(seed=0, index=0)
+    case = Case("c", image, masks, (1.0, 1.0), unit="px")
+    assert adapter_input("rgb8", spec, case) is image  # the reader's 8-bit image itself, untouched
+    with pytest.raises(DataError, match="takes raw intensities, and reader 'phantom' keeps none"):
+        adapter_input("raw", spec, case)
+    case.raw = image[..., 0].astype(np.int16) - 1000
+    given = adapter_input("raw", spec, case)
+    assert isinstance(given, RawImage)
+    assert given.pixels is case.raw and given.spacing == (1.0, 1.0) and given.unit == "px" and given.modality == "CT"
+    with pytest.raises(ValueError, match="input must be one of"):
+        AdapterMeta("x", "test", "", Capabilities(), input="hu")  # type: ignore[arg-type]
