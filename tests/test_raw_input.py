@@ -218,3 +218,11 @@ def test_a_raw_adapter_fails_a_case_whose_reader_keeps_no_raw_pixels_and_an_unkn
     assert given.pixels is case.raw and given.spacing == (1.0, 1.0) and given.unit == "px" and given.modality == "CT"
     with pytest.raises(ValueError, match="input must be one of"):
         AdapterMeta("x", "test", "", Capabilities(), input="hu")  # type: ignore[arg-type]
+
+
+def test_check_adapter_hands_a_raw_adapter_raw_images(tmp_path: Path) -> None:
+    env = {**install_plugin(tmp_path / "site", MODULE, PLUGIN, "segbench-raw-probe"), "RAW_PROBE_LOG": "/dev/null"}
+    for name in ("rawprobe", "rawvolume"):
+        lines = run_cli("check-adapter", name, env=env).stdout.splitlines()
+        assert lines[-1] == f"{name}: passed (0 check(s) failed)"
+        assert any("image" in line and "(raw)" in line for line in lines)

@@ -34,8 +34,9 @@ class Case:
     Three optional extras travel with a case: ``raw``, the pixels before the intensity policy in the
     file's own dtype (HU after DICOM rescale), in ``image``'s axis order, which is what an adapter
     declaring ``AdapterMeta(input="raw")`` receives instead of ``image`` (as a
-    :class:`segbench.interface.RawImage`, with the spacing and the task's modality); ``affine``, the 4x4 matrix from array index (in ``image``'s axis order) to RAS+ world
-    millimetres, for writing predictions back in the source geometry (running/prediction_writers.py);
+    :class:`segbench.interface.RawImage`, with the spacing and the task's modality); ``affine``, the
+    4x4 matrix from array index (in ``image``'s axis order) to RAS+ world millimetres, for writing
+    predictions back in the source geometry (running/prediction_writers.py);
     and ``given``, prompts the dataset itself ships (CVPR npz ``boxes``, ``clicks``, ``clicks_order``,
     ``prev_pred``), so a protocol can replay a challenge's own prompts.
     """
