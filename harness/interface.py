@@ -18,6 +18,13 @@ adapter that propagates through a volume itself (a video model such as SAM2) dec
 * ``predict_volume(state, prompts)`` turns a batch of :class:`VolumePrompt` (2D prompts on some
   slices, one per target) into (N, D, H, W) masks.
 
+Inputs. An adapter declares what its encoders are handed (``AdapterMeta.input``): by default
+(``"rgb8"``) the task's intensity policy applied by the harness (CT window, percentile clip, ...) as
+(H, W, 3) uint8 images and (D, H, W) uint8 volumes, which is what the SAM family's authors feed their
+models; with ``"raw"``, a :class:`RawImage`: the file's own values (Hounsfield units, MR intensities) with
+the case's spacing and the task's modality, for models that normalise for themselves (3D-native models
+such as nnInteractive or SAM-Med3D). Every row records the input its adapter got (column ``input``).
+
 The harness never special-cases a model: everything model-specific (preprocessing, coordinate
 scaling, thresholds) lives inside the adapter, and everything protocol-specific (which prompts,
 which support sets, which metrics) lives in the harness, identical for every adapter.
@@ -34,6 +41,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 Precision = Literal["fp32", "bf16", "fp16"]
+# what an adapter's encoders are handed (AdapterMeta.input): "rgb8", the task's intensity policy as 8-bit
+# (H, W, 3) images and (D, H, W) volumes; "raw", a RawImage of the file's own values with their spacing
+InputKind = Literal["rgb8", "raw"]
+INPUT_KINDS: tuple[InputKind, ...] = ("rgb8", "raw")
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,43 @@ class AdapterMeta:
     checkpoint: CheckpointSpec | None = None
     preprocessing: str = ""
     reference: str = ""
+    input: InputKind = "rgb8"  # what encode/encode_volume receive: the task's window as 8-bit, or RawImage
+
+    def __post_init__(self) -> None:
+        if self.input not in INPUT_KINDS:
+            raise ValueError(f"adapter '{self.name}': input must be one of {INPUT_KINDS}, got {self.input!r}")
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """What the encoders of an adapter declaring ``AdapterMeta(input="raw")`` receive instead of 8-bit pixels.
+
+    ``pixels`` are the file's own values in its own dtype, before any intensity policy (CT in Hounsfield
+    units after the DICOM rescale, MR as stored): (H, W) or (H, W, C) for a 2D image, one slice of a
+    volume included, and (D, H, W) for ``encode_volume``. The adapter does its own normalisation, as its
+    authors do (nnInteractive takes HU unwindowed, SAM-Med3D z-normalises the voxels, MedSAM2 windows per
+    lesion). ``spacing`` is in the pixels' axis order, in ``unit`` ("mm", or "px" when the reader assumed
+    1.0 a pixel); ``modality`` is the task's (e.g. "CT", "" when the task says none); ``affine`` maps array
+    index to RAS+ millimetres where the file gives it (volumes), else None.
+    """
+
+    pixels: np.ndarray
+    spacing: tuple[float, ...]
+    unit: str = "mm"
+    modality: str = ""
+    affine: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.pixels.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.pixels.dtype
+
+    def slice(self, z: int) -> RawImage:
+        """Slice ``z`` of a volume as the 2D raw image a 2D adapter's ``encode`` takes (no affine)."""
+        return RawImage(self.pixels[z], self.spacing[1:], self.unit, self.modality)
 
 
 @dataclass(frozen=True)
@@ -241,7 +289,8 @@ class Adapter(ABC):
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> Any:
-        """Run the prompt-independent part on one (H, W, 3) uint8 image and return its state."""
+        """Run the prompt-independent part on one (H, W, 3) uint8 image and return its state (a
+        :class:`RawImage` for adapters declaring ``input="raw"``)."""
 
     def encode_batch(self, images: Sequence[np.ndarray]) -> list[Any]:
         """Encode several images at once (for throughput under batching); adapters whose encoder takes
@@ -265,7 +314,8 @@ class Adapter(ABC):
         """
 
     def encode_volume(self, volume: np.ndarray) -> Any:
-        """Prepare a (D, H, W) uint8 volume for :meth:`predict_volume` (adapters with ``volume=True``)."""
+        """Prepare a (D, H, W) uint8 volume for :meth:`predict_volume` (adapters with ``volume=True``; a
+        (D, H, W) :class:`RawImage` for adapters declaring ``input="raw"``)."""
         return volume
 
     def predict_volume(self, state: Any, prompts: Sequence[VolumePrompt]) -> Prediction:

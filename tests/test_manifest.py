@@ -93,7 +93,8 @@ def test_a_newer_format_is_refused_naming_both_versions(tmp_path: Path) -> None:
 def test_the_row_schema_is_todays_and_other_metrics_get_a_column_where_rows_carry_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert " ".join(f"{name}:{dtype}" for name, dtype in rows.case_schema().items()) == SCHEMA_BEFORE
+    # today's columns unchanged, then the adapter's declared input (issue 17.3)
+    assert " ".join(f"{name}:{dtype}" for name, dtype in rows.case_schema().items()) == SCHEMA_BEFORE + " input:String"
     defaults = rows.row_defaults()
     assert list(defaults) == list(rows.case_schema())
     assert defaults["status"] == "ok" and defaults["label"] == "*" and defaults["step"] == 0

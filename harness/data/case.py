@@ -17,7 +17,7 @@ UNITS = ("mm", "px")
 
 @dataclass
 class Case:
-    """A case as every adapter sees it.
+    """A case as the harness reads it.
 
     ``image`` is (H, W, 3) uint8 for 2D tasks and (D, H, W) uint8 for volumes, after the task's
     intensity policy (CT window, percentile clip, ...). ``labels`` maps each label name to a bool mask
@@ -31,10 +31,12 @@ class Case:
     :func:`segbench.measuring.metrics.spacing_problem`) and non-finite pixels are a :class:`DataError` naming the
     case's file, which the runner records as a failed row.
 
-    Three optional extras travel with a case and change nothing adapters receive: ``raw``, the pixels
-    before the intensity policy in the file's own dtype (HU after DICOM rescale), in ``image``'s axis
-    order; ``affine``, the 4x4 matrix from array index (in ``image``'s axis order) to RAS+ world
-    millimetres, for writing predictions back in the source geometry (running/prediction_writers.py);
+    Three optional extras travel with a case: ``raw``, the pixels before the intensity policy in the
+    file's own dtype (HU after DICOM rescale), in ``image``'s axis order, which is what an adapter
+    declaring ``AdapterMeta(input="raw")`` receives instead of ``image`` (as a
+    :class:`segbench.interface.RawImage`, with the spacing and the task's modality); ``affine``, the
+    4x4 matrix from array index (in ``image``'s axis order) to RAS+ world millimetres, for writing
+    predictions back in the source geometry (running/prediction_writers.py);
     and ``given``, prompts the dataset itself ships (CVPR npz ``boxes``, ``clicks``, ``clicks_order``,
     ``prev_pred``), so a protocol can replay a challenge's own prompts.
     """

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from segbench.interface import RawImage
 from segbench.measuring.cost import timed
 
 DEFAULT_BUDGET_MB = 2048
@@ -43,15 +44,20 @@ def budget_bytes() -> int:
     return int(float(os.environ.get("SEGBENCH_SLICE_CACHE_MB", DEFAULT_BUDGET_MB)) * 2**20)
 
 
-def slice_image(volume: np.ndarray, z: int) -> np.ndarray:
-    """Slice ``z`` of a (D, H, W) uint8 volume as the (H, W, 3) image a 2D adapter takes."""
+def slice_image(volume: np.ndarray | RawImage, z: int) -> np.ndarray | RawImage:
+    """Slice ``z`` of a (D, H, W) uint8 volume as the (H, W, 3) image a 2D adapter takes; of a raw volume,
+    the raw slice (an adapter declaring raw input does its own channels)."""
+    if isinstance(volume, RawImage):
+        return volume.slice(z)
     return np.repeat(volume[z][:, :, None], 3, axis=2)
 
 
 class SliceEncodings:
     """Encodings of the slices of one volume, computed on first use and kept within a byte budget."""
 
-    def __init__(self, encode: Callable[[np.ndarray], Any], volume: np.ndarray, device: str, budget: int | None = None):
+    def __init__(
+        self, encode: Callable[[Any], Any], volume: np.ndarray | RawImage, device: str, budget: int | None = None
+    ):
         self._encode = encode
         self.volume = volume
         self.device = device

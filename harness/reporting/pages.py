@@ -432,6 +432,14 @@ class SiteBuilder:
             next(iter(task_tables)).metrics if task_tables else BUILTIN_METRICS,
         )
 
+    def _inputs(self, adapter: str, owned: list[tuple[int, LoadedRun, str]]) -> list[str]:
+        """The inputs its rows record the adapter got ("rgb8", "raw"); none for runs that did not record it."""
+        if "input" not in self.frame.columns:
+            return []
+        runs = [run.run_id for _, run, _ in owned]
+        rows = self.frame.filter((pl.col("adapter") == adapter) & pl.col("run_id").is_in(runs))
+        return sorted(rows["input"].drop_nulls().unique().to_list())
+
     def adapter_pages(self, tasks: list[TaskPage]) -> list[AdapterPage]:
         pages = []
         owners: dict[str, list[tuple[int, LoadedRun, str]]] = defaultdict(list)
@@ -446,7 +454,7 @@ class SiteBuilder:
                 slug(name),
                 adapter,
                 [(index, run.run_id) for index, run, _ in owned],
-                first.manifest.adapter(adapter).to_dict(),
+                {**first.manifest.adapter(adapter).to_dict(), "input": self._inputs(adapter, owned)},
                 self.palette[name],
             )
             for task in tasks:

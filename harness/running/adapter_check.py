@@ -40,6 +40,7 @@ from segbench.interface import (
     Capabilities,
     Prediction,
     Prompt,
+    RawImage,
     Support,
     VolumePrompt,
     check_masks,
@@ -179,8 +180,16 @@ class Checker:
 
     def check_encode(self) -> str:
         assert self.adapter is not None
-        self.state = self.adapter.encode(self.image)
-        return f"image {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}"
+        self.state = self.adapter.encode(self._given(self.image))
+        return f"image {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}" + (" (raw)" if self.cls.meta.input == "raw" else "")
+
+    def _given(self, image: np.ndarray, volume: bool = False) -> Any:
+        """``image`` (H, W, 3), or a (D, H, W) ``volume``, as the adapter declared it takes it: as it is, or
+        for a raw adapter as a grey :class:`~segbench.interface.RawImage` of 1.0 px a pixel."""
+        if self.cls.meta.input == "rgb8":
+            return image
+        pixels = image if volume else image[..., 0]
+        return RawImage(pixels, (1.0,) * pixels.ndim, "px")
 
     def _predict(
         self, state: Any, prompts: Sequence[Prompt] | None, support: Sequence[Support] | None = None
@@ -255,7 +264,7 @@ class Checker:
         if type(self.adapter).encode_batch is Adapter.encode_batch:
             return "skipped: the default (one image at a time) is not overridden"
         other, _ = phantom_image(1)
-        batched = self.adapter.encode_batch([self.image, other])
+        batched = self.adapter.encode_batch([self._given(self.image), self._given(other)])
         if len(batched) != 2:
             raise ContractError(f"encode_batch gave {len(batched)} states for 2 images")
         compared = _same(self.state, batched[0])
@@ -284,7 +293,7 @@ class Checker:
             VolumePrompt({key: Prompt(box=_box(np.roll(mask, key * shift, axis=1)))}, key, (0, VOLUME_DEPTH - 1))
             for mask in self.targets
         ]
-        state = self.adapter.encode_volume(volume)
+        state = self.adapter.encode_volume(self._given(volume, volume=True))
         prediction = self.adapter.predict_volume(state, prompts)
         check_masks(prediction.masks, (len(prompts), VOLUME_DEPTH, *IMAGE_SHAPE))
         if len(prediction.feedback) not in (0, len(prompts)):

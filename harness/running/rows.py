@@ -72,6 +72,7 @@ FACTS = (
     Column("error", pl.String),
     Column("prompt_json", pl.String),
     Column("support_size", pl.Int32),  # examples per support set (in-context protocols); null for prompt protocols
+    Column("input", pl.String, "rgb8"),  # what the adapter's encoders got (AdapterMeta.input): "rgb8" or "raw"
 )
 
 
@@ -116,5 +117,8 @@ def unit_row(plan: RunPlan, unit: WorkUnit, host: str, gpu: str, /, **values: An
         gpu=gpu,
         weights=setup.weights,
     )
+    adapter = plugins.adapters().get(unit.adapter)
+    if adapter is not None:  # a plan's adapters are registered; a row made for a test's plan may name none
+        row["input"] = adapter.meta.input
     row.update(values)
     return row

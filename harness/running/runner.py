@@ -36,7 +36,7 @@ from segbench.data.readers.phantom import phantom
 from segbench.data.support_sets import SupportPool
 from segbench.data.taskspec import TaskSpec
 from segbench.errors import DataError, SegbenchError
-from segbench.interface import Adapter, MaskError, Support
+from segbench.interface import Adapter, InputKind, MaskError, RawImage, Support
 from segbench.measuring.cost import MachineProbe, current_rss_mb, peak_memory
 from segbench.measuring.metric_table import MetricSpec, ScoringInputs, score, task_metrics
 from segbench.measuring.metrics import image_diagonal_mm
@@ -168,7 +168,7 @@ class UnitRunner:
         probe_ms = self.probe.ms()
         with peak_memory(self.setup.options.device, self.rss_before_load) as peak:
             try:
-                session = self._session(case)
+                session = self._session(spec, case)
             except Exception as error:
                 return _given(UnitResult([self._row(unit, status="failed", error=error_text(error), **facts)]))
             for protocol in self.plan.protocols_for(unit.adapter, unit.task):
@@ -209,12 +209,11 @@ class UnitRunner:
             return case.labels
         return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
 
-    def _session(self, case: Case) -> Session:
+    def _session(self, spec: TaskSpec, case: Case) -> Session:
         device = self.setup.options.device
+        image = adapter_input(self.adapter.meta.input, spec, case)
         return (
-            VolumeSession(self.adapter, case.image, device)
-            if case.ndim == 3
-            else ImageSession(self.adapter, case.image, device)
+            VolumeSession(self.adapter, image, device) if case.ndim == 3 else ImageSession(self.adapter, image, device)
         )
 
     def _metrics(self, task: str) -> tuple[MetricSpec, ...]:
@@ -292,12 +291,28 @@ def _given(result: UnitResult) -> Callable[[], UnitResult]:
     return lambda: result
 
 
+def adapter_input(kind: InputKind, spec: TaskSpec, case: Case) -> np.ndarray | RawImage:
+    """What an adapter declaring ``kind`` is handed for ``case``: the 8-bit image after the task's intensity
+    policy (``rgb8``, the image every reader makes), or the case's raw pixels with its spacing and the
+    task's modality (``raw``). A case whose reader keeps no raw pixels is a DataError for a raw adapter
+    (its row fails saying so): the harness never passes windowed pixels off as raw ones."""
+    if kind == "rgb8":
+        return case.image
+    if case.raw is None:
+        where = case.sources[0] if case.sources else case.case_id
+        raise DataError(
+            where, f"the adapter takes raw intensities, and reader '{spec.reader}' keeps none for this case"
+        )
+    return RawImage(case.raw, case.spacing, case.unit, spec.modality, case.affine)
+
+
 def warm_up(adapter: Adapter) -> None:
     """One untimed encode and decode on a phantom image, so lazy initialisation (kernel selection,
     allocator growth, first-call caches) is not charged to the first case. The decode gets what the
     adapter takes: a box (or else a point) and, for in-context adapters, a support set."""
     image, masks = phantom(seed=0, index=0)
-    state = adapter.encode(image)
+    given: Any = image if adapter.meta.input == "rgb8" else RawImage(image[..., 0], (1.0, 1.0), "px")
+    state = adapter.encode(given)
     capabilities = adapter.meta.capabilities
     target = Target("warm-up", 0, masks["organ"])
     first = "box" if capabilities.box else "center_point" if capabilities.point else None

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from segbench.data.support_sets import ensemble_masks
-from segbench.interface import Adapter, Prediction, check_masks
+from segbench.interface import Adapter, Prediction, RawImage, check_masks
 from segbench.measuring.cost import timed
 from segbench.protocols.base import Ask, ProtocolInputs
 from segbench.protocols.prompts import ProtocolSpec
@@ -98,7 +98,7 @@ class Session:
 class ImageSession(Session):
     """A 2D image, encoded once (``encode_ms``) for every protocol."""
 
-    def __init__(self, adapter: Adapter, image: np.ndarray, device: str):
+    def __init__(self, adapter: Adapter, image: np.ndarray | RawImage, device: str):
         super().__init__(adapter, tuple(image.shape[:2]), device)
         self.state, self.encoded_ms = timed(device, adapter.encode, image)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from segbench.interface import Adapter, Prediction
+from segbench.interface import Adapter, Prediction, RawImage
 from segbench.measuring.cost import timed
 from segbench.protocols.base import Ask
 from segbench.protocols.prompts import ProtocolSpec
@@ -31,9 +31,10 @@ from segbench.running.session import Session
 class VolumeSession(Session):
     """The state of one volume shared by all its protocols (the steps: :meth:`Session.run`)."""
 
-    def __init__(self, adapter: Adapter, volume: np.ndarray, device: str):
-        if volume.ndim != 3 or volume.dtype != np.uint8:
-            raise ValueError(f"a volume is (D, H, W) uint8, got {volume.shape} {volume.dtype}")
+    def __init__(self, adapter: Adapter, volume: np.ndarray | RawImage, device: str):
+        """``volume``: (D, H, W) uint8, or a (D, H, W) :class:`RawImage` for an adapter declaring raw input."""
+        if len(volume.shape) != 3 or (not isinstance(volume, RawImage) and volume.dtype != np.uint8):
+            raise ValueError(f"a volume is (D, H, W) uint8 or raw, got {volume.shape} {volume.dtype}")
         super().__init__(adapter, tuple(volume.shape), device)
         self.volume = volume
         self.native = adapter.meta.capabilities.volume

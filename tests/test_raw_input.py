@@ -1,0 +1,228 @@
+"""An adapter's declared input (issue 17.3): one declaring ``AdapterMeta(input="raw")`` is handed the file's
+own values (Hounsfield units of a CT volume, in the file's dtype) with the case's spacing and the task's
+modality, through both volume paths (a 2D adapter slice by slice, a native volume adapter), while a
+default adapter keeps getting the task's window as 8-bit, byte for byte what the reader's intensity policy
+makes; every row says which input its adapter got."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from segbench.data.readers.decode import apply_intensity
+from segbench.data.specs import IntensitySpec
+from segbench.protocols.slice_cache import slice_image
+
+from .conftest import run_cli
+from .plugin_site import install_plugin
+
+AIR, TISSUE = -1000, 40
+ZOOMS = (0.8, 0.7, 2.5)  # NIfTI (x, y, z) voxel size in mm
+MODULE = "segbench_raw_probe"
+PLUGIN = """
+import hashlib, json, os
+
+import numpy as np
+
+from segbench import hookimpl
+from segbench.interface import Adapter, AdapterMeta, Capabilities, Prediction, RawImage
+
+
+def record(kind, image):
+    entry = {"adapter": kind, "type": type(image).__name__}
+    if isinstance(image, RawImage):
+        entry.update(dtype=str(image.dtype), values=sorted(np.unique(image.pixels).tolist()),
+                     spacing=list(image.spacing), unit=image.unit, modality=image.modality,
+                     shape=list(image.shape), affine=image.affine is not None)
+    else:
+        entry.update(dtype=str(image.dtype), shape=list(image.shape),
+                     sha256=hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest())
+    with open(os.environ["RAW_PROBE_LOG"], "a") as log:
+        log.write(json.dumps(entry) + "\\n")
+
+
+def boxes(shape, prompts):
+    masks = np.zeros((len(prompts), *shape), bool)
+    for mask, prompt in zip(masks, prompts):
+        x0, y0, x1, y1 = (int(v) for v in prompt.box)
+        mask[y0:y1 + 1, x0:x1 + 1] = True
+    return masks
+
+
+class Probe(Adapter):
+    def load(self, options):
+        pass
+
+    def encode(self, image):
+        record(self.meta.name, image)
+        return image.shape[:2]
+
+    def predict(self, state, prompts=None, support=None):
+        return Prediction(boxes(state, prompts))
+
+
+class RawProbe(Probe):
+    meta = AdapterMeta(name="rawprobe", family="test", description="records the raw slices it gets",
+                       capabilities=Capabilities(box=True), input="raw")
+
+
+class RgbProbe(Probe):
+    meta = AdapterMeta(name="rgbprobe", family="test", description="records the 8-bit slices it gets",
+                       capabilities=Capabilities(box=True))
+
+
+class RawVolumeProbe(Probe):
+    meta = AdapterMeta(name="rawvolume", family="test", description="records the raw volume it gets",
+                       capabilities=Capabilities(box=True, volume=True), input="raw")
+
+    def encode_volume(self, volume):
+        record(self.meta.name, volume)
+        return volume.shape
+
+    def predict_volume(self, state, prompts):
+        masks = np.zeros((len(prompts), *state), bool)
+        for mask, prompt in zip(masks, prompts):
+            for z, one in prompt.slices.items():
+                mask[z] = boxes(state[1:], [one])[0]
+        return Prediction(masks)
+
+
+@hookimpl
+def segbench_register_adapters(register):
+    register(RawProbe)
+    register(RgbProbe)
+    register(RawVolumeProbe)
+"""
+TASK = """[task]
+name = "ct-raw"
+version = "1"
+description = "a synthetic CT volume: air and a block of soft tissue"
+modality = "CT"
+dim = 3
+
+[data]
+reader = "nifti"
+dataset = "ct"
+images = "images/*.nii.gz"
+mask = "labels/{name}"
+
+[intensity]
+policy = "window"
+level = 40
+width = 400
+
+[labels]
+tissue = [1]
+
+[prompts]
+protocols = ["slice_boxes"]
+"""
+
+
+def _volume(folder: Path) -> np.ndarray:
+    """A (x, y, z) = (16, 20, 5) int16 CT volume of air with a block of soft tissue, and its label."""
+    import nibabel
+
+    volume = np.full((16, 20, 5), AIR, dtype=np.int16)
+    volume[4:11, 5:15, 1:4] = TISSUE
+    affine = np.diag([*ZOOMS, 1.0])
+    for sub, array in (("images", volume), ("labels", (volume == TISSUE).astype(np.uint8))):
+        (folder / sub).mkdir(parents=True)
+        nibabel.save(nibabel.Nifti1Image(array, affine), folder / sub / "case0.nii.gz")
+    return volume
+
+
+def test_raw_adapters_get_hounsfield_units_and_default_adapters_the_readers_window(tmp_path: Path) -> None:
+    volume = _volume(tmp_path / "data" / "ct")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "ct-raw.toml").write_text(TASK)
+    config = tmp_path / "bench.toml"
+    config.write_text('task_dirs = ["tasks"]\n[suites.s]\nadapters = ["rawprobe", "rgbprobe", "rawvolume"]\n')
+    config.write_text(config.read_text() + 'tasks = ["ct-raw"]\n')
+    log = tmp_path / "seen.jsonl"
+    env = {**install_plugin(tmp_path / "site", MODULE, PLUGIN, "segbench-raw-probe"), "RAW_PROBE_LOG": str(log)}
+    run_cli(
+        *("run", "--config", str(config), "--suite", "s", "--data-root", str(tmp_path / "data")),
+        *("--out", str(tmp_path / "out"), "--run-id", "r", "--no-progress", "--save-masks", "0"),
+        env=env,
+    )
+    # the case's slices: the warm-up's phantom image (raw: 1.0 px a pixel) left out
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    seen = [entry for entry in seen if entry.get("unit") != "px" and entry["shape"][:2] in ([20, 16], [5, 20])]
+    by = {name: [entry for entry in seen if entry["adapter"] == name] for name in ("rawprobe", "rgbprobe", "rawvolume")}
+    spacing = [float(np.float32(ZOOMS[axis])) for axis in (2, 1, 0)]  # the header's float32, in (z, y, x) order
+    # the 2D raw adapter: raw slices (y, x) with both HU values, int16 as in the file, the slice's spacing
+    assert by["rawprobe"] and all(entry["type"] == "RawImage" for entry in by["rawprobe"])
+    assert {entry["dtype"] for entry in by["rawprobe"]} == {"int16"}
+    assert all(set(entry["values"]) <= {AIR, TISSUE} for entry in by["rawprobe"])
+    assert any(entry["values"] == [AIR, TISSUE] for entry in by["rawprobe"])
+    assert all(entry["shape"] == [20, 16] and entry["spacing"] == spacing[1:] for entry in by["rawprobe"])
+    assert all(entry["modality"] == "CT" and entry["unit"] == "mm" for entry in by["rawprobe"])
+    # the native volume adapter: the whole (z, y, x) volume once, with its spacing and affine
+    (whole,) = by["rawvolume"]
+    assert whole["type"] == "RawImage" and whole["dtype"] == "int16" and whole["values"] == [AIR, TISSUE]
+    assert whole["shape"] == [5, 20, 16] and whole["spacing"] == spacing and whole["affine"]
+    # the default adapter: the task's window as 8-bit, byte for byte what the intensity policy gives
+    windowed = apply_intensity(volume.transpose(2, 1, 0), IntensitySpec("window", 40.0, 400.0), "case0", channels=False)
+    expected = {hashlib.sha256(np.asarray(slice_image(windowed, z)).tobytes()).hexdigest() for z in range(5)}
+    assert by["rgbprobe"] and {entry["dtype"] for entry in by["rgbprobe"]} == {"uint8"}
+    assert {entry["sha256"] for entry in by["rgbprobe"]} <= expected
+    assert all(entry["shape"] == [20, 16, 3] for entry in by["rgbprobe"])
+
+    rows = pl.read_parquet(tmp_path / "out" / "r" / "cases.parquet")
+    assert set(rows["status"]) == {"ok"}
+    assert dict(rows.group_by("adapter").agg(pl.col("input").unique()).iter_rows()) == {
+        "rawprobe": ["raw"],
+        "rgbprobe": ["rgb8"],
+        "rawvolume": ["raw"],
+    }
+    # the box prompts are the truth's boxes: each adapter filled them, so every slice scores Dice 1
+    assert rows["dice"].to_list() == [1.0] * rows.height
+
+    # the adapter page says which input the adapter got
+    site = tmp_path / "web"
+    run_cli("report", str(tmp_path / "out" / "r"), "--out", str(site), env=env)
+    pages = {path.name: path.read_text() for path in site.glob("adapter-*.html")}
+    raw_page = next(text for name, text in pages.items() if "rawprobe" in name)
+    rgb_page = next(text for name, text in pages.items() if "rgbprobe" in name)
+    assert "<dt>Input</dt><dd>raw intensities" in raw_page
+    assert "<dt>Input</dt><dd>8-bit image after the task's intensity policy" in rgb_page
+
+
+def test_a_raw_adapter_fails_a_case_whose_reader_keeps_no_raw_pixels_and_an_unknown_input_is_refused() -> None:
+    import pytest
+
+    from segbench.data.case import Case
+    from segbench.data.readers.phantom import phantom
+    from segbench.data.taskspec import parse_task
+    from segbench.errors import DataError
+    from segbench.interface import AdapterMeta, Capabilities, RawImage
+    from segbench.running.runner import adapter_input
+
+    spec = parse_task(
+        {"task": {"name": "t", "modality": "CT"}, "data": {"reader": "phantom"}, "labels": {"organ": [1]}},
+        Path("t.toml"),
+    )
+    image, masks = phantom(seed=0, index=0)
+    case = Case("c", image, masks, (1.0, 1.0), unit="px")
+    assert adapter_input("rgb8", spec, case) is image  # the reader's 8-bit image itself, untouched
+    with pytest.raises(DataError, match="takes raw intensities, and reader 'phantom' keeps none"):
+        adapter_input("raw", spec, case)
+    case.raw = image[..., 0].astype(np.int16) - 1000
+    given = adapter_input("raw", spec, case)
+    assert isinstance(given, RawImage)
+    assert given.pixels is case.raw and given.spacing == (1.0, 1.0) and given.unit == "px" and given.modality == "CT"
+    with pytest.raises(ValueError, match="input must be one of"):
+        AdapterMeta("x", "test", "", Capabilities(), input="hu")  # type: ignore[arg-type]
+
+
+def test_check_adapter_hands_a_raw_adapter_raw_images(tmp_path: Path) -> None:
+    env = {**install_plugin(tmp_path / "site", MODULE, PLUGIN, "segbench-raw-probe"), "RAW_PROBE_LOG": "/dev/null"}
+    for name in ("rawprobe", "rawvolume"):
+        lines = run_cli("check-adapter", name, env=env).stdout.splitlines()
+        assert lines[-1] == f"{name}: passed (0 check(s) failed)"
+        assert any("image" in line and "(raw)" in line for line in lines)
