@@ -54,8 +54,15 @@ from segbench.hookspecs import hookimpl
 from segbench.interface import Prompt, VolumePrompt
 from segbench.protocols.base import Ask, ProtocolInputs, ProtocolKind, Target
 from segbench.protocols.kinds import PromptKind, VolumeKind
-from segbench.protocols.prompts import bounding_box, interior_point, point_xy, target_rng, targets_for
-from segbench.protocols.volume_prompts import key_slice_box
+from segbench.protocols.prompts import (
+    bounding_box,
+    interior_point,
+    largest_error_component,
+    point_xy,
+    target_rng,
+    targets_for,
+)
+from segbench.protocols.volume_prompts import key_slice_box, with_click
 
 CVPR25_CLICKS = 5
 CVPR25_TIE_SEED = 42  # ``np.random.seed(42)`` in the script's ``sample_coord``, at every click
@@ -68,13 +75,9 @@ CVPR25_STARTS = ("box", "none")
 
 def cvpr25_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], int] | None:
     """The CVPR 2025 click of one class: (index, 1 foreground / 0 background), or None when perfect."""
-    error = gt != pred
-    if not error.any():
+    largest = largest_error_component(gt, pred)
+    if largest is None:
         return None
-    components, count = ndimage.label(error, structure=np.ones((3,) * gt.ndim, bool))
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    largest = components == int(np.argmax(sizes))
     # the distances on the component's box padded by one equal the script's (padded by a quarter of the
     # box): any voxel beyond the box is at least as far as the padding ring
     extents = [
@@ -104,20 +107,8 @@ def add_volume_click(
     prompt: ChallengeVolumePrompt, click: tuple[tuple[int, ...], int] | None, previous: Any
 ) -> ChallengeVolumePrompt:
     """``prompt`` with ``click`` added as a point on its slice (and the adapter's feedback)."""
-    slices = dict(prompt.slices)
-    clicks = prompt.clicks
-    if click is not None:
-        (z, y, x), label = click
-        on_slice = slices.get(z, Prompt())
-        points = on_slice.points if on_slice.points is not None else np.zeros((0, 2))
-        labels = on_slice.point_labels if on_slice.point_labels is not None else np.zeros(0, dtype=np.int64)
-        slices[z] = Prompt(
-            box=on_slice.box,
-            points=np.concatenate([points, [[float(x), float(y)]]]),
-            point_labels=np.concatenate([labels, [label]]),
-        )
-        clicks = (*clicks, click)
-    return replace(prompt, slices=slices, clicks=clicks, previous=previous)
+    clicks = prompt.clicks if click is None else (*prompt.clicks, click)
+    return replace(prompt, slices=with_click(prompt.slices, click), clicks=clicks, previous=previous)
 
 
 class Cvpr25(VolumeKind):

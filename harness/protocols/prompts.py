@@ -204,15 +204,23 @@ def correction_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...],
     Returns (index, label) with label 1 where the ground truth is foreground (a missed region) and 0
     where it is background (a false positive), or ``None`` when the prediction is already perfect.
     """
+    largest = largest_error_component(gt, pred)
+    if largest is None:
+        return None
+    index = interior_point(largest)
+    return index, int(gt[index])
+
+
+def largest_error_component(gt: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
+    """The largest fully connected (8 in 2D, 26 in 3D) component of the voxels where ``pred`` and ``gt``
+    differ, as a bool mask; None when they agree everywhere."""
     error = gt != pred
     if not error.any():
         return None
     components, count = ndimage.label(error, structure=np.ones((3,) * gt.ndim, bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     sizes[0] = 0
-    largest = components == int(np.argmax(sizes))
-    index = interior_point(largest)
-    return index, int(gt[index])
+    return np.asarray(components == int(np.argmax(sizes)))
 
 
 def point_xy(index: tuple[int, ...]) -> list[float]:

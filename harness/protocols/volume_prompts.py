@@ -9,6 +9,7 @@ never on the adapter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,14 @@ def initial_volume_prompt(spec: ProtocolSpec, target: Target) -> VolumePrompt:
 def refine_volume_prompt(prompt: VolumePrompt, target: Target, predicted: np.ndarray, feedback: Any) -> VolumePrompt:
     """The next iterative prompt: one CVPR 2025 correction click (26-connected largest error component,
     distance-transform maximum) added to the prompt of the slice it falls on."""
-    slices = dict(prompt.slices)
-    click = correction_click(target.mask, predicted)
+    slices = with_click(prompt.slices, correction_click(target.mask, predicted))
+    return VolumePrompt(slices, prompt.key_slice, prompt.z_range, previous=feedback)
+
+
+def with_click(slices: Mapping[int, Prompt], click: tuple[tuple[int, ...], int] | None) -> dict[int, Prompt]:
+    """``slices`` with a 3D ``click`` ((z, y, x), label) added as a point to the prompt of slice z (a new
+    prompt there if it had none); ``slices`` as they are when ``click`` is None."""
+    slices = dict(slices)
     if click is not None:
         (z, y, x), label = click
         on_slice = slices.get(z, Prompt())
@@ -76,4 +83,4 @@ def refine_volume_prompt(prompt: VolumePrompt, target: Target, predicted: np.nda
             points=np.concatenate([points, [[float(x), float(y)]]]),
             point_labels=np.concatenate([labels, [label]]),
         )
-    return VolumePrompt(slices, prompt.key_slice, prompt.z_range, previous=feedback)
+    return slices
