@@ -102,6 +102,23 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True)
+class ModelCard:
+    """What a reader needs to trust a model's row: where it comes from and what it was trained on.
+
+    Only published facts live here (links, licence on ``AdapterMeta``, training sets as the authors list
+    them, with the source cited); parameter counts and FLOPs are measured by segbench, never typed in.
+    ``trained_on`` holds dataset ids in the vocabulary of the tasks' ``origin`` key, so the leaderboard
+    can mark every (model, task) pair that is not zero-shot.
+    """
+
+    paper: str = ""  # URL of the paper
+    code: str = ""  # URL of the official code
+    trained_on: tuple[str, ...] = ()  # dataset ids (see tasks/README.md, "origin")
+    trained_on_source: str = ""  # where the training list is published (paper table, model card URL)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
 class AdapterMeta:
     """Static facts about an adapter, shown by ``segbench adapters`` and on the leaderboard."""
 
@@ -116,6 +133,7 @@ class AdapterMeta:
     preprocessing: str = ""
     reference: str = ""
     input: InputKind = "rgb8"  # what encode/encode_volume receive: the task's window as 8-bit, or RawImage
+    card: ModelCard = field(default_factory=ModelCard)
 
     def __post_init__(self) -> None:
         if self.input not in INPUT_KINDS:
