@@ -219,6 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         offload=args.offload,
         save_masks=args.save_masks,
         check_device=not remote,
+        write_predictions=args.write_predictions,
     )
     plan = make_plan(suite, tasks, options)
     if not plan.units:
@@ -638,6 +639,14 @@ def _add_run_command(commands: Any) -> None:
         metavar="N|all",
         help="keep the predicted masks of every case ('all') or of N sampled cases per task, for "
         "the report's drill-down (default: the suite's save_masks, else all; 0: none)",
+    )
+    run.add_argument(
+        "--write-predictions",
+        choices=["auto", "nifti", "dicom-seg", "npz"],
+        metavar="FORMAT",
+        help="write each case's final predicted masks, in the source's geometry, to RUN_DIR/predictions/"
+        "ADAPTER/TASK/PROTOCOL/CASE.EXT as units finish: nifti (source affine), dicom-seg (referencing "
+        "the source series), npz (CVPR submission: segs, spacing) or auto (the source's own format)",
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed cases of a resumed run again")
     run.add_argument(

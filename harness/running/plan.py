@@ -43,6 +43,7 @@ from segbench.interface import Adapter, Capabilities, LoadOptions, Precision
 from segbench.measuring.metric_table import task_metrics, unit_key
 from segbench.measuring.metrics import METRICS_VERSION
 from segbench.protocols.prompts import ProtocolSpec
+from segbench.running import prediction_writers
 from segbench.weights import checkpoints
 
 WEIGHT_MODES = ("pretrained", "random")
@@ -86,6 +87,7 @@ class RunPlan:
     skipped: dict[str, str] = field(default_factory=dict)
     warmup: bool = True  # one untimed encode/decode per adapter before the first case
     save_masks: int | None = 0  # cases per task whose predicted masks are kept, None: all (segbench.running.kept_masks)
+    write_predictions: str | None = None  # format the final masks are written out in (running.prediction_writers)
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -280,7 +282,8 @@ def supported_protocols(wanted: Sequence[ProtocolSpec], capabilities: Capabiliti
 class RunOptions:
     """How a suite is to be run: what ``segbench run``'s options choose. ``adapters``, ``limit`` and
     ``save_masks`` left None take the suite's own; ``save_masks`` ``"all"`` keeps every case;
-    ``check_device=False`` accepts ``cuda`` on a driver without a GPU (its workers run elsewhere)."""
+    ``check_device=False`` accepts ``cuda`` on a driver without a GPU (its workers run elsewhere);
+    ``write_predictions`` writes every unit's final masks out in that format (None: none)."""
 
     adapters: tuple[str, ...] | None = None
     limit: int | None = None
@@ -294,6 +297,7 @@ class RunOptions:
     offload: bool = False
     save_masks: int | str | None = None
     check_device: bool = True
+    write_predictions: str | None = None  # nifti, dicom-seg, npz or auto (segbench.running.prediction_writers)
 
 
 def _cases(
@@ -333,6 +337,22 @@ def _protocols_for(
     return supported
 
 
+def _check_prediction_format(asked: str | None, tasks: Mapping[str, TaskSpec]) -> None:
+    """``--write-predictions``: a known format, and DICOM-SEG only for tasks read from DICOM series."""
+    if asked is None:
+        return
+    if asked != "auto" and asked not in prediction_writers.FORMATS:
+        raise ConfigError("--write-predictions", f"must be auto or one of {prediction_writers.FORMATS}, got '{asked}'")
+    if asked == "dicom-seg":
+        other = sorted(name for name, spec in tasks.items() if spec.reader != "dicom")
+        if other:
+            raise ConfigError(
+                "--write-predictions",
+                f"dicom-seg references the source DICOM series; task(s) {other} are not read from DICOM "
+                "(use nifti, npz or auto)",
+            )
+
+
 def make_plan(suite: Suite, tasks: dict[str, TaskSpec], options: RunOptions | None = None) -> RunPlan:
     """The plan of ``suite`` over ``tasks`` (the known tasks by name), run with ``options``."""
     options = options or RunOptions()
@@ -356,6 +376,7 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], options: RunOptions | No
     if save_masks is not None and (not isinstance(save_masks, int) or save_masks < 0):
         raise ConfigError("--save-masks", f"must be >= 0, got {save_masks}")
     chosen = {name: tasks[name] for name in suite.tasks}
+    _check_prediction_format(options.write_predictions, chosen)
     # unknown metric names fail here, before any adapter loads
     metric_keys = {name: unit_key(task_metrics(spec.metrics, spec.source)) for name, spec in chosen.items()}
 
@@ -405,6 +426,8 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], options: RunOptions | No
         "warmup": warmup,
         "save_masks": save_masks,
         **({"offload": True} if offload else {}),  # changes memory, not results
+        # a run that writes predictions is another run: every unit of it has its files
+        **({"write_predictions": options.write_predictions} if options.write_predictions else {}),
     }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return RunPlan(
@@ -422,4 +445,5 @@ def make_plan(suite: Suite, tasks: dict[str, TaskSpec], options: RunOptions | No
         skipped,
         warmup,
         save_masks,
+        options.write_predictions,
     )

@@ -46,6 +46,7 @@ from segbench.running import environment
 from segbench.running.kept_masks import MaskSample, sampled_cases
 from segbench.running.manifest import RunManifest
 from segbench.running.plan import RunPlan, WorkUnit
+from segbench.running.prediction_writers import Geometry, UnitPredictions, resolve_format
 from segbench.running.rows import unit_row
 from segbench.running.session import ImageSession, ProtocolRun, Session
 from segbench.running.unit_result import UnitResult
@@ -202,7 +203,20 @@ class UnitRunner:
                 rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
         for row in rows:
             row.update(measured)
-        return UnitResult(rows, self._kept(unit, case, kept) if rows else None)
+        return UnitResult(rows, self._kept(unit, case, kept) if rows else None, self._to_write(unit, case, kept))
+
+    def _to_write(self, unit: WorkUnit, case: Case, kept: dict[str, dict[str, np.ndarray]]) -> UnitPredictions | None:
+        """The final masks the store writes out (``--write-predictions``), at the case's full size."""
+        asked = self.plan.write_predictions
+        if asked is None or not kept:
+            return None
+        spec = self.plan.tasks[unit.task]
+        every = any(label.name == "*" for label in spec.labels)
+        labels = sorted(case.labels) if every else [label.name for label in spec.labels]
+        geometry = Geometry.of(case)
+        return UnitPredictions(
+            unit.adapter, unit.task, resolve_format(asked, spec.reader), geometry, tuple(labels), kept, every
+        )
 
     def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
         if any(label.name == "*" for label in spec.labels):

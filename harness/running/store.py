@@ -43,6 +43,7 @@ import polars as pl
 from segbench.errors import SegbenchError
 from segbench.running.kept_masks import MaskSample
 from segbench.running.manifest import RunManifest, upgrade
+from segbench.running.prediction_writers import FOLDER as PREDICTIONS_FOLDER
 from segbench.running.rows import case_schema
 from segbench.running.unit_result import UnitResult
 from segbench.weights.checkpoints import sha256_file
@@ -163,6 +164,7 @@ class RunStore:
         self.manifest_path = self.dir / "run.json"
         self.cases_path = self.dir / "cases.parquet"
         self.samples = self.dir / "samples"
+        self.predictions = self.dir / PREDICTIONS_FOLDER  # segbench run --write-predictions
         self.lock_path = self.dir / LOCK_NAME
         self.healing = False  # True while this process holds the lock: only then are files moved or removed
         self._valid: dict[Path, tuple[tuple[int, int, int], pl.DataFrame]] = {}  # part -> (stamp, its rows)
@@ -448,15 +450,16 @@ class RunStore:
                 os.replace(path, folder / path.name)
 
     def clear(self) -> None:
-        """Remove everything a run wrote here (manifest, parts, kept masks, rows): ``segbench run --fresh``."""
-        for folder in (self.parts, self.samples):
+        """Remove everything a run wrote here (manifest, parts, kept masks, predictions written out, rows):
+        ``segbench run --fresh``."""
+        for folder in (self.parts, self.samples, self.predictions):
             shutil.rmtree(folder, ignore_errors=True)
         self.cases_path.unlink(missing_ok=True)
         self.manifest_path.unlink(missing_ok=True)
 
     def write_unit(self, unit_id: str, result: UnitResult) -> None:
         """Write one unit's rows atomically; a unit that succeeds on retry replaces its failed part.
-        The unit's kept masks, if it has them, are written first."""
+        The unit's kept masks and predictions to write out, if it has them, are written first."""
         self.write_units([(unit_id, result)])
 
     def write_units(self, results: Sequence[tuple[str, UnitResult]]) -> None:
@@ -468,6 +471,8 @@ class RunStore:
             if result.kept_mask is not None:
                 self.write_sample(unit_id, result.kept_mask, sync_folder=False)
                 folders.add(self.samples)
+            if result.predictions is not None:  # before the part: a failed write marks the rows failed
+                result.predictions.write(self.predictions, result.rows)
             status = "failed" if any(row["status"] != "ok" for row in result.rows) else "ok"
             frame = rows_frame(result.rows)
             _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet, sync_folder=False)
