@@ -242,12 +242,14 @@ class VolumePrompt:
 
 @dataclass
 class Support:
-    """One support set: labelled examples of one target, images (H, W, 3) uint8 with (H, W) bool masks.
+    """One support set: labelled examples of one target, images (H, W, 3) uint8 with (H, W) bool masks;
+    for an adapter declaring ``AdapterMeta(input="raw")``, the examples' raw pixels as :class:`RawImage`
+    (what its ``encode`` gets for a query).
 
     The examples come from the task's support pool, never from the query's own case; their size may
     differ from the query's (an adapter resizes as its model needs)."""
 
-    images: list[np.ndarray]
+    images: list[Any]  # np.ndarray (rgb8 adapters) or RawImage (raw adapters)
     masks: list[np.ndarray]
 
     def __len__(self) -> int:

@@ -63,12 +63,12 @@ def nnunet_raw(root: Path, cases: int = 3, shape_xyz: tuple[int, int, int] = SHA
     return root
 
 
-def decathlon(root: Path, cases: int = 2) -> Path:
+def decathlon(root: Path, cases: int = 2, shape_xyz: tuple[int, int, int] = SHAPE_XYZ) -> Path:
     """A Decathlon dataset: 4D (x, y, z, 2) multi-modal images, value -> name labels."""
     root.mkdir(parents=True, exist_ok=True)
     training = []
     for index in range(cases):
-        image, label = block_volume(index)
+        image, label = block_volume(index, shape_xyz)
         name = f"heart_{index:03d}.nii.gz"
         save_nifti(np.stack([image * 0.1, image], axis=-1), root / "imagesTr" / name)
         save_nifti(label, root / "labelsTr" / name)
@@ -86,14 +86,15 @@ def decathlon(root: Path, cases: int = 2) -> Path:
     return root
 
 
-def cvpr_npz(root: Path, *, dim: int, year: int, cases: int = 2) -> Path:
+def cvpr_npz(root: Path, *, dim: int, year: int, cases: int = 2, shape_xyz: tuple[int, int, int] = SHAPE_XYZ) -> Path:
     """CVPR 2024 (boxes as arrays) or 2025 (boxes as dicts, clicks) npz files."""
     root.mkdir(parents=True, exist_ok=True)
     for index in range(cases):
-        image, label = block_volume(index)
+        image, label = block_volume(index, shape_xyz)
         if dim == 2:
-            plane = label[..., 4].T  # (H, W)
-            grey = np.clip(image[..., 4].T / 2, 0, 255).astype(np.uint8)
+            middle = shape_xyz[2] // 2
+            plane = label[..., middle].T  # (H, W)
+            grey = np.clip(image[..., middle].T / 2, 0, 255).astype(np.uint8)
             imgs, gts = np.repeat(grey[..., None], 3, axis=-1), plane
         else:
             imgs = np.clip(image.transpose(2, 1, 0), 0, 1000).astype(np.int16)  # (D, H, W)
@@ -151,20 +152,24 @@ def world(orientation: tuple[tuple[float, ...], tuple[float, ...]], k: float, ro
 
 
 def dicom_series(
-    folder: Path, seed: int = 0, orientation: tuple[tuple[float, ...], tuple[float, ...]] = AXIAL
+    folder: Path,
+    seed: int = 0,
+    orientation: tuple[tuple[float, ...], tuple[float, ...]] = AXIAL,
+    slices: int = SLICES,
 ) -> tuple[list[object], np.ndarray, np.ndarray]:
-    """CT slices (written in shuffled order), their HU volume (slice, row, col) and a block label."""
+    """CT slices (written in shuffled order), their HU volume (slice, row, col) and a block label (every
+    slice but the first and the last)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    label = np.zeros((SLICES, ROWS, COLS), bool)
-    label[1:5, 6:16, 8:20] = True
+    label = np.zeros((slices, ROWS, COLS), bool)
+    label[1 : slices - 1, 6:16, 8:20] = True
     hu = (rng.normal(-50, 20, label.shape) + 300 * label).round().astype(np.int16)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     datasets = []
-    for k in rng.permutation(SLICES):
+    for k in rng.permutation(slices):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -196,11 +201,11 @@ def sorted_series(datasets: list[object]) -> list[object]:
     return sorted(datasets, key=lambda d: int(d.InstanceNumber))  # type: ignore[attr-defined]
 
 
-def dicom_with_seg(folder: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def dicom_with_seg(folder: Path, seed: int = 0, slices: int = SLICES) -> tuple[np.ndarray, np.ndarray]:
     import highdicom
     from pydicom.sr.codedict import codes
 
-    datasets, hu, label = dicom_series(folder, seed)
+    datasets, hu, label = dicom_series(folder, seed, slices=slices)
     description = highdicom.seg.SegmentDescription(
         segment_number=1,
         segment_label="organ",
@@ -227,7 +232,10 @@ def dicom_with_seg(folder: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 def dicom_with_rtstruct(
-    folder: Path, seed: int = 0, orientation: tuple[tuple[float, ...], tuple[float, ...]] = CORONAL
+    folder: Path,
+    seed: int = 0,
+    orientation: tuple[tuple[float, ...], tuple[float, ...]] = CORONAL,
+    slices: int = SLICES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """An RTSTRUCT whose contours are rectangles through pixel edges (half-integer indices), so the
     pixels whose centres they enclose are known without any polygon code: the test's label."""
@@ -235,7 +243,7 @@ def dicom_with_rtstruct(
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
-    datasets, hu, label = dicom_series(folder, seed, orientation)
+    datasets, hu, label = dicom_series(folder, seed, orientation, slices)
     first = sorted_series(datasets)[0]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = RTStructureSetStorage, generate_uid()
@@ -250,7 +258,7 @@ def dicom_with_rtstruct(
     roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID  # type: ignore[attr-defined]
     rt.StructureSetROISequence = Sequence([roi])
     contours = []
-    for k in range(SLICES):
+    for k in range(slices):
         if not label[k].any():
             continue
         rows, cols = np.nonzero(label[k])

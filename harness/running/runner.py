@@ -134,7 +134,8 @@ class UnitRunner:
             spec, reader = self.plan.tasks[task], self._reader(task)
             if spec.support is None:
                 raise DataError(spec.source, "a support protocol needs a [support] table in the task")
-            self.pools[task] = SupportPool(reader, spec.support.split(reader.case_ids(), spec.source)[0])
+            pool = spec.support.split(reader.case_ids(), spec.source)[0]
+            self.pools[task] = SupportPool(reader, pool, self.adapter.meta.input, spec.modality)
         return self.pools[task]
 
     def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
@@ -331,7 +332,7 @@ def warm_up(adapter: Adapter) -> None:
     target = Target("warm-up", 0, masks["organ"])
     first = "box" if capabilities.box else "center_point" if capabilities.point else None
     prompts = [initial_prompt(parse_protocol(first), target, target_rng(0))] if first else None
-    support = [Support([image], [masks["organ"]])] if capabilities.support_set else None
+    support = [Support([given], [masks["organ"]])] if capabilities.support_set else None
     if prompts or support:
         adapter.predict(state, prompts, support)
 
