@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from segbench.data.readers.decode import apply_intensity
 from segbench.data.specs import IntensitySpec
@@ -194,8 +195,6 @@ def test_raw_adapters_get_hounsfield_units_and_default_adapters_the_readers_wind
 
 
 def test_a_raw_adapter_fails_a_case_whose_reader_keeps_no_raw_pixels_and_an_unknown_input_is_refused() -> None:
-    import pytest
-
     from segbench.data.case import Case
     from segbench.data.readers.phantom import phantom
     from segbench.data.taskspec import parse_task
@@ -336,3 +335,27 @@ def test_an_in_context_raw_adapter_gets_raw_support_images(tmp_path: Path) -> No
                 windowed = apply_intensity(slices[name], IntensitySpec("window", 40.0, 400.0), name, channels=True)
                 assert np.array_equal(image, windowed)
             assert all(image.spacing == (0.6, 0.9) and image.modality == "CT" for image in raw_set.images)
+
+
+@pytest.mark.data
+def test_sam_family_adapters_get_the_ct_slices_as_before(data_root: Path) -> None:
+    """Issue 17's "the SAM-family adapters' results on the CT slices stay equal to today's": every SAM-family
+    adapter still declares 8-bit input, and what an 8-bit adapter is handed for a CT slice is the slice's
+    PNG decoded to RGB by PIL, byte for byte; the adapters and their weights being unchanged, so are their
+    masks and scores."""
+    from PIL import Image
+
+    from segbench import plugins
+    from segbench.data.taskspec import discover_tasks
+    from segbench.running.runner import adapter_input
+
+    family = {name: cls.meta for name, cls in plugins.adapters().items() if "sam" in cls.meta.family}
+    assert {"litemedsam", "medsam", "sam-vit-b", "sam2.1-hiera-t", "medsam2", "sam-med2d"} <= set(family)
+    assert {meta.input for meta in family.values()} == {"rgb8"}
+    spec = discover_tasks()["ct-slices"]
+    reader = plugins.readers()[spec.reader](spec, data_root)
+    for case_id in reader.case_ids()[:2]:
+        case = reader.read(case_id)
+        image = adapter_input("rgb8", spec, case)
+        png = next(path for path in reader.files(case_id) if "/images/" in path.as_posix())
+        assert np.array_equal(image, np.asarray(Image.open(png).convert("RGB"))), case_id

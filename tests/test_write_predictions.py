@@ -194,3 +194,25 @@ def test_nifti_of_a_dicom_series_and_a_failed_write_is_that_case_s_error(data: P
 
     status, _, err = run(data, "i", "--write-predictions", "dicom-seg")
     assert status == 2 and "dicom-seg" in err and "cv2d" in err  # refused before anything runs
+
+
+def test_a_task_of_every_structure_records_each_case_s_labels_and_names_stay_inside(tmp_path: Path) -> None:
+    from segbench.running.prediction_writers import Geometry, UnitPredictions
+
+    shape = (6, 7)
+    liver, aorta = np.zeros(shape, bool), np.zeros(shape, bool)
+    liver[1:4, 1:5], aorta[3:5, 4:6] = True, True
+    geometry = Geometry("../images/a b", shape, (0.5, 0.8))
+    unit = UnitPredictions(
+        "box", "ct", "npz", geometry, ("aorta", "liver"), {"box": {"liver": liver, "aorta": aorta}}, True
+    )
+    rows = [{"prompt": "box", "status": "ok", "error": None}]
+    (written,) = unit.write(tmp_path / "predictions", rows)
+    assert written == tmp_path / "predictions" / "box" / "ct" / "box" / "_" / "images" / "a_b.npz"
+    assert rows[0]["status"] == "ok"
+    values = json.loads(written.with_name("a_b.labels.json").read_text())
+    assert values == {"1": "aorta", "2": "liver"}
+    with np.load(written) as npz:
+        expected = np.where(liver, 2, np.where(aorta, 1, 0))  # the later label wins
+        assert np.array_equal(npz["segs"], expected) and np.allclose(npz["spacing"], (0.8, 0.5))
+    assert sorted(p.name for p in written.parent.iterdir()) == ["a_b.labels.json", "a_b.npz"]  # no temporaries

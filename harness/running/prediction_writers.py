@@ -218,6 +218,11 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data on disk before the rename names it
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -249,7 +254,8 @@ class UnitPredictions:
                 self._write_one(root, relative, by_label)
                 written.append(root / relative)
             except Exception as error:  # noqa: BLE001 - a file that cannot be written must not stop the run
-                message = f"prediction not written to {FOLDER}/{relative.as_posix()}: {type(error).__name__}: {error}"
+                said = str(error).replace(str(root), FOLDER)  # the run's folder, not this machine's path
+                message = f"prediction not written to {FOLDER}/{relative.as_posix()}: {type(error).__name__}: {said}"
                 for row in rows:
                     if row.get("prompt") == protocol:
                         row["status"] = "failed"
