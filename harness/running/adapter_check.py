@@ -251,7 +251,7 @@ class Checker:
             return skip
         examples = [phantom_image(index) for index in (1, 2)]
         support = [
-            Support([image for image, _ in examples], [masks[name] for _, masks in examples])
+            Support([self._given(image) for image, _ in examples], [masks[name] for _, masks in examples])
             for name in ("organ", "lesion")
         ]
         self._predict(self.state, None, support)
