@@ -94,6 +94,7 @@ class TaskRecord(Record):
     dim: int | None = None
     family: str | None = None
     labels: list[str] | None = None
+    origin: list[str] | None = None  # [task] origin: dataset ids (tasks/README.md); None: not recorded
 
 
 @dataclass
@@ -115,6 +116,8 @@ class AdapterRecord(Record):
     distribution: dict[str, Any] | None = None
     fingerprint: str | None = None
     code: dict[str, Any] | None = None  # module -> sha256
+    card: dict[str, Any] | None = None  # ModelCard.describe(): links, trained_on and its source
+    measured: dict[str, Any] | None = None  # params and FLOPs from segbench cards (running/model_cards.py)
 
     @property
     def checkpoint_sha256(self) -> str | None:
