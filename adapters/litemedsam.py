@@ -79,7 +79,7 @@ class LiteMedSAM(SamArchitecture):
         card=ModelCard(
             paper="https://doi.org/10.1038/s41467-024-44824-z",
             code="https://github.com/bowang-lab/MedSAM/tree/LiteMedSAM",
-            trained_on=("sa-1b", "flare22", "cvpr24-medsam-laptop"),
+            trained_on=("sa-1b", "amos22", "cvpr24-medsam-laptop"),
             trained_on_source="LiteMedSAM branch README: TinyViT distilled from MedSAM's ViT-B and fine-tuned on "
             "the training set of the CVPR 2024 challenge 'Segment Anything in Medical Images on Laptop'; MedSAM's "
             "own training data (Ma et al. 2024, Nat. Commun. 15:654) through the distillation",

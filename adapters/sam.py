@@ -189,12 +189,12 @@ class MedSAM(SamArchitecture):
         card=ModelCard(
             paper="https://doi.org/10.1038/s41467-024-44824-z",
             code="https://github.com/bowang-lab/MedSAM",
-            trained_on=(*SAM_BASE, "flare22"),
+            trained_on=(*SAM_BASE, "amos22"),
             trained_on_source="Ma et al. 2024, Nat. Commun. 15:654, Methods and Supplementary Tables 1-4 (1,570,263 "
-            "image-mask pairs from public sets, 10 modalities); FLARE22: the official README's training recipe "
-            "(data/FLARE22Train)",
-            notes="the paper's full list of source sets is not mapped to segbench's ids: pairs outside FLARE22 are "
-            "'unknown', not zero-shot",
+            "image-mask pairs from public sets, 10 modalities; its internal-validation sets were split from the "
+            "training sets); AMOS 2022 (200 CT, 40 MR) as read from that appendix in bowang-lab/MedSAM issue 402",
+            notes="the supplementary tables are not mapped set by set to segbench's ids, so other pairs read "
+            "'unknown'; FLARE22 is the README's training tutorial, not listed in the tables (issue 400)",
         ),
     )
 

@@ -95,10 +95,11 @@ class SamMed2D(SamArchitecture):
         card=ModelCard(
             paper="https://arxiv.org/abs/2308.16184",
             code="https://github.com/OpenGVLab/SAM-Med2D",
-            trained_on=("sa-1b", "sa-med2d-20m", "amos22", "totalsegmentator"),
+            trained_on=("sa-1b", "sa-med2d-20m", "amos22", "totalsegmentator", "kvasir-seg", "cvc-clinicdb"),
             trained_on_source="Cheng et al. 2023 (arXiv:2308.16184): SAM ViT-B fine-tuned on SA-Med2D-20M, whose "
             "source sets Ye et al. 2023 (arXiv:2311.11969) list; AMOS and TotalSegmentator slices are what the "
-            "repository ships as its training demo (data_demo/image2label_train.json)",
+            "repository ships as its training demo (data_demo/image2label_train.json); Kvasir-SEG and CVC-ClinicDB "
+            "confirmed by the authors in OpenGVLab/SAM-Med2D issue 43",
             notes="SA-Med2D-20M's other source sets are not mapped to segbench's ids",
         ),
     )

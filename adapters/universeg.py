@@ -96,7 +96,7 @@ class UniverSeg(Adapter):
             trained_on=("megamedical",),
             trained_on_source="Butoi et al. 2023 (ICCV; arXiv:2304.06131): trained from scratch on MegaMedical, 53 "
             "open-access medical segmentation sets (the paper's dataset table), some held out for evaluation",
-            notes="MegaMedical's 53 sets and its held-out split are not mapped to segbench's ids",
+            notes="MegaMedical's 53 sets and the paper's held-out split are not mapped to segbench's ids",
         ),
     )
     code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.universeg_net",)

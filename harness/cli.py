@@ -457,7 +457,7 @@ def cmd_cards(args: argparse.Namespace) -> int:
     for name in names:
         plugins.adapter_class(name)  # an unknown name: the usual error with "did you mean"
     out = Path(args.out) if args.out else CARDS_FILE
-    document = write_cards(out, names, merge=not args.fresh)
+    document = write_cards(out, names, merge=not args.fresh, device=args.device)
     for name in names:
         record = document["adapters"].get(name)
         if record is None:
@@ -811,6 +811,12 @@ def _add_cards_command(commands: Any) -> None:
         "--adapters", help="comma-separated adapters to measure (default: all); the others' entries stay"
     )
     cards.add_argument("--fresh", action="store_true", help="drop the entries of adapters not measured now")
+    cards.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "meta"],
+        help="cpu (default: the model runs) or meta (shapes only, nothing computed: seconds for the big models)",
+    )
     cards.set_defaults(handler=cmd_cards)
 
 

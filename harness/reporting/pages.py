@@ -254,8 +254,8 @@ def overview(tasks: list[TaskPage], keep: Callable[[str, str], bool] | None = No
         several = len(task.sections) > 1
         for section in task.sections:
             labelled = len(section.label_tables) > 1
-            rows = _kept_rows(section.table, task.name, keep)
-            columns.append(OverviewColumn(task, section.prompt, None, rows, several, labelled))
+            headline = _kept_rows(section.table, task.name, keep)
+            columns.append(OverviewColumn(task, section.prompt, None, headline, several, labelled))
             if labelled:
                 columns += [
                     OverviewColumn(
