@@ -13,7 +13,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from segbench.hookspecs import hookimpl
-from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.interface import (
+    Adapter,
+    AdapterMeta,
+    Capabilities,
+    LoadOptions,
+    ModelCard,
+    Prediction,
+    Prompt,
+    Support,
+)
 from segbench.lazy import lazy_import
 
 ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and planning need no scipy
@@ -80,6 +89,17 @@ class _BoxBaseline(Adapter):
         return Prediction(masks, None, [None] * len(prompts))
 
 
+def baseline_card(module: str, paper: str = "") -> ModelCard:
+    """A classical method's card: segbench's own code, trained on nothing (every pair is zero-shot)."""
+    return ModelCard(
+        paper=paper,
+        code=f"segbench: adapters/{module}.py (this repository)",
+        trained_on=(),
+        trained_on_complete=True,
+        trained_on_source="none: a classical method with no learned weights",
+    )
+
+
 class BoxBaseline(_BoxBaseline):
     meta = AdapterMeta(
         name="box",
@@ -88,6 +108,7 @@ class BoxBaseline(_BoxBaseline):
         capabilities=Capabilities(box=True),
         license="Apache-2.0",
         preprocessing="none",
+        card=baseline_card("baselines"),
     )
 
     def _masks(self, image: np.ndarray, prompts: Sequence[Prompt]) -> np.ndarray:
@@ -102,6 +123,7 @@ class OtsuBaseline(_BoxBaseline):
         capabilities=Capabilities(box=True),
         license="Apache-2.0",
         preprocessing="grey = mean of RGB; Otsu threshold inside the box; polarity from the box border",
+        card=baseline_card("baselines", paper="https://doi.org/10.1109/TSMC.1979.4310076"),
     )
 
     def _masks(self, image: np.ndarray, prompts: Sequence[Prompt]) -> np.ndarray:

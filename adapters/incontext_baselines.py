@@ -16,8 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segbench.adapters.baselines import baseline_card
 from segbench.hookspecs import hookimpl
-from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
+from segbench.interface import (
+    Adapter,
+    AdapterMeta,
+    Capabilities,
+    LoadOptions,
+    Prediction,
+    Prompt,
+    Support,
+)
 from segbench.lazy import lazy_import
 
 cv2 = lazy_import("cv2")
@@ -74,6 +83,7 @@ class NearestSupport(_SupportBaseline):
         capabilities=Capabilities(support_set=True),
         license="Apache-2.0",
         preprocessing="64x64 grey thumbnails, normalised cross-correlation; the chosen mask resized bilinearly, > 0.5",
+        card=baseline_card("incontext_baselines"),
     )
 
     def _probability(self, query: Query, support: Support) -> np.ndarray:
@@ -89,6 +99,7 @@ class MeanSupport(_SupportBaseline):
         capabilities=Capabilities(support_set=True),
         license="Apache-2.0",
         preprocessing="support masks resized bilinearly to the query, averaged, > 0.5",
+        card=baseline_card("incontext_baselines"),
     )
 
     def _probability(self, query: Query, support: Support) -> np.ndarray:

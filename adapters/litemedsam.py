@@ -19,7 +19,7 @@ import numpy as np
 
 from segbench.adapters.sam_base import Frame, SamArchitecture
 from segbench.hookspecs import hookimpl
-from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec
+from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec, ModelCard
 from segbench.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -76,6 +76,15 @@ class LiteMedSAM(SamArchitecture):
         preprocessing="longest side to 256 (cv2 INTER_AREA), min-max to [0,1], pad bottom/right to 256; "
         "boxes x 256/max(H,W) truncated; bilinear upsampling, sigmoid > 0.5",
         reference="https://github.com/bowang-lab/MedSAM/tree/LiteMedSAM",
+        card=ModelCard(
+            paper="https://doi.org/10.1038/s41467-024-44824-z",
+            code="https://github.com/bowang-lab/MedSAM/tree/LiteMedSAM",
+            trained_on=("sa-1b", "amos22", "cvpr24-medsam-laptop"),
+            trained_on_source="LiteMedSAM branch README: TinyViT distilled from MedSAM's ViT-B and fine-tuned on "
+            "the training set of the CVPR 2024 challenge 'Segment Anything in Medical Images on Laptop'; MedSAM's "
+            "own training data (Ma et al. 2024, Nat. Commun. 15:654) through the distillation",
+            notes="the challenge set's and MedSAM's source sets are not mapped to segbench's ids",
+        ),
     )
 
     def build(self) -> torch.nn.Module:

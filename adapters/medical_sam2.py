@@ -25,9 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from segbench.adapters.sam2family import SAM2_CAPABILITIES, SAM2Family, package_config, sam2_checkpoint
+from segbench.adapters.sam2family import (
+    SAM2_CAPABILITIES,
+    SAM2_PRETRAINING,
+    SAM2Family,
+    package_config,
+    sam2_checkpoint,
+)
 from segbench.hookspecs import hookimpl
-from segbench.interface import AdapterMeta
+from segbench.interface import AdapterMeta, ModelCard
 
 CHECKPOINT = sam2_checkpoint(
     "medical-sam2",
@@ -50,6 +56,14 @@ class MedicalSAM2(SAM2Family):
         checkpoint=CHECKPOINT,
         preprocessing="squash to 1024 (PIL bicubic), /255, ImageNet mean/std; forward then reverse propagation",
         reference="https://github.com/ImprintLab/Medical-SAM2",
+        card=ModelCard(
+            paper="https://arxiv.org/abs/2408.00874",
+            code="https://github.com/ImprintLab/Medical-SAM2",
+            trained_on=SAM2_PRETRAINING,
+            trained_on_source="Zhu et al. 2024 (arXiv:2408.00874): SAM 2 Hiera-T fine-tuned on medical images; the "
+            "data behind the released MedSAM2_pretrain.pth are not stated",
+            notes="the medical training sets are not published for this file",
+        ),
     )
 
     @classmethod

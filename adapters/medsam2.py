@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segbench.adapters.sam2family import SAM2_CAPABILITIES, SAM2Family, sam2_checkpoint
+from segbench.adapters.sam2family import SAM2_CAPABILITIES, SAM2_PRETRAINING, SAM2Family, sam2_checkpoint
 from segbench.hookspecs import hookimpl
-from segbench.interface import AdapterMeta
+from segbench.interface import AdapterMeta, ModelCard
 from segbench.lazy import lazy_import
 
 ndimage = lazy_import("scipy.ndimage")  # imported on first use: declaring and planning need no scipy
@@ -58,6 +58,15 @@ class MedSAM2(SAM2Family):
         preprocessing="uint8 after the task's window/clip; squash to 512 (PIL bicubic), /255, ImageNet mean/std; "
         "key-slice box, forward, reset, box again, reverse, union, largest 3D component",
         reference="https://github.com/bowang-lab/MedSAM2",
+        card=ModelCard(
+            paper="https://arxiv.org/abs/2504.03600",
+            code="https://github.com/bowang-lab/MedSAM2",
+            trained_on=SAM2_PRETRAINING,
+            trained_on_source="Ma et al. 2025 (arXiv:2504.03600): SAM2.1 Hiera-T fine-tuned on over 455,000 3D "
+            "image-mask pairs and 76,000 video frames; the sets are listed at https://medsam-datasetlist.github.io/ "
+            "(checkpoints/README.md: MedSAM2_latest.pt adds newly annotated sets)",
+            notes="the medical source sets are not mapped to segbench's ids",
+        ),
     )
 
     @classmethod

@@ -30,7 +30,7 @@ import numpy as np
 from segbench.adapters.sam_base import Frame, SamArchitecture
 from segbench.adapters.sam_decoding import PromptShape
 from segbench.hookspecs import hookimpl
-from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec
+from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec, ModelCard
 from segbench.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -90,6 +90,17 @@ MEDICOSAM_CHECKPOINT = CheckpointSpec(
     xxh128="40169f1e3c03a4b67bff58249c176d92",
 )
 
+SAM_CARD = ModelCard(
+    paper="https://arxiv.org/abs/2304.02643",
+    code="https://github.com/facebookresearch/segment-anything",
+    trained_on=("sa-1b",),
+    trained_on_complete=True,
+    trained_on_source="Kirillov et al. 2023 (arXiv:2304.02643), sections 4-5: trained on SA-1B alone "
+    "(11 M licensed natural photographs, 1.1 B masks)",
+)
+# MedSAM and MedicoSAM start from SAM ViT-B: SA-1B is in their training data too
+SAM_BASE = ("sa-1b",)
+
 SAM_PREPROCESSING = (
     "longest side to 1024 (ResizeLongestSide), SAM mean/std on 0-255, pad bottom/right to 1024; "
     "masks: SAM postprocess_masks, logits > 0; a lone click: 3 masks, best predicted IoU"
@@ -134,6 +145,7 @@ def _sam_meta(backbone: str, label: str) -> AdapterMeta:
         checkpoint=spec,
         preprocessing=SAM_PREPROCESSING,
         reference="https://github.com/facebookresearch/segment-anything",
+        card=SAM_CARD,
     )
 
 
@@ -174,6 +186,16 @@ class MedSAM(SamArchitecture):
         preprocessing="squash to 1024x1024 (skimage cubic, anti-aliased, uint8), min-max to [0,1], no mean/std, "
         "no padding; boxes x 1024/W, 1024/H; sigmoid of the logits, bilinear to the image, > 0.5",
         reference="https://github.com/bowang-lab/MedSAM (MedSAM_Inference.py)",
+        card=ModelCard(
+            paper="https://doi.org/10.1038/s41467-024-44824-z",
+            code="https://github.com/bowang-lab/MedSAM",
+            trained_on=(*SAM_BASE, "amos22"),
+            trained_on_source="Ma et al. 2024, Nat. Commun. 15:654, Methods and Supplementary Tables 1-4 (1,570,263 "
+            "image-mask pairs from public sets, 10 modalities; its internal-validation sets were split from the "
+            "training sets); AMOS 2022 (200 CT, 40 MR) as read from that appendix in bowang-lab/MedSAM issue 402",
+            notes="the supplementary tables are not mapped set by set to segbench's ids, so other pairs read "
+            "'unknown'; FLARE22 is the README's training tutorial, not listed in the tables (issue 400)",
+        ),
     )
 
     def build(self) -> torch.nn.Module:
@@ -216,6 +238,15 @@ class MedicoSAM(SegmentAnything):
         checkpoint=MEDICOSAM_CHECKPOINT,
         preprocessing="percentile (1st-99th) to 0-255, clipped, 8-bit; then SAM's: " + SAM_PREPROCESSING,
         reference="https://github.com/computational-cell-analytics/medico-sam",
+        card=ModelCard(
+            paper="https://arxiv.org/abs/2501.11734",
+            code="https://github.com/computational-cell-analytics/medico-sam",
+            trained_on=(*SAM_BASE, "sa-med2d-20m", "amos22", "totalsegmentator"),
+            trained_on_source="Archit et al. 2025 (arXiv:2501.11734; IEEE TMI): fine-tuned on SA-Med2D-20M "
+            "(medico-sam experiments/finetuning/generalists, torch_em get_sa_med2d_loader); AMOS and "
+            "TotalSegmentator as members of SA-Med2D-20M (Ye et al. 2023, arXiv:2311.11969)",
+            notes="SA-Med2D-20M's other source sets are not mapped to segbench's ids",
+        ),
     )
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:

@@ -52,6 +52,7 @@ from segbench.interface import (
     Capabilities,
     CheckpointSpec,
     LoadOptions,
+    ModelCard,
     Prediction,
     Prompt,
     Support,
@@ -142,6 +143,18 @@ def sam2_checkpoint(name: str, filename: str, repo: str, sha256: str, size: int)
         sha256=sha256,
         size=size,
     )
+
+
+SAM2_PRETRAINING = ("sa-1b", "sa-v")
+SAM21_CARD = ModelCard(
+    paper="https://arxiv.org/abs/2408.00714",
+    code="https://github.com/facebookresearch/sam2",
+    trained_on=SAM2_PRETRAINING,
+    trained_on_complete=True,
+    trained_on_source="Ravi et al. 2024 (arXiv:2408.00714), section 5 and appendix: SA-1B images, the SA-V "
+    "videos and an internal set of licensed natural videos",
+    notes="the internal video set is not published; it holds natural videos, no medical data",
+)
 
 
 class LazyFrames:
@@ -308,6 +321,7 @@ def _sam2_adapter(name: str, size: str, config: str, checkpoint: CheckpointSpec)
         "SAM2 video frames (PIL bicubic squash to 1024, /255, ImageNet mean/std); forward then "
         "reverse propagation from the first prompted slice, union",
         reference="https://github.com/facebookresearch/sam2",
+        card=SAM21_CARD,
     )
     return type(
         f"SAM21Hiera{size.replace('+', 'Plus')}",

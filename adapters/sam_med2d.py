@@ -30,7 +30,7 @@ import numpy as np
 from segbench.adapters.sam_base import Frame, SamArchitecture
 from segbench.adapters.sam_decoding import PromptShape
 from segbench.hookspecs import hookimpl
-from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec
+from segbench.interface import AdapterMeta, Capabilities, CheckpointSpec, ModelCard
 from segbench.lazy import lazy_import
 
 cv2 = lazy_import("cv2")
@@ -92,6 +92,16 @@ class SamMed2D(SamArchitecture):
         "256x256 (nearest); 3 masks, best predicted IoU; previous logits fed back through a sigmoid; "
         "bilinear to 256, crop or bilinear to the image, sigmoid > 0.5",
         reference="https://github.com/OpenGVLab/SAM-Med2D (test.py, DataLoader.py)",
+        card=ModelCard(
+            paper="https://arxiv.org/abs/2308.16184",
+            code="https://github.com/OpenGVLab/SAM-Med2D",
+            trained_on=("sa-1b", "sa-med2d-20m", "amos22", "totalsegmentator", "kvasir-seg", "cvc-clinicdb"),
+            trained_on_source="Cheng et al. 2023 (arXiv:2308.16184): SAM ViT-B fine-tuned on SA-Med2D-20M, whose "
+            "source sets Ye et al. 2023 (arXiv:2311.11969) list; AMOS and TotalSegmentator slices are what the "
+            "repository ships as its training demo (data_demo/image2label_train.json); Kvasir-SEG and CVC-ClinicDB "
+            "confirmed by the authors in OpenGVLab/SAM-Med2D issue 43",
+            notes="SA-Med2D-20M's other source sets are not mapped to segbench's ids",
+        ),
     )
 
     def build(self) -> torch.nn.Module:

@@ -33,6 +33,7 @@ from segbench.interface import (
     Capabilities,
     CheckpointSpec,
     LoadOptions,
+    ModelCard,
     Prediction,
     Prompt,
     Support,
@@ -89,6 +90,14 @@ class UniverSeg(Adapter):
         preprocessing="RGB bilinear to 128x128 (Pillow), luma grey, /255; support masks nearest to 128; "
         "sigmoid, bilinear back to the query size, > 0.5",
         reference="https://github.com/JJGO/UniverSeg",
+        card=ModelCard(
+            paper="https://arxiv.org/abs/2304.06131",
+            code="https://github.com/JJGO/UniverSeg",
+            trained_on=("megamedical",),
+            trained_on_source="Butoi et al. 2023 (ICCV; arXiv:2304.06131): trained from scratch on MegaMedical, 53 "
+            "open-access medical segmentation sets (the paper's dataset table), some held out for evaluation",
+            notes="MegaMedical's 53 sets and the paper's held-out split are not mapped to segbench's ids",
+        ),
     )
     code_modules: ClassVar[tuple[str, ...]] = ("segbench.adapters.universeg_net",)
 

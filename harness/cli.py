@@ -448,6 +448,28 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cards(args: argparse.Namespace) -> int:
+    """Measure parameters and FLOPs of adapters (random weights, CPU) and write the model-card figures."""
+    from segbench import plugins
+    from segbench.running.model_cards import CARDS_FILE, write_cards
+
+    known = plugins.adapters()
+    names = args.adapters.split(",") if args.adapters else list(known)
+    for name in names:
+        plugins.adapter_class(name)  # an unknown name: the usual error with "did you mean"
+    out = Path(args.out) if args.out else CARDS_FILE
+    document = write_cards(out, names, merge=not args.fresh, device=args.device)
+    for name in names:
+        record = document["adapters"].get(name)
+        if record is None:
+            print(f"{name}: not measured ({document['not_measured'].get(name, 'unknown reason')})")
+            continue
+        flops = "no torch model" if record["flops"] is None else f"{record['flops'] / 1e9:.1f} GFLOPs {record['per']}"
+        print(f"{name}: {record['params'] / 1e6:.2f} M parameters, {flops}")
+    print(out)
+    return 0
+
+
 def cmd_check_adapter(args: argparse.Namespace) -> int:
     """The adapter contract on one adapter (segbench.running.adapter_check): a line per check, exit 1 on a
     failure; for authors of third-party adapters, and run on every built-in one by the tests."""
@@ -788,6 +810,25 @@ def _add_adapters_command(commands: Any) -> None:
     adapters.set_defaults(handler=cmd_adapters)
 
 
+def _add_cards_command(commands: Any) -> None:
+    """``segbench cards``."""
+    cards = commands.add_parser(
+        "cards", help="measure every adapter's parameters and FLOPs (random weights, CPU) for the model cards"
+    )
+    cards.add_argument("--out", metavar="FILE", help="where to write (default: results/reference/model_cards.json)")
+    cards.add_argument(
+        "--adapters", help="comma-separated adapters to measure (default: all); the others' entries stay"
+    )
+    cards.add_argument("--fresh", action="store_true", help="drop the entries of adapters not measured now")
+    cards.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "meta"],
+        help="cpu (default: the model runs) or meta (shapes only, nothing computed: seconds for the big models)",
+    )
+    cards.set_defaults(handler=cmd_cards)
+
+
 def _add_check_adapter_command(commands: Any) -> None:
     """``segbench check-adapter``."""
     check = commands.add_parser(
@@ -849,6 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_throughput_command(commands)
     _add_adapters_command(commands)
     _add_check_adapter_command(commands)
+    _add_cards_command(commands)
     _add_tasks_command(commands)
     _add_suites_command(commands)
     _add_weights_command(commands)

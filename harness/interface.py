@@ -108,7 +108,11 @@ class ModelCard:
     Only published facts live here (links, licence on ``AdapterMeta``, training sets as the authors list
     them, with the source cited); parameter counts and FLOPs are measured by segbench, never typed in.
     ``trained_on`` holds dataset ids in the vocabulary of the tasks' ``origin`` key, so the leaderboard
-    can mark every (model, task) pair that is not zero-shot.
+    can mark every (model, task) pair that is not zero-shot. ``trained_on_complete`` says the list holds
+    every dataset the model (and the model it starts from) was trained on: only then is a pair whose task
+    origin is not in it called zero-shot; otherwise such a pair is "unknown" (a published list of hundreds of
+    source sets is not mapped here set by set, and a guess would call a pair zero-shot that is not). A model
+    trained on nothing (a classical baseline) has ``trained_on=()`` and ``trained_on_complete=True``.
     """
 
     paper: str = ""  # URL of the paper
@@ -116,6 +120,17 @@ class ModelCard:
     trained_on: tuple[str, ...] = ()  # dataset ids (see tasks/README.md, "origin")
     trained_on_source: str = ""  # where the training list is published (paper table, model card URL)
     notes: str = ""
+    trained_on_complete: bool = False  # trained_on lists every training set (see above)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "paper": self.paper,
+            "code": self.code,
+            "trained_on": list(self.trained_on),
+            "trained_on_complete": self.trained_on_complete,
+            "trained_on_source": self.trained_on_source,
+            "notes": self.notes,
+        }
 
 
 @dataclass(frozen=True)

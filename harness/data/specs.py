@@ -74,6 +74,7 @@ class TaskSpec:
     modality: str = ""
     license: str = ""
     family: str = ""  # the task's group on the leaderboard overview ("" → by kind: 2D, 3D, in-context)
+    origin: tuple[str, ...] = ()  # [task] origin: ids of the published datasets its cases come from (tasks/README.md)
     source: Path = field(default=Path("<memory>"))
 
     @property
@@ -82,6 +83,27 @@ class TaskSpec:
 
     def label(self, name: str) -> LabelSpec:
         return next(spec for spec in self.labels if spec.name == name)
+
+
+# a dataset id of [task] origin and of a model card's trained_on: short, lowercase (tasks/README.md, "Origin")
+ORIGIN_ID = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
+
+
+def parse_origin(value: Any, path: Path | str) -> tuple[str, ...]:
+    """``[task] origin``: a list of dataset ids (lowercase letters and digits, joined by ``-`` or ``.``), each
+    once; a ConfigError naming the file for anything else."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(path, f"[task] origin must be a list of dataset ids, got {value!r}")
+    bad = [item for item in value if not ORIGIN_ID.match(item)]
+    if bad:
+        raise ConfigError(
+            path,
+            f"[task] origin ids must be lowercase letters and digits joined by '-' or '.', got {bad} (tasks/README.md)",
+        )
+    repeated = sorted({item for item in value if value.count(item) > 1})
+    if repeated:
+        raise ConfigError(path, f"[task] origin names {repeated} more than once")
+    return tuple(value)
 
 
 # [data] keys every reader takes; a reader declares its own in ``Reader.DATA_KEYS`` (readers/base.py)

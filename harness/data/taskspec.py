@@ -33,6 +33,7 @@ from segbench.data.specs import (
     TaskSpec,
     check_data,
     check_template_fields,
+    parse_origin,
 )
 from segbench.data.support_sets import SPLIT_KEYS, SupportSplit, parse_support_split
 from segbench.errors import ConfigError
@@ -66,6 +67,7 @@ TASK_KEYS: dict[str, Kind] = {
     "license": "string",
     "dim": "integer",
     "family": "string",
+    "origin": "strings",
 }
 INTENSITY_KEYS: dict[str, Kind] = {
     "policy": POLICIES,
@@ -270,6 +272,7 @@ def parse_task(document: Mapping[str, Any], path: Path) -> TaskSpec:
         modality=task.get("modality", ""),
         license=task.get("license", ""),
         family=task.get("family", ""),
+        origin=parse_origin(task["origin"], path) if "origin" in task else (),
         source=path,
     )
 

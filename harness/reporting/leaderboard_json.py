@@ -21,7 +21,7 @@ from typing import Any
 
 from segbench.measuring.metric_table import HEADLINE, MetricSpec
 from segbench.reporting.aggregate import Estimate
-from segbench.reporting.pages import AdapterPage, PromptSection, RankedTable, Site, TaskPage
+from segbench.reporting.pages import AdapterPage, Overview, PromptSection, RankedTable, Site, TaskPage
 from segbench.reporting.publishing import Completeness
 from segbench.reporting.ranking import RankedRow
 
@@ -102,14 +102,16 @@ def _table(table: RankedTable, metrics: tuple[MetricSpec, ...]) -> list[dict[str
     return [_row(ranked, table.metrics, metrics) for ranked in table.rows]
 
 
-def _overview(site: Site) -> dict[str, Any] | None:
+def _overview(site: Site, matrix: Overview | None) -> dict[str, Any] | None:
     """The overview matrix: columns (task, protocol, label; label null for the task's headline), and per
-    adapter one cell per column and its mean rank over the headline columns it is ranked in."""
-    if site.overview is None:
+    adapter one cell per column and its mean rank over the headline columns it is ranked in; each cell
+    says whether the pair is zero-shot (``zero_shot``: true, false, or null for unknown; reporting/cards.py)."""
+    if matrix is None:
         return None
+    columns = matrix.columns
     return {
         "aggregation_rule": site.rule,
-        "columns": [{"task": c.task.name, "prompt": c.prompt, "label": c.label} for c in site.overview.columns],
+        "columns": [{"task": c.task.name, "prompt": c.prompt, "label": c.label} for c in columns],
         "rows": [
             {
                 "adapter": r.adapter,
@@ -124,11 +126,12 @@ def _overview(site: Site) -> dict[str, Any] | None:
                         "shared_rank": cell.shared,
                         "dice": _estimate(cell.row.dice),
                         "failures": cell.row.failures,
+                        "zero_shot": site.zero_shot(r.adapter, column.task.name),
                     }
-                    for cell in r.cells
+                    for cell, column in zip(r.cells, columns, strict=True)
                 ],
             }
-            for r in site.overview.rows
+            for r in matrix.rows
         ],
     }
 
@@ -186,6 +189,30 @@ def _task(task: TaskPage, urls: Urls, metrics: tuple[MetricSpec, ...]) -> dict[s
     }
 
 
+def _card(facts: dict[str, Any]) -> dict[str, Any]:
+    """The adapter's model card: measured size (params, FLOPs and what they were counted on), licence,
+    links, checkpoint and the training sets with their source; null where the run did not record it."""
+    card = facts.get("card") or {}
+    measured = facts.get("measured") or {}
+    spec = facts.get("checkpoint_spec") or {}
+    return {
+        "params": measured.get("params"),
+        "flops": measured.get("flops"),
+        "flops_per": measured.get("per"),
+        "flops_sample": measured.get("sample"),
+        "torch": measured.get("torch"),
+        "license": facts.get("license"),
+        "paper": card.get("paper") or None,
+        "code": card.get("code") or None,
+        "checkpoint": {"name": spec.get("name"), "filename": spec.get("filename"), "sha256": spec.get("sha256") or None}
+        if spec
+        else None,
+        "trained_on": card.get("trained_on") if card else None,
+        "trained_on_complete": card.get("trained_on_complete") if card else None,
+        "trained_on_source": card.get("trained_on_source") or None,
+    }
+
+
 def _adapter(page: AdapterPage, urls: Urls) -> dict[str, Any]:
     return {
         "name": page.name,
@@ -193,6 +220,7 @@ def _adapter(page: AdapterPage, urls: Urls) -> dict[str, Any]:
         "adapter": page.adapter,
         "runs": [run_id for _, run_id in page.runs],
         "facts": page.facts,
+        "card": _card(page.facts),
     }
 
 
@@ -214,5 +242,6 @@ def document(site: Site, title: str, base_url: str | None, version: str, states:
         "metrics": [metric_record(spec) for spec in site.metrics],
         "tasks": [_task(task, urls, site.metrics) for task in site.tasks],
         "adapters": [_adapter(page, urls) for page in site.adapters],
-        "overview": _overview(site),
+        "overview": _overview(site, site.overview),
+        "zero_shot_overview": _overview(site, site.zero_shot_overview),
     }

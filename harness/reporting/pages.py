@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ from segbench.reporting import figures
 from segbench.reporting.aggregate import (
     AGGREGATION_RULE,
     Table,
+    TableScores,
     aggregation_rule,
     final_steps,
     tables,
     unit_of,
     with_contract_columns,
 )
+from segbench.reporting.cards import zero_shot, zero_shot_keep
 from segbench.reporting.curves import (
     SUPPORT_COLUMN,
     StepCurve,
@@ -43,7 +46,7 @@ from segbench.reporting.curves import (
 )
 from segbench.reporting.figures import Figure, Style
 from segbench.reporting.overlays import Drilldown, drilldown
-from segbench.reporting.ranking import RankedRow, rank_table
+from segbench.reporting.ranking import RankedRow, rank_rows, rank_table
 from segbench.running.kept_masks import SavedPrediction, saved_predictions
 from segbench.running.manifest import RunManifest, TaskRecord
 from segbench.running.store import RunStore
@@ -133,6 +136,7 @@ class RankedTable:
     label: str | None  # None: every label
     rows: list[RankedRow]
     metrics: tuple[MetricSpec, ...] = BUILTIN_METRICS  # the table's metric columns, the headline first
+    scores: TableScores | None = None  # the paired scores behind the ranks (to rank a subset again)
 
 
 @dataclass
@@ -231,18 +235,32 @@ class Overview:
         return [column for column in self.columns if column.label is None]
 
 
-def overview(tasks: list[TaskPage]) -> Overview:
+def _kept_rows(table: RankedTable, task: str, keep: Callable[[str, str], bool] | None) -> list[RankedRow]:
+    """The table's ranked rows, or, with ``keep``, the rows it keeps ranked again among themselves."""
+    if keep is None:
+        return table.rows
+    rows = [r.row for r in table.rows if keep(r.row.adapter, task)]
+    if table.scores is None:
+        raise SegbenchError(f"task {task}: a table without its scores cannot be ranked again")
+    return rank_rows(rows, table.scores)
+
+
+def overview(tasks: list[TaskPage], keep: Callable[[str, str], bool] | None = None) -> Overview:
     """Adapter x (task, protocol) headline, plus a column per label where a task has several; adapters
-    ordered by their mean rank over the headline columns they are ranked in (baselines after them)."""
+    ordered by their mean rank over the headline columns they are ranked in (baselines after them).
+    With ``keep(adapter, task)`` (the zero-shot view), only the pairs it keeps, ranked again among themselves."""
     columns = []
     for task in tasks:
         several = len(task.sections) > 1
         for section in task.sections:
             labelled = len(section.label_tables) > 1
-            columns.append(OverviewColumn(task, section.prompt, None, section.table.rows, several, labelled))
+            headline = _kept_rows(section.table, task.name, keep)
+            columns.append(OverviewColumn(task, section.prompt, None, headline, several, labelled))
             if labelled:
                 columns += [
-                    OverviewColumn(task, section.prompt, table.label, table.rows, several, labelled)
+                    OverviewColumn(
+                        task, section.prompt, table.label, _kept_rows(table, task.name, keep), several, labelled
+                    )
                     for table in section.label_tables
                 ]
     adapters = sorted({r.row.adapter for column in columns for r in column.rows})
@@ -271,6 +289,13 @@ class Site:
     overview: Overview | None = None
     rule: str = AGGREGATION_RULE  # the rule for the site's metric table (``metrics``)
     metrics: tuple[MetricSpec, ...] = BUILTIN_METRICS
+    zero_shot_overview: Overview | None = None  # the overview without the pairs known not to be zero-shot
+
+    def zero_shot(self, adapter: str, task: str) -> bool | None:
+        """Whether ``task``'s dataset is outside ``adapter``'s training data (reporting/cards.py; None: unknown)."""
+        card = next((page.facts.get("card") for page in self.adapters if page.name == adapter), None)
+        info = next((page.info for page in self.tasks if page.name == task), {})
+        return zero_shot(info.get("origin"), card)
 
     @property
     def summaries(self) -> str:
@@ -352,8 +377,8 @@ class SiteBuilder:
         leaves its figures to the task's support-size curve."""
         final = self._final(task).filter(pl.col("prompt") == prompt)
         rows = headline.rows
-        table = RankedTable(prompt, None, rank_table(headline), headline.metrics)
-        label_tables = [RankedTable(prompt, t.label, rank_table(t), t.metrics) for t in by_label]
+        table = RankedTable(prompt, None, rank_table(headline), headline.metrics, headline.scores)
+        label_tables = [RankedTable(prompt, t.label, rank_table(t), t.metrics, t.scores) for t in by_label]
         subject = f"task {task}, prompt {prompt}"
         name = f"{task_slug}-{slug(prompt)}"
         # every adapter with a Dice, baselines included, in table order; the penalties are in the values
@@ -477,13 +502,18 @@ class SiteBuilder:
         for task in tasks:
             families[task.family].append(task)
         order = sorted(families, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f))
+        adapters = self.adapter_pages(tasks)
+        keep = zero_shot_keep(
+            {a.name: a.facts.get("card") for a in adapters}, {t.name: t.info.get("origin") for t in tasks}
+        )
         return Site(
             [run.manifest.to_dict() for run in self.runs],
             tasks,
-            self.adapter_pages(tasks),
+            adapters,
             {f: families[f] for f in order},
             self.palette,
             overview(tasks),
             aggregation_rule(self.metrics),
             self.metrics,
+            overview(tasks, keep),
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segbench.hookspecs import hookimpl
+from segbench.reporting.cards import LEGEND, ZERO_SHOT_VIEW_RULE
 from segbench.reporting.pages import Site
 
 PageFiles = Iterable[tuple[str, dict[str, Any]]]
@@ -37,7 +38,11 @@ class Page:
 
 
 def _index(site: Site) -> PageFiles:
-    return [("index.html", {"page": "index"})]
+    return [("index.html", {"page": "index", "zero_shot_legend": LEGEND})]
+
+
+def _zero_shot(site: Site) -> PageFiles:
+    return [("zero-shot.html", {"zero_shot_legend": LEGEND, "zero_shot_rule": ZERO_SHOT_VIEW_RULE})]
 
 
 def _tasks(site: Site) -> PageFiles:
@@ -66,6 +71,7 @@ BUILTIN_PAGES = (
     Page("cases", "cases.html", _cases),
     Page("adapter", "adapter.html", _adapters),
     Page("runs", "runs.html", _runs),
+    Page("zero-shot", "zero_shot.html", _zero_shot, nav="Zero-shot view"),
 )
 
 

@@ -33,6 +33,7 @@ from segbench.running.manifest import (
     Session,
     TaskRecord,
 )
+from segbench.running.model_cards import read_cards
 from segbench.running.plan import AdapterSetup, RunPlan
 from segbench.running.runner import report_notices
 from segbench.running.store import RunStore
@@ -82,6 +83,8 @@ def adapter_facts(setup: AdapterSetup) -> AdapterRecord:
         distribution=setup.code.get("distribution"),
         fingerprint=setup.fingerprint,
         code={name: module["sha256"] for name, module in setup.code.get("modules", {}).items()},
+        card=meta.card.describe(),
+        measured=read_cards().get(setup.name),
     )
 
 
@@ -98,6 +101,7 @@ def task_facts(spec: TaskSpec) -> TaskRecord:
         dim=spec.dim,
         family=spec.family,
         labels=[label.name for label in spec.labels],
+        origin=list(spec.origin),
     )
 
 

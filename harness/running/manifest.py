@@ -94,6 +94,9 @@ class TaskRecord(Record):
     dim: int | None = None
     family: str | None = None
     labels: list[str] | None = None
+    origin: list[str] | None = None  # [task] origin: dataset ids (tasks/README.md); None: not recorded
+
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"origin"})  # runs before issue 18 read back unchanged
 
 
 @dataclass
@@ -115,6 +118,10 @@ class AdapterRecord(Record):
     distribution: dict[str, Any] | None = None
     fingerprint: str | None = None
     code: dict[str, Any] | None = None  # module -> sha256
+    card: dict[str, Any] | None = None  # ModelCard.describe(): links, trained_on and its source
+    measured: dict[str, Any] | None = None  # params and FLOPs from segbench cards (running/model_cards.py)
+
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"card", "measured"})  # as "origin" above
 
     @property
     def checkpoint_sha256(self) -> str | None:
