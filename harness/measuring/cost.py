@@ -52,6 +52,10 @@ def timed(device: str, function: Callable[..., T], *args: Any, **kwargs: Any) ->
 PROBE_SIDE = {"cpu": 1024, "cuda": 4096}
 PROBE_REPEATS = 3
 PROBE_INTERVAL_S = 10.0  # ~56 ms of products every 10 s: about 0.6% of a run on a 2-core CPU
+# At most this share of a run's wall time goes to the probe: on a busy host its products slow down with
+# everything else (4 x ~180 ms on the dev VM at load 13, 730 ms a LiteMedSAM case, 2.7% of its time), so
+# the wait after a probe is at least its own duration over this share
+PROBE_SHARE = 0.01
 
 
 class MachineProbe:
@@ -71,12 +75,23 @@ class MachineProbe:
         self.interval_s = interval_s
         self._ms = float("nan")
         self._at = -math.inf
+        self._wait = interval_s
 
     def _measure(self) -> float:
-        """Made and dropped each time, so no case's peak memory holds the operand."""
+        """Made and dropped each time, so no case's peak memory holds the operand. On a CPU where torch
+        is not imported (a run of baselines that never call it) the same product through numpy's BLAS
+        (measured side by side on the dev VM: within the run-to-run spread of torch's), so a baseline's
+        run does not import torch for its probe alone; runs of one adapter probe alike either way."""
+        side = PROBE_SIDE["cuda" if self.device.startswith("cuda") else "cpu"]
+        if self.device == "cpu" and "torch" not in sys.modules:
+            import numpy as np
+
+            matrix = np.random.default_rng(0).random((side, side), dtype=np.float32)
+            timed(self.device, np.matmul, matrix, matrix)
+            times = sorted(timed(self.device, np.matmul, matrix, matrix)[1] for _ in range(PROBE_REPEATS))
+            return times[len(times) // 2]
         import torch
 
-        side = PROBE_SIDE["cuda" if self.device.startswith("cuda") else "cpu"]
         generator = torch.Generator(self.device).manual_seed(0)
         with torch.inference_mode():
             operand = torch.rand(side, side, device=self.device, generator=generator)
@@ -85,10 +100,13 @@ class MachineProbe:
         return times[len(times) // 2]
 
     def ms(self) -> float:
-        """The latest figure, measured now if it is older than ``interval_s``."""
-        if time.monotonic() - self._at > self.interval_s:
+        """The latest figure, measured now if it is older than ``interval_s`` (or, where the last probe
+        took more than ``PROBE_SHARE`` of that, than its duration over ``PROBE_SHARE``)."""
+        if time.monotonic() - self._at > self._wait:
+            start = time.monotonic()
             self._ms = self._measure()
             self._at = time.monotonic()
+            self._wait = max(self.interval_s, (self._at - start) / PROBE_SHARE)
         return self._ms
 
 

@@ -35,11 +35,14 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import skeletonize
 
 from segbench.hookspecs import hookimpl
+from segbench.lazy import lazy_import
 from segbench.measuring import metrics
 from segbench.measuring.metric_table import MetricSpec, ScoringInputs
+
+# scikit-image on first use (a clDice row): its import is ~0.4 s of a run's start that no default metric needs
+morphology = lazy_import("skimage.morphology")
 
 BOUNDARY_DILATION_RATIO = 0.02  # the official boundary_iou_api default
 
@@ -99,7 +102,7 @@ def boundary_iou(inputs: ScoringInputs) -> float:
 
 def skeleton(mask: np.ndarray) -> np.ndarray:
     """Zhang (2D) or Lee (3D) skeleton, as bool."""
-    return np.asarray(skeletonize(mask), dtype=bool)
+    return np.asarray(morphology.skeletonize(mask), dtype=bool)
 
 
 def cldice(inputs: ScoringInputs) -> float:

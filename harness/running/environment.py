@@ -14,6 +14,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -155,7 +156,23 @@ def git_commit(directory: Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(dirty), "remote": _remote(directory)}
 
 
+def gpu_driver_present() -> bool:
+    """Whether this machine has a GPU driver torch could use (NVIDIA's, or ROCm's ``/dev/kfd``): without
+    one ``torch.cuda.is_available()`` is False for certain, and answering so costs no torch import."""
+    return any(Path(path).exists() for path in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
+
+
+def torch_loaded() -> bool:
+    """Whether torch is imported in this process (by an adapter that uses it, or by ``--threads``)."""
+    return "torch" in sys.modules
+
+
 def accelerator() -> dict[str, Any]:
+    """The GPUs and the CUDA build torch sees. Without torch imported and without a GPU driver, what is
+    known without importing torch (seconds of start-up a baseline run does not need): no GPU, and the
+    CUDA build left unknown (``None``) until a run's end (:func:`machine` is asked again then)."""
+    if not torch_loaded() and not gpu_driver_present():
+        return {"cuda_available": False, "cuda": None, "cudnn": None, "gpus": [], "driver": None}
     import torch
 
     info: dict[str, Any] = {
@@ -205,7 +222,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _torch_threads() -> int:
+def _torch_threads() -> int | None:
+    """torch's threads, or None where torch is not imported (no adapter that uses it has run)."""
+    if not torch_loaded():
+        return None
     import torch
 
     return torch.get_num_threads()

@@ -262,6 +262,10 @@ def _execute_locked(
         raise
     finally:
         bar.close()
+    if manifest.machine.torch_threads is None and environment.torch_loaded():
+        # the facts only torch knows (threads, its CUDA build), left out at the start of a run that had
+        # not imported it (environment.accelerator): an adapter that uses torch has loaded it since
+        manifest.machine = Machine.from_dict(environment.machine())
     frame = store.consolidate()
     report_notices(plan, frame, manifest)
     failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()

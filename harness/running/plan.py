@@ -44,6 +44,7 @@ from segbench.measuring.metric_table import task_metrics, unit_key
 from segbench.measuring.metrics import METRICS_VERSION
 from segbench.protocols.prompts import ProtocolSpec
 from segbench.running import prediction_writers
+from segbench.running.environment import gpu_driver_present, torch_loaded
 from segbench.weights import checkpoints
 
 WEIGHT_MODES = ("pretrained", "random")
@@ -113,6 +114,8 @@ def resolve_device(device: str, check: bool = True) -> str:
     """``auto`` → cuda or cpu, as torch sees it here; ``check=False`` accepts cuda where the driver has no
     GPU (its workers run elsewhere)."""
     if device == "auto":
+        if not torch_loaded() and not gpu_driver_present():  # no driver: no CUDA, and no torch import to say so
+            return "cpu"
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -163,9 +166,34 @@ def _distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
+# What a distribution lists of its files (wheels, eggs, old pip installs): a top-level name inferred from them
+# is one of their paths' parts, so a distribution whose lists do not contain the name cannot provide it
+_FILE_LISTS = ("RECORD", "installed-files.txt", "SOURCES.txt")
+
+
+@cache
+def _providers(top: str) -> list[str]:
+    """``importlib.metadata.packages_distributions().get(top, [])`` without building the whole map, which
+    parses every file of every installed distribution (0.5 s of each run's start on the dev VM, more
+    loaded): the same rule (declared ``top_level.txt``, else names inferred from the files), the same order,
+    with the inference run only for the distributions whose file lists mention ``top`` at all."""
+    infer = getattr(importlib.metadata, "_top_level_inferred", None)
+    if infer is None:  # another Python's internals: the whole map, as before
+        return list(_distributions().get(top, []))
+    names = []
+    for dist in importlib.metadata.distributions():
+        tops = (dist.read_text("top_level.txt") or "").split()
+        if not tops:
+            listed = "".join(dist.read_text(name) or "" for name in _FILE_LISTS)
+            tops = list(infer(dist)) if top in listed else []
+        if top in tops:
+            names.append(dist.metadata["Name"])
+    return names
+
+
 def distribution_of(module: str) -> dict[str, str] | None:
     """The installed distribution a module belongs to (name and version), or None (a module on the path)."""
-    names = _distributions().get(module.split(".", 1)[0])
+    names = _providers(module.split(".", 1)[0])
     if not names:
         return None
     try:

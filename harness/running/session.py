@@ -118,5 +118,8 @@ def _union_by_label(ask: Ask, masks: np.ndarray) -> dict[str, np.ndarray]:
     """The prediction of each label: the union of its targets' masks (one per target)."""
     out: dict[str, np.ndarray] = {}
     for target, mask in zip(ask.targets, masks, strict=True):
-        out[target.label] = out.get(target.label, np.zeros(mask.shape, bool)) | mask.astype(bool)
+        if target.label in out:  # a further instance: united in place (the first one is a copy)
+            np.logical_or(out[target.label], mask, out=out[target.label])
+        else:
+            out[target.label] = mask.astype(bool, copy=True)
     return out

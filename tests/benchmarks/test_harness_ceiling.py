@@ -11,6 +11,7 @@ called inside another is charged to itself alone):
 * encode / decode: the adapter's ``encode`` and ``predict`` (nothing, for these adapters)
 * score: Dice, NSD and HD95 of every row
 * store: ``RunStore.write_unit`` (a parquet part written, fsynced and renamed)
+* probe: the machine probe's products (every 10 s, at most 1% of the wall time)
 * other: the rest of the unit (prompts, masks by label, rows, timers, memory probes)
 
 and printed as CPU-ms per row, with rows/s over wall time. The model-bound case: LiteMedSAM (its
@@ -45,7 +46,7 @@ from segbench.running.plan import RunOptions, make_plan
 from segbench.running.runner import UnitRunner
 from segbench.running.store import RunStore
 
-STAGES = ("read", "encode", "decode", "score", "store", "other")
+STAGES = ("read", "encode", "decode", "score", "store", "probe", "other")
 MODEL_BOUND_LIMIT = 0.02
 
 
@@ -157,6 +158,7 @@ def measure(
     runner = UnitRunner(plan, adapter)
     runner.probe.ms()  # the machine probe's first product (then one every 10 s) is start-up, not per row
     stages = Stages()
+    runner.probe._measure = stages.wrap("probe", runner.probe._measure)  # type: ignore[method-assign]
     model_wall = [0.0]
     reader = plan.reader(spec.name)
     reader.read = stages.wrap("read", reader.read)  # type: ignore[method-assign]

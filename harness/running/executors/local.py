@@ -19,4 +19,4 @@ class LocalExecutor:
                 store.write_unit(unit.unit_id, worker.run(unit))
                 done(unit)
         finally:
-            worker.close()
+            worker.close(last=True)

@@ -149,7 +149,7 @@ class PipelinedExecutor:
             writer.queue.put(None)  # what was scored is still written: a part is on disk or it is not
             writer.join()
             score_pool.shutdown()
-            worker.close()
+            worker.close(last=True)
         writer.check()
         settings = {"readers": self.readers, "scorers": self.scorers, "in_flight": self.in_flight, "batch": self.batch}
         return {**settings, "threads": self.threads} if self.threads else settings

@@ -51,7 +51,8 @@ class Worker:
         assert self.runner is not None
         return self.runner.infer(unit, case)
 
-    def close(self) -> None:
+    def close(self, last: bool = False) -> None:
+        """Free the loaded adapter; ``last``: the run's end, nothing follows (see :meth:`UnitRunner.close`)."""
         if self.runner is not None:
-            self.runner.close()
+            self.runner.close(last)
             self.runner = None
