@@ -121,7 +121,7 @@ def test_check_adapter_on_the_example_package(plugin_path: str) -> None:
         lines = result.stdout.splitlines()
         assert lines[-1] == f"{name}: passed (0 check(s) failed)"
         assert {line.split()[1] for line in lines[:-1]} == set(CHECKS)  # a line per check
-    pretrained = run_cli("check-adapter", "tinyseg", "--weights", "pretrained", env=env).stdout
+    pretrained = result.stdout  # the last one: tinyseg with its bundled weights
     assert "weights: pretrained" in pretrained
     listed = json.loads(run_cli("adapters", "--json", env=env).stdout)
     assert next(a for a in listed if a["name"] == "tinyseg")["checkpoint"] == "present (bundled)"
