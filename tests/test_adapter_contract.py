@@ -121,7 +121,7 @@ def test_check_adapter_on_the_example_package(plugin_path: str) -> None:
         lines = result.stdout.splitlines()
         assert lines[-1] == f"{name}: passed (0 check(s) failed)"
         assert {line.split()[1] for line in lines[:-1]} == set(CHECKS)  # a line per check
-    pretrained = run_cli("check-adapter", "tinyseg", "--weights", "pretrained", env=env).stdout
+    pretrained = result.stdout  # the last one: tinyseg with its bundled weights
     assert "weights: pretrained" in pretrained
     listed = json.loads(run_cli("adapters", "--json", env=env).stdout)
     assert next(a for a in listed if a["name"] == "tinyseg")["checkpoint"] == "present (bundled)"
@@ -155,32 +155,47 @@ def test_check_adapter_fails_with_exit_1(tmp_path: Path) -> None:
 
 
 def test_tinyseg_ships_the_weights_its_script_writes_and_loads_them(tmp_path: Path) -> None:
-    """The bundled checkpoint holds exactly what make_weights.py writes; loaded (weights_only), the model
-    computes its documented rule, checked here in numpy: inside the box, brighter than the box's mean."""
+    """The bundled checkpoint is byte for byte what make_weights.py writes (so its pinned sha256 is
+    reproducible on any machine and torch version), holds the tensors of ``reference_state_dict``, and a
+    malformed file is refused; loaded, the model computes its documented rule, checked here in numpy:
+    inside the box, brighter than the box's mean."""
     torch = pytest.importorskip("torch")
     package = EXAMPLE / "segbench_example_adapter"
+    shipped_path = package / "weights" / "tinyseg-v1.json"
     subprocess.run(
-        [sys.executable, "-m", "segbench_example_adapter.make_weights", str(tmp_path / "tinyseg-v1.pt")],
+        [sys.executable, "-m", "segbench_example_adapter.make_weights", str(tmp_path / "tinyseg-v1.json")],
         check=True,
         env={"PYTHONPATH": str(EXAMPLE), "PATH": ""},
         capture_output=True,
     )
-    from segbench.weights.checkpoints import read_state_dict
-
-    written, shipped = (
-        read_state_dict(tmp_path / "tinyseg-v1.pt"),
-        read_state_dict(package / "weights" / "tinyseg-v1.pt"),
-    )
-    assert written.keys() == shipped.keys() and all(torch.equal(written[k], shipped[k]) for k in written)
+    assert (tmp_path / "tinyseg-v1.json").read_bytes() == shipped_path.read_bytes()
 
     sys.path.insert(0, str(EXAMPLE))
     try:
-        from segbench_example_adapter.tinyseg import TinySeg
+        from segbench_example_adapter.tinyseg import TINYSEG_V1, TinySeg
+        from segbench_example_adapter.tinyseg_net import read_weights, reference_state_dict
 
         from segbench.interface import LoadOptions, Prompt
+        from segbench.weights.checkpoints import CheckpointError, file_digest
+
+        assert (file_digest(shipped_path, "sha256"), shipped_path.stat().st_size) == (
+            TINYSEG_V1.sha256,
+            TINYSEG_V1.size,
+        )
+        written, shipped = reference_state_dict(), read_weights(shipped_path)
+        assert written.keys() == shipped.keys() and all(torch.equal(written[k], shipped[k]) for k in written)
+        document = json.loads(shipped_path.read_text())
+        document["tensors"]["decoder.bias"]["values"] = [1.0, 2.0]  # two values for shape [1]
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(document))
+        with pytest.raises(CheckpointError, match=r"decoder\.bias: 1 values expected"):
+            read_weights(bad)
+        bad.write_bytes(b"\x80\x04\x95")  # a pickle's opening bytes are not read as weights
+        with pytest.raises(CheckpointError, match="not a tinyseg weights file"):
+            read_weights(bad)
 
         adapter = TinySeg()
-        adapter.load(LoadOptions(checkpoint=package / "weights" / "tinyseg-v1.pt"))
+        adapter.load(LoadOptions(checkpoint=shipped_path))
         image, labels = phantom_image(0)
         rows, cols = np.nonzero(labels["organ"])
         box = np.array([cols.min(), rows.min(), cols.max(), rows.max()], dtype=float)

@@ -1,9 +1,11 @@
 """Write the ``tinyseg-v1`` checkpoint: ``python -m segbench_example_adapter.make_weights [PATH]``.
 
 A lab runs its training script here; this example writes its hand-set weights
-(:func:`segbench_example_adapter.tinyseg_net.reference_state_dict`) as a plain state dict, the form
-segbench loads with ``torch.load(weights_only=True)``. By default the file goes where the package
-bundles it (``weights/tinyseg-v1.pt``); its sha256 and size are then pinned in ``tinyseg.TINYSEG_V1``.
+(:func:`segbench_example_adapter.tinyseg_net.reference_state_dict`) as the JSON text of
+:func:`segbench_example_adapter.tinyseg_net.weights_text`. By default the file goes where the package
+bundles it (``weights/tinyseg-v1.json``); its sha256 and size are pinned in ``tinyseg.TINYSEG_V1``. The
+text is the same bytes on every run and every torch version, so rerunning this script reproduces the
+pinned file exactly (the tests check that it does).
 """
 
 from __future__ import annotations
@@ -12,18 +14,17 @@ import hashlib
 import sys
 from pathlib import Path
 
-import torch
+from segbench_example_adapter.tinyseg_net import reference_state_dict, weights_text
 
-from segbench_example_adapter.tinyseg_net import reference_state_dict
-
-DEFAULT = Path(__file__).parent / "weights" / "tinyseg-v1.pt"
+DEFAULT = Path(__file__).parent / "weights" / "tinyseg-v1.json"
 
 
 def write(path: Path = DEFAULT) -> str:
     """Write the checkpoint to ``path`` and return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(reference_state_dict(), path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    data = weights_text(reference_state_dict()).encode("utf-8")
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 if __name__ == "__main__":

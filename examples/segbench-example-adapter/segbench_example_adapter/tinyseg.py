@@ -5,8 +5,10 @@ What it shows, beside the ``clicks`` adapter of this package:
 * a checkpoint declared with :class:`segbench.interface.CheckpointSpec` (name, file name, sha256, size)
   and bundled inside the package (``bundled=(package, resource)``), so that ``segbench adapters``
   reports it present and segbench verifies its sha256 before every run;
-* the weights read without executing anything from the file (segbench's ``read_state_dict``, i.e.
-  ``torch.load(weights_only=True)``) and applied strictly (a missing or extra key is an error);
+* the weights read without executing anything from the file (a JSON text of numbers, read by
+  :func:`segbench_example_adapter.tinyseg_net.read_weights`; a ``.pt`` file would be read with
+  segbench's ``read_state_dict``, i.e. ``torch.load(weights_only=True)``) and applied strictly with
+  segbench's ``apply_state_dict`` (a missing, extra or mis-shaped key is an error);
 * ``random_weights`` (``segbench run --weights random``, ``segbench check-adapter``): the same
   architecture, seeded, no file needed;
 * torch imported only in ``load`` (model code in ``tinyseg_net``, named in ``code_modules``), devices
@@ -33,15 +35,15 @@ from segbench.interface import (
     Support,
 )
 
-# Written by make_weights.py and shipped in the package; a lab that publishes its file on the web gives
-# its URL instead (then `segbench weights fetch tinyseg-v1` downloads and checks it).
+# Written by make_weights.py (the same bytes on every run) and shipped in the package; a lab that publishes
+# its file on the web gives its URL instead (then `segbench weights fetch tinyseg-v1` downloads and checks it).
 TINYSEG_V1 = CheckpointSpec(
     name="tinyseg-v1",
-    filename="tinyseg-v1.pt",
+    filename="tinyseg-v1.json",
     url="",
-    sha256="cac6ef2f8a11804a80a2c0f5a06cbe6009f0a5ccbdee9aaf707bb024c9abc020",
-    size=2491,
-    bundled=("segbench_example_adapter", "weights/tinyseg-v1.pt"),
+    sha256="6071fb9e0bded1e12ddc5668a5d139bf6251b919de2ed76bcc06edd658860600",
+    size=628,
+    bundled=("segbench_example_adapter", "weights/tinyseg-v1.json"),
     manual_download=True,  # nowhere to download it from: it comes with the package
 )
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -71,14 +73,14 @@ class TinySeg(Adapter):
     def load(self, options: LoadOptions) -> None:
         import torch
 
-        from segbench.weights.checkpoints import apply_state_dict, read_state_dict
-        from segbench_example_adapter.tinyseg_net import TinySegNet
+        from segbench.weights.checkpoints import apply_state_dict
+        from segbench_example_adapter.tinyseg_net import TinySegNet, read_weights
 
         torch.manual_seed(options.seed)  # random weights are the same on every run
         net = TinySegNet()
         if not options.random_weights:
             assert options.checkpoint is not None  # segbench resolved and verified it
-            apply_state_dict(net, read_state_dict(options.checkpoint), options.checkpoint)
+            apply_state_dict(net, read_weights(options.checkpoint), options.checkpoint)
         self.torch = torch
         self.dtype = getattr(torch, DTYPES[options.precision])
         self.device = torch.device(options.device)
