@@ -84,13 +84,14 @@ class Session:
             return ProtocolRun(protocol, [], math.nan)
         decode = self.decoder(protocol)
         steps: list[Step] = []
-        for index in range(kind.steps):
+        taken = kind.steps_for(frozenset(self.adapter.meta.capabilities.names()))
+        for index in range(taken):
             spent = self.encoder_ms_spent()
             prediction, elapsed = timed(self.device, decode, ask)
             masks = check_masks(prediction.masks, (ask.count, *self.shape))
             by_label = _union_by_label(ask, ensemble_masks(prediction, ask.members))
             steps.append(Step(index, elapsed - (self.encoder_ms_spent() - spent), ask, masks, by_label))
-            if index + 1 < kind.steps:
+            if index + 1 < taken:
                 ask = kind.refine(ask, masks, prediction.feedback or [None] * ask.count)
         return ProtocolRun(protocol, steps, self.encode_ms())
 
