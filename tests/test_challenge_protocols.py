@@ -259,7 +259,7 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
     """cvpr25 on a 3D task and microsam on the phantoms, with the example ``clicks`` adapter (box and
     point): every step is a row, and the leaderboard draws each protocol's Dice per step and DSC AUC."""
     (tmp_path / "bench.toml").write_text(
-        '[suites.challenge]\nadapters = ["clicks"]\ntasks = ["la-heart", "phantom"]\nlimit = 1\n'
+        '[suites.challenge]\nadapters = ["clicks", "box"]\ntasks = ["la-heart", "phantom"]\nlimit = 1\n'
         'protocols = [{ kind = "cvpr25" }, { kind = "microsam" }]\n'
     )
     env = {"PYTHONPATH": plugin_path}
@@ -269,11 +269,14 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
     rows = pl.read_parquet(run / "cases.parquet")
     steps = {
         (task, prompt): sorted(group["step"].to_list())
-        for (task, prompt), group in rows.filter(pl.col("status") == "ok").group_by("task", "prompt")
+        for (task, prompt), group in rows.filter((pl.col("status") == "ok") & (pl.col("adapter") == "clicks")).group_by(
+            "task", "prompt"
+        )
     }
     assert steps[("la-heart", "cvpr25")] == list(range(6))  # one label: the box, then 5 clicks
     assert set(steps[("phantom", "microsam_box8")]) == set(range(8))  # micro-sam's n_iterations = 8
-    clicks = json.loads(rows.filter((pl.col("task") == "la-heart") & (pl.col("step") == 5))["prompt_json"][0])
+    at_5 = rows.filter((pl.col("task") == "la-heart") & (pl.col("step") == 5) & (pl.col("adapter") == "clicks"))
+    clicks = json.loads(at_5["prompt_json"][0])
     assert len(clicks[0]["clicks"]) == 5 and all(str(z) in clicks[0]["slices"] for (z, _, _), _ in clicks[0]["clicks"])
     run_cli("report", str(run), "--out", str(tmp_path / "site"), env=env)
     document = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
@@ -281,9 +284,22 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
         section = next(
             s for t in document["tasks"] if t["name"] == task for s in t["iterative"] if s["prompt"] == prompt
         )
-        (curve,) = section["curves"]
+        box, curve = sorted(section["curves"], key=lambda c: c["adapter"])
         assert curve["steps"] == list(range(count)) and curve["dsc_auc"] is not None
+        assert curve["click_steps"] == list(range(1, count)) and len(curve["noc"]) == 2
+        assert curve["interactions"][0] == 1 and curve["interactions"][-1] > 1  # the box, then the clicks
+        # the box baseline takes boxes only: its box step is scored, its click steps not taken
+        assert box["adapter"] == "box" and box["steps"] == [0] and box["not_taken"] and box["dsc_auc"] is None
+        assert section["not_taken"] == ["box"]
         assert (tmp_path / "site" / "figures" / f"{task}-{prompt}-steps.svg").is_file()
+    la = next(t for t in document["tasks"] if t["name"] == "la-heart")
+    (cvpr,) = la["iterative"]
+    scores = {case["adapter"]: case for case in cvpr["cases"]}
+    assert scores["clicks"]["DSC_AUC"] is not None and scores["box"]["DSC_AUC"] is None
+    assert scores["clicks"]["DSC_Final"] == pytest.approx(scores["clicks"]["dsc"][-1])
+    assert {c["prompt"] for c in la["cost"]} == {"cvpr25"}
+    not_taken = rows.filter(pl.col("status") == "not_taken")
+    assert set(not_taken["adapter"]) == {"box"} and not_taken.filter(pl.col("task") == "la-heart").height == 5
 
 
 def test_cvpr25_without_a_box_starts_from_clicks_on_an_empty_prediction() -> None:

@@ -28,6 +28,7 @@ from segbench.protocols.prompts import parse_protocol
 from segbench.reporting.curves import challenge_cases, cost_curves, not_taken, step_curves
 from segbench.running.plan import RunOptions, make_plan
 from segbench.running.runner import UnitRunner
+from segbench.running.store import RunStore
 
 from .test_challenge_scores import load
 
@@ -205,7 +206,7 @@ class FrozenClock:
     "seconds, over", [(CVPR25_SECONDS_PER_CLASS + 10, True), (CVPR25_SECONDS_PER_CLASS - 10, False)]
 )
 def test_the_time_bound_is_flagged_per_row(
-    data_root: Path, monkeypatch: pytest.MonkeyPatch, seconds: float, over: bool
+    data_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seconds: float, over: bool
 ) -> None:
     """A stand-in slow adapter: the box baseline (box-only: it takes the cvpr25 box step) whose first
     predict of the case takes ``seconds`` on a frozen clock. Over 90 s for its one label, every row of the
@@ -234,6 +235,9 @@ def test_the_time_bound_is_flagged_per_row(
     assert len(taken) == 1 and taken[0]["step"] == 0 and taken[0]["total_ms"] == pytest.approx(1000 * seconds)
     assert taken[0]["over_time_limit"] is over
     assert sorted(row["step"] for row in result.rows if row["status"] == NOT_TAKEN) == [1, 2, 3, 4, 5]
+    store = RunStore(tmp_path / "run")
+    store.write_unit(plan.units[0].unit_id, result)
+    assert store.done_units() == {plan.units[0].unit_id: "ok"}  # a step not taken is no failure: no retry
     (case,) = challenge_cases(
         frame(
             [

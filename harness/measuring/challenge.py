@@ -88,7 +88,7 @@ def click_auc(values: Sequence[float], clicks: int = CLICKS) -> float:
     return float(np.sum((tail[1:] + tail[:-1]) / 2))
 
 
-def case_step_score(dices: Sequence[float], nsds: Sequence[float]) -> tuple[float, float]:
+def case_step_score(dices: Sequence[float] | np.ndarray, nsds: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """(DSC, NSD) of a case at one step from its classes' own Dice and NSD at 2 mm (a row per class):
     their means, the NSD 0 unless the mean DSC exceeds the gate (what :func:`multi_class_scores` gives
     from the masks)."""

@@ -27,7 +27,11 @@ among the voxels at the maximum (C order, ``np.argwhere``) the one a legacy gene
 draws with ``choice`` -- the script reseeds at every click, so the draw is the same function of the
 tie count every time. Foreground where the ground truth is, background elsewhere; no click for a
 class already perfect. Scores (DSC/NSD gated on DSC > 0.2, the AUC over the click steps) are
-:mod:`segbench.measuring.challenge`'s.
+:mod:`segbench.measuring.challenge`'s. The README's "Upper Time Bound" (90 s per class for the whole case,
+else its DSC and NSD are 0) is :attr:`Cvpr25.time_limit_s`: the runner flags the case's rows
+(``over_time_limit``) and the case score applies it. The challenge takes every submission, and a model
+that ignores clicks is scored on its box answer repeated; segbench runs a box-only model's box step
+(:attr:`Cvpr25.first_requires`) and records its click steps as not taken, never as answers.
 
 ``cvpr24`` (bowang-lab/MedSAM LiteMedSAM ``CVPR24_*`` and ``evaluation/compute_metrics.py``): one
 tight box per target, 2D or the key-slice 3D box; its rules are the scores in
