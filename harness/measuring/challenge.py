@@ -111,9 +111,9 @@ def cvpr25_case_score(dscs: Sequence[float], nsds: Sequence[float], over_time_li
     """A case's CVPR 2025 score from its DSC and NSD per step (the box step, if any, first): the AUCs over
     the last :data:`CLICKS` steps (the click steps, with or without a box), the last step's values, all
     0 when the case was over the time limit."""
-    if over_time_limit:
-        return Cvpr25Score(0.0, 0.0, 0.0, 0.0)
     taken = len(dscs) >= CLICKS
+    if over_time_limit:
+        return Cvpr25Score(0.0 if taken else None, 0.0 if taken else None, 0.0, 0.0)
     return Cvpr25Score(
         click_auc(dscs) if taken else None, click_auc(nsds) if taken else None, float(dscs[-1]), float(nsds[-1])
     )
