@@ -4,6 +4,8 @@ Fixtures (tests/fixtures/official/, recorded by helper X; provenance inside each
 * cvpr25_iter_eval.json -- repository JunMa11/CVPR-MedSegFMCompetition, commit
   748e862d162e3e3ee8197bd4085b19bbbe0bb8a0, CVPR25_iter_eval.py (sample_coord, compute_edt, the click loop)
   with SurfaceDice.py;
+* cvpr25_get_boxes.json -- the same repository and commit, get_boxes.py (mask3D_to_bbox, mask2D_to_bbox:
+  the challenge's 3D boxes with their random shift), run by helper P with the script's seed 2025;
 * cvpr24_compute_metrics.json -- repository bowang-lab/MedSAM, branch LiteMedSAM, commit
   b0fab476e54e631dd412b25e0db9fdf2a2b0f54c, evaluation/compute_metrics.py with evaluation/SurfaceDice.py;
 * microsam_iterative_prompts.json -- repository computational-cell-analytics/micro-sam, commit
@@ -34,7 +36,7 @@ import pytest
 from segbench import plugins
 from segbench.measuring import challenge
 from segbench.protocols.base import ProtocolInputs
-from segbench.protocols.challenge_kinds import ChallengeVolumePrompt, MicroSam, cvpr25_click
+from segbench.protocols.challenge_kinds import ChallengeVolumePrompt, Cvpr25, MicroSam, cvpr25_click
 from segbench.protocols.prompts import parse_protocol
 
 from .conftest import run_cli
@@ -44,6 +46,7 @@ from .test_challenge_scores import brats_label, ct_labels, fix, initial, la_labe
 def test_the_fixtures_name_their_provenance() -> None:
     expected = {
         "cvpr25_iter_eval.json": ("JunMa11/CVPR-MedSegFMCompetition", "748e862d162e3e3ee8197bd4085b19bbbe0bb8a0"),
+        "cvpr25_get_boxes.json": ("JunMa11/CVPR-MedSegFMCompetition", "748e862d162e3e3ee8197bd4085b19bbbe0bb8a0"),
         "cvpr24_compute_metrics.json": ("bowang-lab/MedSAM", "b0fab476e54e631dd412b25e0db9fdf2a2b0f54c"),
         "microsam_iterative_prompts.json": (
             "computational-cell-analytics/micro-sam",
@@ -120,6 +123,54 @@ def test_cvpr25_clicks_and_scores_equal_the_official_script(data_root: Path, ind
     assert challenge.click_auc(dscs) == pytest.approx(case["DSC_AUC"], abs=1e-6)
     assert challenge.click_auc(nsds) == pytest.approx(case["NSD_AUC"], abs=1e-6)
     assert (dscs[-1], nsds[-1]) == pytest.approx((case["DSC_Final"], case["NSD_Final"]), abs=1e-6)
+
+
+class SeededCvpr25(Cvpr25):
+    """The registered cvpr25 kind with ``get_boxes.py``'s ``np.random.seed(2025)``."""
+
+    def random_state(self, inputs: ProtocolInputs) -> np.random.RandomState:
+        return np.random.RandomState(2025)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_cvpr25_boxes_equal_the_official_get_boxes(data_root: Path, index: int) -> None:
+    """The middle occupied slice (brats class 3 skips slices: the middle of its extent is not it), the
+    tight box grown by the drawn shift scaled to the slice, the unshifted extent."""
+    case = load("cvpr25_get_boxes.json")["cases"][index]
+    gt = brats_label(data_root) if case["case"].startswith("brats") else la_label(data_root)
+    assert plugins.protocols()["cvpr25"] is Cvpr25
+    labels = {str(c): gt == c for c in case["classes"]}
+    ask = SeededCvpr25().first(ProtocolInputs(seed=0, task="t", case_id=case["case"], labels=labels))
+    given = []
+    for prompt in ask.prompts:
+        ((z, on_slice),) = prompt.slices.items()
+        x0, y0, x1, y1 = (int(v) for v in on_slice.box)
+        assert on_slice.points is None and prompt.key_slice == z
+        given.append(
+            {"z_min": prompt.z_range[0], "z_max": prompt.z_range[1], "z_mid": z}
+            | {"z_mid_x_min": x0, "z_mid_y_min": y0, "z_mid_x_max": x1, "z_mid_y_max": y1}
+        )
+    assert given == case["boxes"]
+    assert any(shift for shift in case["bbox_shift"])  # the fixture exercises the shift
+
+
+def test_cvpr25_box_shifts_are_keyed_by_case_not_by_adapter() -> None:
+    truth = np.zeros((5, 300, 300), bool)
+    truth[1:4, 100:200, 100:200] = True
+    kind = parse_protocol({"kind": "cvpr25"}).handler
+    boxes = {
+        case: [
+            p.slices[2].box.tolist()
+            for _ in range(2)
+            for p in kind.first(ProtocolInputs(0, "t", case, {"a": truth})).prompts
+        ]
+        for case in ("c0", "c1", "c2", "c3", "c4", "c5")
+    }
+    for box in boxes.values():
+        assert box[0] == box[1]  # the same case draws the same shift
+        shift = 100 - box[0][0]
+        assert 0 <= shift <= int(5 * 300 / 256) and box[0] == [100 - shift, 100 - shift, 199 + shift, 199 + shift]
+    assert len({tuple(b[0]) for b in boxes.values()}) > 1  # the shift is drawn, not fixed
 
 
 def test_cvpr25_ties_are_drawn_with_the_scripts_seed_not_in_c_order() -> None:
@@ -208,7 +259,7 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
     """cvpr25 on a 3D task and microsam on the phantoms, with the example ``clicks`` adapter (box and
     point): every step is a row, and the leaderboard draws each protocol's Dice per step and DSC AUC."""
     (tmp_path / "bench.toml").write_text(
-        '[suites.challenge]\nadapters = ["clicks"]\ntasks = ["la-heart", "phantom"]\nlimit = 1\n'
+        '[suites.challenge]\nadapters = ["clicks", "box"]\ntasks = ["la-heart", "phantom"]\nlimit = 1\n'
         'protocols = [{ kind = "cvpr25" }, { kind = "microsam" }]\n'
     )
     env = {"PYTHONPATH": plugin_path}
@@ -218,11 +269,14 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
     rows = pl.read_parquet(run / "cases.parquet")
     steps = {
         (task, prompt): sorted(group["step"].to_list())
-        for (task, prompt), group in rows.filter(pl.col("status") == "ok").group_by("task", "prompt")
+        for (task, prompt), group in rows.filter((pl.col("status") == "ok") & (pl.col("adapter") == "clicks")).group_by(
+            "task", "prompt"
+        )
     }
     assert steps[("la-heart", "cvpr25")] == list(range(6))  # one label: the box, then 5 clicks
     assert set(steps[("phantom", "microsam_box8")]) == set(range(8))  # micro-sam's n_iterations = 8
-    clicks = json.loads(rows.filter((pl.col("task") == "la-heart") & (pl.col("step") == 5))["prompt_json"][0])
+    at_5 = rows.filter((pl.col("task") == "la-heart") & (pl.col("step") == 5) & (pl.col("adapter") == "clicks"))
+    clicks = json.loads(at_5["prompt_json"][0])
     assert len(clicks[0]["clicks"]) == 5 and all(str(z) in clicks[0]["slices"] for (z, _, _), _ in clicks[0]["clicks"])
     run_cli("report", str(run), "--out", str(tmp_path / "site"), env=env)
     document = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
@@ -230,9 +284,22 @@ def test_a_run_of_the_challenge_protocols_draws_their_step_curves(
         section = next(
             s for t in document["tasks"] if t["name"] == task for s in t["iterative"] if s["prompt"] == prompt
         )
-        (curve,) = section["curves"]
+        box, curve = sorted(section["curves"], key=lambda c: c["adapter"])
         assert curve["steps"] == list(range(count)) and curve["dsc_auc"] is not None
+        assert curve["click_steps"] == list(range(1, count)) and len(curve["noc"]) == 2
+        assert curve["interactions"][0] == 1 and curve["interactions"][-1] > 1  # the box, then the clicks
+        # the box baseline takes boxes only: its box step is scored, its click steps not taken
+        assert box["adapter"] == "box" and box["steps"] == [0] and box["not_taken"] and box["dsc_auc"] is None
+        assert section["not_taken"] == ["box"]
         assert (tmp_path / "site" / "figures" / f"{task}-{prompt}-steps.svg").is_file()
+    la = next(t for t in document["tasks"] if t["name"] == "la-heart")
+    (cvpr,) = la["iterative"]
+    scores = {case["adapter"]: case for case in cvpr["cases"]}
+    assert scores["clicks"]["DSC_AUC"] is not None and scores["box"]["DSC_AUC"] is None
+    assert scores["clicks"]["DSC_Final"] == pytest.approx(scores["clicks"]["dsc"][-1])
+    assert {c["prompt"] for c in la["cost"]} == {"cvpr25"}
+    not_taken = rows.filter(pl.col("status") == "not_taken")
+    assert set(not_taken["adapter"]) == {"box"} and not_taken.filter(pl.col("task") == "la-heart").height == 5
 
 
 def test_cvpr25_without_a_box_starts_from_clicks_on_an_empty_prediction() -> None:

@@ -7,7 +7,10 @@ Written from the official scripts (their code is not copied here):
   2 mm likewise, computed only when that mean DSC exceeds 0.2 and 0 otherwise; DSC_AUC and NSD_AUC are
   ``scipy.integrate.cumulative_trapezoid(values[-5:], np.arange(5))[-1]``: the trapezoid rule over the
   five click steps at x = 0..4 (the box step is excluded, so the maximum is 4); DSC_Final and
-  NSD_Final are the last step's values.
+  NSD_Final are the last step's values. Its README ("Upper Time Bound During Testing") sets the DSC
+  and NSD of a case whose inference exceeds 90 s per class to 0 (the script itself only warns, with
+  ``runtime_upperbound = num_class * 90`` beside ``TotalRunningTime``): :func:`cvpr25_case_score` sets
+  all four scores of such a case to 0.
 * bowang-lab/MedSAM (LiteMedSAM branch) ``evaluation/compute_metrics.py``: the classes are
   ``range(1, gt.max() + 1)`` (a class absent from both masks gives a NaN Dice, so a NaN case mean, as
   DeepMind's 2018 ``compute_dice_coefficient``), the same 0.2 gate, and a 2D case is scored as a
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,3 +86,34 @@ def click_auc(values: Sequence[float], clicks: int = CLICKS) -> float:
     """The trapezoid area under the last ``clicks`` steps at unit spacing (x = 0 .. clicks - 1)."""
     tail = np.asarray(values[-clicks:], dtype=np.float64)
     return float(np.sum((tail[1:] + tail[:-1]) / 2))
+
+
+def case_step_score(dices: Sequence[float] | np.ndarray, nsds: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """(DSC, NSD) of a case at one step from its classes' own Dice and NSD at 2 mm (a row per class):
+    their means, the NSD 0 unless the mean DSC exceeds the gate (what :func:`multi_class_scores` gives
+    from the masks)."""
+    dsc = float(np.mean(np.asarray(dices, dtype=np.float64)))
+    return (dsc, float(np.mean(np.asarray(nsds, dtype=np.float64)))) if dsc > NSD_GATE else (dsc, 0.0)
+
+
+@dataclass(frozen=True)
+class Cvpr25Score:
+    """The four scores ``CVPR25_iter_eval.py`` writes per case; the AUCs None where the click steps
+    were not taken (a box-only model's case)."""
+
+    dsc_auc: float | None
+    nsd_auc: float | None
+    dsc_final: float
+    nsd_final: float
+
+
+def cvpr25_case_score(dscs: Sequence[float], nsds: Sequence[float], over_time_limit: bool) -> Cvpr25Score:
+    """A case's CVPR 2025 score from its DSC and NSD per step (the box step, if any, first): the AUCs over
+    the last :data:`CLICKS` steps (the click steps, with or without a box), the last step's values, all
+    0 when the case was over the time limit."""
+    taken = len(dscs) >= CLICKS
+    if over_time_limit:
+        return Cvpr25Score(0.0 if taken else None, 0.0 if taken else None, 0.0, 0.0)
+    return Cvpr25Score(
+        click_auc(dscs) if taken else None, click_auc(nsds) if taken else None, float(dscs[-1]), float(nsds[-1])
+    )

@@ -83,6 +83,24 @@ class Ask:
         """The number of masks the adapter must return."""
         return len(self.targets) * self.members
 
+    def cost(self, label: str) -> dict[str, int]:
+        """The interaction cost of ``label``'s prompts in this ask, summed over its targets (not over an
+        ensemble's members, which share one prompt): ``boxes`` (a 2D prompt's box, a volume's boxed
+        slices), ``clicks`` (points, every one given so far) and ``prompted_slices`` (a 2D prompt's image
+        counts as one slice). Support sets cost none of these (their size is ``support_size``)."""
+        boxes = clicks = slices = 0
+        for index, target in enumerate(self.targets):
+            if target.label != label or not self.prompts:
+                continue
+            prompt = self.prompts[index * self.members]
+            planes = list(prompt.slices.values()) if isinstance(prompt, VolumePrompt) else [prompt]
+            for plane in planes:
+                points = 0 if plane.points is None else len(plane.points)
+                boxes += plane.box is not None
+                clicks += points
+                slices += plane.box is not None or points > 0
+        return {"boxes": boxes, "clicks": clicks, "prompted_slices": slices}
+
     def given(self, label: str) -> list[dict[str, Any]]:
         """A JSON-ready record of what the adapter was given for ``label``: one entry per instance, or
         per support set (with the prompt beside it, if any)."""
@@ -93,6 +111,9 @@ class Ask:
             prompt = self.prompts[index * self.members].describe() if self.prompts else {}
             out += [{"support": ids, **prompt} for ids in self.sets[label]] if self.sets is not None else [prompt]
         return out
+
+
+NOT_TAKEN = "not_taken"  # the status of a row for a step the adapter cannot take (:attr:`ProtocolKind.first_requires`)
 
 
 class ProtocolKind:
@@ -136,8 +157,26 @@ class ProtocolKind:
         return self.needs
 
     @property
+    def first_requires(self) -> frozenset[str]:
+        """The capabilities its first step needs. An adapter that has them but not all of :attr:`requires`
+        takes the first step alone (a box-only model on a box-then-clicks protocol): the later steps are
+        recorded as not taken (``status`` :data:`NOT_TAKEN`), never scored as if the model had used them."""
+        return self.requires
+
+    @property
     def steps(self) -> int:
         return 1
+
+    @property
+    def time_limit_s(self) -> float | None:
+        """Model seconds a case may take per label asked (all steps, encoders included), or None for no
+        limit; a case over it is flagged in its rows (``over_time_limit``) and the protocol's case score
+        says what the flag costs."""
+        return None
+
+    def steps_for(self, capabilities: frozenset[str]) -> int:
+        """The steps an adapter with ``capabilities`` takes: all of them, or the first alone."""
+        return self.steps if self.requires <= capabilities else 1
 
     @property
     def propagates(self) -> bool:

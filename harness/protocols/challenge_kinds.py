@@ -6,11 +6,19 @@ of it is copied. Their names (``cvpr25``, ``cvpr25_nobox``, ``cvpr24``, ``micros
 ``microsam_point8``) enter unit ids: never change them for a released rule; a changed rule is a new name.
 
 ``cvpr25`` (JunMa11/CVPR-MedSegFMCompetition ``CVPR25_iter_eval.py``): a 3D box, then 5 clicks per
-class, all classes' clicks from the same previous prediction. The box is the tight box of the target
-on its middle ground-truth slice with the target's slice extent (the challenge's ``bbox`` record:
-``z_min``, ``z_max``, ``z_mid`` and the box on ``z_mid``; the organisers' npz files carry it
-precomputed, so the shift the release notes mention is not reproduced and the box step is not part of
-the conformance test). ``start = "none"`` (``cvpr25_nobox``, the vessel tasks) starts from clicks on an
+class, all classes' clicks from the same previous prediction. The box is the challenge's ``boxes``
+record as ``get_boxes.py`` (same repository, commit 748e862d162e3e3ee8197bd4085b19bbbe0bb8a0,
+``mask3D_to_bbox`` and ``mask2D_to_bbox``) makes it: ``z_min`` and ``z_max`` of the class, ``z_mid``
+the middle of the slices it occupies (``np.unique(z)[len // 2]``: the upper middle of an even count, a
+slice the class is on even where it skips slices), and on ``z_mid`` the tight box grown by a shift
+drawn as ``np.random.randint(0, 6)`` (0..5) and scaled to the slice (``int(shift * W / 256)`` along x,
+``int(shift * H / 256)`` along y), clipped to the slice; the extent is not shifted. The script draws
+one shift per class in class order from the legacy generator it seeds once with 2025 for a pool of
+worker processes, so which draw a file got depends on the pool's scheduling; segbench draws the shifts
+the same way from one legacy generator per case keyed by (seed, task, case, protocol)
+(:meth:`Cvpr25.random_state`), and tests/test_challenge_protocols.py checks the boxes against
+``get_boxes.py``'s own on real cases with the script's seed (fixture ``cvpr25_get_boxes.json``).
+``start = "none"`` (``cvpr25_nobox``, the vessel tasks) starts from clicks on an
 empty prediction, as the script does when a case has no ``boxes``. The click: the error of the class
 (``pred != gt``), its largest 26-connected component (the first label on a size tie, components
 numbered in scan order as cc3d does), the Euclidean distance transform of that component alone in
@@ -19,7 +27,11 @@ among the voxels at the maximum (C order, ``np.argwhere``) the one a legacy gene
 draws with ``choice`` -- the script reseeds at every click, so the draw is the same function of the
 tie count every time. Foreground where the ground truth is, background elsewhere; no click for a
 class already perfect. Scores (DSC/NSD gated on DSC > 0.2, the AUC over the click steps) are
-:mod:`segbench.measuring.challenge`'s.
+:mod:`segbench.measuring.challenge`'s. The README's "Upper Time Bound" (90 s per class for the whole case,
+else its DSC and NSD are 0) is :attr:`Cvpr25.time_limit_s`: the runner flags the case's rows
+(``over_time_limit``) and the case score applies it. The challenge takes every submission, and a model
+that ignores clicks is scored on its box answer repeated; segbench runs a box-only model's box step
+(:attr:`Cvpr25.first_requires`) and records its click steps as not taken, never as answers.
 
 ``cvpr24`` (bowang-lab/MedSAM LiteMedSAM ``CVPR24_*`` and ``evaluation/compute_metrics.py``): one
 tight box per target, 2D or the key-slice 3D box; its rules are the scores in
@@ -66,11 +78,16 @@ from segbench.protocols.volume_prompts import key_slice_box, with_click
 
 CVPR25_CLICKS = 5
 CVPR25_TIE_SEED = 42  # ``np.random.seed(42)`` in the script's ``sample_coord``, at every click
+CVPR25_BOX_SEED = 2025  # ``np.random.seed(2025)`` at the top of ``get_boxes.py``
+CVPR25_MAX_SHIFT = 5  # ``np.random.randint(0, 6, 1)``: a shift of 0..5 at 256 px
+CVPR25_SHIFT_SCALE = 256
+CVPR25_SECONDS_PER_CLASS = 90.0  # README "Upper Time Bound": 90 s per class for the whole case, else DSC = NSD = 0
 MICROSAM_ITERATIONS = 8
 MICROSAM_BOX_GROWTH = 3  # ``custom_df`` of micro-sam's negative-point fallback
 MICROSAM_STARTS = ("box", "point")
 MICROSAM_LOGITS = ("previous", "none")
 CVPR25_STARTS = ("box", "none")
+CVPR25_NAMES = ("cvpr25", "cvpr25_nobox")  # the names of the two starts (Cvpr25.name)
 
 
 def cvpr25_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], int] | None:
@@ -90,6 +107,27 @@ def cvpr25_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], int
     chosen = maxima[np.random.RandomState(CVPR25_TIE_SEED).choice(len(maxima))] + lows
     index = tuple(int(v) for v in chosen)
     return index, int(bool(gt[index]))
+
+
+def cvpr25_box(mask: np.ndarray, state: np.random.RandomState) -> VolumePrompt:
+    """The CVPR 2025 box of one (D, H, W) class: its extent, its middle occupied slice, and there its
+    tight box grown by one shift drawn from ``state`` (module docstring)."""
+    z_slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    middle = int(z_slices[len(z_slices) // 2])
+    x_min, y_min, x_max, y_max = (int(v) for v in bounding_box(mask[middle]))
+    height, width = mask.shape[1:]
+    shift = int(state.randint(0, CVPR25_MAX_SHIFT + 1, 1)[0])
+    shift_x, shift_y = int(shift * width / CVPR25_SHIFT_SCALE), int(shift * height / CVPR25_SHIFT_SCALE)
+    box = np.array(
+        [
+            max(0, x_min - shift_x),
+            max(0, y_min - shift_y),
+            min(width - 1, x_max + shift_x),
+            min(height - 1, y_max + shift_y),
+        ],
+        dtype=np.float64,
+    )
+    return VolumePrompt({middle: Prompt(box=box)}, middle, (int(z_slices[0]), int(z_slices[-1])))
 
 
 @dataclass
@@ -136,6 +174,15 @@ class Cvpr25(VolumeKind):
         return frozenset({"point", "box"} if self.boxed else {"point"})
 
     @property
+    def time_limit_s(self) -> float:
+        return CVPR25_SECONDS_PER_CLASS
+
+    @property
+    def first_requires(self) -> frozenset[str]:
+        """The box step needs a box alone: a box-only model takes it, and its click steps are not taken."""
+        return frozenset({"box"} if self.boxed else {"point"})
+
+    @property
     def steps(self) -> int:
         return (1 if self.boxed else 0) + CVPR25_CLICKS
 
@@ -145,12 +192,22 @@ class Cvpr25(VolumeKind):
         slices alone (a 2D model has no way to carry a click to other slices)."""
         return self.boxed
 
-    def volume_prompt(self, target: Target) -> VolumePrompt:
-        if self.boxed:
-            boxed = key_slice_box(target.mask, "middle")
-            return ChallengeVolumePrompt(boxed.slices, boxed.key_slice, boxed.z_range)
-        # no box: the script's first clicks come from an empty prediction, and no extent is given (the
-        # prompt's z range is the whole volume)
+    def random_state(self, inputs: ProtocolInputs) -> np.random.RandomState:
+        """The case's legacy generator for the box shifts, seeded from (seed, task, case, protocol) alone."""
+        seed = int(target_rng(inputs.seed, inputs.task, inputs.case_id, self.name).integers(2**32))
+        return np.random.RandomState(seed)
+
+    def first(self, inputs: ProtocolInputs) -> Ask:
+        targets = targets_for(inputs.labels, inputs.instances)
+        if not self.boxed:
+            return Ask(targets, [self.click_start(target) for target in targets])
+        state = self.random_state(inputs)  # one shift per target, drawn in target order as the script does
+        boxes = [cvpr25_box(target.mask, state) for target in targets]
+        return Ask(targets, [ChallengeVolumePrompt(b.slices, b.key_slice, b.z_range) for b in boxes])
+
+    def click_start(self, target: Target) -> ChallengeVolumePrompt:
+        """No box: the script's first clicks come from an empty prediction, and no extent is given (the
+        prompt's z range is the whole volume)."""
         click = cvpr25_click(target.mask, np.zeros_like(target.mask))
         assert click is not None  # targets are never empty
         return add_volume_click(ChallengeVolumePrompt({}, click[0][0], (0, target.mask.shape[0] - 1)), click, None)
@@ -249,6 +306,11 @@ class MicroSam(ProtocolKind):
     @property
     def requires(self) -> frozenset[str]:
         return frozenset({"point", "box"} if self.param("start") == "box" else {"point"})
+
+    @property
+    def first_requires(self) -> frozenset[str]:
+        """The box start needs a box alone: a box-only model takes the first iteration, not the others."""
+        return frozenset({"box"} if self.param("start") == "box" else {"point"})
 
     @property
     def steps(self) -> int:

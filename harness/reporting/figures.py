@@ -29,7 +29,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure as MplFigure
 
 from segbench.reporting.aggregate import Estimate, LeaderboardRow
-from segbench.reporting.curves import StepCurve, SupportCurve
+from segbench.reporting.curves import CostCurve, StepCurve, SupportCurve
 from segbench.reporting.ranking import pareto_front
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
@@ -253,6 +253,47 @@ def step_curves(name: str, curves: Sequence[StepCurve], palette: Mapping[str, St
             xlabel="interaction step\n(0: initial prompt; then 1 click per step)",
         ),
     )
+
+
+def cost_curves(name: str, curves: Sequence[CostCurve], palette: Mapping[str, Style], subject: str) -> Figure:
+    """Mean Dice against mean interactions (boxes + clicks per label, log axis), a line per (adapter,
+    protocol) through its steps."""
+    summary = "; ".join(
+        f"{c.adapter} ({c.prompt}): "
+        + ", ".join(f"{_fmt(x, 1)} → {_fmt(e.mean)}" for x, e in zip(c.interactions, c.dice, strict=True))
+        for c in curves
+    )
+    return Figure(
+        name,
+        f"Line chart of mean Dice against interactions given (boxes and clicks per label) for {subject}. {summary}.",
+        f"Dice against interaction cost, {subject}",
+        partial(_draw_cost, curves, palette),
+    )
+
+
+def _draw_cost(curves: Sequence[CostCurve], palette: Mapping[str, Style]) -> MplFigure:
+    figure = MplFigure(figsize=(WIDTH_IN, 3.6))
+    _margins(figure, 0.85, bottom_in=0.75)
+    axes = figure.add_subplot()
+    markers = "osD^v<>ph*"
+    prompts = sorted({c.prompt for c in curves})
+    for curve in curves:
+        style = palette[curve.adapter]
+        marker = markers[prompts.index(curve.prompt) % len(markers)]
+        xs = [max(x, 0.5) for x in curve.interactions]  # a support-free 0 would fall off the log axis
+        axes.plot(
+            xs,
+            [e.mean for e in curve.dice],
+            color=style.colour,
+            marker=marker,
+            label=f"{curve.adapter} ({curve.prompt})",
+        )
+    axes.set_xscale("log")
+    if curves:
+        axes.legend(loc="lower right", frameon=False, fontsize="small")
+    axes.set_xlabel("interactions given per label\n(boxes + clicks, log scale)")
+    axes.set_ylabel("mean Dice")
+    return figure
 
 
 def support_curves(name: str, curves: Sequence[SupportCurve], palette: Mapping[str, Style], subject: str) -> Figure:

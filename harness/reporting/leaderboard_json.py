@@ -171,11 +171,47 @@ def _task(task: TaskPage, urls: Urls, metrics: tuple[MetricSpec, ...]) -> dict[s
                         "dice": [_estimate(e) for e in c.dice],
                         "dsc_auc": _estimate(c.auc) if c.auc else None,
                         "pairs": c.pairs,
+                        "click_steps": list(c.click_steps),
+                        "noc": [
+                            {"threshold": n.threshold, "clicks": _estimate(n.mean), "never": n.never, "pairs": n.pairs}
+                            for n in c.noc
+                        ],
+                        "interactions": [_number(v) for v in c.interactions],
+                        "prompted_slices": [_number(v) for v in c.slices],
+                        "not_taken": c.not_taken,
                     }
                     for c in s.curves
                 ],
+                "not_taken": s.not_taken,
+                "cases": [
+                    {
+                        "adapter": case.adapter,
+                        "case_id": case.case_id,
+                        "classes": case.classes,
+                        "dsc": [_number(v) for v in case.dsc],
+                        "nsd": [_number(v) for v in case.nsd],
+                        "DSC_AUC": _number(case.dsc_auc),
+                        "NSD_AUC": _number(case.nsd_auc),
+                        "DSC_Final": _number(case.dsc_final),
+                        "NSD_Final": _number(case.nsd_final),
+                        "seconds": _number(case.seconds),
+                        "over_time_limit": case.over_time_limit,
+                    }
+                    for case in s.cases
+                ],
             }
             for s in task.iterative
+        ],
+        "cost": [
+            {
+                "adapter": c.adapter,
+                "prompt": c.prompt,
+                "steps": list(c.steps),
+                "interactions": [_number(v) for v in c.interactions],
+                "prompted_slices": [_number(v) for v in c.slices],
+                "dice": [_estimate(e) for e in c.dice],
+            }
+            for c in task.cost
         ],
         "support": [
             {

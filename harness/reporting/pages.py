@@ -23,6 +23,7 @@ import polars as pl
 
 from segbench.errors import SegbenchError
 from segbench.measuring.metric_table import BUILTIN_METRICS, MetricSpec, shown_metrics, summaries_text
+from segbench.protocols.base import NOT_TAKEN
 from segbench.reporting import figures
 from segbench.reporting.aggregate import (
     AGGREGATION_RULE,
@@ -37,9 +38,15 @@ from segbench.reporting.aggregate import (
 from segbench.reporting.cards import zero_shot, zero_shot_keep
 from segbench.reporting.curves import (
     SUPPORT_COLUMN,
+    ChallengeCase,
+    CostCurve,
     StepCurve,
     SupportCurve,
+    challenge_cases,
+    cost_curves,
+    is_challenge,
     is_iterative,
+    not_taken,
     split_support_sizes,
     step_curves,
     support_curves,
@@ -153,6 +160,8 @@ class IterativeSection:
     prompt: str
     curves: list[StepCurve]
     figure: Figure
+    not_taken: list[str] = field(default_factory=list)  # adapters that took the first step alone
+    cases: list[ChallengeCase] = field(default_factory=list)  # the CVPR 2025 case scores (cvpr25 kinds)
 
 
 @dataclass
@@ -167,10 +176,13 @@ class TaskPage:
     support_figure: Figure | None
     unit: str = "mm"  # of HD95 and the NSD tolerance: "px" where the images have no spacing
     metrics: tuple[MetricSpec, ...] = BUILTIN_METRICS  # the metrics its rows carry, the headline first
+    cost: list[CostCurve] = field(default_factory=list)  # Dice against interaction cost, every prompt protocol
+    cost_figure: Figure | None = None
 
     @property
     def figures(self) -> list[Figure]:
         found = [f for s in self.sections for f in s.figures] + [s.figure for s in self.iterative]
+        found += [self.cost_figure] if self.cost_figure else []
         return found + ([self.support_figure] if self.support_figure else [])
 
     @property
@@ -355,7 +367,9 @@ class SiteBuilder:
 
     def __init__(self, runs: list[LoadedRun]):
         self.runs = runs
-        self.frame = combined_cases(runs)
+        frame = combined_cases(runs)
+        self.not_taken = not_taken(frame)  # shown beside the curves; otherwise not_taken rows are no rows
+        self.frame = frame.filter(pl.col("status") != NOT_TAKEN)
         self.metrics = shown_metrics(self.frame.columns)  # every metric some run's rows carry
         self.tables_frame = split_support_sizes(self.frame)
         self.final = _measured(final_steps(self.tables_frame.filter(pl.col("status") == "ok")))
@@ -434,12 +448,18 @@ class SiteBuilder:
         measured_ok = _measured(task_frame.filter(pl.col("status") == "ok"))
         for prompt in headlines:
             steps = measured_ok.filter(pl.col("prompt") == prompt)
-            if is_iterative(steps):
-                curves = step_curves(steps)
+            short = self.not_taken.get((task, prompt), [])
+            if is_iterative(steps) or short:
+                curves = step_curves(steps, short)
                 figure = figures.step_curves(
                     f"{task_slug}-{slug(prompt)}-steps", curves, self.palette, f"task {task}, prompt {prompt}"
                 )
-                iterative.append(IterativeSection(prompt, curves, figure))
+                cases = challenge_cases(steps) if is_challenge(prompt) else []
+                iterative.append(IterativeSection(prompt, curves, figure, short, cases))
+        cost = cost_curves(measured_ok)
+        cost_figure = (
+            figures.cost_curves(f"{task_slug}-cost", cost, self.palette, f"task {task}") if iterative and cost else None
+        )
         support_figure = (
             figures.support_curves(f"{task_slug}-support", support, self.palette, f"task {task}") if support else None
         )
@@ -455,6 +475,8 @@ class SiteBuilder:
             support_figure,
             unit_of(with_contract_columns(task_frame)),
             next(iter(task_tables)).metrics if task_tables else BUILTIN_METRICS,
+            cost if cost_figure else [],
+            cost_figure,
         )
 
     def _inputs(self, adapter: str, owned: list[tuple[int, LoadedRun, str]]) -> list[str]:

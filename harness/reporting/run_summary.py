@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from segbench.measuring.metric_table import shown_metrics
+from segbench.protocols.base import NOT_TAKEN
 from segbench.reporting.aggregate import final_steps
 
 SUMMARY_RULE = (
@@ -49,6 +50,7 @@ class RunSummary:
 def summarize(frame: pl.DataFrame) -> RunSummary:
     """Per (adapter, task): cases, each mean-summarised metric's mean at each protocol's final step, failed
     cases; each failing adapter's first error; the adapters that failed every case."""
+    frame = frame.filter(pl.col("status") != NOT_TAKEN)  # steps an adapter could not take: no rows here
     if frame.is_empty():
         return RunSummary([], {}, [])
     ok = final_steps(frame).filter(pl.col("status") == "ok")

@@ -304,7 +304,7 @@ class Checker:
         declared = set(self.capabilities.names())
         every = [parse_protocol(kind) for kind in plugins.protocols()] + [parse_protocol(value) for value in VARIANTS]
         kept = set(supported_protocols(every, self.capabilities))
-        wrong = [p.name for p in every if (p in kept) != (p.requires <= declared)]
+        wrong = [p.name for p in every if (p in kept) != (p.handler.first_requires <= declared)]
         if wrong:
             raise ContractError(f"the planner's choice disagrees with the capabilities for {wrong}")
         refused = sorted(p.name for p in every if p not in kept)

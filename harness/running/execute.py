@@ -36,7 +36,7 @@ from segbench.running.manifest import (
 from segbench.running.model_cards import read_cards
 from segbench.running.plan import AdapterSetup, RunPlan
 from segbench.running.runner import report_notices
-from segbench.running.store import RunStore
+from segbench.running.store import SCORED, RunStore
 
 
 def _now() -> str:
@@ -268,7 +268,7 @@ def _execute_locked(
         manifest.machine = Machine.from_dict(environment.machine())
     frame = store.consolidate()
     report_notices(plan, frame, manifest)
-    failed_units = frame.filter(frame["status"] != "ok")["unit_id"].n_unique()
+    failed_units = frame.filter(~frame["status"].is_in(SCORED))["unit_id"].n_unique()
     missing = len(store.pending(plan.units))
     manifest.status = "complete" if not missing else "incomplete"
     manifest.rows = frame.height

@@ -301,9 +301,10 @@ def unit_id(
 
 
 def supported_protocols(wanted: Sequence[ProtocolSpec], capabilities: Capabilities) -> tuple[ProtocolSpec, ...]:
-    """The protocols of ``wanted`` an adapter with ``capabilities`` takes; the others are not run for it."""
+    """The protocols of ``wanted`` an adapter with ``capabilities`` takes, at least their first step
+    (:attr:`~segbench.protocols.base.ProtocolKind.first_requires`); the others are not run for it."""
     declared = set(capabilities.names())
-    return tuple(p for p in wanted if p.requires <= declared)
+    return tuple(p for p in wanted if p.handler.first_requires <= declared)
 
 
 @dataclass(frozen=True)

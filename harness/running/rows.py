@@ -73,6 +73,14 @@ FACTS = (
     Column("prompt_json", pl.String),
     Column("support_size", pl.Int32),  # examples per support set (in-context protocols); null for prompt protocols
     Column("input", pl.String, "rgb8"),  # what the adapter's encoders got (AdapterMeta.input): "rgb8" or "raw"
+    # the interaction cost of the step, what the protocol gave the label's targets so far (Ask.cost): boxes,
+    # clicks (points) and slices carrying either; null on failed rows and on rows of runs before them
+    Column("boxes", pl.Int32),
+    Column("clicks", pl.Int32),
+    Column("prompted_slices", pl.Int32),
+    # the case's model time (total_ms) over its protocol's limit (ProtocolKind.time_limit_s, per label: the
+    # CVPR 2025 challenge's 90 s per class); null where the protocol sets none
+    Column("over_time_limit", pl.Boolean),
 )
 
 

@@ -41,7 +41,7 @@ from segbench.interface import Adapter, InputKind, MaskError, RawImage, Support
 from segbench.measuring.cost import MachineProbe, current_rss_mb, peak_memory
 from segbench.measuring.metric_table import MetricSpec, ScoringInputs, score, task_metrics
 from segbench.measuring.metrics import image_diagonal_mm
-from segbench.protocols.base import ProtocolInputs, Target
+from segbench.protocols.base import NOT_TAKEN, ProtocolInputs, Target
 from segbench.protocols.prompts import ProtocolSpec, initial_prompt, parse_protocol, target_rng
 from segbench.running import environment
 from segbench.running.kept_masks import MaskSample, sampled_cases
@@ -247,6 +247,10 @@ class UnitRunner:
         spec, metrics = self.plan.tasks[unit.task], self._metrics(unit.task)
         # volume adapters encode while they propagate: no separate encoder time (NaN) to add
         total_ms = (0.0 if np.isnan(run.encode_ms) else run.encode_ms) + sum(step.decode_ms for step in run.steps)
+        limit_s = run.protocol.handler.time_limit_s
+        over_limit = (
+            None if limit_s is None or not run.steps else total_ms > 1000 * limit_s * len(run.steps[0].by_label)
+        )
         rows = []
         for step in run.steps:
             for label, mask in step.by_label.items():
@@ -265,9 +269,23 @@ class UnitRunner:
                         total_ms=total_ms,
                         prompt_json=json.dumps(step.ask.given(label), separators=(",", ":")),
                         support_size=step.ask.size,
+                        over_time_limit=over_limit,
+                        **step.ask.cost(label),
                     )
                 )
-        return rows
+        return rows + self._not_taken(unit, run)
+
+    def _not_taken(self, unit: WorkUnit, run: ProtocolRun) -> list[dict[str, Any]]:
+        """A ``not_taken`` row per (label, step) the adapter could not take (a box-only model's clicks)."""
+        kind = run.protocol.handler
+        if not run.steps or len(run.steps) == kind.steps:
+            return []
+        reason = f"not taken: the adapter lacks {sorted(kind.requires - kind.first_requires)} for steps after the first"
+        return [
+            self._row(unit, label=label, prompt=run.protocol.name, step=index, status=NOT_TAKEN, error=reason)
+            for index in range(len(run.steps), kind.steps)
+            for label in run.steps[0].by_label
+        ]
 
     def _failed(
         self, unit: WorkUnit, protocol: ProtocolSpec, labels: dict[str, np.ndarray], error: Exception

@@ -4,8 +4,10 @@ A :class:`Session` holds what one unit shares among its protocols (the encoded i
 encoder passes: :class:`~segbench.running.volume_runner.VolumeSession`). For each protocol it asks the
 kind for its first :class:`~segbench.protocols.base.Ask`, then per step: ``predict`` (timed), the masks
 checked once (:func:`segbench.interface.check_masks`: a bool array, one mask per query), and the kind's
-refinement for the next step. Each step becomes a :class:`Step` record: its masks by query and by label
-(a label's instances united, an ensemble's support sets averaged), and what the adapter was given.
+refinement for the next step (an adapter that lacks a later step's prompts takes the first step alone:
+:meth:`~segbench.protocols.base.ProtocolKind.steps_for`). Each step becomes a :class:`Step` record: its
+masks by query and by label (a label's instances united, an ensemble's support sets averaged), and what
+the adapter was given.
 The records are scored in one place, by the runner (:meth:`segbench.running.runner.UnitRunner.run`).
 
 2D, 3D and in-context protocols differ only in their kind (what is asked) and in the session (how a
@@ -84,13 +86,14 @@ class Session:
             return ProtocolRun(protocol, [], math.nan)
         decode = self.decoder(protocol)
         steps: list[Step] = []
-        for index in range(kind.steps):
+        taken = kind.steps_for(frozenset(self.adapter.meta.capabilities.names()))
+        for index in range(taken):
             spent = self.encoder_ms_spent()
             prediction, elapsed = timed(self.device, decode, ask)
             masks = check_masks(prediction.masks, (ask.count, *self.shape))
             by_label = _union_by_label(ask, ensemble_masks(prediction, ask.members))
             steps.append(Step(index, elapsed - (self.encoder_ms_spent() - spent), ask, masks, by_label))
-            if index + 1 < kind.steps:
+            if index + 1 < taken:
                 ask = kind.refine(ask, masks, prediction.feedback or [None] * ask.count)
         return ProtocolRun(protocol, steps, self.encode_ms())
 

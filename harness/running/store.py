@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from segbench.errors import SegbenchError
+from segbench.protocols.base import NOT_TAKEN
 from segbench.running.kept_masks import MaskSample
 from segbench.running.manifest import RunManifest, upgrade
 from segbench.running.prediction_writers import FOLDER as PREDICTIONS_FOLDER
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 SORT_KEY = ["adapter", "task", "case_id", "label", "prompt", "step"]
 STATUSES = ("ok", "failed")
+SCORED = ("ok", NOT_TAKEN)  # row statuses of a unit that ran to its end (a step not taken is no failure)
 # the columns without which a part's rows cannot be placed (older parts may lack columns added since)
 KEY_COLUMNS = ("unit_id", "adapter", "task", "case_id", "label", "prompt", "step", "status")
 PART_NAME = re.compile(r"^(?P<unit>[^.]+)\.(?P<status>ok|failed)\.parquet$")
@@ -360,7 +362,7 @@ class RunStore:
         ids = set(frame["unit_id"].unique().to_list())
         if ids - {unit_id}:
             return f"holds rows of unit(s) {', '.join(sorted(map(str, ids - {unit_id})))}"
-        row_status = "failed" if (frame["status"] != "ok").any() else "ok"
+        row_status = "failed" if (~frame["status"].is_in(SCORED)).any() else "ok"
         if frame.height and row_status != status:
             return f"named {status} but its rows say {row_status}"
         frame = conform(frame)
@@ -473,7 +475,7 @@ class RunStore:
                 folders.add(self.samples)
             if result.predictions is not None:  # before the part: a failed write marks the rows failed
                 result.predictions.write(self.predictions, result.rows)
-            status = "failed" if any(row["status"] != "ok" for row in result.rows) else "ok"
+            status = "failed" if any(row["status"] not in SCORED for row in result.rows) else "ok"
             frame = rows_frame(result.rows)
             _atomic_write_bytes(self.parts / f"{unit_id}.{status}.parquet", frame.write_parquet, sync_folder=False)
             folders.add(self.parts)
