@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
+import os
+import pickle
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +39,7 @@ from segbench.reporting.ranking import pareto_front
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 POINTS_SHOWN = 60  # per adapter: above this many cases a box plot shows the distribution alone
+PARALLEL_FROM = 24  # figures: from this many on, a report draws them in worker processes (start_writing)
 STYLE = {
     "svg.fonttype": "none",
     "svg.hashsalt": "segbench",
@@ -73,6 +78,57 @@ class Figure:
 
     def write(self, folder: Path) -> None:
         (folder / f"{self.name}.svg").write_text(self.svg(), encoding="utf-8")
+
+
+def _write(figure: Figure, folder: Path) -> None:
+    figure.write(folder)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Writing:
+    """Figures being written; :meth:`wait` returns once every one is on disk (raising a figure's error)."""
+
+    def __init__(self, pool: ProcessPoolExecutor | None = None, jobs: Sequence[Future[None]] = ()):
+        self._pool, self._jobs = pool, list(jobs)
+
+    def wait(self) -> None:
+        try:
+            for job in self._jobs:
+                job.result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the workers (what they have not started is dropped); the build failed or is done."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def start_writing(figures: Sequence[Figure], folder: Path, least: int = PARALLEL_FROM) -> Writing:
+    """Start writing ``figures`` into ``folder``; :meth:`Writing.wait` waits until every one is written.
+
+    Drawing is most of a figure's cost and needs nothing of the build but the figure, so from ``least``
+    figures on they are drawn in worker processes (one per core, started clean: ``spawn``) while the build
+    renders its pages; the bytes are the same (matplotlib's SVG ids are hashes of the content under the
+    fixed ``svg.hashsalt``). A figure that cannot be sent to a worker (a plugin's closure) is drawn here."""
+    sendable = []
+    for figure in figures:
+        try:
+            pickle.dumps(figure)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            figure.write(folder)
+        else:
+            sendable.append(figure)
+    if len(sendable) < max(least, 1) or _cores() < 2:
+        for figure in sendable:
+            figure.write(folder)
+        return Writing()
+    pool = ProcessPoolExecutor(max_workers=_cores(), mp_context=multiprocessing.get_context("spawn"))
+    return Writing(pool, [pool.submit(_write, figure, folder) for figure in sendable])
 
 
 def styles(adapters: Sequence[str]) -> dict[str, Style]:
