@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from markupsafe import escape
 
-from segbench.reporting.aggregate import AGGREGATION_RULE, Estimate, Table, final_steps, tables
+from segbench.reporting.aggregate import AGGREGATION_RULE, Estimate, Table, _resampled_medians, final_steps, tables
 from segbench.reporting.ranking import rank_table
 from segbench.reporting.report import build_site
 
@@ -428,3 +428,6 @@ def test_the_bootstraps_fast_paths_equal_the_plain_loop() -> None:
             assert (row.hd95.low, row.hd95.high) == pytest.approx(_interval(loop["median"]), abs=1e-12, rel=0)
             assert row.hd95.high > row.hd95.low  # a real interval, not a degenerate one
             assert np.allclose(table_.scores.resampled_dice(row.adapter), loop["macro"], rtol=0, atol=1e-12)
+            for half_window in (0, 3):  # resamples whose middle lies beyond a narrow window: counted in full
+                narrow = _resampled_medians(np.asarray(table_.scores.hd95[row.adapter]), half_window=half_window)
+                assert np.allclose(narrow, loop["median"], rtol=0, atol=1e-12)
