@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from segbench.errors import SegbenchError
 from segbench.reporting import figures
 
 
@@ -20,14 +22,15 @@ def _figures() -> list[figures.Figure]:
     ]
 
 
-def test_figures_drawn_by_workers_are_the_bytes_drawn_here(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_figures_drawn_by_workers_are_the_bytes_drawn_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     here, there = tmp_path / "here", tmp_path / "there"
-    here.mkdir(), there.mkdir()
+    here.mkdir()
+    there.mkdir()
     for figure in _figures():
         figure.write(here)
     monkeypatch.setattr(figures, "_cores", lambda: 2)  # the pool even on a one-core runner
     drawing = figures.start_writing(_figures(), there, least=1)
-    assert drawing._pool is not None  # they did go to workers
+    assert len(drawing._workers) == 2  # they did go to workers
     drawing.wait()
     names = sorted(path.name for path in here.iterdir())
     assert names == ["dice-5.svg", "dice-80.svg"] == sorted(path.name for path in there.iterdir())
@@ -41,3 +44,16 @@ def test_a_figure_that_cannot_go_to_a_worker_is_drawn_here(tmp_path: Path) -> No
     drawing = figures.start_writing([local], tmp_path, least=1)
     drawing.wait()
     assert (tmp_path / "closure.svg").read_text(encoding="utf-8").startswith("<?xml")
+
+
+def _broken() -> figures.MplFigure:
+    raise ValueError("no such figure")
+
+
+def test_a_worker_that_fails_stops_the_build_with_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(figures, "_cores", lambda: 2)
+    (plain,) = _figures()[:1]
+    broken = [figures.Figure(f"broken-{i}", plain.alt, plain.caption, _broken) for i in range(2)]
+    drawing = figures.start_writing(broken, tmp_path, least=1)
+    with pytest.raises(SegbenchError, match="no such figure"):
+        drawing.wait()
