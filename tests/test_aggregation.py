@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from markupsafe import escape
 
-from segbench.reporting.aggregate import AGGREGATION_RULE, Estimate, Table, final_steps, tables
+from segbench.reporting.aggregate import AGGREGATION_RULE, Estimate, Table, _resampled_medians, final_steps, tables
 from segbench.reporting.ranking import rank_table
 from segbench.reporting.report import build_site
 
@@ -381,3 +381,53 @@ def test_times_are_shown_in_s_or_ms_to_three_significant_figures(milliseconds: f
     from segbench.reporting.report import _duration
 
     assert _duration(milliseconds) == shown
+
+
+# (g) the bootstrap's fast paths give the values of the plain loop over resamples --------------------
+
+
+def _loop_bootstrap(dice: np.ndarray, hd95: np.ndarray) -> dict[str, list[float]]:
+    """The rule's bootstrap written out plainly: 2000 resamples of the cases, drawn by
+    ``default_rng(0).integers`` (the seeded scheme), each scored by its own loop over labels and pairs:
+    the macro and pooled mean Dice and the median HD95 of every resample."""
+    cases, labels = dice.shape
+    out: dict[str, list[float]] = {"macro": [], "pooled": [], "median": []}
+    for drawn in np.random.default_rng(0).integers(0, cases, size=(2000, cases)):
+        sample, distances = dice[drawn], hd95[drawn]
+        per_label = [sample[:, j][np.isfinite(sample[:, j])] for j in range(labels)]
+        out["macro"].append(float(np.mean([values.mean() for values in per_label if values.size])))
+        out["pooled"].append(float(np.concatenate(per_label).mean()))
+        out["median"].append(float(np.median(distances[np.isfinite(distances)])))
+    return out
+
+
+def _interval(statistics: list[float]) -> tuple[float, float]:
+    low, high = np.percentile(statistics, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_the_bootstraps_fast_paths_equal_the_plain_loop() -> None:
+    """Two labels, 40 cases, two adapters with failures (penalised pairs), missing labels and HD95 ties: every
+    CI of every table and the resampled headline the rank intervals read equal the plain loop's to 1e-12."""
+    rng = np.random.default_rng(7)
+    frames = []
+    for adapter, skill in (("a", 0.8), ("b", 0.6)):
+        dice: list[float | None] = list(np.round(rng.beta(10 * skill, 10 * (1 - skill), 40), 2))
+        for failed in rng.choice(40, 4, replace=False):
+            dice[int(failed)] = None
+        frames.append(rows({adapter: dice}, labels=("x", "y")))
+    frame = pl.concat(frames).filter(~((pl.col("label") == "y") & pl.col("case_id").is_in(["c03", "c11"])))
+    found = tables(frame)
+    assert [t.label for t in found] == [None, "x", "y"]
+    for table_ in found:
+        for row in table_.rows:
+            dice_matrix = np.asarray(table_.scores.dice[row.adapter])
+            loop = _loop_bootstrap(dice_matrix, np.asarray(table_.scores.hd95[row.adapter]))
+            assert (row.dice.low, row.dice.high) == pytest.approx(_interval(loop["macro"]), abs=1e-12, rel=0)
+            assert (row.pooled.low, row.pooled.high) == pytest.approx(_interval(loop["pooled"]), abs=1e-12, rel=0)
+            assert (row.hd95.low, row.hd95.high) == pytest.approx(_interval(loop["median"]), abs=1e-12, rel=0)
+            assert row.hd95.high > row.hd95.low  # a real interval, not a degenerate one
+            assert np.allclose(table_.scores.resampled_dice(row.adapter), loop["macro"], rtol=0, atol=1e-12)
+            for half_window in (0, 3):  # resamples whose middle lies beyond a narrow window: counted in full
+                narrow = _resampled_medians(np.asarray(table_.scores.hd95[row.adapter]), half_window=half_window)
+                assert np.allclose(narrow, loop["median"], rtol=0, atol=1e-12)

@@ -188,9 +188,14 @@ def _mean_over(values: np.ndarray, axis: int) -> np.ndarray:
 
 def _weighted_sums(matrix: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-label sums and counts of the finite values of a (cases, labels) matrix, each case weighted
-    by ``weights`` (resamples, cases): (resamples, labels) each."""
+    by ``weights`` (resamples, cases): (resamples, labels) each. The counts are sums of whole numbers, exact
+    in any order, so a label with every case finite takes its count from the weights' row sums (one pass
+    instead of a second product)."""
     finite = np.isfinite(matrix)
-    return weights @ np.where(finite, matrix, 0.0), weights @ finite.astype(np.float64)
+    sums = weights @ np.where(finite, matrix, 0.0)
+    if finite.all():
+        return sums, np.repeat(weights.sum(axis=1, keepdims=True), matrix.shape[1], axis=1)
+    return sums, weights @ finite.astype(np.float64)
 
 
 def _macro_from(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -212,14 +217,35 @@ def _case_weights(cases: int, seed: int = 0) -> np.ndarray:
     return _resample_counts(cases, seed, BOOTSTRAP_RESAMPLES)
 
 
-def _means(matrix: np.ndarray, seed: int = 0) -> tuple[Estimate, Estimate]:
+class _Memo:
+    """Bootstrap results by the content of their (cases, labels) matrix and seed: the headline table of a
+    one-label task and its label table score the same matrices, and the ranking reads the headline's
+    resampled means again, so each is computed once (the same function of the same bytes: the same values)."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, int, tuple[int, ...], bytes], Any] = {}
+
+    def get(self, kind: str, matrix: np.ndarray, seed: int, compute: Callable[[], Any]) -> Any:
+        key = (kind, seed, matrix.shape, np.ascontiguousarray(matrix).tobytes())
+        if key not in self._found:
+            self._found[key] = compute()
+        return self._found[key]
+
+
+def _resampled_means(matrix: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(macro, pooled) mean of a (cases, labels) matrix in each bootstrap resample of cases."""
+    resampled = _weighted_sums(matrix, _case_weights(matrix.shape[0], seed))
+    return _macro_from(*resampled), _pooled_from(*resampled)
+
+
+def _means(matrix: np.ndarray, seed: int = 0, memo: _Memo | None = None) -> tuple[Estimate, Estimate]:
     """(macro mean over labels, pooled mean over pairs) of a (cases, labels) matrix, each with its
     bootstrap CI over cases."""
     point = _weighted_sums(matrix, np.ones((1, matrix.shape[0])))
-    resampled = _weighted_sums(matrix, _case_weights(matrix.shape[0], seed))
+    resampled = (memo or _Memo()).get("means", matrix, seed, lambda: _resampled_means(matrix, seed))
     macro, pooled = (
-        Estimate(float(statistic(*point)[0]), *_percentiles(statistic(*resampled)))
-        for statistic in (_macro_from, _pooled_from)
+        Estimate(float(statistic(*point)[0]), *_percentiles(statistics))
+        for statistic, statistics in zip((_macro_from, _pooled_from), resampled, strict=True)
     )
     return macro, pooled
 
@@ -234,13 +260,63 @@ def _pooled_median(sample: np.ndarray) -> np.ndarray:
     return np.where(count > 0, (lower + upper) / 2, np.nan)
 
 
-def _median(matrix: np.ndarray, seed: int = 0) -> Estimate:
+@lru_cache(maxsize=16)
+def _small_counts(size: int, seed: int, resamples: int) -> np.ndarray:
+    """``_resample_counts`` as the narrowest integer type that holds them (read-only): a quarter of the
+    memory traffic for the medians' running sums."""
+    counts = _resample_counts(size, seed, resamples)
+    small = counts.astype(np.uint8 if counts.max() < 256 else np.int32)
+    small.flags.writeable = False
+    return small
+
+
+def _resampled_medians(matrix: np.ndarray, seed: int = 0, half_window: int | None = None) -> np.ndarray:
+    """``_pooled_median`` of each bootstrap resample of a (cases, labels) matrix's cases, without building and
+    sorting the resamples: the pairs are sorted once (NaN last), each resample weighs pair ``j`` by how often it
+    drew ``j``'s case, and its ``k``-th smallest value is the first sorted pair whose running weight exceeds
+    ``k``. The order statistics are the same values a sort of the resample gives, so the medians are equal.
+
+    A resample's median lies a few standard errors (~sqrt(pairs)/2 places) from the sample's, so the running
+    weights are summed only over a window of ``half_window`` places each side of the middle (by default
+    6 sqrt(pairs), at least 32), starting from the weight before it (one product of whole numbers: exact);
+    a resample whose median falls outside the window is counted over all pairs."""
+    cases, labels = matrix.shape
+    flat = matrix.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    finite = int(np.isfinite(ordered).sum())
+    if finite == 0:
+        return np.full(BOOTSTRAP_RESAMPLES, np.nan)
+    counts = _small_counts(cases, seed, BOOTSTRAP_RESAMPLES)
+    case_of = order // labels  # the case of each sorted pair
+    weights = _resample_counts(cases, seed, BOOTSTRAP_RESAMPLES)
+    if finite == flat.size:  # every resample draws ``cases`` cases of ``labels`` finite pairs each
+        count = np.full(BOOTSTRAP_RESAMPLES, float(flat.size))
+    else:  # the finite pairs each resample drew
+        count = weights @ np.bincount(case_of[:finite], minlength=cases).astype(np.float64)
+    ranks = (np.maximum((count - 1) // 2, 0), count // 2)  # of the lower and upper middle value
+    half = half_window if half_window is not None else max(32, int(6 * np.sqrt(finite)))
+    start, stop = max(0, finite // 2 - half), min(finite, finite // 2 + half + 1)
+    before = weights @ np.bincount(case_of[:start], minlength=cases).astype(np.float64)
+    running = before[:, None] + np.cumsum(counts[:, case_of[start:stop]], axis=1, dtype=np.int64)
+    middle = []
+    for rank in ranks:
+        place = start + (running <= rank[:, None]).sum(axis=1)
+        outside = np.flatnonzero((before > rank) | (running[:, -1] <= rank))
+        if outside.size:  # rare: that resample's middle lies beyond the window
+            full = np.cumsum(counts[outside][:, case_of[:finite]], axis=1, dtype=np.int64)
+            place[outside] = (full <= rank[outside, None]).sum(axis=1)
+        middle.append(ordered[place])
+    return np.where(count > 0, (middle[0] + middle[1]) / 2, np.nan)
+
+
+def _median(matrix: np.ndarray, seed: int = 0, memo: _Memo | None = None) -> Estimate:
     """Median over the (case, label) pairs of a (cases, labels) matrix, with its bootstrap CI over cases."""
     point = float(_pooled_median(matrix))
     if matrix.shape[0] < 2:
         return Estimate(point, point, point)
     return Estimate(
-        point, *_percentiles(_pooled_median(matrix[_resample_indices(matrix.shape[0], seed, BOOTSTRAP_RESAMPLES)]))
+        point, *_percentiles((memo or _Memo()).get("median", matrix, seed, lambda: _resampled_medians(matrix, seed)))
     )
 
 
@@ -257,6 +333,7 @@ class TableScores:
     in_set: np.ndarray  # (cases, labels) bool
     values: Mapping[str, Mapping[str, np.ndarray]]  # metric name -> adapter -> matrix (the table's metrics)
     seed: int = 0
+    memo: _Memo = field(default_factory=lambda: _Memo(), repr=False, compare=False)  # shared by a task's tables
 
     @property
     def dice(self) -> Mapping[str, np.ndarray]:
@@ -273,7 +350,8 @@ class TableScores:
 
     def resampled_dice(self, adapter: str) -> np.ndarray:
         """The headline (macro mean Dice) of ``adapter`` in each bootstrap resample of cases."""
-        resampled = _macro_from(*_weighted_sums(self.dice[adapter], _case_weights(len(self.cases), self.seed)))
+        matrix = self.dice[adapter]
+        resampled, _ = self.memo.get("means", matrix, self.seed, lambda: _resampled_means(matrix, self.seed))
         return np.resize(resampled, BOOTSTRAP_RESAMPLES)  # a single case: its one value, repeated
 
     def pair_dice(self, adapter: str) -> np.ndarray:
@@ -423,6 +501,13 @@ def _matrix(rows: pl.DataFrame, column: str, index: pl.DataFrame, shape: tuple[i
     return matrix
 
 
+def _by_adapter(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """``rows`` split by adapter, each part in the rows' order (one pass instead of a filter per adapter)."""
+    return (
+        {str(key[0]): part for key, part in rows.partition_by("adapter", as_dict=True).items()} if rows.height else {}
+    )
+
+
 class _TaskPrompt:
     """Everything one (task, prompt) needs: its case set, each adapter's penalised matrices."""
 
@@ -468,11 +553,13 @@ class _TaskPrompt:
         )
         known = dict(diagonals.iter_rows())
         self.diagonal = np.array([known.get(case, np.nan) for case in self.cases], dtype=np.float64)
+        self.memo = _Memo()  # the bootstrap's results, shared by the task-prompt's tables
         self.values: dict[str, dict[str, np.ndarray]] = {}
         self.penalties: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # adapter -> (failed, missing) masks
         diagonals_by_pair = np.broadcast_to(self.diagonal[:, None], shape)
+        own_rows = _by_adapter(self.ok)
         for adapter in adapters:
-            own = self.ok.filter(pl.col("adapter") == adapter)
+            own = own_rows.get(adapter, self.ok.clear())
             matrices = {spec.name: _matrix(own, spec.name, self.index, shape) for spec in self.metrics}
             # a pair is scored where the headline is; every other pair of the set is penalised
             penalised = self.in_set & ~np.isfinite(matrices[HEADLINE])
@@ -512,8 +599,9 @@ class _TaskPrompt:
             tuple(self.labels[c] for c in columns),
             cut(self.in_set),
             {spec.name: {a: cut(self.values[a][spec.name]) for a in measured} for spec in self.metrics},
+            memo=self.memo,
         )
-        table_ok = self.ok if label is None else self.ok.filter(pl.col("label") == label)
+        table_ok = _by_adapter(self.ok if label is None else self.ok.filter(pl.col("label") == label))
         rows = [
             self._row(
                 adapter,
@@ -521,7 +609,7 @@ class _TaskPrompt:
                 weights[adapter],
                 adapter in baselines,
                 scores,
-                table_ok.filter(pl.col("adapter") == adapter),
+                table_ok.get(adapter, self.ok.clear()),
                 keep,
                 columns,
             )
@@ -551,9 +639,9 @@ class _TaskPrompt:
             for spec in self.metrics:
                 matrix = scores.values[spec.name][adapter]
                 if spec.summary == "median":
-                    estimates[spec.name] = _median(matrix)
+                    estimates[spec.name] = _median(matrix, memo=scores.memo)
                 else:
-                    estimates[spec.name], spec_pooled = _means(matrix)
+                    estimates[spec.name], spec_pooled = _means(matrix, memo=scores.memo)
                     pooled = spec_pooled if spec.name == HEADLINE else pooled
             areas = own["pred_area"].drop_nulls()
             empty = int((areas == 0).sum()) if areas.len() else None

@@ -18,16 +18,23 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
 import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure as MplFigure
 
+from segbench.errors import SegbenchError
 from segbench.reporting.aggregate import Estimate, LeaderboardRow
 from segbench.reporting.curves import CostCurve, StepCurve, SupportCurve
 from segbench.reporting.ranking import pareto_front
@@ -35,6 +42,7 @@ from segbench.reporting.ranking import pareto_front
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 POINTS_SHOWN = 60  # per adapter: above this many cases a box plot shows the distribution alone
+PARALLEL_FROM = 24  # figures: from this many on, a report draws them in worker processes (start_writing)
 STYLE = {
     "svg.fonttype": "none",
     "svg.hashsalt": "segbench",
@@ -73,6 +81,86 @@ class Figure:
 
     def write(self, folder: Path) -> None:
         (folder / f"{self.name}.svg").write_text(self.svg(), encoding="utf-8")
+
+
+def write_pickled(stream: BinaryIO) -> None:
+    """A worker's whole job: unpickle (figures, folder) from ``stream`` and write each figure there."""
+    figures, folder = pickle.load(stream)
+    for figure in figures:
+        figure.write(Path(folder))
+
+
+# a worker: a fresh interpreter that imports this module and nothing of the process that started it
+_WORKER = "import sys; from segbench.reporting.figures import write_pickled; write_pickled(sys.stdin.buffer)"
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Writing:
+    """Figures being written; :meth:`wait` returns once every one is on disk (raising a worker's error)."""
+
+    def __init__(self, workers: Sequence[subprocess.Popen[bytes]] = ()):
+        self._workers = list(workers)
+
+    def wait(self) -> None:
+        failed = []
+        for worker in self._workers:
+            _, stderr = worker.communicate()
+            if worker.returncode != 0:
+                lines = stderr.decode(errors="replace").strip().splitlines()
+                failed.append(lines[-1] if lines else f"a worker exited with {worker.returncode}")
+        self._workers = []
+        if failed:
+            raise SegbenchError(f"drawing the figures failed: {failed[0]}")
+
+    def cancel(self) -> None:
+        """Stop the workers; the build failed (after :meth:`wait` there are none left)."""
+        for worker in self._workers:
+            worker.kill()
+            worker.communicate()
+        self._workers = []
+
+
+def start_writing(figures: Sequence[Figure], folder: Path, least: int = PARALLEL_FROM) -> Writing:
+    """Start writing ``figures`` into ``folder``; :meth:`Writing.wait` waits until every one is written.
+
+    Drawing is most of a figure's cost and needs nothing of the build but the figure, so from ``least``
+    figures on they are drawn in worker processes (one per core, each a fresh interpreter on this one's
+    ``sys.path`` that is sent its share of the figures pickled: no ``multiprocessing``, so a caller's
+    script is never imported again) while the build renders its pages; the bytes are the same
+    (matplotlib's SVG ids are hashes of the content under the fixed ``svg.hashsalt``). A figure that
+    cannot be pickled (a plugin's closure) is drawn here."""
+    sendable = []
+    for figure in figures:
+        try:
+            pickle.dumps(figure)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            figure.write(folder)
+        else:
+            sendable.append(figure)
+    workers = min(_cores(), len(sendable))
+    if len(sendable) < max(least, 1) or workers < 2:
+        for figure in sendable:
+            figure.write(folder)
+        return Writing()
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    started = []
+    for share in range(workers):
+        with tempfile.TemporaryFile() as job:  # a file, not a pipe: nothing waits on the worker reading it
+            pickle.dump((sendable[share::workers], str(folder)), job)
+            job.seek(0)
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _WORKER],
+                    stdin=job,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=environment,
+                )
+            )
+    return Writing(started)
 
 
 def styles(adapters: Sequence[str]) -> dict[str, Style]:

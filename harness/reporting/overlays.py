@@ -384,14 +384,17 @@ class Drilldown:
 def pick_cases(rows: pl.DataFrame) -> list[tuple[tuple[str, ...], int, dict]]:
     """Best, median (lower) and worst rows by the headline (Dice), ties broken by case and label, as (names,
     1-based position from the lowest Dice, row); a row that is several picks at once is listed once."""
-    ordered = rows.filter(pl.col(HEADLINE).is_not_nan()).sort(HEADLINE, "case_id", "label").to_dicts()
-    if not ordered:
+    ordered = rows.filter(pl.col(HEADLINE).is_not_nan()).sort(HEADLINE, "case_id", "label")
+    if not ordered.height:
         return []
-    positions = {"best": len(ordered) - 1, "median": (len(ordered) - 1) // 2, "worst": 0}
+    positions = {"best": ordered.height - 1, "median": (ordered.height - 1) // 2, "worst": 0}
     picked: dict[int, list[str]] = {}
     for name in PICKS:
         picked.setdefault(positions[name], []).append(name)
-    return [(tuple(names), position + 1, ordered[position]) for position, names in sorted(picked.items(), reverse=True)]
+    return [
+        (tuple(names), position + 1, ordered.row(position, named=True))
+        for position, names in sorted(picked.items(), reverse=True)
+    ]
 
 
 def _sample_protocol(prompt: str) -> str:
@@ -414,7 +417,18 @@ def drilldown(
     under ``folder`` and drawn by :meth:`Overlay.write`; each cell shows the task's ``metrics``."""
     metrics = tuple(metrics)
     columns = [a for a in adapters if (final["adapter"] == a).any() or (failed["adapter"] == a).any()]
-    ok = {(row["adapter"], row["case_id"], row["label"]): row for row in final.to_dicts()}
+    by_adapter = final.partition_by("adapter", as_dict=True) if final.height else {}
+    chosen = {adapter: pick_cases(by_adapter[(adapter,)]) for adapter in columns if (adapter,) in by_adapter}
+    # the rows a cell shows: every adapter's at each picked (case, label), not the whole task's
+    shown = pl.DataFrame(
+        [(row["case_id"], row["label"]) for picked in chosen.values() for _, _, row in picked],
+        schema={"case_id": final.schema["case_id"], "label": final.schema["label"]},
+        orient="row",
+    ).unique()
+    ok = {
+        (row["adapter"], row["case_id"], row["label"]): row
+        for row in final.join(shown, on=["case_id", "label"], how="semi", maintain_order="left").to_dicts()
+    }
     failures: dict[str, list[Failure]] = {}
     failed_at: dict[tuple[str, str, str], str] = {}
     for row in (
@@ -467,8 +481,8 @@ def drilldown(
 
     picks = []
     for adapter in columns:
-        for names, position, row in pick_cases(final.filter(pl.col("adapter") == adapter)):
-            total = int(final.filter((pl.col("adapter") == adapter) & pl.col(HEADLINE).is_not_nan()).height)
+        for names, position, row in chosen.get(adapter, []):
+            total = int(by_adapter[(adapter,)].filter(pl.col(HEADLINE).is_not_nan()).height)
             picks.append(
                 Pick(
                     names,

@@ -37,6 +37,7 @@ import jinja2
 
 from segbench import __version__, plugins
 from segbench.errors import SegbenchError
+from segbench.reporting.figures import Writing, start_writing
 from segbench.reporting.leaderboard_json import document
 from segbench.reporting.pages import LoadedRun, SiteBuilder, combined_cases, load_runs, slug
 from segbench.reporting.publishing import (
@@ -224,6 +225,7 @@ def build_site(
     }
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    drawing = Writing()
     try:
 
         def write(filename: str, template: str, **context: Any) -> None:
@@ -231,9 +233,8 @@ def build_site(
             (stage / filename).write_text(page, encoding="utf-8")
 
         (stage / "figures").mkdir()
+        drawing = start_writing([f for task in site.tasks for f in task.figures], stage / "figures")
         for task in site.tasks:
-            for figure in task.figures:
-                figure.write(stage / "figures")
             for section in task.sections:
                 for overlay in section.overlays:
                     overlay.write(stage)
@@ -250,7 +251,9 @@ def build_site(
             document(site, title, base_url, __version__, states), indent=1, allow_nan=False, default=str, sort_keys=True
         )
         (stage / "leaderboard.json").write_text(text + "\n", encoding="utf-8")
+        drawing.wait()
         _move_into_place(stage, out, before)
     finally:
+        drawing.cancel()  # a failed build stops its figure workers before the stage goes
         shutil.rmtree(stage, ignore_errors=True)
     return out / "index.html"

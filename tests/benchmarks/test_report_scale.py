@@ -23,7 +23,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from segbench.running.rows import case_schema
+from segbench.running.manifest import RunManifest
+from segbench.running.rows import case_schema, row_defaults
 from segbench.running.store import RunStore
 from segbench.weights.checkpoints import sha256_file
 
@@ -89,14 +90,20 @@ def write_big_run(run_dir: Path, adapters: int = ADAPTERS, tasks: int = TASKS, c
         pl.lit("[]").alias("prompt_json"),
         pl.lit(None, dtype=pl.Int32).alias("support_size"),
     )
-    frame = frame.select([pl.col(name).cast(dtype) for name, dtype in case_schema().items()])
+    defaults = row_defaults()  # a column of the row contract the frame does not set: its default value
+    frame = frame.select(
+        [
+            (pl.col(name) if name in frame.columns else pl.lit(defaults[name])).cast(dtype).alias(name)
+            for name, dtype in case_schema().items()
+        ]
+    )
     store = RunStore(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(store.cases_path)
     synthetic_tasks = [SyntheticTask(name, cases) for name in task_names]
     written = manifest(run_dir.name, dict.fromkeys(names, 0.5), synthetic_tasks, ())
     written["cases_sha256"] = sha256_file(store.cases_path)
-    store.write_manifest(written)
+    store.write_manifest(RunManifest.from_json(written))
     return run_dir
 
 
