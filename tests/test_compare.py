@@ -296,3 +296,22 @@ def test_case_counts_spread_an_unread_case_over_every_prompt() -> None:
         ("b", "t", "*"): CaseCounts(new=1, failed_new=1, missing_base=1),
     }
     assert counts[("b", "t", "*")].regressions() == [] and lost.regressions() == ["1 of 2 cases failed (ok in base)"]
+
+
+def test_steps_an_adapter_could_not_take_are_no_failures(quick_run: Path, tmp_path: Path) -> None:
+    """A box-only model on a click protocol records its click steps as ``not_taken``: the gate neither
+    counts them as failed cases nor compares their (absent) scores."""
+
+    def with_untaken_steps(rows: pl.DataFrame) -> pl.DataFrame:
+        later = rows.filter(OTSU_ROWS).with_columns(
+            step=pl.col("step") + 1,
+            status=pl.lit("not_taken"),
+            **{name: pl.lit(float("nan")) for name in ("dice", "nsd", "hd95")},
+        )
+        return pl.concat([rows, later])
+
+    base = rewritten_run(quick_run, tmp_path / "base", with_untaken_steps)
+    new = rewritten_run(quick_run, tmp_path / "new", with_untaken_steps)
+    result = compare(base, new)
+    assert result.returncode == 0, result.stdout
+    assert all(" 0→0 " in line for line in table_lines(result.stdout, "otsu")), result.stdout

@@ -64,6 +64,7 @@ import polars as pl
 from scipy import stats
 
 from segbench.measuring.metric_table import HEADLINE, MetricSpec, shown_metrics
+from segbench.protocols.base import NOT_TAKEN
 from segbench.reporting.aggregate import as_float, bootstrap_ci, final_steps
 from segbench.running.manifest import RunManifest
 from segbench.running.store import RunStore
@@ -364,7 +365,8 @@ def case_counts(base: pl.DataFrame, new: pl.DataFrame) -> dict[tuple[str, str, s
 def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:
     base_store, new_store = RunStore(base_dir), RunStore(new_dir)
     base_manifest, new_manifest = base_store.manifest(), new_store.manifest()
-    base, new = base_store.read_cases(), new_store.read_cases()
+    # steps an adapter could not take (a box-only model on a click protocol) are neither scored nor failed
+    base, new = (store.read_cases().filter(pl.col("status") != NOT_TAKEN) for store in (base_store, new_store))
     metrics = compared_metrics(base, new)
     paired = _paired(base, new, metrics)
     compared = {key: _compare_group(key, rows, thresholds, metrics) for key, rows in paired.group_by(GROUP_KEY)}
