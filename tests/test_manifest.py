@@ -93,8 +93,10 @@ def test_a_newer_format_is_refused_naming_both_versions(tmp_path: Path) -> None:
 def test_the_row_schema_is_todays_and_other_metrics_get_a_column_where_rows_carry_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # today's columns unchanged, then the adapter's declared input (issue 17.3)
-    assert " ".join(f"{name}:{dtype}" for name, dtype in rows.case_schema().items()) == SCHEMA_BEFORE + " input:String"
+    # today's columns unchanged, then the adapter's declared input (issue 17.3) and the interaction cost
+    # and the time-limit flag of the challenge protocols (issue 16.1, 16.3)
+    added = " input:String boxes:Int32 clicks:Int32 prompted_slices:Int32 over_time_limit:Boolean"
+    assert " ".join(f"{name}:{dtype}" for name, dtype in rows.case_schema().items()) == SCHEMA_BEFORE + added
     defaults = rows.row_defaults()
     assert list(defaults) == list(rows.case_schema())
     assert defaults["status"] == "ok" and defaults["label"] == "*" and defaults["step"] == 0
