@@ -52,13 +52,18 @@ ADAPTER_MODULES = (
     "segbench.adapters.sam2family",
     "segbench.adapters.medsam2",
     "segbench.adapters.medical_sam2",
+    "segbench.adapters.sam_med3d",
 )
 # built-in plugin modules by the hook they implement (registered when that hook is first called)
 DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
     "segbench_register_adapters": ADAPTER_MODULES,
     "segbench_register_readers": ("segbench.data.readers",),
     "segbench_register_executors": ("segbench.running.executors",),
-    "segbench_register_protocols": ("segbench.protocols.kinds", "segbench.protocols.challenge_kinds"),
+    "segbench_register_protocols": (
+        "segbench.protocols.kinds",
+        "segbench.protocols.challenge_kinds",
+        "segbench.protocols.sammed3d",
+    ),
     "segbench_register_metrics": (
         "segbench.measuring.metric_table",
         "segbench.measuring.shape_metrics",

@@ -9,10 +9,11 @@ platform's user cache). ``fetch`` downloads into the cache with a progress bar, 
 moves the file into place atomically; it refuses a file with no published sha256, which the user
 downloads by hand. Loading never unpickles arbitrary objects:
 ``torch.load(..., weights_only=True)`` always, then the layout is normalised (plain state dict,
-``{"model": ...}``, ``{"model_state": ...}``, ``{"state_dict": ...}``, ``module.`` / ``sam.`` prefixes)
-and applied strictly, reporting every missing and unexpected key. A file that pickles whole Python
-objects next to its weights (SAM-Med2D's pickles its optimizer) can be read with ``skip_objects``:
-each such object becomes an inert placeholder, so nothing named in the file is imported or run.
+``{"model": ...}``, ``{"model_state": ...}``, ``{"state_dict": ...}``, ``{"model_state_dict": ...}`` as
+SAM-Med3D saves it, ``module.`` / ``sam.`` prefixes) and applied strictly, reporting every missing and
+unexpected key. A file that pickles whole Python objects next to its weights (SAM-Med2D's pickles its
+optimizer, SAM-Med3D's training checkpoints their ``args``) can be read with ``skip_objects``: each such
+object becomes an inert placeholder, so nothing named in the file is imported or run.
 
 Provenance. ``official`` is decided only by comparing a digest of the file's bytes with the digest the
 publisher gives; nothing written next to a file can assert it. A ``--checkpoint`` file is hashed from its
@@ -50,7 +51,7 @@ from segbench.interface import CheckpointSpec
 if TYPE_CHECKING:
     import torch
 
-WRAPPER_KEYS = ("model", "model_state", "state_dict")
+WRAPPER_KEYS = ("model", "model_state", "state_dict", "model_state_dict")  # the last: SAM-Med3D's train.py
 
 
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
@@ -329,9 +330,9 @@ def read_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Load a checkpoint without executing code from it and normalise its layout to a flat state dict.
 
-    Accepts a plain state dict or one wrapped in ``model`` / ``model_state`` / ``state_dict`` (other
-    entries such as an optimizer are ignored); strips ``module.`` (DataParallel) and any of
-    ``strip_prefixes`` (e.g. ``sam.`` of torch_em checkpoints) when *every* key carries it. A file
+    Accepts a plain state dict or one wrapped in ``model`` / ``model_state`` / ``state_dict`` /
+    ``model_state_dict`` (other entries such as an optimizer are ignored); strips ``module.`` (DataParallel)
+    and any of ``strip_prefixes`` (e.g. ``sam.`` of torch_em checkpoints) when *every* key carries it. A file
     that pickles Python objects is refused, unless ``skip_objects``: then each object is replaced by an
     inert placeholder (never imported, never run) and only the tensors of the model part are used.
     Every error names ``path``; text that comes from the file is cleaned with :func:`clean_text`.
