@@ -60,7 +60,7 @@ class Sample:
 
     kind: str  # "image" | "volume"
     shape: tuple[int, ...]  # (H, W, 3) uint8 image, (H, W) raw image, or (D, H, W) volume
-    target: str  # "box" | "support" (what the one target is told by)
+    target: str  # "box" | "click" | "support" (what the one target is told by)
     support_size: int | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def sample_for(adapter: type[Adapter]) -> Sample:
     meta = adapter.meta
     side = meta.input_size or DEFAULT_SIZE
     caps = meta.capabilities
-    target = "support" if caps.support_set and not caps.box else "box"
+    target = "support" if caps.support_set and not caps.box else "box" if caps.box or not caps.point else "click"
     support = SUPPORT_SIZE if target == "support" else None
     if caps.volume and meta.input == "raw":
         return Sample("volume", (side, side, side), target, support)
@@ -141,16 +141,22 @@ def _inputs(sample: Sample, rng: np.random.Generator, raw: bool) -> tuple[Any, A
         data = pixels
     height, width = (shape[1], shape[2]) if sample.kind == "volume" else shape[:2]
     box = np.array([width // 4, height // 4, 3 * width // 4 - 1, 3 * height // 4 - 1], dtype=np.float64)
+    # a point-only model (SAM-Med3D) is told by one foreground click at the centre instead of the box
+    told = (
+        Prompt(points=np.array([[width / 2, height / 2]]), point_labels=np.array([1]))
+        if sample.target == "click"
+        else Prompt(box=box)
+    )
     if sample.kind == "volume":
         depth = shape[0]
-        return data, VolumePrompt({depth // 2: Prompt(box=box)}, depth // 2, (depth // 4, 3 * depth // 4))
+        return data, VolumePrompt({depth // 2: told}, depth // 2, (depth // 4, 3 * depth // 4))
     if sample.target == "support":
         images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(sample.support_size or 1)]
         masks = [np.zeros((height, width), bool) for _ in images]
         for mask in masks:
             mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = True
         return data, Support(images, masks)
-    return data, Prompt(box=box)
+    return data, told
 
 
 def _counted(call: Any, *args: Any, leaves_torch: bool = False) -> tuple[Any, int]:
