@@ -52,6 +52,7 @@ ADAPTER_MODULES = (
     "segbench.adapters.sam2family",
     "segbench.adapters.medsam2",
     "segbench.adapters.medical_sam2",
+    "segbench.adapters.nninteractive",
 )
 # built-in plugin modules by the hook they implement (registered when that hook is first called)
 DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
