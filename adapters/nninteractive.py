@@ -2,8 +2,8 @@
 interaction channels (the previous segmentation, and a positive and a negative channel each for boxes and
 lassos, points and scribbles), run through the official package's inference session.
 
-Everything model-specific is the PyPI package ``nninteractive`` (``nnInteractive.inference.inference_session.
-nnInteractiveInferenceSession``, version 2.6, MIC-DKFZ/nnInteractive at commit 154d9c6): intensity
+Everything model-specific is the PyPI package ``nninteractive`` 2.6.0 (its ``nnInteractive.inference.
+inference_session.nnInteractiveInferenceSession``; the README read at MIC-DKFZ/nnInteractive 154d9c6): intensity
 normalisation (z-score over the image's nonzero region), AutoZoom, the refinement passes, point and box
 drawing. The adapter only translates segbench's prompts into the session's calls and never touches its
 internals:
