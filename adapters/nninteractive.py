@@ -335,7 +335,12 @@ class NNInteractive(Adapter):
     current: VolumeState | None = None
 
     def load(self, options: LoadOptions) -> None:
-        from nnInteractive.inference.inference_session import nnInteractiveInferenceSession
+        try:
+            from nnInteractive.inference.inference_session import nnInteractiveInferenceSession
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError(
+                f"{error}: the nninteractive adapter needs the official package: pip install 'segbench[nninteractive]'"
+            ) from error
 
         from segbench.weights.checkpoints import read_checkpoint
 
