@@ -53,6 +53,7 @@ ADAPTER_MODULES = (
     "segbench.adapters.medsam2",
     "segbench.adapters.medical_sam2",
     "segbench.adapters.sam_med3d",
+    "segbench.adapters.nninteractive",
 )
 # built-in plugin modules by the hook they implement (registered when that hook is first called)
 DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {

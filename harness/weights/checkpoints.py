@@ -325,6 +325,27 @@ def _check_format(path: Path) -> None:
         raise CheckpointError(f"{path}: unreadable: not a PyTorch checkpoint (zip or legacy format expected)")
 
 
+def read_checkpoint(path: Path, allowed: tuple[Any, ...] = ()) -> Any:
+    """Everything a checkpoint file holds, loaded ``weights_only`` (no code from the file runs): for layouts
+    whose entries besides the weights matter, e.g. nnU-Net's ``{"network_weights", "trainer_name",
+    "init_args", ...}``. ``allowed`` names further globals the file may use, each a class or function that
+    only rebuilds data (numpy's scalar and dtypes), or an ``(object, "module.name")`` pair for an alias;
+    anything else in the file is refused as by :func:`read_state_dict`."""
+    import torch
+
+    _check_format(path)
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return _load_weights_only(path, skip_objects=False)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refusing to load: the file pickles objects other than tensors, and loading it would "
+            f"execute code from it ({_first_line(error)})"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(error)})") from error
+
+
 def read_state_dict(
     path: Path, strip_prefixes: tuple[str, ...] = (), skip_objects: bool = False
 ) -> dict[str, torch.Tensor]:
