@@ -321,10 +321,11 @@ class NNInteractive(Adapter):
         card=ModelCard(
             paper="https://arxiv.org/abs/2503.08373",
             code="https://github.com/MIC-DKFZ/nnInteractive",
-            trained_on=(),
+            trained_on=("nninteractive-120",),
             trained_on_source="arXiv 2503.08373 (appendix: the 120+ training datasets)",
-            notes="training list not yet transcribed from the paper's appendix (not reachable offline when this "
-            "card was written): no dataset is marked as seen",
+            notes="the collection of 120+ volumetric datasets (CT, MRI, PET, 3D microscopy) the paper trains on; "
+            "its members are not transcribed here yet, so the card is incomplete and every pair reads 'unknown', "
+            "never zero-shot",
         ),
     )
     code_modules: ClassVar[tuple[str, ...]] = ("nnInteractive.inference.inference_session",)

@@ -17,6 +17,10 @@ How (``segbench cards``):
   :data:`SUPPORT_SIZE` examples for in-context ones. The counter counts torch's matrix products,
   convolutions and attention as 2 FLOPs a multiply-add; element-wise work and anything outside torch
   (numpy preprocessing, the classical baselines) count 0, which is why the baselines show no FLOPs.
+* an adapter that drives an official inference session (nnInteractive: a ``session`` holding ``network``
+  and nnU-Net's ``configuration_manager``) runs a data-dependent number of network passes per target
+  (AutoZoom), so its figure is one network pass on one patch of the configuration's ``patch_size``
+  (``"per 192x192x192 patch, one network pass"``), the unit the session's cost is a multiple of.
 
 The FLOP counter runs the model for real: on a 2-core CPU, SAM ViT-H at 1024 takes minutes, so the
 figures are measured once by ``segbench cards`` and committed (:data:`CARDS_FILE`, with the torch version
@@ -58,7 +62,7 @@ COUNTER = (
 class Sample:
     """What an adapter's FLOPs are counted on: one image or volume and one target."""
 
-    kind: str  # "image" | "volume"
+    kind: str  # "image" | "volume" | "patch" (one network pass of a session-driven model)
     shape: tuple[int, ...]  # (H, W, 3) uint8 image, (H, W) raw image, or (D, H, W) volume
     target: str  # "box" | "click" | "support" (what the one target is told by)
     support_size: int | None = None
@@ -73,7 +77,7 @@ class Sample:
     def text(self) -> str:
         """As a page says it: "per 1024x1024 image, one box"."""
         told = f"a support set of {self.support_size}" if self.target == "support" else f"one {self.target}"
-        side = "x".join(str(n) for n in (self.shape if self.kind == "volume" else self.shape[:2]))
+        side = "x".join(str(n) for n in (self.shape[:2] if self.kind == "image" else self.shape))
         return f"per {side} {self.kind}, {told}"
 
 
@@ -119,8 +123,15 @@ def sample_for(adapter: type[Adapter]) -> Sample:
 
 
 def modules_of(adapter: Adapter) -> list[torch.nn.Module]:
-    """The torch modules a loaded adapter holds (its attributes that are modules)."""
-    return [value for value in vars(adapter).values() if isinstance(value, torch.nn.Module)]
+    """The torch modules a loaded adapter holds: its attributes that are modules, and the ``network`` of an
+    attribute that drives one (nnInteractive's official inference session)."""
+    found = []
+    for value in vars(adapter).values():
+        if not isinstance(value, torch.nn.Module):
+            value = getattr(value, "network", None)
+        if isinstance(value, torch.nn.Module):
+            found.append(value)
+    return found
 
 
 def parameter_count(modules: Iterable[torch.nn.Module]) -> int:
@@ -196,6 +207,9 @@ def measure(adapter_class: str | type[Adapter], seed: int = 0, device: str = "cp
         for module in modules:
             module.to("meta")
         adapter.options = dataclasses.replace(adapter.options, device="meta")  # type: ignore[attr-defined]
+    session = getattr(adapter, "session", None)
+    if session is not None and hasattr(session, "configuration_manager"):
+        return _one_network_pass(name, session, params, device)
     data, target = _inputs(sample, np.random.default_rng(seed), cls.meta.input == "raw")
     with torch.inference_mode():
         if sample.kind == "volume":
@@ -208,6 +222,17 @@ def measure(adapter_class: str | type[Adapter], seed: int = 0, device: str = "cp
             else:
                 _, predict = _counted(adapter.predict, state, [target], leaves_torch=meta)
     return Figures(name, params, encode, predict, sample, device)
+
+
+def _one_network_pass(name: str, session: Any, params: int, device: str) -> Figures:
+    """The figures of one pass of a session-driven network (see the module's docstring) on one patch."""
+    network: torch.nn.Module = session.network
+    first = next(m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    patch = tuple(int(n) for n in session.configuration_manager.patch_size)
+    where = next(network.parameters()).device
+    with torch.inference_mode():
+        _, flops = _counted(network, torch.zeros((1, first.in_channels, *patch), device=where))
+    return Figures(name, params, 0, flops, Sample("patch", patch, "network pass"), device)
 
 
 def document(figures: Sequence[Figures], failed: dict[str, str]) -> dict[str, Any]:
