@@ -58,7 +58,11 @@ DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
     "segbench_register_adapters": ADAPTER_MODULES,
     "segbench_register_readers": ("segbench.data.readers",),
     "segbench_register_executors": ("segbench.running.executors",),
-    "segbench_register_protocols": ("segbench.protocols.kinds", "segbench.protocols.challenge_kinds"),
+    "segbench_register_protocols": (
+        "segbench.protocols.kinds",
+        "segbench.protocols.challenge_kinds",
+        "segbench.protocols.given_kinds",
+    ),
     "segbench_register_metrics": (
         "segbench.measuring.metric_table",
         "segbench.measuring.shape_metrics",
