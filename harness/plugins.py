@@ -64,6 +64,7 @@ DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
         "segbench.protocols.kinds",
         "segbench.protocols.challenge_kinds",
         "segbench.protocols.sammed3d",
+        "segbench.protocols.given_kinds",
     ),
     "segbench_register_metrics": (
         "segbench.measuring.metric_table",

@@ -49,6 +49,7 @@ class Layout:
     modality: str = ""
     intensity: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    protocols: list[str] = field(default_factory=list)  # suggested beside the default ones
 
 
 def label_key(name: str) -> str:
@@ -164,7 +165,11 @@ def _npz(path: Path, files: list[Path]) -> Layout | None:
         data["spacing"] = [1.0, 1.0, 1.0]
         notes.append("the files store no spacing: [data] spacing is a placeholder")
     intensity = _intensity("", float(imgs.min()), dim, str(imgs.dtype))
-    return Layout("cvpr_npz", dim, data, _values_labels(gts), "", intensity, notes)
+    labels = _values_labels(gts)
+    given = ["given" if dim == 2 else "given_3d"] if "boxes" in keys else []  # replay the files' own boxes
+    if given and any(value == "nonzero" for value in labels.values()):
+        notes.append(f"{given[0]} replays the files' box of each mask value: a union label has none (a failed row)")
+    return Layout("cvpr_npz", dim, data, labels, "", intensity, notes, given)
 
 
 def _common_glob(root: Path, files: list[Path]) -> str:
@@ -320,7 +325,7 @@ def task_toml(layout: Layout, name: str, dataset: str) -> str:
     lines += [f"{k} = {_toml_value(v)}" for k, v in layout.intensity.items()]
     lines += ["", "[labels]"]
     lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in layout.labels.items()]
-    protocols = ["box"] if layout.dim == 2 else ["slice_boxes", "key_slice_box"]
+    protocols = (["box"] if layout.dim == 2 else ["slice_boxes", "key_slice_box"]) + layout.protocols
     lines += ["", "[prompts]", f"protocols = {_toml_value(protocols)}", ""]
     return "\n".join(lines)
 

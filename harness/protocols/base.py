@@ -21,7 +21,7 @@ stays plain functions in :mod:`segbench.protocols.prompts` and :mod:`segbench.pr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -47,11 +47,27 @@ class SupportSource(Protocol):
     def support(self, case_ids: Sequence[str], label: str) -> Support: ...
 
 
+Click = tuple[tuple[int, ...], int]  # an array index ((row, col) or (slice, row, col)) and 1 foreground / 0 background
+
+
+@dataclass(frozen=True)
+class GivenPrompts:
+    """The prompts a case's own file ships for one label (``Case.given``, read by
+    :func:`segbench.data.given_prompts.given_prompts`): its ``box`` (a :class:`Prompt` for an image, a
+    :class:`VolumePrompt` for a volume), its recorded ``clicks`` one per step after the box (None: the
+    file records no click at that step), and, when it has no box, the ``problem`` naming the file."""
+
+    box: Prompt | VolumePrompt | None
+    clicks: tuple[Click | None, ...] = ()
+    problem: str | None = None
+
+
 @dataclass
 class ProtocolInputs:
     """What a protocol is given for one case: the truth of each label the task asks, the task's
-    ``instances`` mode, the seed and names that key its randomness (never the adapter), and, for
-    in-context kinds, the task's support pool (read on first use)."""
+    ``instances`` mode, the seed and names that key its randomness (never the adapter), for
+    in-context kinds the task's support pool, and for the ``given`` kinds the prompts the case's file
+    ships, by label (both read on first use)."""
 
     seed: int
     task: str
@@ -59,6 +75,7 @@ class ProtocolInputs:
     labels: Mapping[str, np.ndarray]
     instances: str = "label"
     pool: Callable[[], SupportSource] | None = None
+    given: Callable[[], Mapping[str, GivenPrompts]] | None = None
 
 
 @dataclass
@@ -73,6 +90,7 @@ class Ask:
     sets: dict[str, list[list[str]]] | None = None  # label -> the pool case ids of each of its sets
     members: int = 1
     size: int | None = None  # examples per support set (in-context kinds)
+    failed: Mapping[str, str] = field(default_factory=dict)  # label -> why it is not asked: a failed row each
 
     @property
     def labels(self) -> list[str]:

@@ -25,6 +25,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import polars as pl
 
 from segbench import plugins
 from segbench.data.case import Case
+from segbench.data.given_prompts import given_prompts
 from segbench.data.readers import Reader
 from segbench.data.readers.phantom import phantom
 from segbench.data.support_sets import SupportPool
@@ -165,8 +167,15 @@ class UnitRunner:
         labels = self._labels(spec, case)
         if not any(mask.any() for mask in labels.values()):
             return _given(UnitResult([self._row(unit, status="failed", error=_no_ground_truth(spec, case), **facts)]))
+        values = {label.name: label.values for label in spec.labels}
         inputs = ProtocolInputs(
-            self.plan.seed, unit.task, unit.case_id, labels, spec.instances, lambda: self._pool(unit.task)
+            self.plan.seed,
+            unit.task,
+            unit.case_id,
+            labels,
+            spec.instances,
+            lambda: self._pool(unit.task),
+            partial(given_prompts, case, values),
         )
         runs: list[tuple[ProtocolSpec, ProtocolRun | Exception]] = []
         probe_ms = self.probe.ms()
@@ -273,7 +282,11 @@ class UnitRunner:
                         **step.ask.cost(label),
                     )
                 )
-        return rows + self._not_taken(unit, run)
+        failed = [
+            self._row(unit, label=label, prompt=run.protocol.name, status="failed", error=error)
+            for label, error in sorted(run.failed.items())
+        ]
+        return rows + self._not_taken(unit, run) + failed
 
     def _not_taken(self, unit: WorkUnit, run: ProtocolRun) -> list[dict[str, Any]]:
         """A ``not_taken`` row per (label, step) the adapter could not take (a box-only model's clicks)."""

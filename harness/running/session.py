@@ -17,8 +17,8 @@ batch is decoded: ``predict`` on an image, ``predict_volume`` or a slice strateg
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,12 +50,14 @@ class Step:
 
 @dataclass
 class ProtocolRun:
-    """Every step of one protocol on one unit, and the encoder time charged to the protocol (NaN for
-    volume adapters, which encode while they propagate)."""
+    """Every step of one protocol on one unit, the encoder time charged to the protocol (NaN for
+    volume adapters, which encode while they propagate), and the labels its kind could not ask, with
+    why (:attr:`Ask.failed`: a ``given`` kind's label without a given box)."""
 
     protocol: ProtocolSpec
     steps: list[Step]
     encode_ms: float
+    failed: Mapping[str, str] = field(default_factory=dict)
 
 
 class Session:
@@ -83,7 +85,7 @@ class Session:
         kind = protocol.handler
         ask = kind.first(inputs)
         if not ask.targets:
-            return ProtocolRun(protocol, [], math.nan)
+            return ProtocolRun(protocol, [], math.nan, ask.failed)
         decode = self.decoder(protocol)
         steps: list[Step] = []
         taken = kind.steps_for(frozenset(self.adapter.meta.capabilities.names()))
@@ -95,7 +97,7 @@ class Session:
             steps.append(Step(index, elapsed - (self.encoder_ms_spent() - spent), ask, masks, by_label))
             if index + 1 < taken:
                 ask = kind.refine(ask, masks, prediction.feedback or [None] * ask.count)
-        return ProtocolRun(protocol, steps, self.encode_ms())
+        return ProtocolRun(protocol, steps, self.encode_ms(), steps[0].ask.failed)
 
 
 class ImageSession(Session):
