@@ -231,7 +231,7 @@ def test_a_report_plugin_adds_a_page_to_the_site(box_run: Path, tmp_path: Path) 
     plugin = _GalleryPlugin(templates)
     plugins.report_plugin_manager().register(plugin, name="gallery_lab")
     try:
-        assert list(plugins.pages()) == ["index", "task", "cases", "adapter", "runs", "gallery"]
+        assert list(plugins.pages()) == ["index", "task", "cases", "adapter", "runs", "zero-shot", "gallery"]
         index = build_site([run], tmp_path / "site")
     finally:
         plugins.report_plugin_manager().unregister(plugin)
