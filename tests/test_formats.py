@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nibabel
 import numpy as np
@@ -71,6 +72,18 @@ def run(folder: Path, config: Path, suite: str, data_root: Path, *extra: str) ->
     )
     assert status == 0, err
     return pl.read_parquet(folder / "out" / suite / "cases.parquet")
+
+
+def world_ras(header: Any, row: int, col: int) -> list[float]:
+    """The world position (RAS, homogeneous) of pixel (row, col) of a DICOM slice, from its own headers alone
+    (ImagePositionPatient + col * spacing * row direction + row * spacing * column direction, in LPS)."""
+    along_row, along_col = (
+        np.asarray(header.ImageOrientationPatient[:3]),
+        np.asarray(header.ImageOrientationPatient[3:]),
+    )
+    spacing = [float(v) for v in header.PixelSpacing]
+    lps = np.asarray(header.ImagePositionPatient, float) + col * spacing[1] * along_row + row * spacing[0] * along_col
+    return [-lps[0], -lps[1], lps[2], 1.0]
 
 
 def box_prediction(mask: np.ndarray) -> np.ndarray:
@@ -371,16 +384,7 @@ def test_predictions_written_out_are_read_back_in_place(formats: Path, tmp_path:
     )
     assert [float(v) for v in headers[0].ImageOrientationPatient] == [*fd.CORONAL[0], *fd.CORONAL[1]]
     for k, row, col in [(0, 0, 0), (3, 5, 7), (5, 23, 27)]:  # world position of a voxel, from pydicom's headers
-        header = headers[k]
-        along_row, along_col = (
-            np.asarray(header.ImageOrientationPatient[:3]),
-            np.asarray(header.ImageOrientationPatient[3:]),
-        )
-        spacing = [float(v) for v in header.PixelSpacing]
-        lps = (
-            np.asarray(header.ImagePositionPatient, float) + col * spacing[1] * along_row + row * spacing[0] * along_col
-        )
-        assert volume.affine @ [col, row, k, 1] == pytest.approx([-lps[0], -lps[1], lps[2], 1.0])
+        assert volume.affine @ [col, row, k, 1] == pytest.approx(world_ras(headers[k], row, col))
     assert np.array_equal(np.asarray(volume.dataobj) == 1, prediction.transpose(2, 1, 0))
 
     npz_case = reader(formats, "cv3d").read("case1")

@@ -20,7 +20,7 @@ from segbench.data.taskspec import load_task
 from segbench.running.kept_masks import saved_predictions
 
 from . import formats_data as fd
-from .test_formats import box_prediction, reader, segbench, write_config
+from .test_formats import box_prediction, reader, segbench, world_ras, write_config
 
 pytest.importorskip("pydicom")
 pytest.importorskip("highdicom")
@@ -180,16 +180,7 @@ def test_nifti_of_a_dicom_series_and_a_failed_write_is_that_case_s_error(data: P
         key=lambda d: int(d.InstanceNumber),
     )
     for k, row, col in [(0, 0, 0), (4, 5, 7)]:  # a voxel's world position from pydicom's headers (LPS -> RAS)
-        header = headers[k]
-        along_row, along_col = (
-            np.asarray(header.ImageOrientationPatient[:3]),
-            np.asarray(header.ImageOrientationPatient[3:]),
-        )
-        spacing = [float(v) for v in header.PixelSpacing]
-        lps = (
-            np.asarray(header.ImagePositionPatient, float) + col * spacing[1] * along_row + row * spacing[0] * along_col
-        )
-        assert written.affine @ [col, row, k, 1] == pytest.approx([-lps[0], -lps[1], lps[2], 1.0])
+        assert written.affine @ [col, row, k, 1] == pytest.approx(world_ras(headers[k], row, col))
     mask = box_prediction(reader(data, "dcmrt").read("case1").labels["organ"])
     assert np.array_equal(np.asarray(written.dataobj).transpose(2, 1, 0) == 1, mask)
 
