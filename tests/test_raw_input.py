@@ -341,9 +341,9 @@ def test_an_in_context_raw_adapter_gets_raw_support_images(tmp_path: Path) -> No
 def test_sam_family_adapters_get_the_ct_slices_as_before(data_root: Path) -> None:
     """Issue 17's "the SAM-family adapters' results on the CT slices stay equal to today's": every 2D
     SAM-family adapter (those that ran on the CT slices before raw input existed; SAM-Med3D is a 3D model
-    that takes raw voxels, issue 18) still declares 8-bit input, and what an 8-bit adapter is handed for a CT slice is the slice's
-    PNG decoded to RGB by PIL, byte for byte; the adapters and their weights being unchanged, so are their
-    masks and scores."""
+    that takes raw voxels, issue 18) still declares 8-bit input, and what an 8-bit adapter is handed for a
+    CT slice is the slice's PNG decoded to RGB by PIL, byte for byte; the adapters and their weights being
+    unchanged, so are their masks and scores."""
     from PIL import Image
 
     from segbench import plugins
