@@ -383,7 +383,16 @@ class SamMed3DBase(Adapter):
         return mask, logits
 
 
-def _meta(name: str, description: str, checkpoint: CheckpointSpec, card: ModelCard) -> AdapterMeta:
+def _meta(name: str, description: str, checkpoint: CheckpointSpec, card_notes: str) -> AdapterMeta:
+    """Both variants' facts: one architecture, preprocessing and training list; their checkpoints and the
+    card's notes on how each was trained differ."""
+    card = ModelCard(
+        paper=PAPER,
+        code=CODE,
+        trained_on=("sa-med3d-140k", *TRAINED_ON),
+        trained_on_source=TRAINED_ON_SOURCE,
+        notes=card_notes,
+    )
     return AdapterMeta(
         name=name,
         family="sam-med3d",
@@ -405,15 +414,9 @@ class SamMed3DTurbo(SamMed3DBase):
         "sam-med3d-turbo",
         "SAM-Med3D-turbo: SAM-Med3D fine-tuned on 44 datasets; 3D ViT-B on 128³ crops at 1.5 mm, clicks",
         TURBO_CHECKPOINT,
-        ModelCard(
-            paper=PAPER,
-            code=CODE,
-            trained_on=("sa-med3d-140k", *TRAINED_ON),
-            trained_on_source=TRAINED_ON_SOURCE,
-            notes='turbo: the release note in the README ("fine-tuned it on 44 datasets", with the list linked); '
-            "pre-trained on SA-Med3D-140K (the paper). BraTS 2020/2021 and MSD BrainTumour contain the BRATS "
-            "2013 cases; LAScarQS 2022 is left-atrium LGE MRI.",
-        ),
+        'turbo: the release note in the README ("fine-tuned it on 44 datasets", with the list linked); '
+        "pre-trained on SA-Med3D-140K (the paper). BraTS 2020/2021 and MSD BrainTumour contain the BRATS "
+        "2013 cases; LAScarQS 2022 is left-atrium LGE MRI.",
     )
 
 
@@ -422,14 +425,8 @@ class SamMed3D(SamMed3DBase):
         "sam-med3d",
         "SAM-Med3D (ECCV BIC 2024): 3D ViT-B SAM trained on SA-Med3D-140K, on 128³ crops at 1.5 mm, clicks",
         CHECKPOINT,
-        ModelCard(
-            paper=PAPER,
-            code=CODE,
-            trained_on=("sa-med3d-140k", *TRAINED_ON),
-            trained_on_source=TRAINED_ON_SOURCE,
-            notes="SA-Med3D-140K: 70 public datasets and 8K licensed private cases (the paper); the authors name "
-            "the 44 listed as its important training sets (issue 39: turbo was fine-tuned on a selection of them).",
-        ),
+        "SA-Med3D-140K: 70 public datasets and 8K licensed private cases (the paper); the authors name "
+        "the 44 listed as its important training sets (issue 39: turbo was fine-tuned on a selection of them).",
     )
 
 
