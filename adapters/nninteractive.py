@@ -39,6 +39,15 @@ internals:
   subclass may set a smaller :class:`Architecture` (the tests do: the full net needs minutes per volume on
   a CPU).
 
+AutoZoom is the session's default and is on whenever trained weights are loaded. With ``--weights random`` it
+is off: the session zooms out (x1.5 a pass, up to x4) while the prediction changes at the patch border, and
+then refines the zoomed result patch by patch (``_predict``, ``_plan_refinement_bboxes``), so its number of
+192-cubed passes follows the network's output at the border, which for random weights is noise over the whole
+patch (five zoom passes and a refinement over the whole volume: each pass of the published net is ~50 s on two
+CPU cores). A target that fits in the patch, as the trained model sees the left atrium or a brain tumour from a
+2D box or a click (the box's zoom-out factor is 1 below 128 voxels), takes the one pass that the random-weights
+run times, so its speed figure is one network pass per prediction, stated in ``preprocessing``.
+
 The interaction tensor is kept as a dense tensor (``interactions_storage="tensor"``, what the session's
 ``"auto"`` picks for volumes up to 512 x 512 x 1024 voxels) and undo is off (never used, as in the
 challenge baseline). The session's progress prints go nowhere, so the harness's output stays its own.
@@ -315,7 +324,8 @@ class NNInteractive(Adapter):
         checkpoint=CHECKPOINT,
         preprocessing="raw intensities, z-scored by the session over the image's nonzero region; no resampling "
         "(voxel space); 192^3 patches with AutoZoom; 2D box on its slice, clicks include/exclude; "
-        "iterative steps restart from the previous mask (CVPR 2025 baseline recipe)",
+        "iterative steps restart from the previous mask (CVPR 2025 baseline recipe); with random weights AutoZoom "
+        "is off (one 192^3 pass a prediction: see the module's notes)",
         reference="https://github.com/MIC-DKFZ/nnInteractive",
         input="raw",
         card=ModelCard(
@@ -330,7 +340,8 @@ class NNInteractive(Adapter):
     )
     code_modules: ClassVar[tuple[str, ...]] = ("nnInteractive.inference.inference_session",)
     architecture: ClassVar[Architecture] = PUBLISHED  # of random weights; a checkpoint brings its own plans
-    autozoom: ClassVar[bool] = True  # the session's default and the README's; a test may switch it off for speed
+    # the session's default and the README's, with trained weights; a test may switch it off for speed
+    autozoom: ClassVar[bool] = True
 
     session: Any = None
     current: VolumeState | None = None
@@ -375,7 +386,7 @@ class NNInteractive(Adapter):
                     use_torch_compile=False,
                     verbose=False,
                     torch_n_threads=torch.get_num_threads(),
-                    do_autozoom=self.autozoom,
+                    do_autozoom=self.autozoom and not options.random_weights,
                     interactions_storage="tensor",
                     enable_undo=False,
                 )

@@ -204,3 +204,15 @@ def test_the_adapter_keeps_the_contract() -> None:
     assert not failed, "\n".join(failed)
     ran = {result.name for result in results if result.status == "pass"}
     assert {"load", "encode", "box", "point", "iterative", "volume"} <= ran
+
+
+def test_autozoom_is_off_with_random_weights_only(tmp_path: Path) -> None:
+    """Random weights change the prediction at the patch border by noise, so AutoZoom would time zoom passes
+    a trained model would not take: off for ``--weights random``, the session's default with a checkpoint."""
+    random = SmallNNInteractive()
+    random.load(LoadOptions(random_weights=True))
+    assert random.session.do_autozoom is False
+    path = write_model_folder(tmp_path / "nnInteractive_v1.0", plans(SMALL), build_network(plans(SMALL), 0).state_dict())
+    trained = SmallNNInteractive()
+    trained.load(LoadOptions(checkpoint=path))
+    assert trained.session.do_autozoom is True
