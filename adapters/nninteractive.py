@@ -331,11 +331,17 @@ class NNInteractive(Adapter):
         card=ModelCard(
             paper="https://arxiv.org/abs/2503.08373",
             code="https://github.com/MIC-DKFZ/nnInteractive",
+            # Only the collection: the published per-set list could not be read from segbench's sources (the
+            # repository's README and code at 154d9c6 name no set), so no task set of segbench's is established
+            # as in or out of it and the card stays incomplete. A third party's "not fine-tuned on glioma or
+            # BraTS data" (oncoprep.readthedocs.io, usage/segmentation) is not the authors' word: not used.
             trained_on=("nninteractive-120",),
-            trained_on_source="arXiv 2503.08373 (appendix: the 120+ training datasets)",
-            notes="the collection of 120+ volumetric datasets (CT, MRI, PET, 3D microscopy) the paper trains on; "
-            "its members are not transcribed here yet, so the card is incomplete and every pair reads 'unknown', "
-            "never zero-shot",
+            trained_on_source="Isensee et al. 2025 (arXiv:2503.08373), abstract: 'Trained on 120+ diverse "
+            "volumetric 3D datasets (CT, MRI, PET, 3D Microscopy, etc.)'; the sets are not named in the README "
+            "or code of MIC-DKFZ/nnInteractive (154d9c6)",
+            notes="the paper's list of training sets is not transcribed set by set: no segbench task's dataset "
+            "(BraTS, the left atrium, ...) is known to be in or out of it, so every pair reads 'unknown', never "
+            "zero-shot",
         ),
     )
     code_modules: ClassVar[tuple[str, ...]] = ("nnInteractive.inference.inference_session",)

@@ -124,6 +124,22 @@ def test_zero_shot_rule() -> None:
     assert zero_shot([], complete) is None and zero_shot(["x"], None) is None and zero_shot(None, complete) is None
 
 
+def test_nninteractive_marks_on_the_3d_tasks_follow_its_card() -> None:
+    """nnInteractive's card names its collection of 120+ sets (arXiv 2503.08373) but none of its members, so on
+    segbench's 3D tasks (BraTS; the 2018 left atrium) the pair is unknown, never zero-shot; a task's set once
+    on the card makes that pair seen although the list is still incomplete, and leaves the other unknown."""
+    card = plugins.adapter_class("nninteractive").meta.card
+    record = card.describe()
+    tasks = discover_tasks()
+    brats, atrium = list(tasks["brats"].origin), list(tasks["la-heart"].origin)
+    assert not card.trained_on_complete and "2503.08373" in card.trained_on_source
+    for origin in (brats, atrium):
+        assert not set(origin) & set(card.trained_on)  # no member of a segbench task is transcribed
+        assert zero_shot(origin, record) is None
+    listed = {**record, "trained_on": [*record["trained_on"], "brats2021"]}
+    assert zero_shot(brats, listed) is False and zero_shot(atrium, listed) is None
+
+
 # --- measured figures -----------------------------------------------------------------------------
 
 
