@@ -212,7 +212,9 @@ def test_autozoom_is_off_with_random_weights_only(tmp_path: Path) -> None:
     random = SmallNNInteractive()
     random.load(LoadOptions(random_weights=True))
     assert random.session.do_autozoom is False
-    path = write_model_folder(tmp_path / "nnInteractive_v1.0", plans(SMALL), build_network(plans(SMALL), 0).state_dict())
+    path = write_model_folder(
+        tmp_path / "nnInteractive_v1.0", plans(SMALL), build_network(plans(SMALL), 0).state_dict()
+    )
     trained = SmallNNInteractive()
     trained.load(LoadOptions(checkpoint=path))
     assert trained.session.do_autozoom is True
