@@ -9,7 +9,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -118,14 +120,16 @@ def test_bad_cases_are_failed_rows_the_same_as_local(tmp_path: Path, monkeypatch
     assert rows.filter(pl.col("status") == "ok")["case_id"].n_unique() == 2  # the run went on
 
 
-KILL_MARK = "SEGBENCH_TEST_KILL_MARK"
-
-
 class KillingPhantoms(PhantomCases):
-    """Phantoms whose last case kills the worker process reading it, once (the mark file says it did)."""
+    """Phantoms whose last case kills the worker process reading it, once (the mark file says it did; its
+    path travels with the pickled reader, as the fork server's environment is the one it started with)."""
+
+    def __init__(self, spec: Any, root: Path | None, mark: Path):
+        super().__init__(spec, root)
+        self.mark = mark
 
     def read(self, case_id: str) -> Case:
-        mark = Path(os.environ[KILL_MARK])
+        mark = self.mark
         if multiprocessing.parent_process() is not None and case_id.endswith("003") and not mark.exists():
             mark.touch()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -137,8 +141,7 @@ def test_a_killed_worker_process_stops_the_run_and_loses_nothing_done(
 ) -> None:
     """The error names the unit; every unit reported done (in the run's order) has its part, the killed
     one has none; resuming the run makes the rows of a local run."""
-    monkeypatch.setitem(plugins.readers(), "phantom", KillingPhantoms)
-    monkeypatch.setenv(KILL_MARK, str(tmp_path / "killed"))
+    monkeypatch.setitem(plugins.readers(), "phantom", partial(KillingPhantoms, mark=tmp_path / "killed"))
     plan = plan_of("quick", "killed", ("box",), limit=4)
     store = RunStore(tmp_path / "runs" / "killed")
     store.parts.mkdir(parents=True)

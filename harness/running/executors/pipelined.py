@@ -26,9 +26,10 @@ model on a CPU, ``pipelined`` to feed a GPU (or to run the fast baselines).
 **Worker processes** (``processes=N``). Threads share one interpreter: after the crop to the joint
 bounding box, scoring works on small arrays whose Python work holds the GIL, and so does a reader's
 generation or decoding, so on a 16-core GPU host the thread pools use little more than one core. With
-``processes=N`` the read and the score stages run instead in ``N`` worker processes (spawned: fresh
-interpreters, never forked from a process that may hold torch, its thread pools or CUDA), and each also
-writes its units' parts, so this process's threads only run the adapter and hand work over:
+``processes=N`` the read and the score stages run instead in ``N`` worker processes (fresh interpreters,
+never forks of this process, which may hold torch, its thread pools or CUDA: the ``forkserver`` start,
+whose server is a fresh interpreter that imports the harness once, or ``spawn`` where there is none), and
+each also writes its units' parts, so this process's threads only run the adapter and hand work over:
 
 * each worker is given the plan, the task readers made here (pickled; a reader that cannot be is
   rebuilt there from the plan) and the run folder, the same plain data the ``multigpu`` executor sends
@@ -46,9 +47,12 @@ writes its units' parts, so this process's threads only run the adapter and hand
   reported done has its part on disk, and resuming the run does the rest.
 
 The ``in_flight`` cap holds across the workers (at most that many cases read and not yet written, in
-all of them together). ``processes=0`` (the default) keeps the thread pools: on the 2-core dev VM the
-processes' hand-over (a case pickled to the model's process, the masks back) costs more than the
-second core gives (``docs/performance.md``); on a many-core host that feeds a GPU, ask for processes.
+all of them together). ``processes=0`` (the default) keeps the thread pools. Measured on the 2-core dev
+VM (``docs/performance.md``, 2026-12-02 at idle): processes take the model's process from ~10.5 to ~4.5
+CPU-ms a row (what is left there: the case unpickled, the adapter, the prompts, the masks pickled) but
+give the same steady rows/s as threads (two cores are two cores), and each run's first interpreter pays
+~1.2 s of CPU for the fork server's imports and ~0.6 s before its first row, against 0.2 s with threads;
+so threads are the default here, and a many-core host that feeds a GPU should ask for processes.
 
 A separate executor rather than an option of ``local``: ``local`` stays the reference run (nothing else
 runs beside a timed model), and the manifest's ``executor`` says which kind of run a result came from.
@@ -71,7 +75,7 @@ from typing import Any, TypeVar
 from segbench.data.case import Case
 from segbench.data.readers import Reader
 from segbench.errors import SegbenchError
-from segbench.running.executors.lifeline import die_with_parent
+from segbench.running.executors.lifeline import die_with_driver
 from segbench.running.executors.sharding import by_adapter
 from segbench.running.executors.worker import Worker
 from segbench.running.kept_masks import sampled_cases
@@ -270,7 +274,7 @@ class _Processes:
 
     def __init__(self, plan: RunPlan, ordered: list[WorkUnit], store: RunStore, processes: int):
         readers = {task: _pickled(plan.reader(task)) for task in dict.fromkeys(unit.task for unit in ordered)}
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         start = (plan, readers, store.dir, os.getpid())
         self.pools = [
             ProcessPoolExecutor(1, mp_context=context, initializer=_start_process, initargs=start)
@@ -297,6 +301,21 @@ class _Processes:
     def close(self) -> None:
         for pool in self.pools:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _context() -> Any:
+    """Where the fork server is available (Linux), ``forkserver`` with this module preloaded: the server is
+    a fresh interpreter (never a fork of this process, which may hold torch and its threads) that imports
+    the harness once, and each worker is a fork of it, ready in milliseconds rather than the 1-2 s of an
+    interpreter importing numpy, scipy and polars; it stays for the next run of this process. Else
+    ``spawn``. (``SEGBENCH_PIPELINED_START`` chooses one, for measuring.)"""
+    method = os.environ.get("SEGBENCH_PIPELINED_START") or (
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([__name__])
+    return context
 
 
 def _pickled(reader: Reader) -> bytes | None:
@@ -332,7 +351,7 @@ _process: _WorkerProcess | None = None  # in a worker process: its state
 
 def _start_process(plan: RunPlan, readers: dict[str, bytes | None], run_dir: Path, driver_pid: int) -> None:
     global _process
-    die_with_parent(driver_pid)
+    die_with_driver(driver_pid)
     _process = _WorkerProcess(plan, readers, run_dir)
 
 
