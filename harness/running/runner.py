@@ -25,6 +25,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -72,6 +73,16 @@ def error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}{where}"
 
 
+class RecordedError(SegbenchError):
+    """An error already turned into its row's text (:func:`error_text`, which gives that text back as it is).
+    What a protocol or a read raised is kept so: a traceback pins the frames (and their arrays) in memory,
+    and an error sent to another process loses its frame (the text's ``at file:line``) and, for errors
+    whose constructor takes other arguments than the message (DataError), cannot be rebuilt there."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+
+
 def _no_ground_truth(spec: TaskSpec, case: Case) -> str:
     """The error of a case none of whose labels has a pixel: prompted segmentation has nothing to prompt
     (the empty-mask policy in :mod:`segbench.measuring.metrics`), so the case is a visible failed row, not 0 rows."""
@@ -112,10 +123,9 @@ class UnitRunner:
         self.threads = worker_threads()
         self.readers: dict[str, Reader] = {}
         self.pools: dict[str, SupportPool] = {}
-        self.metric_specs: dict[str, tuple[MetricSpec, ...]] = {}
         self.host = environment.host()
-        self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed)
         self.gpu = environment.gpu_name(self.setup.options.device)
+        self.scorer = UnitScorer(plan, RowFacts(self.host, self.gpu, self.device, self.threads))
         if plan.warmup:
             warm_up(self.adapter)
         self.probe = MachineProbe(self.setup.options.device)
@@ -143,7 +153,7 @@ class UnitRunner:
         return self.pools[task]
 
     def _row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
-        return unit_row(self.plan, unit, self.host, self.gpu, device=self.device, threads=self.threads, **values)
+        return self.scorer.row(unit, **values)
 
     def read(self, unit: WorkUnit) -> Case | Exception:
         """The unit's case, or the error reading it raised (given to :meth:`run`, which records it)."""
@@ -164,7 +174,7 @@ class UnitRunner:
             return _given(UnitResult([self._row(unit, status="failed", error=error_text(case))]))
         spec = self.plan.tasks[unit.task]
         facts = case_facts(case)
-        labels = self._labels(spec, case)
+        labels = task_labels(spec, case)
         if not any(mask.any() for mask in labels.values()):
             return _given(UnitResult([self._row(unit, status="failed", error=_no_ground_truth(spec, case), **facts)]))
         values = {label.name: label.values for label in spec.labels}
@@ -188,19 +198,57 @@ class UnitRunner:
                 try:
                     runs.append((protocol, session.run(protocol, inputs)))
                 except Exception as error:  # a protocol that cannot run fails its labels, not the case
-                    runs.append((protocol, error))
+                    runs.append((protocol, RecordedError(error_text(error))))
         measured = dict(peak_mem_mb=peak.device_mb, peak_rss_mb=peak.rss_mb, probe_ms=probe_ms, **facts)
-        return lambda: self._finish(unit, case, labels, runs, measured)
+        return Scoring(self.scorer, unit, case, runs, measured)
 
-    def _finish(
-        self,
-        unit: WorkUnit,
-        case: Case,
-        labels: dict[str, np.ndarray],
-        runs: list[tuple[ProtocolSpec, ProtocolRun | Exception]],
-        measured: dict[str, Any],
-    ) -> UnitResult:
+    def _session(self, spec: TaskSpec, case: Case) -> Session:
+        device = self.setup.options.device
+        image = adapter_input(self.adapter.meta.input, spec, case)
+        return (
+            VolumeSession(self.adapter, image, device) if case.ndim == 3 else ImageSession(self.adapter, image, device)
+        )
+
+
+def task_labels(spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
+    """The case's masks of the labels the task asks (every label the case has, for ``*``)."""
+    if any(label.name == "*" for label in spec.labels):
+        return case.labels
+    return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
+
+
+@dataclass(frozen=True)
+class RowFacts:
+    """What every row of a unit says about where its model ran: the host, the GPU, the device, the threads."""
+
+    host: str
+    gpu: str
+    device: str
+    threads: int
+
+
+Runs = list[tuple[ProtocolSpec, ProtocolRun | Exception]]
+
+
+class UnitScorer:
+    """The half of a unit that needs no adapter: its rows (every metric scored here and only here), its
+    kept masks and the predictions to write out, from the case, the protocol runs and ``facts``. It holds
+    only the plan and caches made from it, so a process that has the plan makes the same rows
+    (:mod:`segbench.running.executors.pipelined` scores in worker processes)."""
+
+    def __init__(self, plan: RunPlan, facts: RowFacts, sampled: frozenset[tuple[str, str]] | None = None):
+        self.plan = plan
+        self.facts = facts
+        self.sampled = sampled_cases(plan.units, plan.save_masks, plan.seed) if sampled is None else sampled
+        self.metric_specs: dict[str, tuple[MetricSpec, ...]] = {}
+
+    def row(self, unit: WorkUnit, /, **values: Any) -> dict[str, Any]:
+        facts = self.facts
+        return unit_row(self.plan, unit, facts.host, facts.gpu, device=facts.device, threads=facts.threads, **values)
+
+    def finish(self, unit: WorkUnit, case: Case, runs: Runs, measured: dict[str, Any]) -> UnitResult:
         """The rows of a unit whose protocols ran: scored in protocol order, and its kept masks."""
+        labels = task_labels(self.plan.tasks[unit.task], case)
         rows: list[dict[str, Any]] = []
         kept: dict[str, dict[str, np.ndarray]] = {}
         for protocol, run in runs:
@@ -212,7 +260,7 @@ class UnitRunner:
             try:
                 rows += self._scored(unit, case, labels, run)
             except Exception as error:  # scoring included: a bad case fails its protocol, not the run
-                rows.append(self._row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
+                rows.append(self.row(unit, prompt=protocol.name, status="failed", error=error_text(error)))
         for row in rows:
             row.update(measured)
         return UnitResult(rows, self._kept(unit, case, kept) if rows else None, self._to_write(unit, case, kept))
@@ -228,18 +276,6 @@ class UnitRunner:
         geometry = Geometry.of(case)
         return UnitPredictions(
             unit.adapter, unit.task, resolve_format(asked, spec.reader), geometry, tuple(labels), kept, every
-        )
-
-    def _labels(self, spec: TaskSpec, case: Case) -> dict[str, np.ndarray]:
-        if any(label.name == "*" for label in spec.labels):
-            return case.labels
-        return {label.name: case.labels[label.name] for label in spec.labels if label.name in case.labels}
-
-    def _session(self, spec: TaskSpec, case: Case) -> Session:
-        device = self.setup.options.device
-        image = adapter_input(self.adapter.meta.input, spec, case)
-        return (
-            VolumeSession(self.adapter, image, device) if case.ndim == 3 else ImageSession(self.adapter, image, device)
         )
 
     def _metrics(self, task: str) -> tuple[MetricSpec, ...]:
@@ -265,7 +301,7 @@ class UnitRunner:
             for label, mask in step.by_label.items():
                 scores = score(ScoringInputs(labels[label], mask, case.spacing, spec.nsd_tolerance), metrics)
                 rows.append(
-                    self._row(
+                    self.row(
                         unit,
                         label=label,
                         prompt=run.protocol.name,
@@ -283,7 +319,7 @@ class UnitRunner:
                     )
                 )
         failed = [
-            self._row(unit, label=label, prompt=run.protocol.name, status="failed", error=error)
+            self.row(unit, label=label, prompt=run.protocol.name, status="failed", error=error)
             for label, error in sorted(run.failed.items())
         ]
         return rows + self._not_taken(unit, run) + failed
@@ -295,7 +331,7 @@ class UnitRunner:
             return []
         reason = f"not taken: the adapter lacks {sorted(kind.requires - kind.first_requires)} for steps after the first"
         return [
-            self._row(unit, label=label, prompt=run.protocol.name, step=index, status=NOT_TAKEN, error=reason)
+            self.row(unit, label=label, prompt=run.protocol.name, step=index, status=NOT_TAKEN, error=reason)
             for index in range(len(run.steps), kind.steps)
             for label in run.steps[0].by_label
         ]
@@ -305,7 +341,7 @@ class UnitRunner:
     ) -> list[dict[str, Any]]:
         """A failed row for each present label of a protocol that could not run."""
         return [
-            self._row(
+            self.row(
                 unit,
                 label=name,
                 prompt=protocol.name,
@@ -325,6 +361,27 @@ class UnitRunner:
         except Exception as error:  # a preview that cannot be made must not cost the case its scores
             warnings.warn(f"{unit.task}/{unit.case_id}: masks not kept ({error_text(error)})", stacklevel=1)
             return None
+
+
+@dataclass
+class Scoring:
+    """A unit whose model work is done, waiting to be scored: calling it makes the unit's result
+    (:meth:`UnitScorer.finish`), without the adapter, on any thread (what :meth:`UnitRunner.infer` gives).
+    Its parts are plain data, so the pipelined executor can send all but the case (which the process that
+    read it still holds) to another process: :meth:`ProtocolRun.for_scoring` leaves out what scoring never
+    reads."""
+
+    scorer: UnitScorer
+    unit: WorkUnit
+    case: Case
+    runs: Runs
+    measured: dict[str, Any]
+
+    def __call__(self) -> UnitResult:
+        return self.scorer.finish(self.unit, self.case, self.runs, self.measured)
+
+    def runs_for_scoring(self) -> Runs:
+        return [(protocol, run if isinstance(run, Exception) else run.for_scoring()) for protocol, run in self.runs]
 
 
 def worker_threads() -> int:

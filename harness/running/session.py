@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from segbench.data.support_sets import ensemble_masks
 from segbench.interface import Adapter, Prediction, RawImage, check_masks
 from segbench.measuring.cost import timed
-from segbench.protocols.base import Ask, ProtocolInputs
+from segbench.protocols.base import Ask, ProtocolInputs, Target
 from segbench.protocols.prompts import ProtocolSpec
 
 
@@ -58,6 +58,25 @@ class ProtocolRun:
     steps: list[Step]
     encode_ms: float
     failed: Mapping[str, str] = field(default_factory=dict)
+
+    def for_scoring(self) -> ProtocolRun:
+        """This run without what scoring never reads, to send to another process: each step's masks by
+        query (its masks by label stay), the targets' truth masks (the scorer has the case) and the support
+        sets' images. What the rows say of an ask (``given``, ``cost``, instances, ``size``) is kept."""
+        empty = np.zeros((0,), dtype=bool)
+        steps = [
+            replace(
+                step,
+                masks=empty,
+                ask=replace(
+                    step.ask,
+                    targets=[Target(target.label, target.instance, empty) for target in step.ask.targets],
+                    supports=None,
+                ),
+            )
+            for step in self.steps
+        ]
+        return replace(self, steps=steps)
 
 
 class Session:

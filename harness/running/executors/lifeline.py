@@ -57,3 +57,36 @@ def die_with_parent(parent_pid: int, interval: float = 0.5) -> None:
     if os.getppid() != parent_pid:  # the driver died before the signal was armed
         os._exit(1)
     threading.Thread(target=_watch, args=(parent_pid, interval), name="segbench-lifeline", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _watch_driver(parent_pid: int, driver_pid: int, interval: float) -> None:
+    while True:
+        if os.getppid() != parent_pid or not _alive(driver_pid):
+            os._exit(1)
+        time.sleep(interval)
+
+
+def die_with_driver(driver_pid: int, interval: float = 0.5) -> None:
+    """:func:`die_with_parent` for a worker that may have been forked by a fork server the driver started
+    (``multiprocessing``'s ``forkserver``): its parent is then the server, which ends when the driver does
+    (its pipe from the driver closes), so the kernel's signal follows the server, and the watch thread
+    looks at both the server and the driver."""
+    parent = os.getppid()
+    if parent == driver_pid:
+        die_with_parent(driver_pid, interval)
+        return
+    set_parent_death_signal()
+    if os.getppid() != parent or not _alive(driver_pid):
+        os._exit(1)
+    args = (parent, driver_pid, interval)
+    threading.Thread(target=_watch_driver, args=args, name="segbench-lifeline", daemon=True).start()

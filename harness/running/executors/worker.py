@@ -36,14 +36,18 @@ class Worker:
         """The unit's result; ``case`` is its case (or the error reading it) when it was read ahead."""
         return self.infer(unit, case)()
 
-    def infer(self, unit: WorkUnit, case: Case | Exception | None = None) -> Callable[[], UnitResult]:
-        """The unit's model work done here; what it returns scores it (:meth:`UnitRunner.infer`)."""
-        if unit.adapter not in self.broken and (self.runner is None or self.runner.setup.name != unit.adapter):
+    def load(self, adapter: str) -> None:
+        """Have ``adapter`` loaded (the previous one freed first), unless its load failed before."""
+        if adapter not in self.broken and (self.runner is None or self.runner.setup.name != adapter):
             self.close()
             try:
-                self.runner = UnitRunner(self.plan, unit.adapter)
+                self.runner = UnitRunner(self.plan, adapter)
             except Exception as error:
-                self.broken[unit.adapter] = f"{LOAD_FAILED}{error_text(error)}"
+                self.broken[adapter] = f"{LOAD_FAILED}{error_text(error)}"
+
+    def infer(self, unit: WorkUnit, case: Case | Exception | None = None) -> Callable[[], UnitResult]:
+        """The unit's model work done here; what it returns scores it (:meth:`UnitRunner.infer`)."""
+        self.load(unit.adapter)
         if unit.adapter in self.broken:
             reason = self.broken[unit.adapter]
             result = UnitResult([unit_row(self.plan, unit, environment.host(), "", status="failed", error=reason)])
