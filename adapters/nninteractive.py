@@ -21,8 +21,11 @@ internals:
   session's ``_predict`` always is, on the last interaction). A box is the published v1.0 model's native
   2D box: ``[[z, z + 1], [y0, y1 + 1], [x0, x1 + 1]]`` (half-open) on its slice; its 3D boxes are not
   supported by that checkpoint (``bbox3d: False``), so ``z_range`` is not used. Clicks are include (label
-  1) or exclude (0) point interactions at (z, y, x). Scribbles and lassos exist in the session but not in
-  segbench's prompt contract.
+  1) or exclude (0) point interactions at (z, y, x). A scribble or a lasso (``Prompt.scribbles``,
+  ``Prompt.lassos``) goes to ``add_scribble_interaction`` / ``add_lasso_interaction`` as the drawing's tight
+  crop on its slice with its ``interaction_bbox`` (the session's way of taking a drawing without a whole-volume
+  mask); the order is boxes, lassos, scribbles, then clicks, so the prediction stays centred on a click when
+  there is one (the session centres it on the last interaction).
 * loading never unpickles code. The session's own loader calls ``torch.load(..., weights_only=False)``, so
   the adapter reads the checkpoint itself with ``weights_only=True`` (numpy's scalar and dtypes allowed:
   nnU-Net pickles its training log with them), keeps the three entries the session reads
@@ -277,17 +280,30 @@ class Feedback:
     clicks: tuple[tuple[tuple[float, float, float], bool], ...]
 
 
-Interaction = tuple[str, Any, bool]  # ("box", [[z0, z1], [y0, y1], [x0, x1]], include) or ("point", (z, y, x), include)
+# ("box", [[z0, z1], [y0, y1], [x0, x1]], include), ("point", (z, y, x), include), or ("lasso" | "scribble",
+# ([[z0, z1], [y0, y1], [x0, x1]], (1, h, w) uint8 crop), include)
+Interaction = tuple[str, Any, bool]
+
+
+def drawing(z: int, mask: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """A 2D drawing on slice ``z`` as the session takes it: its half-open ``interaction_bbox`` and the
+    (1, h, w) uint8 crop of the drawing inside it."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError(f"an empty drawing on slice {z}")
+    y0, y1, x0, x1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    return [[z, z + 1], [y0, y1], [x0, x1]], mask[None, y0:y1, x0:x1].astype(np.uint8)
 
 
 def interactions(prompt: VolumePrompt) -> tuple[list[Interaction], tuple[tuple[tuple[float, float, float], bool], ...]]:
     """The session calls for one target's prompt, in order, and the clicks among them (for the feedback).
 
-    Boxes first (the key slice's, then the others by slice), then the clicks: those of the previous step in
-    their order, then the new ones (by slice, in the order given on it), so the last click added is the
-    last interaction and the prediction is centred on it."""
+    Boxes first (the key slice's, then the others by slice), then lassos and scribbles (by slice, in their
+    order), then the clicks: those of the previous step in their order, then the new ones (by slice, in the
+    order given on it), so the last click added is the last interaction and the prediction is centred on it."""
     order = [prompt.key_slice] + sorted(z for z in prompt.slices if z != prompt.key_slice)
     boxes: list[Interaction] = []
+    drawn: dict[str, list[Interaction]] = {"lasso": [], "scribble": []}
     given: list[tuple[tuple[float, float, float], bool]] = []
     for z in order:
         on_slice = prompt.slices.get(z)
@@ -296,6 +312,8 @@ def interactions(prompt: VolumePrompt) -> tuple[list[Interaction], tuple[tuple[t
         if on_slice.box is not None:
             x0, y0, x1, y1 = (float(v) for v in on_slice.box)
             boxes.append(("box", [[z, z + 1], [y0, y1 + 1], [x0, x1 + 1]], True))
+        for kind, found in drawn.items():
+            found += [(kind, drawing(z, mask), include) for mask, include in on_slice.drawn(kind)]  # type: ignore[arg-type]
         if on_slice.points is not None:
             labels = on_slice.point_labels if on_slice.point_labels is not None else np.ones(len(on_slice.points))
             for (x, y), label in zip(on_slice.points, labels, strict=True):
@@ -308,22 +326,25 @@ def interactions(prompt: VolumePrompt) -> tuple[list[Interaction], tuple[tuple[t
             remaining.remove(click)
             clicks.append(click)
     clicks += remaining
-    return boxes + [("point", coords, include) for coords, include in clicks], tuple(clicks)
+    points: list[Interaction] = [("point", coords, include) for coords, include in clicks]
+    return boxes + drawn["lasso"] + drawn["scribble"] + points, tuple(clicks)
 
 
 class NNInteractive(Adapter):
     meta = AdapterMeta(
         name="nninteractive",
         family="nninteractive",
-        description="nnInteractive v1.0: 3D ResEnc-L nnU-Net with 2D boxes and include/exclude clicks "
+        description="nnInteractive v1.0: 3D ResEnc-L nnU-Net with 2D boxes, include/exclude clicks, scribbles "
+        "and lassos "
         "(CVPR 2025 interactive 3D challenge winner), through the official inference session",
-        capabilities=Capabilities(box=True, point=True, iterative=True, volume=True),
+        capabilities=Capabilities(box=True, point=True, iterative=True, volume=True, scribble=True, lasso=True),
         version="1",
         license="CC BY-NC-SA 4.0 (weights); Apache-2.0 (code)",
         input_size=PUBLISHED.patch_size[0],
         checkpoint=CHECKPOINT,
         preprocessing="raw intensities, z-scored by the session over the image's nonzero region; no resampling "
-        "(voxel space); 192^3 patches with AutoZoom; 2D box on its slice, clicks include/exclude; "
+        "(voxel space); 192^3 patches with AutoZoom; 2D box on its slice, clicks include/exclude, scribbles and "
+        "lassos as crops on their slice; "
         "iterative steps restart from the previous mask (CVPR 2025 baseline recipe); with random weights AutoZoom "
         "is off (one 192^3 pass a prediction: see the module's notes)",
         reference="https://github.com/MIC-DKFZ/nnInteractive",
@@ -432,6 +453,10 @@ class NNInteractive(Adapter):
                     last = number == len(steps) - 1
                     if kind == "box":
                         self.session.add_bbox_interaction(where, include_interaction=include, run_prediction=last)
+                    elif kind in ("lasso", "scribble"):
+                        bbox, crop = where
+                        add = getattr(self.session, f"add_{kind}_interaction")
+                        add(crop, include, run_prediction=last, interaction_bbox=bbox)
                     else:
                         self.session.add_point_interaction(where, include_interaction=include, run_prediction=last)
             masks[index] = target.numpy() > 0

@@ -32,6 +32,7 @@ which support sets, which metrics) lives in the harness, identical for every ada
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -58,6 +59,8 @@ class Capabilities:
     multimask: bool = False  # can return several candidate masks and pick one
     support_set: bool = False  # in-context: told the task by labelled examples
     volume: bool = False  # native 3D or video propagation
+    scribble: bool = False  # takes drawn strokes (Prompt.scribbles), include and exclude
+    lasso: bool = False  # takes filled closed outlines (Prompt.lassos), include and exclude
 
     def names(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name)]
@@ -213,22 +216,54 @@ class Prompt:
     a positive and 0 for a negative click. ``previous`` is whatever the adapter returned as feedback
     for this target at the previous step (e.g. SAM's low-resolution logits); the harness passes it
     back untouched and never looks inside.
+
+    Drawn prompts, for the models that take them (``Capabilities(scribble=True)``, ``lasso=True``: the
+    interaction kinds of nnInteractive): ``scribbles`` is ``(K, H, W)`` bool, K strokes each as the pixels
+    it covers, and ``lassos`` likewise K filled closed outlines (the region a lasso encloses), each with
+    its ``scribble_labels`` / ``lasso_labels`` entry, 1 include and 0 exclude.
     """
 
     box: np.ndarray | None = None
     points: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     previous: Any = None
+    scribbles: np.ndarray | None = None
+    scribble_labels: np.ndarray | None = None
+    lassos: np.ndarray | None = None
+    lasso_labels: np.ndarray | None = None
+
+    def drawn(self, kind: Literal["scribble", "lasso"]) -> list[tuple[np.ndarray, bool]]:
+        """The ``kind`` drawings of this prompt as ``(H, W) bool mask, include``, in their order."""
+        masks, labels = (
+            (self.scribbles, self.scribble_labels) if kind == "scribble" else (self.lassos, self.lasso_labels)
+        )
+        if masks is None:
+            return []
+        labels = np.ones(len(masks), dtype=np.int64) if labels is None else labels
+        return [(np.asarray(mask, dtype=bool), bool(label)) for mask, label in zip(masks, labels, strict=True)]
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready record of the prompt, stored with each result row."""
+        """A JSON-ready record of the prompt, stored with each result row: a drawing is recorded by its
+        label, pixel count, tight box and a digest of its pixels (its mask is rebuilt from the case and the
+        protocol, never stored in a row)."""
         out: dict[str, Any] = {}
         if self.box is not None:
             out["box"] = [float(v) for v in self.box]
         if self.points is not None and len(self.points):
             out["points"] = [[float(x), float(y)] for x, y in self.points]
             out["labels"] = [int(v) for v in self.point_labels]  # type: ignore[union-attr]
+        for kind in ("scribble", "lasso"):
+            drawings = self.drawn(kind)
+            if drawings:
+                out[f"{kind}s"] = [_drawing_record(mask, include) for mask, include in drawings]
         return out
+
+
+def _drawing_record(mask: np.ndarray, include: bool) -> dict[str, Any]:
+    rows, cols = np.nonzero(mask)
+    box = [int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())] if rows.size else []
+    digest = hashlib.sha256(np.packbits(mask).tobytes() + repr(mask.shape).encode()).hexdigest()[:16]
+    return {"label": int(include), "pixels": int(rows.size), "box": box, "sha256": digest}
 
 
 @dataclass

@@ -65,6 +65,7 @@ DEFAULT_PLUGINS: dict[str, tuple[str, ...]] = {
         "segbench.protocols.challenge_kinds",
         "segbench.protocols.sammed3d",
         "segbench.protocols.given_kinds",
+        "segbench.protocols.drawn",
     ),
     "segbench_register_metrics": (
         "segbench.measuring.metric_table",

@@ -164,10 +164,11 @@ def test_ask_cost_counts_boxes_clicks_and_prompted_slices() -> None:
     truth[1:5, 4:12, 4:12] = True
     inputs = ProtocolInputs(0, "t", "c", {"a": truth})
     boxes = parse_protocol("slice_boxes").handler.first(inputs)
-    assert boxes.cost("a") == {"boxes": 4, "clicks": 0, "prompted_slices": 4}
+    none_drawn = {"scribbles": 0, "lassos": 0}
+    assert boxes.cost("a") == {"boxes": 4, "clicks": 0, "prompted_slices": 4, **none_drawn}
     kind = parse_protocol({"kind": "cvpr25"}).handler
     ask: Ask = kind.first(inputs)
-    assert ask.cost("a") == {"boxes": 1, "clicks": 0, "prompted_slices": 1}
+    assert ask.cost("a") == {"boxes": 1, "clicks": 0, "prompted_slices": 1, **none_drawn}
     wrong = np.zeros_like(truth)
     wrong[1:5, 4:12, 4:8] = True
     ask = kind.refine(ask, wrong[None], [None])

@@ -95,7 +95,9 @@ def test_the_row_schema_is_todays_and_other_metrics_get_a_column_where_rows_carr
 ) -> None:
     # today's columns unchanged, then the adapter's declared input (issue 17.3) and the interaction cost
     # and the time-limit flag of the challenge protocols (issue 16.1, 16.3)
+    # and the drawn prompts' cost (issue 18.1: scribbles and lassos)
     added = " input:String boxes:Int32 clicks:Int32 prompted_slices:Int32 over_time_limit:Boolean"
+    added += " scribbles:Int32 lassos:Int32"
     assert " ".join(f"{name}:{dtype}" for name, dtype in rows.case_schema().items()) == SCHEMA_BEFORE + added
     defaults = rows.row_defaults()
     assert list(defaults) == list(rows.case_schema())

@@ -1,7 +1,8 @@
 """The nninteractive adapter against the official package (issue 18.1): the restated architecture against the
 published checkpoint's size, the checkpoint layout round trip (weights_only, zero missing and unexpected keys),
 the adapter's masks equal to the official inference session's driven directly (random weights, a real BraTS
-crop, a box and include/exclude clicks over two iterative steps), and the adapter contract.
+crop, a box and include/exclude clicks over two iterative steps; a lasso and include/exclude scribbles), and the
+adapter contract.
 
 The published network (ResEnc L, 192-cubed patches) needs minutes a volume on two CPU cores, so everything that
 runs it here uses the same architecture class with a small configuration (:data:`SMALL`: a 64-cubed patch, about
@@ -194,6 +195,61 @@ def test_masks_equal_the_official_sessions(data_root: Path, tmp_path: Path) -> N
         assert 0 < want.sum() < want.size  # a real mask, not all or nothing
         np.testing.assert_array_equal(got, want)
     assert not np.array_equal(expected[0], expected[1])  # the exclude click changed the mask
+
+
+def test_drawn_prompts_equal_the_official_sessions_whole_volume_drawings(data_root: Path, tmp_path: Path) -> None:
+    """A lasso and a scribble drawn by segbench's own rule (:mod:`segbench.protocols.drawn`) on the key slice,
+    and an exclude scribble on another: the adapter hands the session each drawing's crop with its
+    ``interaction_bbox``; the official session here is given the README's whole-volume masks instead."""
+    from nnInteractive.inference.inference_session import nnInteractiveInferenceSession
+
+    from segbench.protocols.drawn import lasso, scribble
+
+    image, truth, spacing = _brats_crop(data_root)
+    key, other = image.shape[0] // 2, image.shape[0] // 2 - 3
+    outline, stroke = lasso(truth[key]), scribble(truth[key], 1)
+    away = np.zeros(truth[other].shape, bool)
+    rows, cols = np.nonzero(~truth[other])
+    away[rows[0], cols[0] : cols[0] + 6] = True  # a short stroke in the background of another slice
+    away &= ~truth[other]
+
+    folder = tmp_path / "nnInteractive_v1.0"
+    path = write_model_folder(folder, plans(SMALL), build_network(plans(SMALL), seed=1).state_dict())
+    adapter = SmallNNInteractive()
+    adapter.load(LoadOptions(checkpoint=path, seed=0))
+    state = adapter.encode_volume(RawImage(image, spacing))
+    prompt = VolumePrompt(
+        {
+            key: Prompt(lassos=outline[None], scribbles=stroke[None], scribble_labels=np.array([1])),
+            other: Prompt(scribbles=away[None], scribble_labels=np.array([0])),
+        },
+        key,
+        (0, image.shape[0] - 1),
+    )
+    got = adapter.predict_volume(state, [prompt]).masks[0]
+
+    session = nnInteractiveInferenceSession(
+        device=torch.device("cpu"), use_torch_compile=False, torch_n_threads=torch.get_num_threads(),
+        do_autozoom=True, interactions_storage="tensor", enable_undo=False,
+    )  # fmt: skip
+    session.initialize_from_trained_model_folder(str(folder))
+    session.set_image(image[None])
+    target = torch.zeros(image.shape, dtype=torch.uint8)
+    session.set_target_buffer(target)
+    np.random.seed(0)
+    session.reset_interactions()
+
+    def whole(z: int, mask: np.ndarray) -> np.ndarray:
+        volume = np.zeros(image.shape, np.uint8)
+        volume[z] = mask
+        return volume
+
+    session.add_lasso_interaction(whole(key, outline), include_interaction=True, run_prediction=False)
+    session.add_scribble_interaction(whole(key, stroke), include_interaction=True, run_prediction=False)
+    session.add_scribble_interaction(whole(other, away), include_interaction=False, run_prediction=True)
+    want = target.numpy() > 0
+    assert 0 < want.sum() < want.size
+    np.testing.assert_array_equal(got, want)
 
 
 def test_the_adapter_keeps_the_contract() -> None:

@@ -104,20 +104,26 @@ class Ask:
     def cost(self, label: str) -> dict[str, int]:
         """The interaction cost of ``label``'s prompts in this ask, summed over its targets (not over an
         ensemble's members, which share one prompt): ``boxes`` (a 2D prompt's box, a volume's boxed
-        slices), ``clicks`` (points, every one given so far) and ``prompted_slices`` (a 2D prompt's image
-        counts as one slice). Support sets cost none of these (their size is ``support_size``)."""
-        boxes = clicks = slices = 0
+        slices), ``clicks`` (points, every one given so far), ``scribbles`` and ``lassos`` (drawn strokes and
+        outlines) and ``prompted_slices`` (slices carrying any of them; a 2D prompt's image counts as one
+        slice). Support sets cost none of these (their size is ``support_size``)."""
+        cost = dict.fromkeys(("boxes", "clicks", "scribbles", "lassos", "prompted_slices"), 0)
         for index, target in enumerate(self.targets):
             if target.label != label or not self.prompts:
                 continue
             prompt = self.prompts[index * self.members]
             planes = list(prompt.slices.values()) if isinstance(prompt, VolumePrompt) else [prompt]
             for plane in planes:
-                points = 0 if plane.points is None else len(plane.points)
-                boxes += plane.box is not None
-                clicks += points
-                slices += plane.box is not None or points > 0
-        return {"boxes": boxes, "clicks": clicks, "prompted_slices": slices}
+                given = {
+                    "boxes": int(plane.box is not None),
+                    "clicks": 0 if plane.points is None else len(plane.points),
+                    "scribbles": len(plane.drawn("scribble")),
+                    "lassos": len(plane.drawn("lasso")),
+                }
+                for key, count in given.items():
+                    cost[key] += count
+                cost["prompted_slices"] += any(given.values())
+        return cost
 
     def given(self, label: str) -> list[dict[str, Any]]:
         """A JSON-ready record of what the adapter was given for ``label``: one entry per instance, or

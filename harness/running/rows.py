@@ -81,6 +81,10 @@ FACTS = (
     # the case's model time (total_ms) over its protocol's limit (ProtocolKind.time_limit_s, per label: the
     # CVPR 2025 challenge's 90 s per class); null where the protocol sets none
     Column("over_time_limit", pl.Boolean),
+    # the drawn part of the step's cost (Ask.cost): scribbles and lassos so far (nnInteractive's kinds); they
+    # count in prompted_slices too; null on failed rows and on rows of runs before them
+    Column("scribbles", pl.Int32),
+    Column("lassos", pl.Int32),
 )
 
 
