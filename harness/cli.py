@@ -774,8 +774,9 @@ def _add_compare_command(commands: Any) -> None:
     compare.add_argument(
         "--min-delta-ms",
         type=float,
-        default=1.0,
-        help="ignore latency changes smaller than this per case (default 1 ms)",
+        default=5.0,
+        help="ignore a median latency change smaller than this per case (default 5 ms: below it a case is timed "
+        "as much as the scheduler's as the model's)",
     )
     compare.add_argument(
         "--min-delta-mb",

@@ -71,6 +71,20 @@ def test_two_runs_of_the_same_code_pass(quick_run: Path, second_run: Path) -> No
     assert "no regression" in html
 
 
+def test_a_few_milliseconds_more_a_case_is_below_the_timing_floor(quick_run: Path, tmp_path: Path) -> None:
+    """otsu's cases take milliseconds: x1.5 of that is what a busy neighbour does to the same code, so the
+    default floor leaves it alone, and with no floor the same change is a regression (so the floor is what
+    excused it)."""
+    otsu = pl.col("adapter") == "otsu"
+    slower = derived_run(quick_run, tmp_path / "otsu-slower", pl.col("total_ms") * 1.5, "total_ms", rows=otsu)
+    cases = pl.read_parquet(quick_run / "cases.parquet").filter(otsu)
+    assert cases["total_ms"].median() * 0.5 < 5.0  # type: ignore[operator]  # the change is under the floor
+    lines = [line for line in compare(quick_run, slower).stdout.splitlines() if line.startswith("otsu")]
+    assert lines and not any("REGRESSION" in line for line in lines)
+    strict = compare(quick_run, slower, "--min-delta-ms", "0")
+    assert strict.returncode == 1 and "REGRESSION: latency x1.50" in strict.stdout
+
+
 def machine_and_model_slower(source: Path, target: Path, machine: float, model: float) -> Path:
     """A copy of a run: every case ``model`` times longer, its reference workload ``machine`` times longer."""
     run = derived_run(source, target, pl.col("total_ms") * model, "total_ms", rows=pl.lit(True))
