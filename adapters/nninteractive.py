@@ -78,6 +78,7 @@ from segbench.interface import (
     CheckpointSpec,
     LoadOptions,
     ModelCard,
+    NetworkPass,
     Prediction,
     Prompt,
     RawImage,
@@ -419,6 +420,12 @@ class NNInteractive(Adapter):
                 )
                 self.session.initialize_from_trained_model_folder(str(folder))
         self.current = None
+
+    def network_pass(self) -> NetworkPass:
+        """One pass of the ResEnc UNet on one patch of the configuration: the image channel and the
+        interaction channels. A target costs a data-dependent number of them (AutoZoom, refinement)."""
+        patch = tuple(int(n) for n in self.session.configuration_manager.patch_size)
+        return NetworkPass(self.session.network, (1, 1 + INTERACTION_CHANNELS, *patch))
 
     # --- volumes ---
 

@@ -345,6 +345,23 @@ def check_masks(masks: Any, shape: tuple[int, ...], where: str = "") -> np.ndarr
     return masks
 
 
+@dataclass(frozen=True)
+class NetworkPass:
+    """One pass of the network an adapter drives, the unit its model card's FLOPs are counted in when a
+    target's cost is a data-dependent number of such passes (:meth:`Adapter.network_pass`).
+
+    ``network`` is the ``torch.nn.Module`` (typed ``Any``: the interface needs no torch) and ``input_shape``
+    the shape of one pass's input tensor, batch and channels included; ``patch`` is its spatial part, what a
+    page says the figure is per."""
+
+    network: Any
+    input_shape: tuple[int, ...]
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        return self.input_shape[2:]
+
+
 class Adapter(ABC):
     """Base class of model adapters. Subclasses set ``meta`` and implement ``load``/``encode``/``predict``."""
 
@@ -394,3 +411,10 @@ class Adapter(ABC):
         Only adapters with ``Capabilities(volume=True)`` implement it; the harness runs every other
         adapter on volumes slice by slice."""
         raise NotImplementedError(f"{type(self).__name__} does not propagate through volumes (volume=False)")
+
+    def network_pass(self) -> NetworkPass | None:
+        """For the model card (``segbench cards``), after ``load``: None, the default, counts ``encode`` and one
+        ``predict`` of one target on the card's sample. An adapter whose cost per target is a number of passes
+        of one network that depends on the data (nnInteractive's session: AutoZoom and its refinement patches)
+        returns that network and one pass's input instead, and its figures are per pass."""
+        return None

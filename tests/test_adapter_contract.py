@@ -101,6 +101,8 @@ def test_every_registered_adapter_keeps_the_contract(name: str, checks: tuple[st
     ran = {result.name for result in results if result.status == "pass"}
     # a capability the adapter declares is exercised, never skipped
     assert ({"box", "point", "iterative", "support_set", "volume"} & capabilities & set(checks)) <= ran
+    if {"scribble", "lasso"} & capabilities and "drawn" in checks:
+        assert "drawn" in ran
 
 
 def test_every_variant_has_a_representative_that_runs_the_full_contract() -> None:

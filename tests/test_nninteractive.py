@@ -259,7 +259,7 @@ def test_the_adapter_keeps_the_contract() -> None:
     failed = [result.line() for result in results if result.status == "fail"]
     assert not failed, "\n".join(failed)
     ran = {result.name for result in results if result.status == "pass"}
-    assert {"load", "encode", "box", "point", "iterative", "volume"} <= ran
+    assert {"load", "encode", "box", "point", "drawn", "iterative", "volume"} <= ran
 
 
 def test_autozoom_is_off_with_random_weights_only(tmp_path: Path) -> None:
@@ -274,3 +274,20 @@ def test_autozoom_is_off_with_random_weights_only(tmp_path: Path) -> None:
     trained = SmallNNInteractive()
     trained.load(LoadOptions(checkpoint=path))
     assert trained.session.do_autozoom is True
+
+
+def test_the_card_counts_one_pass_of_the_sessions_network_on_one_patch() -> None:
+    """nnInteractive's cost per target is a data-dependent number of network passes, so its card's figure is
+    one pass (``Adapter.network_pass``): the session's own network, on the image and interaction channels of
+    one patch of the configuration, counted independently here on a network built from the same plans."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segbench.running.model_cards import measure
+
+    figures = measure(SmallNNInteractive)
+    network = build_network(plans(SMALL), seed=0)
+    assert figures.sample.kind == "patch" and figures.sample.shape == SMALL.patch_size
+    assert figures.params == sum(p.numel() for p in network.parameters())
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        network(torch.zeros((1, 1 + INTERACTION_CHANNELS, *SMALL.patch_size)))
+    assert figures.encode_flops == 0 and figures.predict_flops == counter.get_total_flops() > 0

@@ -12,6 +12,8 @@ data and no download:
   of two targets gives a numpy bool ``(2, H, W)`` mask array (:func:`segbench.interface.check_masks`,
   the harness's own check), feedback that is empty or one per target and, when iterative, a second
   step fed back its own feedback and a correction click;
+* ``drawn`` (``scribble=True`` or ``lasso=True``): a batch of two targets each told by an include drawing of
+  that kind (drawn by the protocol kinds' own rule, :mod:`segbench.protocols.drawn`) gives such masks;
 * ``encode_batch``: two images encoded together equal each encoded alone (states compared leaf by
   leaf; opaque states by the masks they decode);
 * ``volume`` (``volume=True``): ``predict_volume`` gives ``(N, D, H, W)`` bool masks;
@@ -45,13 +47,16 @@ from segbench.interface import (
     VolumePrompt,
     check_masks,
 )
+from segbench.protocols.drawn import lasso_prompt, scribble_prompt
 from segbench.protocols.prompts import parse_protocol
 from segbench.running.plan import setup_adapter, supported_protocols
 
 # a (H, W) for the phantom image: not square, so a transposed mask fails the shape check
 IMAGE_SHAPE = (150, 200)
 # the checks in the order they run; ``load`` and ``encode`` first, as the others need them
-CHECKS = ("meta", "load", "encode", "box", "point", "iterative", "support_set", "encode_batch", "volume", "refused")
+CHECKS = (
+    "meta", "load", "encode", "box", "point", "drawn", "iterative", "support_set", "encode_batch", "volume", "refused",
+)  # fmt: skip
 VOLUME_DEPTH = 3  # the key slice in the middle: propagation runs both ways
 ATOL, RTOL = 1e-4, 1e-3
 # protocols whose parameters change what they need, beside each kind with its defaults
@@ -226,6 +231,15 @@ class Checker:
             return skip
         self._predict(self.state, [self._points(mask) for mask in self.targets])
         return "2 targets, a positive and a negative click each"
+
+    def check_drawn(self) -> str:
+        kinds = [kind for kind in ("scribble", "lasso") if getattr(self.capabilities, kind)]
+        if not kinds:
+            return "skipped: not declared (scribble=False, lasso=False)"
+        draw = {"scribble": lambda mask: scribble_prompt(mask, 1), "lasso": lasso_prompt}
+        for kind in kinds:
+            self._predict(self.state, [draw[kind](mask) for mask in self.targets])
+        return ", ".join(f"2 targets by a {kind}" for kind in kinds)
 
     def check_iterative(self) -> str:
         if skip := self._skip_unless("iterative"):

@@ -17,10 +17,11 @@ How (``segbench cards``):
   :data:`SUPPORT_SIZE` examples for in-context ones. The counter counts torch's matrix products,
   convolutions and attention as 2 FLOPs a multiply-add; element-wise work and anything outside torch
   (numpy preprocessing, the classical baselines) count 0, which is why the baselines show no FLOPs.
-* an adapter that drives an official inference session (nnInteractive: a ``session`` holding ``network``
-  and nnU-Net's ``configuration_manager``) runs a data-dependent number of network passes per target
-  (AutoZoom), so its figure is one network pass on one patch of the configuration's ``patch_size``
-  (``"per 192x192x192 patch, one network pass"``), the unit the session's cost is a multiple of.
+* an adapter whose cost per target is a data-dependent number of passes of one network (nnInteractive's
+  official session: AutoZoom and refinement patches) says so through :meth:`Adapter.network_pass
+  <segbench.interface.Adapter.network_pass>`: its figure is one pass of that network on the input it gives
+  (``"per 192x192x192 patch, one network pass"``), the unit the session's cost is a multiple of, and the
+  network counts among its modules.
 
 The FLOP counter runs the model for real: on a 2-core CPU, SAM ViT-H at 1024 takes minutes, so the
 figures are measured once by ``segbench cards`` and committed (:data:`CARDS_FILE`, with the torch version
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segbench import plugins
-from segbench.interface import Adapter, LoadOptions, Prompt, RawImage, Support, VolumePrompt
+from segbench.interface import Adapter, LoadOptions, NetworkPass, Prompt, RawImage, Support, VolumePrompt
 from segbench.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -123,14 +124,13 @@ def sample_for(adapter: type[Adapter]) -> Sample:
 
 
 def modules_of(adapter: Adapter) -> list[torch.nn.Module]:
-    """The torch modules a loaded adapter holds: its attributes that are modules, and the ``network`` of an
-    attribute that drives one (nnInteractive's official inference session)."""
-    found = []
-    for value in vars(adapter).values():
-        if not isinstance(value, torch.nn.Module):
-            value = getattr(value, "network", None)
-        if isinstance(value, torch.nn.Module):
-            found.append(value)
+    """The torch modules a loaded adapter holds: its attributes that are modules, and the network it says its
+    cost is counted in (:meth:`~segbench.interface.Adapter.network_pass`), which may live inside an official
+    session object."""
+    found = [value for value in vars(adapter).values() if isinstance(value, torch.nn.Module)]
+    unit = adapter.network_pass()
+    if unit is not None and not any(unit.network is module for module in found):
+        found.append(unit.network)
     return found
 
 
@@ -207,9 +207,9 @@ def measure(adapter_class: str | type[Adapter], seed: int = 0, device: str = "cp
         for module in modules:
             module.to("meta")
         adapter.options = dataclasses.replace(adapter.options, device="meta")  # type: ignore[attr-defined]
-    session = getattr(adapter, "session", None)
-    if session is not None and hasattr(session, "configuration_manager"):
-        return _one_network_pass(name, session, params, device)
+    unit = adapter.network_pass()
+    if unit is not None:
+        return _one_network_pass(name, unit, params, device)
     data, target = _inputs(sample, np.random.default_rng(seed), cls.meta.input == "raw")
     with torch.inference_mode():
         if sample.kind == "volume":
@@ -224,15 +224,13 @@ def measure(adapter_class: str | type[Adapter], seed: int = 0, device: str = "cp
     return Figures(name, params, encode, predict, sample, device)
 
 
-def _one_network_pass(name: str, session: Any, params: int, device: str) -> Figures:
-    """The figures of one pass of a session-driven network (see the module's docstring) on one patch."""
-    network: torch.nn.Module = session.network
-    first = next(m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
-    patch = tuple(int(n) for n in session.configuration_manager.patch_size)
+def _one_network_pass(name: str, unit: NetworkPass, params: int, device: str) -> Figures:
+    """The figures of one pass of the network an adapter drives (see the module's docstring)."""
+    network: torch.nn.Module = unit.network
     where = next(network.parameters()).device
     with torch.inference_mode():
-        _, flops = _counted(network, torch.zeros((1, first.in_channels, *patch), device=where))
-    return Figures(name, params, 0, flops, Sample("patch", patch, "network pass"), device)
+        _, flops = _counted(network, torch.zeros(unit.input_shape, device=where))
+    return Figures(name, params, 0, flops, Sample("patch", unit.patch, "network pass"), device)
 
 
 def document(figures: Sequence[Figures], failed: dict[str, str]) -> dict[str, Any]:
