@@ -14,6 +14,7 @@ The published configuration itself is checked without a forward pass (built on t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,9 +140,30 @@ def _brats_crop(data_root: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, .
     return np.ascontiguousarray(case.raw[window]), mask[window], case.spacing
 
 
-def test_masks_equal_the_official_sessions(data_root: Path, tmp_path: Path) -> None:
+def _adapter_on(folder: Path, seed: int, image: np.ndarray, spacing: tuple[float, ...]) -> tuple[NNInteractive, Any]:
+    """The small adapter loaded from a model folder of weights drawn with ``seed`` (written to ``folder``,
+    for the official session to load too), and its state for ``image``."""
+    path = write_model_folder(folder, plans(SMALL), build_network(plans(SMALL), seed=seed).state_dict())
+    adapter = SmallNNInteractive()
+    adapter.load(LoadOptions(checkpoint=path, seed=0))
+    return adapter, adapter.encode_volume(RawImage(image, spacing))
+
+
+def _official_session(folder: Path, image: np.ndarray) -> Any:
+    """The official session on ``folder``'s model and ``image``, set up as the README and the CVPR 2025
+    baseline (predict.py) set it up."""
     from nnInteractive.inference.inference_session import nnInteractiveInferenceSession
 
+    session = nnInteractiveInferenceSession(
+        device=torch.device("cpu"), use_torch_compile=False, torch_n_threads=torch.get_num_threads(),
+        do_autozoom=True, interactions_storage="tensor", enable_undo=False,
+    )  # fmt: skip
+    session.initialize_from_trained_model_folder(str(folder))
+    session.set_image(image[None])
+    return session
+
+
+def test_masks_equal_the_official_sessions(data_root: Path, tmp_path: Path) -> None:
     image, truth, spacing = _brats_crop(data_root)
     key = image.shape[0] // 2
     rows, cols = np.nonzero(truth[key])
@@ -151,10 +173,7 @@ def test_masks_equal_the_official_sessions(data_root: Path, tmp_path: Path) -> N
     outside = np.argwhere(~truth[other])[0]  # a background voxel on another slice, for an exclude click
 
     folder = tmp_path / "nnInteractive_v1.0"
-    path = write_model_folder(folder, plans(SMALL), build_network(plans(SMALL), seed=0).state_dict())
-    adapter = SmallNNInteractive()
-    adapter.load(LoadOptions(checkpoint=path, seed=0))
-    state = adapter.encode_volume(RawImage(image, spacing))
+    adapter, state = _adapter_on(folder, 0, image, spacing)
     first = VolumePrompt(
         {key: Prompt(box=box, points=np.array([inside[::-1]], float), point_labels=np.array([1]))}, key, (0, 11)
     )
@@ -168,12 +187,7 @@ def test_masks_equal_the_official_sessions(data_root: Path, tmp_path: Path) -> N
     step2 = adapter.predict_volume(state, [second])
 
     # the official session, driven as the README and the CVPR 2025 baseline (predict.py) drive it
-    session = nnInteractiveInferenceSession(
-        device=torch.device("cpu"), use_torch_compile=False, torch_n_threads=torch.get_num_threads(),
-        do_autozoom=True, interactions_storage="tensor", enable_undo=False,
-    )  # fmt: skip
-    session.initialize_from_trained_model_folder(str(folder))
-    session.set_image(image[None])
+    session = _official_session(folder, image)
     x0, y0, x1, y1 = box
     bbox = [[key, key + 1], [y0, y1 + 1], [x0, x1 + 1]]  # half-open, a 2D box on slice `key`
     expected = []
@@ -201,8 +215,6 @@ def test_drawn_prompts_equal_the_official_sessions_whole_volume_drawings(data_ro
     """A lasso and a scribble drawn by segbench's own rule (:mod:`segbench.protocols.drawn`) on the key slice,
     and an exclude scribble on another: the adapter hands the session each drawing's crop with its
     ``interaction_bbox``; the official session here is given the README's whole-volume masks instead."""
-    from nnInteractive.inference.inference_session import nnInteractiveInferenceSession
-
     from segbench.protocols.drawn import lasso, scribble
 
     image, truth, spacing = _brats_crop(data_root)
@@ -214,10 +226,7 @@ def test_drawn_prompts_equal_the_official_sessions_whole_volume_drawings(data_ro
     away &= ~truth[other]
 
     folder = tmp_path / "nnInteractive_v1.0"
-    path = write_model_folder(folder, plans(SMALL), build_network(plans(SMALL), seed=1).state_dict())
-    adapter = SmallNNInteractive()
-    adapter.load(LoadOptions(checkpoint=path, seed=0))
-    state = adapter.encode_volume(RawImage(image, spacing))
+    adapter, state = _adapter_on(folder, 1, image, spacing)
     prompt = VolumePrompt(
         {
             key: Prompt(lassos=outline[None], scribbles=stroke[None], scribble_labels=np.array([1])),
@@ -228,12 +237,7 @@ def test_drawn_prompts_equal_the_official_sessions_whole_volume_drawings(data_ro
     )
     got = adapter.predict_volume(state, [prompt]).masks[0]
 
-    session = nnInteractiveInferenceSession(
-        device=torch.device("cpu"), use_torch_compile=False, torch_n_threads=torch.get_num_threads(),
-        do_autozoom=True, interactions_storage="tensor", enable_undo=False,
-    )  # fmt: skip
-    session.initialize_from_trained_model_folder(str(folder))
-    session.set_image(image[None])
+    session = _official_session(folder, image)
     target = torch.zeros(image.shape, dtype=torch.uint8)
     session.set_target_buffer(target)
     np.random.seed(0)

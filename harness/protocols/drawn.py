@@ -26,14 +26,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from segbench.hookspecs import hookimpl
 from segbench.interface import Prompt, VolumePrompt
 from segbench.protocols.base import ProtocolKind, Target
-from segbench.protocols.kinds import KEY_SLICES, PromptKind, VolumeKind
+from segbench.protocols.kinds import KeySliceKind, PromptKind
 from segbench.protocols.volume_prompts import key_slice, slice_extent
 
 EIGHT = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
@@ -112,30 +112,38 @@ def lasso_prompt(mask: np.ndarray) -> Prompt:
     return Prompt(lassos=lasso(mask)[None], lasso_labels=np.array([1]))
 
 
-def _check_radius(kind: str, params: Mapping[str, Any]) -> None:
-    if params.get("radius", 1) > 32:
-        raise ValueError(f"protocol {kind!r}: radius is in pixels, at most 32")
+class ScribbleKind(ProtocolKind):
+    """The scribble kinds' ``radius`` parameter: the stroke's half-width in pixels beyond its centre line."""
+
+    @classmethod
+    def check(cls, params: Mapping[str, Any]) -> None:
+        super().check(params)
+        if params.get("radius", 1) > 32:
+            raise ValueError(f"protocol {cls.kind!r}: radius is in pixels, at most 32")
+
+    @property
+    def radius(self) -> int:
+        return int(self.param("radius"))
+
+    @property
+    def radius_suffix(self) -> str:
+        """What a radius other than the default adds to the protocol's name."""
+        return "" if self.radius == 1 else f"_r{self.radius}"
 
 
-class Scribble(PromptKind):
+class Scribble(ScribbleKind, PromptKind):
     """One include scribble along the target's centre line (module docstring)."""
 
     kind = "scribble"
     defaults = {"radius": 1}
     needs = frozenset({"scribble"})
 
-    @classmethod
-    def check(cls, params: Mapping[str, Any]) -> None:
-        super().check(params)
-        _check_radius(cls.kind, params)
-
     @property
     def name(self) -> str:
-        radius = int(self.param("radius"))
-        return "scribble" if radius == 1 else f"scribble_r{radius}"
+        return "scribble" + self.radius_suffix
 
     def prompt(self, target: Target, rng: np.random.Generator) -> Prompt:
-        return scribble_prompt(target.mask, int(self.param("radius")))
+        return scribble_prompt(target.mask, self.radius)
 
 
 class Lasso(PromptKind):
@@ -148,25 +156,8 @@ class Lasso(PromptKind):
         return lasso_prompt(target.mask)
 
 
-class KeySliceDrawn(VolumeKind):
+class KeySliceDrawn(KeySliceKind):
     """A drawing on the target's key slice, with its extent; the model propagates it."""
-
-    defaults = {"slice": "middle"}
-    short: ClassVar[str]  # the drawing's name in the protocol's: key_<short>_<slice>
-
-    @classmethod
-    def check(cls, params: Mapping[str, Any]) -> None:
-        super().check(params)
-        if params.get("slice", "middle") not in KEY_SLICES:
-            raise ValueError(f"protocol {cls.kind!r}: slice must be one of {KEY_SLICES}")
-
-    @property
-    def name(self) -> str:
-        return f"key_{self.short}_{self.param('slice')}"
-
-    @property
-    def propagates(self) -> bool:
-        return True
 
     def draw(self, mask: np.ndarray) -> Prompt:
         raise NotImplementedError
@@ -176,24 +167,18 @@ class KeySliceDrawn(VolumeKind):
         return VolumePrompt({key: self.draw(target.mask[key])}, key, slice_extent(target.mask))
 
 
-class KeySliceScribble(KeySliceDrawn):
+class KeySliceScribble(ScribbleKind, KeySliceDrawn):
     kind = "key_slice_scribble"
     defaults = {"slice": "middle", "radius": 1}
     needs = frozenset({"scribble", "volume"})
     short = "scribble"
 
-    @classmethod
-    def check(cls, params: Mapping[str, Any]) -> None:
-        super().check(params)
-        _check_radius(cls.kind, params)
-
     @property
     def name(self) -> str:
-        radius = int(self.param("radius"))
-        return super().name + ("" if radius == 1 else f"_r{radius}")
+        return super().name + self.radius_suffix
 
     def draw(self, mask: np.ndarray) -> Prompt:
-        return scribble_prompt(mask, int(self.param("radius")))
+        return scribble_prompt(mask, self.radius)
 
 
 class KeySliceLasso(KeySliceDrawn):

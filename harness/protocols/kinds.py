@@ -10,7 +10,7 @@ always written (``box_jitter5``, ``points3``, ``iterative_box5``, ``support8x5+b
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -209,30 +209,38 @@ class VolumeKind(ProtocolKind):
         return Ask(targets, [self.volume_prompt(target) for target in targets])
 
 
-def _check_key_slice(kind: str, params: Mapping[str, Any]) -> None:
+def check_key_slice(kind: str, params: Mapping[str, Any]) -> None:
     if params.get("slice", "middle") not in KEY_SLICES:
         raise ValueError(f"protocol {kind!r}: slice must be one of {KEY_SLICES}")
 
 
-class KeySliceBox(VolumeKind):
-    """The tight box on one key slice, with the target's extent; the model propagates it."""
+class KeySliceKind(VolumeKind):
+    """A prompt on one key slice (``slice``: see :func:`~segbench.protocols.volume_prompts.key_slice`), with the
+    target's extent; the model propagates it. Its name is ``key_<short>_<slice>``."""
 
-    kind = "key_slice_box"
     defaults = {"slice": "middle"}
-    needs = frozenset({"box"})
+    short: ClassVar[str]
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> None:
         super().check(params)
-        _check_key_slice(cls.kind, params)
+        check_key_slice(cls.kind, params)
 
     @property
     def name(self) -> str:
-        return f"key_box_{self.param('slice')}"
+        return f"key_{self.short}_{self.param('slice')}"
 
     @property
     def propagates(self) -> bool:
         return True
+
+
+class KeySliceBox(KeySliceKind):
+    """The tight box on one key slice, with the target's extent; the model propagates it."""
+
+    kind = "key_slice_box"
+    needs = frozenset({"box"})
+    short = "box"
 
     def volume_prompt(self, target: Target) -> VolumePrompt:
         return key_slice_box(target.mask, self.param("slice"))
@@ -274,7 +282,7 @@ class Iterative3D(VolumeKind):
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> None:
         super().check(params)
-        _check_key_slice(cls.kind, params)
+        check_key_slice(cls.kind, params)
 
     @property
     def name(self) -> str:
