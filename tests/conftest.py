@@ -1,11 +1,13 @@
 """Shared fixtures: the real datasets (through SEGBENCH_DATA or ../shared/datasets next to the
-repository), a CLI runner, and one quick-suite run reused by several tests."""
+repository), a CLI runner, one quick-suite run reused by several tests, and adapters registered in process."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,26 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
         env={**os.environ, "PIP_NO_INDEX": "1"},
     )
     return os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+
+
+@contextmanager
+def registered_adapters(*classes: type) -> Iterator[None]:
+    """``classes`` registered in this process as a plugin's adapters (through the real hook) for the block,
+    and gone after it."""
+    from segbench import plugins
+    from segbench.hookspecs import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def segbench_register_adapters(self, register: Callable[[type], None]) -> None:
+            for cls in classes:
+                register(cls)
+
+    manager, plugin = plugins.plugin_manager(), Plugin()
+    manager.register(plugin)
+    plugins.adapters.cache_clear()
+    try:
+        yield
+    finally:
+        manager.unregister(plugin)
+        plugins.adapters.cache_clear()

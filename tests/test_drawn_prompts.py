@@ -6,7 +6,6 @@ with an adapter that answers with exactly what it was drawn (so each row's Dice 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segbench import plugins
-from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt
 from segbench.protocols.base import Ask, ProtocolInputs, Target
 from segbench.protocols.drawn import lasso, scribble
 from segbench.protocols.prompts import parse_protocol
 from segbench.protocols.volume_prompts import key_slice_box
 from segbench.running.plan import supported_protocols
+
+from .conftest import registered_adapters
 
 
 def bar(shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
@@ -173,24 +172,13 @@ def test_a_suite_runs_scribbles_and_lassos_and_records_their_cost(tmp_path: Path
     from segbench.running.execute import execute
     from segbench.running.plan import RunOptions, make_plan
 
-    class Plugin:
-        @hookimpl
-        def segbench_register_adapters(self, register: Callable[[type], None]) -> None:
-            register(Drawer)
-
     (tmp_path / "phantom-drawn.toml").write_text(TASK)
-    manager, plugin = plugins.plugin_manager(), Plugin()
-    manager.register(plugin)
-    plugins.adapters.cache_clear()
-    try:
+    with registered_adapters(Drawer):
         spec = load_task(tmp_path / "phantom-drawn.toml")
         suite = Suite("s", "", ("drawer",), ("phantom-drawn",), None, 0, None, tmp_path / "bench.toml")
         options = RunOptions(device="cpu", warmup=False, save_masks=0)
         plan = make_plan(suite, {"phantom-drawn": spec}, options)
         store = execute(plan, tmp_path / "out", progress=False)
-    finally:
-        manager.unregister(plugin)
-        plugins.adapters.cache_clear()
     rows = store.read_cases().sort("case_id", "prompt")
     assert set(rows["status"]) == {"ok"} and set(rows["prompt"]) == {"scribble", "lasso"}
     cost = rows.select("prompt", "boxes", "clicks", "scribbles", "lassos", "prompted_slices").unique().sort("prompt")

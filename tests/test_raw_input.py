@@ -18,7 +18,7 @@ from segbench.data.readers.decode import apply_intensity
 from segbench.data.specs import IntensitySpec
 from segbench.protocols.slice_cache import slice_image
 
-from .conftest import run_cli
+from .conftest import registered_adapters, run_cli
 from .plugin_site import install_plugin
 
 AIR, TISSUE = -1000, 40
@@ -268,13 +268,10 @@ def _ct_slices(folder: Path, count: int = 5) -> dict[str, np.ndarray]:
 def test_an_in_context_raw_adapter_gets_raw_support_images(tmp_path: Path) -> None:
     """Support sets come as the adapter's queries do: raw pixels (RawImage, the file's dtype and spacing) for
     an adapter declaring ``input="raw"``, the 8-bit window for the others, drawn from the same pool cases."""
-    from collections.abc import Callable
     from typing import Any
 
-    from segbench import plugins
     from segbench.data.suites import Suite
     from segbench.data.taskspec import load_task
-    from segbench.hookspecs import hookimpl
     from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, RawImage
     from segbench.running.execute import execute
     from segbench.running.plan import RunOptions, make_plan
@@ -299,25 +296,13 @@ def test_an_in_context_raw_adapter_gets_raw_support_images(tmp_path: Path) -> No
     class RgbInContext(InContext):
         meta = AdapterMeta("rgb-ic", "test", "in-context, 8-bit", Capabilities(support_set=True))
 
-    class Plugin:
-        @hookimpl
-        def segbench_register_adapters(self, register: Callable[[type], None]) -> None:
-            register(RawInContext)
-            register(RgbInContext)
-
     slices = _ct_slices(tmp_path / "data" / "slices")
     (tmp_path / "ct-ic.toml").write_text(IC_TASK)
-    manager, plugin = plugins.plugin_manager(), Plugin()
-    manager.register(plugin)
-    plugins.adapters.cache_clear()
-    try:
+    with registered_adapters(RawInContext, RgbInContext):
         spec = load_task(tmp_path / "ct-ic.toml")
         suite = Suite("s", "", ("raw-ic", "rgb-ic"), ("ct-ic",), None, 0, None, tmp_path / "bench.toml")
         options = RunOptions(device="cpu", data_root=tmp_path / "data", warmup=False, save_masks=0)
         store = execute(make_plan(suite, {"ct-ic": spec}, options), tmp_path / "out", progress=False)
-    finally:
-        manager.unregister(plugin)
-        plugins.adapters.cache_clear()
     rows = store.read_cases()
     assert set(rows["status"]) == {"ok"} and set(rows["case_id"]) == {"s3", "s4"}
     assert seen["raw-ic"] and len(seen["raw-ic"]) == len(seen["rgb-ic"])

@@ -4,7 +4,7 @@ a suite axis, a prompt passed together with a support set, the task-level resize
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from segbench import plugins
 from segbench.adapters.baselines import box_mask
 from segbench.data.readers.phantom import phantom
 from segbench.data.suites import Suite
 from segbench.data.support_sets import SupportPool, SupportSplit, ensemble_masks, parse_support_split
 from segbench.data.taskspec import TaskSpec, parse_task
 from segbench.errors import ConfigError
-from segbench.hookspecs import hookimpl
 from segbench.interface import Adapter, AdapterMeta, Capabilities, LoadOptions, Prediction, Prompt, Support
 from segbench.protocols.kinds import support_request
 from segbench.protocols.prompts import Target, bounding_box, initial_prompt, parse_protocols, target_rng
@@ -29,6 +27,8 @@ from segbench.running.plan import RunOptions, make_plan
 from segbench.running.rows import case_schema
 from segbench.running.runner import UnitRunner
 from segbench.running.store import RunStore, conform
+
+from .conftest import registered_adapters
 
 TASK = {
     "task": {"name": "phantom-ic"},
@@ -218,21 +218,10 @@ class BoxAndSupport(Adapter):
         return Prediction(np.stack([box_mask(p.box, state) for p in prompts]))
 
 
-class TestPlugin:
-    @hookimpl
-    def segbench_register_adapters(self, register: Callable[[type], None]) -> None:
-        register(BoxAndSupport)
-
-
 @pytest.fixture
 def box_and_support() -> Any:
-    manager = plugins.plugin_manager()
-    plugin = TestPlugin()
-    manager.register(plugin)
-    plugins.adapters.cache_clear()
-    yield BoxAndSupport
-    manager.unregister(plugin)
-    plugins.adapters.cache_clear()
+    with registered_adapters(BoxAndSupport):
+        yield BoxAndSupport
 
 
 def test_a_protocol_can_pass_a_prompt_and_a_support_set_together(box_and_support: type) -> None:

@@ -34,20 +34,10 @@ from segbench.hookspecs import hookimpl
 from segbench.interface import Prompt, VolumePrompt
 from segbench.protocols.base import ProtocolKind, Target
 from segbench.protocols.kinds import KeySliceKind, PromptKind
+from segbench.protocols.prompts import largest_component
 from segbench.protocols.volume_prompts import key_slice, slice_extent
 
 EIGHT = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-
-
-def largest_piece(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a 2D mask (the first in scan order on a tie)."""
-    from scipy import ndimage
-
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    if count <= 1:
-        return labelled > 0
-    sizes = np.bincount(labelled.ravel())[1:]
-    return labelled == int(np.argmax(sizes)) + 1
 
 
 def _farthest(pixels: set[tuple[int, int]], start: tuple[int, int]) -> tuple[tuple[int, int], dict]:
@@ -70,7 +60,7 @@ def centre_line(mask: np.ndarray) -> np.ndarray:
     """The longest path through the skeleton of ``mask``'s largest piece, as an (H, W) bool mask."""
     from skimage.morphology import skeletonize
 
-    piece = largest_piece(mask)
+    piece = largest_component(mask)
     skeleton = skeletonize(piece)
     rows, cols = np.nonzero(skeleton if skeleton.any() else piece)
     pixels = set(zip(rows.tolist(), cols.tolist(), strict=True))

@@ -211,16 +211,22 @@ def correction_click(gt: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...],
     return index, int(gt[index])
 
 
-def largest_error_component(gt: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
-    """The largest fully connected (8 in 2D, 26 in 3D) component of the voxels where ``pred`` and ``gt``
-    differ, as a bool mask; None when they agree everywhere."""
-    error = gt != pred
-    if not error.any():
-        return None
-    components, count = ndimage.label(error, structure=np.ones((3,) * gt.ndim, bool))
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest fully connected (8 in 2D, 26 in 3D) component of a non-empty mask, as a bool mask (the
+    first in scan order on a tie)."""
+    components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     sizes[0] = 0
     return np.asarray(components == int(np.argmax(sizes)))
+
+
+def largest_error_component(gt: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
+    """The largest fully connected component (:func:`largest_component`) of the voxels where ``pred`` and
+    ``gt`` differ; None when they agree everywhere."""
+    error = gt != pred
+    if not error.any():
+        return None
+    return largest_component(error)
 
 
 def point_xy(index: tuple[int, ...]) -> list[float]:
